@@ -1,0 +1,1 @@
+"""inferq client-side tools: the local stack launcher (and, later, the client and CLI)."""

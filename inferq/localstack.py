@@ -1,0 +1,196 @@
+"""Run the whole stack on this machine: a private redis-server and every service as a subprocess.
+
+Used by the demo, the end-to-end tests and benchmarks. Processes are stopped with SIGTERM (a
+graceful drain) and killed only if they outlive the grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, with AOF on as in production."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            raise StackError(
+                "redis-server not found. Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; "
+                "macOS: brew install redis) or point INFERQ_REDIS_URL at a running Redis."
+            )
+        self.port = port or free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction"],
+            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise StackError(f"redis-server did not start on port {self.port}; see {self.dir / 'redis.log'}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class LocalStack:
+    def __init__(
+        self,
+        models_path: str | Path,
+        *,
+        redis_url: str | None = None,
+        workdir: str | Path | None = None,
+        dispatchers: int = 1,
+        workers_per_model: int = 1,
+        models: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.models_path = str(Path(models_path).resolve())
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="inferq-"))
+        self.redis: RedisServer | None = None
+        self.redis_url = redis_url
+        self.dispatchers = dispatchers
+        self.workers_per_model = workers_per_model
+        self.model_names = models
+        self.extra_env = env or {}
+        self.port = port or free_port()
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env}
+        env.update(INFERQ_REDIS_URL=self.redis_url or "", INFERQ_MODELS=self.models_path, INFERQ_PORT=str(self.port),
+                   INFERQ_HOST="127.0.0.1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        return env
+
+    def start(self) -> "LocalStack":
+        if self.redis_url is None:
+            self.redis = RedisServer(self.workdir / "redis").start()
+            self.redis_url = self.redis.url
+        names = self.model_names
+        if names is None:
+            from shared.models_config import load_models
+
+            names = load_models(self.models_path).names()
+        self.spawn("ingest", "services.ingest")
+        for i in range(self.dispatchers):
+            self.spawn(f"dispatcher-{i}", "services.dispatcher")
+        for name in names:
+            for i in range(self.workers_per_model):
+                self.spawn(f"worker-{name}-{i}", "services.inference", "--model", name)
+        self.wait_ready()
+        return self
+
+    def spawn(self, name: str, module: str, *args: str) -> subprocess.Popen:
+        log = open(self.workdir / f"{name.replace('/', '_')}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"ingest not ready after {timeout}s; logs in {self.workdir}")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with code {proc.returncode}; log: {self.log_path(name)}\n{self.log_tail(name)}")
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name.replace('/', '_')}.log"
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop_processes(self, names: list[str], timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM them all at once, then wait; kill whatever outlives `timeout`."""
+        procs = {name: self.procs.pop(name) for name in names}
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return {name: proc.returncode for name, proc in procs.items()}
+
+    def stop(self) -> dict[str, int]:
+        """Stop workers first (they drain), then dispatchers (they finish collecting), then ingest."""
+        codes: dict[str, int] = {}
+        for role in ("worker", "dispatcher", "ingest"):
+            codes.update(self.stop_processes([n for n in self.procs if n.startswith(role)]))
+        if self.redis:
+            self.redis.stop()
+        return codes
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

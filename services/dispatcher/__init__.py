@@ -1,0 +1,1 @@
+"""Dispatcher: an arq worker process that routes requests to model streams and collects results."""

@@ -1,0 +1,64 @@
+"""The read loop shared by the router and the collector: new entries in batches, plus entries
+that a crashed dispatcher read but never acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.streams import Entry, claim_idle, consumer_name, ensure_group, read_new
+
+log = logging.getLogger("inferq.dispatcher")
+
+
+class BatchConsumer:
+    role = "consumer"
+
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        stream: str,
+        group: str,
+        *,
+        count: int,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.r = r
+        self.stream = stream
+        self.group = group
+        self.count = count
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.consumer = consumer_name(self.role)
+
+    async def handle(self, entries: list[Entry]) -> None:
+        raise NotImplementedError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set. Each batch is handled atomically with its XACK, so stopping
+        between batches (or crashing anywhere) leaves nothing half done."""
+        await ensure_group(self.r, self.stream, self.group)
+        next_claim = 0.0
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.claim_idle_ms / 3000
+                    stale = await claim_idle(self.r, self.stream, self.group, self.consumer, self.claim_idle_ms, self.count)
+                    if stale:
+                        log.warning("%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream)
+                        await self.handle(stale)
+                entries = await read_new(self.r, self.stream, self.group, self.consumer, self.count, self.block_ms)
+                if entries:
+                    await self.handle(entries)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.role, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

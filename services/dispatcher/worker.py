@@ -1,0 +1,79 @@
+"""arq WorkerSettings for the dispatcher (`arq services.dispatcher.worker.WorkerSettings` works too).
+
+The router and collector are long-running stream consumers started from the startup hook; arq's
+own job queue and cron run the periodic and deferred work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from services.dispatcher.collector import Collector
+from services.dispatcher.maintenance import trim_streams
+from services.dispatcher.router import Router
+from shared.jobstore import JobStore
+from shared.keys import Keys
+from shared.models_config import load_models
+from shared.redis_client import check_server, connect
+from shared.settings import Settings
+
+log = logging.getLogger("inferq.dispatcher")
+settings = Settings.from_env()
+
+
+async def startup(ctx: dict) -> None:
+    keys = Keys(settings.key_prefix)
+    models = load_models(settings.models_path)
+    r = connect(settings.redis_url)
+    await check_server(r)
+    stop = asyncio.Event()
+    router = Router(r, keys, models)
+    collector = Collector(r, keys, JobStore(r, keys, settings.job_ttl_s))
+    ctx.update(
+        keys=keys, models=models, stream_redis=r, stop=stop, router=router, collector=collector,
+        consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector")],
+    )
+    for task in ctx["consumers"]:
+        task.add_done_callback(_exit_if_failed)
+    log.info("dispatcher started", extra={"router": router.consumer, "collector": collector.consumer})
+
+
+def _exit_if_failed(task: asyncio.Task) -> None:
+    """A consumer that died of a bug must take the process down so the supervisor restarts it;
+    every effect is atomic with its XACK, so exiting here loses nothing."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("%s crashed; exiting", task.get_name(), exc_info=task.exception())
+        logging.shutdown()
+        os._exit(70)
+
+
+async def shutdown(ctx: dict) -> None:
+    """Stop reading; a batch already read finishes (it is one atomic step with its XACK)."""
+    if "stop" not in ctx:
+        return
+    ctx["stop"].set()
+    done, pending = await asyncio.wait(ctx["consumers"], timeout=settings.shutdown_grace_s)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if task.exception():
+            log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
+    await ctx["stream_redis"].aclose()
+    log.info("dispatcher stopped", extra={"routed": ctx["router"].routed, "results_applied": ctx["collector"].applied})
+
+
+class WorkerSettings:
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    queue_name = Keys(settings.key_prefix).arq_queue
+    on_startup = startup
+    on_shutdown = shutdown
+    functions: list = []
+    cron_jobs = [cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True)]
+    handle_signals = True
+    job_timeout = 300
+    keep_result = 3600

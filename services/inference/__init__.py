@@ -1,0 +1,1 @@
+"""Inference worker: consumes one model's stream and runs the model."""

@@ -1,0 +1,59 @@
+"""`python -m services.inference --model NAME`: run one worker process for one model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from services.inference.engines import create_engine
+from services.inference.worker import InferenceWorker
+from shared.keys import Keys
+from shared.logs import configure_logging
+from shared.models_config import ModelsFileError, load_models
+from shared.redis_client import check_server, connect
+from shared.settings import Settings, SettingsError
+
+
+async def serve(settings: Settings, model_name: str, consumer: str | None) -> None:
+    model = load_models(settings.models_path).models[model_name]
+    r = connect(settings.redis_url)
+    await check_server(r)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker = InferenceWorker(r, Keys(settings.key_prefix), model, create_engine(model),
+                             consumer=consumer, grace_s=settings.shutdown_grace_s)
+    try:
+        await worker.run(stop)
+    finally:
+        await r.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.inference", description="Run an inference worker for one model.")
+    parser.add_argument("--model", required=True, help="model name from the models file")
+    parser.add_argument("--consumer", help="consumer name (default: unique per process)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        models = load_models(settings.models_path)
+    except (SettingsError, ModelsFileError) as exc:
+        print(f"inferq worker: {exc}", file=sys.stderr)
+        return 2
+    if args.model not in models.models:
+        print(f"inferq worker: unknown model {args.model!r}; known models: {', '.join(models.names())}", file=sys.stderr)
+        return 2
+    configure_logging(f"inference:{args.model}", settings.log_level)
+    try:
+        from uvloop import run
+    except ImportError:
+        run = asyncio.run
+    run(serve(settings, args.model, args.consumer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The interface every engine implements; the worker loop drives all of them the same way."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+from shared.messages import InferenceRequest
+
+
+class Generation(msgspec.Struct, kw_only=True):
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class EngineError(Exception):
+    """An engine failure with a code the result reports. `retryable` says whether running the same
+    request again may succeed (overload, lost connection) or never will (prompt too long)."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class Engine(Protocol):
+    async def start(self) -> None:
+        """Load the model; called once before the first request."""
+
+    async def generate(self, request: InferenceRequest) -> Generation:
+        """Run one request; many calls run concurrently (up to the model's max_inflight)."""
+
+    async def stop(self) -> None:
+        """Release the model; called once after the last request."""

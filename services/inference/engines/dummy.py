@@ -1,0 +1,45 @@
+"""The `dummy` engine: a simulator for pipeline tests and benchmarks, not a language model.
+
+It echoes the prompt's words back (up to max_tokens, cut at a stop sequence) after a configurable
+latency, and counts whitespace-separated words as tokens. It exercises the whole pipeline, with
+realistic timing when latency is set, at no compute cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.inference.engines.base import Generation
+from shared.messages import InferenceRequest
+from shared.models_config import DummyOptions
+
+
+class DummyEngine:
+    def __init__(self, options: DummyOptions) -> None:
+        self.options = options
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def generate(self, request: InferenceRequest) -> Generation:
+        if request.messages is not None:
+            prompt_words = [w for m in request.messages for w in m.content.split()]
+            source = request.messages[-1].content.split()
+        else:
+            prompt_words = source = (request.prompt or "").split()
+        limit = request.params.max_tokens
+        words = source[:limit]
+        finish = "length" if len(source) > limit else "stop"
+        text = " ".join(words)
+        for stop in request.params.stop or ():
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+                words = text.split()
+        delay = self.options.latency_ms + self.options.ms_per_token * len(words)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)
+        return Generation(text=text, finish_reason=finish, prompt_tokens=len(prompt_words), completion_tokens=len(words))

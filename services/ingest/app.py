@@ -1,0 +1,182 @@
+"""The ingest HTTP API (FastAPI). Bodies are decoded and encoded with msgspec."""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import msgspec
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.ingest import openapi
+from services.ingest.body import read_limited
+from services.ingest.errors import ApiException, error_response, handle_api_exception
+from services.ingest.submission import plan_job
+from shared.api import ApiError, ApiErrorBody, Health, Job, JobCreate, ModelInfo, ModelList, ModelQueue, RequestCounts, ResultLine, Usage
+from shared.jobstore import JobStore
+from shared.keys import WORKER_GROUP, Keys
+from shared.models_config import ModelsConfig, load_models
+from shared.redis_client import check_server, connect
+from shared.settings import Settings
+from shared.streams import backlog
+
+log = logging.getLogger("inferq.ingest")
+_encoder = msgspec.json.Encoder()
+_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$", description="Job id returned by POST /v1/jobs")]
+_ERRORS = {
+    400: openapi.json_response(ApiError, "Malformed request"),
+    404: openapi.json_response(ApiError, "Not found"),
+    413: openapi.json_response(ApiError, "Body or job too large"),
+    422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
+}
+
+
+def _json(obj, status: int = 200) -> Response:
+    return Response(_encoder.encode(obj), status_code=status, media_type="application/json")
+
+
+def create_app(settings: Settings | None = None, models: ModelsConfig | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    models = models or load_models(settings.models_path)  # a bad models file stops the service here
+    keys = Keys(settings.key_prefix)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        r = connect(settings.redis_url)
+        try:
+            await check_server(r)
+        except ConnectionError:
+            log.warning("Redis at %s is not reachable yet; /readyz reports it", settings.redis_url)
+        app.state.redis = r
+        app.state.jobs = JobStore(r, keys, settings.job_ttl_s)
+        yield
+        await r.aclose()
+
+    app = FastAPI(
+        title="inferq",
+        version="0.1.0",
+        description="Submit batches of LLM requests as jobs; follow their state and stream their results.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(ApiException, handle_api_exception)
+
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("path", "query", "body")]
+        field = ".".join(loc) or None
+        return error_response(422, ApiErrorBody(message=f"{field}: {first.get('msg', 'invalid')}", type="invalid_request_error", field=field))
+
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, ApiErrorBody(message=str(exc.detail), type="http_error"))
+
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    openapi.install(app)
+
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        response_class=Response,
+        summary="Submit a job",
+        openapi_extra=openapi.json_body(JobCreate),
+        responses={202: openapi.json_response(Job, "Accepted: every request is queued"), **_ERRORS},
+    )
+    async def create_job(request: Request) -> Response:
+        body = await read_limited(request, settings.max_body_bytes)
+        plan = plan_job(body, models, settings.max_requests_per_job)
+        await request.app.state.jobs.create(plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks)
+        total = sum(plan.model_totals.values())
+        job = Job(
+            id=plan.job_id,
+            status="queued",
+            created_at=plan.created_ms // 1000,
+            request_counts=RequestCounts(total=total, queued=total),
+            models={m: RequestCounts(total=n, queued=n) for m, n in sorted(plan.model_totals.items())},
+            usage=Usage(),
+            metadata=plan.metadata,
+        )
+        return _json(job, 202)
+
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_class=Response,
+        summary="Get a job's status, counts and usage",
+        responses={200: openapi.json_response(Job, "The job"), **_ERRORS},
+    )
+    async def get_job(request: Request, job_id: JobId) -> Response:
+        job = await request.app.state.jobs.get(job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        return _json(job)
+
+    @app.get(
+        "/v1/jobs/{job_id}/results",
+        response_class=Response,
+        summary="Stream finished results as NDJSON",
+        description=(
+            "One JSON line per finished request, in the order they finished. Works while the job runs. "
+            "The `Inferq-Next-Cursor` response header holds the cursor of the last line returned: pass it as "
+            "`after` to continue. `Inferq-Job-Status` carries the job's status at the time of the read."
+        ),
+        responses={
+            200: {"description": "Result lines", "content": {"application/x-ndjson": {"schema": openapi.ref(ResultLine)}}},
+            **_ERRORS,
+        },
+    )
+    async def get_results(
+        request: Request,
+        job_id: JobId,
+        after: Annotated[str | None, Query(description="Cursor from a previous read's Inferq-Next-Cursor header")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines to return")] = 1000,
+    ) -> Response:
+        if after is not None and not _CURSOR_RE.match(after):
+            raise ApiException(422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after")
+        jobs: JobStore = request.app.state.jobs
+        status = await jobs.status(job_id)
+        if status is None:
+            raise _job_not_found(job_id)
+        rows = await jobs.read_results(job_id, after, limit)
+        cursor = rows[-1][0].decode() if rows else (after or "")
+        body = b"".join(line + b"\n" for _, line in rows)
+        return Response(
+            body,
+            media_type="application/x-ndjson",
+            headers={"Inferq-Next-Cursor": cursor, "Inferq-Job-Status": status, "Inferq-Result-Count": str(len(rows))},
+        )
+
+    @app.get("/v1/models", response_class=Response, summary="Configured models and their queues",
+             responses={200: openapi.json_response(ModelList, "Models")})
+    async def list_models(request: Request) -> Response:
+        r = request.app.state.redis
+        data = []
+        for name in models.names():
+            queued, pending, consumers = await backlog(r, keys.model_stream(name), WORKER_GROUP)
+            cfg = models.models[name]
+            data.append(ModelInfo(id=name, engine=cfg.engine, max_inflight=cfg.max_inflight,
+                                  queue=ModelQueue(queued=queued, pending=pending, consumers=consumers)))
+        return _json(ModelList(data=data))
+
+    @app.get("/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")})
+    async def healthz() -> Response:
+        return _json(Health(status="ok"))
+
+    @app.get("/readyz", response_class=Response, summary="Readiness: Redis reachable",
+             responses={200: openapi.json_response(Health, "Ready"), 503: openapi.json_response(Health, "Redis unreachable")})
+    async def readyz(request: Request) -> Response:
+        try:
+            await request.app.state.redis.ping()
+        except Exception as exc:  # any failure to reach Redis means not ready
+            return _json(Health(status="unavailable", detail=f"redis: {exc}"), 503)
+        return _json(Health(status="ok"))
+
+    return app
+
+
+def _job_not_found(job_id: str) -> ApiException:
+    return ApiException(404, f"job {job_id} not found", type="not_found", field="job_id")

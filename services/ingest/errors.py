@@ -1,0 +1,56 @@
+"""Client errors with a message that names the field (and request index) at fault."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from fastapi import Request
+from fastapi.responses import Response
+
+from shared.api import ApiError, ApiErrorBody
+
+_encoder = msgspec.json.Encoder()
+_INDEX_RE = re.compile(r"^(?:requests|prompts)\[(\d+)\]")
+
+
+class ApiException(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        field: str | None = None,
+        index: int | None = None,
+        known_models: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ApiErrorBody(message=message, type=type, field=field, index=index, known_models=known_models)
+        self.headers = headers
+
+
+def error_response(status: int, body: ApiErrorBody, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(ApiError(error=body)), status_code=status, media_type="application/json", headers=headers)
+
+
+async def handle_api_exception(_: Request, exc: ApiException) -> Response:
+    return error_response(exc.status, exc.body, exc.headers)
+
+
+def from_validation_error(exc: msgspec.ValidationError) -> ApiException:
+    """Turn msgspec's `Expected `int` >= 1 - at `$.requests[3].max_tokens`` into a field path
+    (`requests[3].max_tokens`) and index (3) a client can act on."""
+    text = str(exc)
+    msg, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return ApiException(422, text)
+    field = path.rstrip("`").removeprefix("$").removeprefix(".")
+    named = re.search(r"(?:unknown|missing required) field `([^`]+)`", msg)
+    if named:
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    m = _INDEX_RE.match(field)
+    index = int(m.group(1)) if m else None
+    return ApiException(422, f"{field}: {msg}", field=field or None, index=index)

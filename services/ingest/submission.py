@@ -1,0 +1,112 @@
+"""Turn a POST /v1/jobs body into a job ready to write, or a client error naming the field."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from services.ingest.errors import ApiException, from_validation_error
+from shared.api import JobCreate, PromptSpec, RequestSpec
+from shared.ids import new_job_id, request_id
+from shared.messages import IngestChunk, InferenceRequest, SamplingParams
+from shared.models_config import ModelsConfig
+
+CHUNK_SIZE = 500  # requests per ingest-stream entry
+
+_decoder = msgspec.json.Decoder(JobCreate)
+_encoder = msgspec.msgpack.Encoder()
+
+
+class JobPlan(msgspec.Struct, kw_only=True):
+    job_id: str
+    created_ms: int
+    model_totals: dict[str, int]
+    metadata: dict[str, str]
+    chunks: list[bytes]
+
+
+def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
+    try:
+        doc = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise from_validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+
+    items, field = _items(doc)
+    if len(items) > max_requests:
+        raise ApiException(
+            413, f"{field}: the job has {len(items)} requests; the limit is {max_requests} per job",
+            type="request_too_large", field=field,
+        )
+
+    job_id = new_job_id()
+    created_ms = int(time.time() * 1000)
+    seen: dict[str, int] = {}
+    model_totals: dict[str, int] = {}
+    encoded: list[tuple[str, bytes]] = []
+    for i, item in enumerate(items):
+        where = f"{field}[{i}]"
+        model = models.get(item.model)
+        if model is None:
+            raise ApiException(
+                422, f"{where}.model: unknown model {item.model!r}; known models: {', '.join(models.names())}",
+                type="model_not_found", field=f"{where}.model", index=i, known_models=models.names(),
+            )
+        prompt, messages, custom_id = _content(item, where, i)
+        rid = request_id(job_id, i)
+        if custom_id is None:
+            custom_id = rid
+        elif custom_id in seen:
+            raise ApiException(
+                422, f"{where}.custom_id: duplicate custom_id {custom_id!r} (also used by {field}[{seen[custom_id]}]); "
+                "custom_id must be unique within a job", field=f"{where}.custom_id", index=i,
+            )
+        seen[custom_id] = i
+        max_tokens = item.max_tokens or model.default_max_tokens
+        if max_tokens > model.max_tokens_limit:
+            raise ApiException(
+                422, f"{where}.max_tokens: {max_tokens} exceeds the limit of {model.max_tokens_limit} for model {item.model!r}",
+                field=f"{where}.max_tokens", index=i,
+            )
+        req = InferenceRequest(
+            request_id=rid, job_id=job_id, custom_id=custom_id, model=item.model, accepted_ms=created_ms,
+            prompt=prompt, messages=messages,
+            params=SamplingParams(
+                max_tokens=max_tokens, temperature=item.temperature, top_p=item.top_p,
+                stop=[item.stop] if isinstance(item.stop, str) else item.stop, seed=item.seed,
+            ),
+        )
+        encoded.append((item.model, _encoder.encode(req)))
+        model_totals[item.model] = model_totals.get(item.model, 0) + 1
+
+    chunks = [
+        _encoder.encode(IngestChunk(job_id, encoded[i : i + CHUNK_SIZE])) for i in range(0, len(encoded), CHUNK_SIZE)
+    ]
+    return JobPlan(job_id=job_id, created_ms=created_ms, model_totals=model_totals, metadata=doc.metadata, chunks=chunks)
+
+
+def _items(doc: JobCreate) -> tuple[list[RequestSpec] | list[PromptSpec], str]:
+    if doc.requests is not None and doc.prompts is not None:
+        raise ApiException(422, "requests: give either `requests` or `prompts`, not both", field="requests")
+    if doc.requests is None and doc.prompts is None:
+        raise ApiException(422, "requests: the body must contain a `requests` list (or a `prompts` list)", field="requests")
+    field = "requests" if doc.requests is not None else "prompts"
+    items = doc.requests if doc.requests is not None else doc.prompts
+    if not items:
+        raise ApiException(422, f"{field}: must contain at least one request", field=field)
+    return items, field
+
+
+def _content(item: RequestSpec | PromptSpec, where: str, i: int):
+    if isinstance(item, PromptSpec):
+        return item.prompt, None, item.id
+    if (item.prompt is None) == (item.messages is None):
+        both = item.prompt is not None
+        raise ApiException(
+            422,
+            f"{where}: give exactly one of `prompt` or `messages`" + (", not both" if both else ""),
+            field=f"{where}.prompt", index=i,
+        )
+    return item.prompt, item.messages, item.custom_id

@@ -1,0 +1,1 @@
+"""Code every inferq service shares: schemas, settings, Redis key names, stream and job-store helpers."""

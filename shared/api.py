@@ -1,0 +1,162 @@
+"""HTTP API bodies: what clients send and what they get back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+CustomId = Annotated[str, Meta(min_length=1, max_length=512)]
+ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
+MaxTokens = Annotated[int, Meta(ge=1)]
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
+Stop = str | Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=8)]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expired"]
+RequestStatus = Literal["succeeded", "failed", "cancelled", "expired"]
+
+
+class ChatMessage(Struct, forbid_unknown_fields=True):
+    role: Role
+    content: str
+
+
+class SamplingFields(Struct, forbid_unknown_fields=True, kw_only=True):
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    stop: Stop | None = None
+    seed: int | None = None
+
+
+class RequestSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
+    """One inference request: exactly one of `prompt` (completion) or `messages` (chat)."""
+
+    model: ModelName
+    custom_id: CustomId | None = None
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
+
+
+class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
+    """The common `{"prompts": [{"id", "model", "prompt"}]}` shape; `id` becomes `custom_id`."""
+
+    model: ModelName
+    prompt: str
+    id: CustomId | None = None
+
+
+class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Body of POST /v1/jobs: `requests` (native) or `prompts` (short form), not both."""
+
+    requests: list[RequestSpec] | None = None
+    prompts: list[PromptSpec] | None = None
+    metadata: Annotated[
+        dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
+        Meta(max_length=16),
+    ] = {}
+
+
+class RequestCounts(Struct, kw_only=True):
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+
+
+class Usage(Struct, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Job(Struct, kw_only=True):
+    """A job as GET /v1/jobs/{id} shows it. Timestamps are Unix seconds."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    created_at: int
+    started_at: int | None = None
+    completed_at: int | None = None
+    request_counts: RequestCounts
+    models: dict[str, RequestCounts]
+    usage: Usage
+    metadata: dict[str, str]
+
+
+class Output(Struct, kw_only=True):
+    text: str
+    finish_reason: Literal["stop", "length"]
+
+
+class ErrorInfo(Struct, kw_only=True):
+    code: str
+    message: str
+
+
+class Timings(Struct, kw_only=True):
+    queued_ms: float
+    inference_ms: float
+
+
+class ResultLine(Struct, kw_only=True):
+    """One line of GET /v1/jobs/{id}/results (NDJSON)."""
+
+    custom_id: str
+    request_id: str
+    model: str
+    status: RequestStatus
+    output: Output | None
+    usage: Usage
+    error: ErrorInfo | None
+    timings: Timings
+
+
+class ModelQueue(Struct, kw_only=True):
+    """Queue figures for one model: `queued` entries not yet read, `pending` read but unacknowledged."""
+
+    queued: int
+    pending: int
+    consumers: int
+
+
+class ModelInfo(Struct, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    engine: str
+    max_inflight: int
+    queue: ModelQueue
+
+
+class ModelList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
+    message: str
+    type: str
+    field: str | None = None
+    index: int | None = None
+    known_models: list[str] | None = None
+
+
+class ApiError(Struct, kw_only=True):
+    """Every 4xx/5xx answer: `{"error": {"message", "type", "field"?, "index"?}}`."""
+
+    error: ApiErrorBody
+
+
+class Health(Struct, kw_only=True):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+def schema_components(types: list[type]) -> tuple[list[dict], dict[str, dict]]:
+    """JSON Schema of msgspec types, with refs pointing into OpenAPI's components."""
+    return msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")

@@ -1,0 +1,28 @@
+"""Identifiers: time-ordered, URL-safe, unguessable."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def _b32(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_job_id() -> str:
+    """`job_` + 48-bit millisecond time + 80 random bits, so ids sort by creation time."""
+    ms = int(time.time() * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    return "job_" + _b32((ms << 80) | rand, 26)
+
+
+def request_id(job_id: str, index: int) -> str:
+    """Unique because the job id is; cheap to make 50,000 of."""
+    return f"req_{job_id[4:]}_{index}"

@@ -1,0 +1,126 @@
+"""The models file: which models exist, which engine serves each, and how they scale.
+
+```toml
+[models.echo-small]
+engine = "dummy"
+max_inflight = 64
+[models.echo-small.options]
+latency_ms = 20
+```
+A malformed file stops every service at start with a message naming the file and the entry.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+class ModelsFileError(ValueError):
+    """The models file cannot be used; the message names the file and the entry."""
+
+
+class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of the `dummy` engine, a simulator for pipeline tests and benchmarks."""
+
+    latency_ms: Annotated[float, Meta(ge=0)] = 0.0
+    ms_per_token: Annotated[float, Meta(ge=0)] = 0.0
+
+
+ENGINE_OPTIONS: dict[str, type[Struct]] = {"dummy": DummyOptions}
+
+
+class ScalingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """How many workers serve the model; `static` means a fixed fleet started by the operator."""
+
+    backend: Literal["static", "local", "modal"] = "static"
+    min_replicas: Annotated[int, Meta(ge=0)] = 0
+    max_replicas: Annotated[int, Meta(ge=1)] = 1
+    target_per_replica: Annotated[int, Meta(ge=1)] = 256
+
+
+class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    engine: str
+    options: dict[str, Any] = {}
+    max_inflight: Annotated[int, Meta(ge=1, le=4096)] = 32
+    default_max_tokens: Annotated[int, Meta(ge=1)] = 256
+    max_tokens_limit: Annotated[int, Meta(ge=1)] = 32768
+    reclaim_idle_s: Annotated[float, Meta(gt=0)] = 300.0
+    description: str = ""
+    scaling: ScalingConfig = msgspec.field(default_factory=ScalingConfig)
+    name: str = ""  # filled from the table key
+
+    def engine_options(self) -> Struct:
+        return msgspec.convert(self.options, ENGINE_OPTIONS[self.engine])
+
+
+class ModelsConfig(Struct, kw_only=True):
+    models: dict[str, ModelConfig]
+    path: str = ""
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def get(self, name: str) -> ModelConfig | None:
+        return self.models.get(name)
+
+
+def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelsFileError(f"models file {source}: not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"models"})
+    if unknown:
+        raise ModelsFileError(f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME] tables")
+    table = doc.get("models")
+    if not isinstance(table, dict) or not table:
+        raise ModelsFileError(f"models file {source}: no models defined; add at least one [models.NAME] table")
+    models: dict[str, ModelConfig] = {}
+    for name, entry in table.items():
+        where = f"models file {source}: model {name!r}"
+        if not MODEL_NAME_RE.match(name):
+            raise ModelsFileError(f"{where}: invalid name (letters, digits and ._:/@+- only, at most 128 characters)")
+        if not isinstance(entry, dict):
+            raise ModelsFileError(f"{where}: must be a table, got {type(entry).__name__}")
+        try:
+            cfg = msgspec.convert({**entry, "name": name}, ModelConfig)
+        except msgspec.ValidationError as exc:
+            raise ModelsFileError(f"{where}: {_describe(exc)}") from None
+        if cfg.engine not in ENGINE_OPTIONS:
+            raise ModelsFileError(f"{where}: unknown engine {cfg.engine!r}; known engines: {sorted(ENGINE_OPTIONS)}")
+        try:
+            cfg.engine_options()
+        except msgspec.ValidationError as exc:
+            raise ModelsFileError(f"{where}: engine {cfg.engine!r} options: {_describe(exc)}") from None
+        if cfg.default_max_tokens > cfg.max_tokens_limit:
+            raise ModelsFileError(f"{where}: default_max_tokens exceeds max_tokens_limit")
+        if cfg.scaling.min_replicas > cfg.scaling.max_replicas:
+            raise ModelsFileError(f"{where}: scaling.min_replicas exceeds scaling.max_replicas")
+        models[name] = cfg
+    return ModelsConfig(models=models, path=source)
+
+
+def load_models(path: str | Path) -> ModelsConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelsFileError(f"models file {p} not found (set INFERQ_MODELS to its path)") from None
+    return parse_models(text, str(p))
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """msgspec says `... - at `$.x`'; turn that into `x: ...` for people reading a config error."""
+    text = str(exc)
+    msg, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return text
+    return f"{path.rstrip('`').removeprefix('$.').removeprefix('$')}: {msg}".lstrip(": ")

@@ -1,0 +1,53 @@
+"""Process settings, read once from the environment.
+
+Every service reads the same variables so one `.env` (or compose file) configures the whole stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the services cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str = "redis://localhost:6379/0"
+    models_path: str = "models.toml"
+    key_prefix: str = "inferq"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_requests_per_job: int = 50_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    job_ttl_s: int = 7 * 24 * 3600
+    shutdown_grace_s: float = 30.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            name = f"INFERQ_{field.name.upper()}"
+            if field.name == "models_path":
+                name = "INFERQ_MODELS"
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field.name] = field.type(raw) if field.type is not str else raw
+            except ValueError:
+                raise SettingsError(
+                    f"{name}={raw!r} is not a valid {field.type.__name__}"
+                ) from None
+        settings = cls(**values)
+        for name in ("port", "max_requests_per_job", "max_body_bytes", "job_ttl_s"):
+            if getattr(settings, name) <= 0:
+                raise SettingsError(f"INFERQ_{name.upper()} must be positive")
+        if ":" in settings.key_prefix or not settings.key_prefix:
+            raise SettingsError("INFERQ_KEY_PREFIX must be non-empty and contain no ':'")
+        return settings

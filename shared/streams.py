@@ -1,0 +1,105 @@
+"""Consumer-group helpers shared by every stream consumer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def consumer_name(role: str) -> str:
+    """Unique per process, readable in XINFO CONSUMERS: role, host, pid and a random suffix."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+    """Create the group (and the stream) if missing; reading from id 0 means nothing written
+    before the first consumer started is skipped."""
+    try:
+        await r.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def read_new(
+    r: aioredis.Redis, stream: str, group: str, consumer: str, count: int, block_ms: int
+) -> list[Entry]:
+    reply = await r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    return reply[0][1] if reply else []
+
+
+async def claim_idle(
+    r: aioredis.Redis, stream: str, group: str, consumer: str, min_idle_ms: int, count: int = 100
+) -> list[Entry]:
+    """Take over entries another consumer read but did not acknowledge within `min_idle_ms`
+    (it crashed or hangs). Entries deleted meanwhile are dropped by XAUTOCLAIM itself."""
+    claimed: list[Entry] = []
+    start = "0-0"
+    while True:
+        reply = await r.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count)
+        start, entries = reply[0], reply[1]
+        claimed.extend(e for e in entries if e[1] is not None)
+        if start in (b"0-0", "0-0") or len(claimed) >= count:
+            return claimed
+
+
+async def backlog(r: aioredis.Redis, stream: str, group: str) -> tuple[int, int, int]:
+    """(entries not yet read by the group, entries read but unacknowledged, consumers)."""
+    try:
+        groups = await r.xinfo_groups(stream)
+    except ResponseError:  # no such stream yet
+        return 0, 0, 0
+    for g in groups:
+        if _s(g["name"]) == group:
+            lag = g.get("lag")
+            if lag is None:  # Redis cannot tell (entries trimmed before being read); count them
+                lag = await _count_after(r, stream, g["last-delivered-id"])
+            return int(lag), int(g["pending"]), int(g["consumers"])
+    return int(await r.xlen(stream)), 0, 0
+
+
+async def trim_acknowledged(r: aioredis.Redis, stream: str) -> None:
+    """Drop entries that every group has acknowledged; never an entry some group still needs."""
+    try:
+        groups = await r.xinfo_groups(stream)
+    except ResponseError:
+        return
+    if not groups:
+        return
+    floor: tuple[int, int] | None = None
+    for g in groups:
+        if int(g["pending"]) > 0:
+            summary = await r.xpending(stream, g["name"])
+            keep = _parse_id(summary["min"])
+        else:
+            ms, seq = _parse_id(g["last-delivered-id"])
+            keep = (ms, seq + 1)
+        floor = keep if floor is None or keep < floor else floor
+    if floor is not None and floor > (0, 1):
+        await r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
+
+
+async def _count_after(r: aioredis.Redis, stream: str, last_id) -> int:
+    n = 0
+    start = "(" + _s(last_id)
+    while True:
+        batch = await r.xrange(stream, min=start, max="+", count=10_000)
+        n += len(batch)
+        if len(batch) < 10_000:
+            return n
+        start = "(" + _s(batch[-1][0])
+
+
+def _parse_id(value) -> tuple[int, int]:
+    ms, _, seq = _s(value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
