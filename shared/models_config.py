@@ -32,6 +32,8 @@ class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):
 
     latency_ms: Annotated[float, Meta(ge=0)] = 0.0
     ms_per_token: Annotated[float, Meta(ge=0)] = 0.0
+    # Share of requests that fail with `simulated_failure`, chosen by request id (reproducible).
+    failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
 
 
 ENGINE_OPTIONS: dict[str, type[Struct]] = {"dummy": DummyOptions}

@@ -106,7 +106,7 @@ def _content(item: RequestSpec | PromptSpec, where: str, i: int):
         both = item.prompt is not None
         raise ApiException(
             422,
-            f"{where}: give exactly one of `prompt` or `messages`" + (", not both" if both else ""),
+            f"{where}.prompt: give exactly one of `prompt` or `messages`" + (", not both" if both else ""),
             field=f"{where}.prompt", index=i,
         )
     return item.prompt, item.messages, item.custom_id

@@ -1,15 +1,17 @@
 """The `dummy` engine: a simulator for pipeline tests and benchmarks, not a language model.
 
 It echoes the prompt's words back (up to max_tokens, cut at a stop sequence) after a configurable
-latency, and counts whitespace-separated words as tokens. It exercises the whole pipeline, with
+latency, and counts whitespace-separated words as tokens; `failure_rate` makes a reproducible share
+of requests fail. It exercises the whole pipeline, with
 realistic timing when latency is set, at no compute cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 
-from services.inference.engines.base import Generation
+from services.inference.engines.base import EngineError, Generation
 from shared.messages import InferenceRequest
 from shared.models_config import DummyOptions
 
@@ -42,4 +44,6 @@ class DummyEngine:
         delay = self.options.latency_ms + self.options.ms_per_token * len(words)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
+        if self.options.failure_rate and zlib.crc32(request.request_id.encode()) < self.options.failure_rate * 2**32:
+            raise EngineError("simulated_failure", "the dummy engine failed this request on purpose (failure_rate)", retryable=False)
         return Generation(text=text, finish_reason=finish, prompt_tokens=len(prompt_words), completion_tokens=len(words))

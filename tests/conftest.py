@@ -1,0 +1,74 @@
+"""Fixtures: a real redis-server on a free port for the whole session, flushed before each test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from inferq.localstack import RedisServer
+from shared.keys import Keys
+from shared.models_config import parse_models
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST_MODELS = """
+[models.alpha]
+engine = "dummy"
+max_inflight = 64
+
+[models.beta]
+engine = "dummy"
+max_inflight = 32
+[models.beta.options]
+latency_ms = 1
+
+[models.gamma]
+engine = "dummy"
+max_inflight = 16
+max_tokens_limit = 100
+default_max_tokens = 50
+[models.gamma.options]
+latency_ms = 2
+ms_per_token = 0.1
+failure_rate = 0.05
+"""
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def r(redis_server):
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("inferq")
+
+
+@pytest.fixture
+def models_file(tmp_path) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(FAST_MODELS)
+    return path
+
+
+@pytest.fixture
+def models(models_file):
+    return parse_models(models_file.read_text(), str(models_file))
+
+
+@pytest.fixture
+def settings(redis_server, models_file) -> Settings:
+    return Settings(redis_url=redis_server.url, models_path=str(models_file))

@@ -1,0 +1,130 @@
+"""The inference worker loop in-process against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+
+from services.inference.engines.dummy import DummyEngine
+from services.inference.worker import InferenceWorker
+from shared.jobstore import JobStore
+from shared.keys import PAYLOAD_FIELD, WORKER_GROUP
+from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
+from shared.models_config import DummyOptions
+
+enc = msgspec.msgpack.Encoder()
+
+
+async def _enqueue(r, keys, model: str, n: int, job_id="job_w") -> list[InferenceRequest]:
+    reqs = [InferenceRequest(request_id=f"req_{i}", job_id=job_id, custom_id=f"c{i}", model=model, accepted_ms=0,
+                             prompt=f"word{i} more words", params=SamplingParams(max_tokens=8)) for i in range(n)]
+    await JobStore(r, keys).create(job_id, 0, {model: n}, {}, [])
+    for q in reqs:
+        await r.xadd(keys.model_stream(model), {PAYLOAD_FIELD: enc.encode(q)})
+    return reqs
+
+
+async def _results(r, keys) -> list[ResultEnvelope]:
+    return [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
+
+
+async def _until(predicate, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_worker_processes_everything_with_bounded_concurrency(r, keys, models):
+    model = models.get("beta")  # max_inflight 32
+    await _enqueue(r, keys, "beta", 200)
+    engine = DummyEngine(DummyOptions(latency_ms=5))
+    peak = 0
+    original = engine.generate
+
+    async def observed(req):
+        nonlocal peak
+        peak = max(peak, len(worker.inflight))
+        return await original(req)
+
+    engine.generate = observed
+    worker = InferenceWorker(r, keys, model, engine, block_ms=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await _until(lambda: _count(r, keys, 200))
+    stop.set()
+    await task
+    results = await _results(r, keys)
+    assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(200))
+    assert all(e.line.status == "succeeded" and e.line.output.text.startswith("word") for e in results)
+    assert 1 < peak <= 32
+    assert (await r.xpending(keys.model_stream("beta"), WORKER_GROUP))["pending"] == 0
+    job = await JobStore(r, keys).get("job_w")
+    assert job.request_counts.running == 200  # marked running; the collector (not running here) settles them
+
+
+async def _count(r, keys, n):
+    return await r.xlen(keys.results_stream) >= n
+
+
+async def test_engine_failures_become_failed_results(r, keys, models):
+    await _enqueue(r, keys, "alpha", 100)
+    worker = InferenceWorker(r, keys, models.get("alpha"), DummyEngine(DummyOptions(failure_rate=0.3)), block_ms=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await _until(lambda: _count(r, keys, 100))
+    stop.set()
+    await task
+    results = await _results(r, keys)
+    failed = [e.line for e in results if e.line.status == "failed"]
+    assert 10 < len(failed) < 60
+    assert all(l.error.code == "simulated_failure" and l.output is None for l in failed)
+
+
+async def test_stop_drains_in_flight_requests_before_exit(r, keys, models):
+    await _enqueue(r, keys, "gamma", 16)
+    worker = InferenceWorker(r, keys, models.get("gamma"), DummyEngine(DummyOptions(latency_ms=300)), block_ms=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await _until(lambda: _has_inflight(worker, 16))
+    stop.set()  # requests are mid-generation
+    await task
+    assert await r.xlen(keys.results_stream) == 16
+    assert (await r.xpending(keys.model_stream("gamma"), WORKER_GROUP))["pending"] == 0
+
+
+async def test_unfinished_work_is_handed_back_after_the_grace_period(r, keys, models):
+    await _enqueue(r, keys, "gamma", 4)
+    worker = InferenceWorker(r, keys, models.get("gamma"), DummyEngine(DummyOptions(latency_ms=5000)), grace_s=0.2, block_ms=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await _until(lambda: _has_inflight(worker, 4))
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert await r.xlen(keys.results_stream) == 0
+    assert (await r.xpending(keys.model_stream("gamma"), WORKER_GROUP))["pending"] == 4  # left for a reclaim
+
+    # another worker reclaims them once they are idle long enough, and finishes them
+    fast = msgspec.structs.replace(models.get("gamma"), reclaim_idle_s=0.3)
+    await asyncio.sleep(0.4)
+    other = InferenceWorker(r, keys, fast, DummyEngine(DummyOptions()), block_ms=100)
+    stop2 = asyncio.Event()
+    task2 = asyncio.create_task(other.run(stop2))
+    await _until(lambda: _count(r, keys, 4))
+    stop2.set()
+    await task2
+    assert sorted(e.line.custom_id for e in await _results(r, keys)) == ["c0", "c1", "c2", "c3"]
+
+
+async def _has_inflight(worker, n):
+    return len(worker.inflight) >= n
+
+
+def test_result_lines_are_the_documented_shape():
+    from shared.api import ErrorInfo, ResultLine, Timings, Usage
+
+    line = ResultLine(custom_id="a", request_id="r", model="m", status="failed", output=None, usage=Usage(),
+                      error=ErrorInfo(code="x", message="y"), timings=Timings(queued_ms=1.5, inference_ms=2.0))
+    assert set(json.loads(msgspec.json.encode(line))) == {"custom_id", "request_id", "model", "status", "output", "usage", "error", "timings"}
