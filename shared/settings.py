@@ -25,6 +25,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 64 * 1024 * 1024
     job_ttl_s: int = 7 * 24 * 3600
     shutdown_grace_s: float = 30.0
+    # Dispatcher streams (ingest, results): an entry read but unacknowledged this long belongs to a
+    # dispatcher that died, and another takes it over. Workers use their model's reclaim_idle_s.
+    reclaim_idle_s: float = 30.0
     log_level: str = "INFO"
 
     @classmethod

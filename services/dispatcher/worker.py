@@ -32,8 +32,9 @@ async def startup(ctx: dict) -> None:
     r = connect(settings.redis_url)
     await check_server(r)
     stop = asyncio.Event()
-    router = Router(r, keys, models)
-    collector = Collector(r, keys, JobStore(r, keys, settings.job_ttl_s))
+    idle_ms = int(settings.reclaim_idle_s * 1000)
+    router = Router(r, keys, models, claim_idle_ms=idle_ms)
+    collector = Collector(r, keys, JobStore(r, keys, settings.job_ttl_s), claim_idle_ms=idle_ms)
     ctx.update(
         keys=keys, models=models, stream_redis=r, stop=stop, router=router, collector=collector,
         consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector")],
