@@ -12,10 +12,12 @@ ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
 MaxTokens = Annotated[int, Meta(ge=1)]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
-Stop = str | Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=8)]
+Stop = Annotated[str, Meta(min_length=1)] | Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=8)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expired"]
 RequestStatus = Literal["succeeded", "failed", "cancelled", "expired"]
+Priority = Literal["interactive", "batch"]
 
 
 class ChatMessage(Struct, forbid_unknown_fields=True):
@@ -28,7 +30,7 @@ class SamplingFields(Struct, forbid_unknown_fields=True, kw_only=True):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     stop: Stop | None = None
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class RequestSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
@@ -38,6 +40,7 @@ class RequestSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     custom_id: CustomId | None = None
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
+    priority: Priority | None = None  # overrides the job's priority for this request
 
 
 class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
@@ -46,6 +49,7 @@ class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     model: ModelName
     prompt: str
     id: CustomId | None = None
+    priority: Priority | None = None
 
 
 class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,6 +57,8 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
 
     requests: list[RequestSpec] | None = None
     prompts: list[PromptSpec] | None = None
+    # `interactive` work is routed and served before `batch` work of the same model.
+    priority: Priority = "batch"
     metadata: Annotated[
         dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
         Meta(max_length=16),
@@ -80,6 +86,7 @@ class Job(Struct, kw_only=True):
     id: str
     object: Literal["job"] = "job"
     status: JobStatus
+    priority: Priority = "batch"
     created_at: int
     started_at: int | None = None
     completed_at: int | None = None
@@ -117,12 +124,25 @@ class ResultLine(Struct, kw_only=True):
     timings: Timings
 
 
-class ModelQueue(Struct, kw_only=True):
-    """Queue figures for one model: `queued` entries not yet read, `pending` read but unacknowledged."""
+class LaneQueue(Struct, kw_only=True):
+    queued: int  # admitted, waiting in the router's staging queues
+    routed_unread: int  # in the model's stream, not yet read by a worker
+    pending: int  # read by a worker, not yet acknowledged (in flight)
 
+
+class ModelQueue(Struct, kw_only=True):
+    """Where a model's accepted-but-unfinished requests are, and the router's flow state."""
+
+    unfinished: int  # accepted, no result yet (what admission control limits)
     queued: int
+    routed_unread: int
     pending: int
     consumers: int
+    flow: Literal["flowing", "paused"]  # paused: the batch lane is over its high watermark
+    high_watermark: int
+    low_watermark: int
+    max_backlog: int
+    lanes: dict[str, LaneQueue]
 
 
 class ModelInfo(Struct, kw_only=True):
@@ -143,6 +163,7 @@ class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     type: str
     field: str | None = None
     index: int | None = None
+    model: str | None = None
     known_models: list[str] | None = None
 
 

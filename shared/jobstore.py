@@ -25,6 +25,39 @@ TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired")
 EVENT_SOURCE = "/inferq/jobs"
 EVENTS_MAXLEN = 1_000_000
 
+_CREATE = """
+-- Admission check, then the whole job, or nothing.
+-- KEYS[1] job, KEYS[2] jobs index, KEYS[3] ingest stream, KEYS[4] backlog total, KEYS[4 + m] flow of model m.
+-- ARGV: job_id, created_ms, total, global_limit, payload field, n_models, (model, count, limit) x n_models,
+--       n_fields, (field, value) x n_fields, chunks...
+local job_id, created, total, glimit, field = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local nm = tonumber(ARGV[6])
+local current = tonumber(redis.call('GET', KEYS[4]) or '0')
+if current + total > glimit then
+  return {'global', '', tostring(current), tostring(glimit)}
+end
+for m = 1, nm do
+  local a = 7 + (m - 1) * 3
+  local n, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local c = tonumber(redis.call('HGET', KEYS[4 + m], 'unfinished') or '0')
+  if c + n > limit then
+    return {'model', ARGV[a], tostring(c), tostring(limit)}
+  end
+end
+local a = 7 + nm * 3
+local nf = tonumber(ARGV[a])
+redis.call('HSET', KEYS[1], unpack(ARGV, a + 1, a + nf * 2))
+redis.call('ZADD', KEYS[2], created, job_id)
+for i = a + nf * 2 + 1, #ARGV do
+  redis.call('XADD', KEYS[3], '*', field, ARGV[i])
+end
+for m = 1, nm do
+  redis.call('HINCRBY', KEYS[4 + m], 'unfinished', ARGV[7 + (m - 1) * 3 + 1])
+end
+redis.call('INCRBY', KEYS[4], total)
+return {'ok'}
+"""
+
 _MARK_STARTED = """
 -- KEYS: (job, reqs) pairs. ARGV[1] = now ms, then (request_id, model) pairs.
 local now = ARGV[1]
@@ -48,7 +81,8 @@ return started
 """
 
 _RECORD_RESULTS = """
--- KEYS[1] results stream, KEYS[2] events stream, then (job, reqs, job_results) triples.
+-- KEYS[1] results stream, KEYS[2] events stream, KEYS[3] backlog total,
+-- then (job, reqs, job_results, model flow) quadruples.
 -- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, n_ack, ack ids...,
 --       then per result: request_id, model, status, prompt_tokens, completion_tokens, line.
 local group, now, now_iso, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -59,8 +93,8 @@ end
 local a = 8 + nack
 local applied = 0
 local completed = {}
-for k = 3, #KEYS, 3 do
-  local job, reqs, res = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+for k = 4, #KEYS, 4 do
+  local job, reqs, res, flow = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local rid, model, status = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local pt, ct, line = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
   a = a + 6
@@ -78,6 +112,8 @@ for k = 3, #KEYS, 3 do
       if pt > 0 then redis.call('HINCRBY', job, 'prompt_tokens', pt) end
       if ct > 0 then redis.call('HINCRBY', job, 'completion_tokens', ct) end
       redis.call('XADD', res, '*', 'l', line)
+      redis.call('HINCRBY', flow, 'unfinished', -1)
+      redis.call('DECR', KEYS[3])
       if js == 'queued' then
         redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now)
       end
@@ -105,7 +141,6 @@ for k = 3, #KEYS, 3 do
         redis.call('EXPIRE', job, ttl)
         redis.call('EXPIRE', res, ttl)
         completed[#completed + 1] = h[1]
-        js = 'completed'
       end
     end
   end
@@ -126,11 +161,22 @@ class ResultRecord(msgspec.Struct, array_like=True):
     line: bytes
 
 
+class AdmissionRejected(Exception):
+    """Accepting the job would push a model's (or the overall) unfinished backlog over its limit."""
+
+    def __init__(self, model: str | None, current: int, limit: int) -> None:
+        super().__init__(f"backlog of {model or 'all models'} is {current}; limit {limit}")
+        self.model = model
+        self.current = current
+        self.limit = limit
+
+
 class JobStore:
     def __init__(self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600) -> None:
         self.r = r
         self.keys = keys
         self.job_ttl_s = job_ttl_s
+        self._create = r.register_script(_CREATE)
         self._mark_started = r.register_script(_MARK_STARTED)
         self._record_results = r.register_script(_RECORD_RESULTS)
 
@@ -141,13 +187,19 @@ class JobStore:
         model_totals: dict[str, int],
         metadata: dict[str, str],
         chunks: list[bytes],
+        *,
+        priority: str = "batch",
+        model_limits: dict[str, int] | None = None,
+        global_limit: int = 2**62,
     ) -> None:
-        """Write the job record and all its ingest entries in one MULTI/EXEC: either the whole
-        job exists, with every request queued, or nothing of it does."""
+        """Check admission limits and write the job record with all its ingest entries in one Lua
+        script: either the whole job exists, with every request queued, or nothing of it does.
+        Raises AdmissionRejected (and writes nothing) when a limit would be exceeded."""
         total = sum(model_totals.values())
         record: dict[str, str | int] = {
             "id": job_id,
             "status": "queued",
+            "priority": priority,
             "created_ms": created_ms,
             "total": total,
             "done": 0,
@@ -156,12 +208,20 @@ class JobStore:
         }
         for model, n in model_totals.items():
             record[f"m:{model}:total"] = n
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.job(job_id), mapping=record)
-            pipe.zadd(self.keys.jobs_index, {job_id: created_ms})
-            for chunk in chunks:
-                pipe.xadd(self.keys.ingest_stream, {PAYLOAD_FIELD: chunk})
-            await pipe.execute()
+        models = sorted(model_totals)
+        limits = model_limits or {}
+        keys = [self.keys.job(job_id), self.keys.jobs_index, self.keys.ingest_stream, self.keys.backlog_total]
+        keys += [self.keys.flow(m) for m in models]
+        args: list[str | int | bytes] = [job_id, created_ms, total, global_limit, PAYLOAD_FIELD, len(models)]
+        for m in models:
+            args += (m, model_totals[m], limits.get(m, 2**62))
+        args.append(len(record))
+        for k, v in record.items():
+            args += (k, v)
+        args += chunks
+        verdict = await self._create(keys=keys, args=args)
+        if verdict[0] != b"ok":
+            raise AdmissionRejected(verdict[1].decode() or None, int(verdict[2]), int(verdict[3]))
 
     async def mark_started(self, started: list[tuple[str, str, str]], now_ms: int | None = None) -> int:
         """Mark (job_id, request_id, model) as running; repeated marks (redeliveries) are no-ops."""
@@ -182,12 +242,12 @@ class JobStore:
         Returns (results applied, ids of jobs this call completed). A result whose request already
         has one, or whose job is finished or gone, is acknowledged and ignored."""
         now = time.time()
-        keys = [self.keys.results_stream, self.keys.events_stream]
+        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total]
         args: list[str | int | bytes] = [
             group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, len(ack_ids), *ack_ids,
         ]
         for rec in records:
-            keys += self.keys.job_keys(rec.job_id)
+            keys += (*self.keys.job_keys(rec.job_id), self.keys.flow(rec.model))
             args += (rec.request_id, rec.model, rec.status, rec.prompt_tokens, rec.completion_tokens, rec.line)
         applied, completed = await self._record_results(keys=keys, args=args)
         return int(applied), [c.decode() for c in completed]
@@ -222,6 +282,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
     return Job(
         id=h["id"],
         status=h["status"],
+        priority=h.get("priority", "batch"),
         created_at=int(h["created_ms"]) // 1000,
         started_at=int(h["started_ms"]) // 1000 if "started_ms" in h else None,
         completed_at=int(h["completed_ms"]) // 1000 if "completed_ms" in h else None,

@@ -12,6 +12,9 @@ ROUTER_GROUP = "router"
 COLLECTOR_GROUP = "collector"
 WORKER_GROUP = "workers"
 
+# Priority lanes, highest first: workers always read `interactive` before `batch`.
+LANES = ("interactive", "batch")
+
 # Stream entry field that carries the msgpack-encoded message.
 PAYLOAD_FIELD = "d"
 # Field of the public events stream that carries one CloudEvents 1.0 JSON document.
@@ -28,13 +31,32 @@ class Keys:
         self.results_stream = f"{prefix}:stream:results"
         self.events_stream = f"{prefix}:stream:events"
         self.dead_letter_stream = f"{prefix}:stream:dead"
+        # Accepted-but-unfinished requests over all models (admission control).
+        self.backlog_total = f"{prefix}:backlog"
         # Index of jobs by creation time (sorted set, score = created ms).
         self.jobs_index = f"{prefix}:jobs"
         # arq's job queue for the dispatcher's deferred work.
         self.arq_queue = f"{prefix}:arq:queue"
 
-    def model_stream(self, model: str) -> str:
-        return f"{self.prefix}:stream:model:{model}"
+    def model_stream(self, model: str, lane: str) -> str:
+        """What workers of `model` consume; the router keeps its backlog under the high watermark."""
+        return f"{self.prefix}:stream:model:{model}:{lane}"
+
+    def model_streams(self, model: str) -> list[str]:
+        return [self.model_stream(model, lane) for lane in LANES]
+
+    def staging_queue(self, model: str, lane: str, job_id: str) -> str:
+        """List of one job's requests for one model and lane, admitted but not yet routed."""
+        return f"{self.prefix}:queue:{model}:{lane}:{job_id}"
+
+    def staging_ring(self, model: str, lane: str) -> str:
+        """List of the non-empty staging queues of a model and lane, served round-robin."""
+        return f"{self.prefix}:ring:{model}:{lane}"
+
+    def flow(self, model: str) -> str:
+        """Hash of a model's flow state: `unfinished` (accepted, no result yet), `staged:<lane>`
+        (admitted, not yet routed), `paused` (1 while the batch lane is over its high watermark)."""
+        return f"{self.prefix}:flow:{model}"
 
     def job(self, job_id: str) -> str:
         """Hash: the job record (status, counts, usage, timestamps, metadata)."""

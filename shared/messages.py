@@ -34,7 +34,7 @@ class IngestChunk(Struct, array_like=True):
     its model's stream, so the router forwards bytes without decoding prompts."""
 
     job_id: str
-    items: list[tuple[str, bytes]]  # (model, encoded InferenceRequest)
+    items: list[tuple[str, str, bytes]]  # (model, lane, encoded InferenceRequest)
 
 
 class ResultEnvelope(Struct, array_like=True):

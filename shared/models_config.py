@@ -48,6 +48,22 @@ class ScalingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     target_per_replica: Annotated[int, Meta(ge=1)] = 256
 
 
+class FlowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Backpressure and admission for one model.
+
+    The router stops feeding the model's batch lane when its stream backlog (unread + unacknowledged)
+    reaches `high_watermark` and resumes below `low_watermark`; 0 means automatic: twice what the
+    model's workers can hold at once (max_inflight x max(1, scaling.max_replicas)), at least 64, and
+    half of that. `max_backlog` caps accepted-but-unfinished requests: a submission that would
+    exceed it is answered 429. `quantum` is how many requests one job routes per round-robin turn.
+    """
+
+    high_watermark: Annotated[int, Meta(ge=0)] = 0
+    low_watermark: Annotated[int, Meta(ge=0)] = 0
+    max_backlog: Annotated[int, Meta(ge=1)] = 1_000_000
+    quantum: Annotated[int, Meta(ge=1, le=10_000)] = 32
+
+
 class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     engine: str
     options: dict[str, Any] = {}
@@ -57,7 +73,16 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     reclaim_idle_s: Annotated[float, Meta(gt=0)] = 300.0
     description: str = ""
     scaling: ScalingConfig = msgspec.field(default_factory=ScalingConfig)
+    flow: FlowConfig = msgspec.field(default_factory=FlowConfig)
     name: str = ""  # filled from the table key
+
+    @property
+    def high_watermark(self) -> int:
+        return self.flow.high_watermark or max(64, 2 * self.max_inflight * max(1, self.scaling.max_replicas))
+
+    @property
+    def low_watermark(self) -> int:
+        return self.flow.low_watermark or self.high_watermark // 2
 
     def engine_options(self) -> Struct:
         return msgspec.convert(self.options, ENGINE_OPTIONS[self.engine])
@@ -104,6 +129,8 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
             raise ModelsFileError(f"{where}: engine {cfg.engine!r} options: {_describe(exc)}") from None
         if cfg.default_max_tokens > cfg.max_tokens_limit:
             raise ModelsFileError(f"{where}: default_max_tokens exceeds max_tokens_limit")
+        if cfg.low_watermark >= cfg.high_watermark:
+            raise ModelsFileError(f"{where}: flow.low_watermark must be below flow.high_watermark ({cfg.high_watermark})")
         if cfg.scaling.min_replicas > cfg.scaling.max_replicas:
             raise ModelsFileError(f"{where}: scaling.min_replicas exceeds scaling.max_replicas")
         models[name] = cfg

@@ -24,6 +24,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_requests_per_job: int = 50_000
     max_body_bytes: int = 64 * 1024 * 1024
     job_ttl_s: int = 7 * 24 * 3600
+    # Admission control over all models: accepted-but-unfinished requests; more gets HTTP 429.
+    max_backlog: int = 10_000_000
+    # Retry-After (seconds) sent with a 429.
+    retry_after_s: int = 5
     shutdown_grace_s: float = 30.0
     # Dispatcher streams (ingest, results): an entry read but unacknowledged this long belongs to a
     # dispatcher that died, and another takes it over. Workers use their model's reclaim_idle_s.
@@ -48,7 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     f"{name}={raw!r} is not a valid {field.type.__name__}"
                 ) from None
         settings = cls(**values)
-        for name in ("port", "max_requests_per_job", "max_body_bytes", "job_ttl_s"):
+        for name in ("port", "max_requests_per_job", "max_body_bytes", "job_ttl_s", "max_backlog", "retry_after_s"):
             if getattr(settings, name) <= 0:
                 raise SettingsError(f"INFERQ_{name.upper()} must be positive")
         if ":" in settings.key_prefix or not settings.key_prefix:

@@ -28,9 +28,10 @@ async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
 
 
 async def read_new(
-    r: aioredis.Redis, stream: str, group: str, consumer: str, count: int, block_ms: int
+    r: aioredis.Redis, stream: str, group: str, consumer: str, count: int, block_ms: int | None
 ) -> list[Entry]:
-    reply = await r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    """New entries for this consumer; `block_ms` None (or 0) returns at once when there are none."""
+    reply = await r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms or None)
     return reply[0][1] if reply else []
 
 
@@ -42,26 +43,27 @@ async def claim_idle(
     claimed: list[Entry] = []
     start = "0-0"
     while True:
-        reply = await r.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count)
+        reply = await r.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start,
+                                   count=count - len(claimed))
         start, entries = reply[0], reply[1]
         claimed.extend(e for e in entries if e[1] is not None)
         if start in (b"0-0", "0-0") or len(claimed) >= count:
             return claimed
 
 
-async def backlog(r: aioredis.Redis, stream: str, group: str) -> tuple[int, int, int]:
-    """(entries not yet read by the group, entries read but unacknowledged, consumers)."""
-    try:
-        groups = await r.xinfo_groups(stream)
-    except ResponseError:  # no such stream yet
-        return 0, 0, 0
-    for g in groups:
-        if _s(g["name"]) == group:
-            lag = g.get("lag")
-            if lag is None:  # Redis cannot tell (entries trimmed before being read); count them
-                lag = await _count_after(r, stream, g["last-delivered-id"])
-            return int(lag), int(g["pending"]), int(g["consumers"])
-    return int(await r.xlen(stream)), 0, 0
+_DEAD_LETTER = """
+-- Move an entry to the dead-letter stream, only if this consumer still held it.
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[4], 'source', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+async def dead_letter(r: aioredis.Redis, stream: str, group: str, entry_id: bytes, raw: bytes, dead_stream: str, field: str) -> bool:
+    """Acknowledge an entry nobody can process and keep it for an operator, in one step."""
+    return bool(await r.eval(_DEAD_LETTER, 2, stream, dead_stream, group, entry_id, field, raw))
 
 
 async def trim_acknowledged(r: aioredis.Redis, stream: str) -> None:
@@ -83,17 +85,6 @@ async def trim_acknowledged(r: aioredis.Redis, stream: str) -> None:
         floor = keep if floor is None or keep < floor else floor
     if floor is not None and floor > (0, 1):
         await r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
-
-
-async def _count_after(r: aioredis.Redis, stream: str, last_id) -> int:
-    n = 0
-    start = "(" + _s(last_id)
-    while True:
-        batch = await r.xrange(stream, min=start, max="+", count=10_000)
-        n += len(batch)
-        if len(batch) < 10_000:
-            return n
-        start = "(" + _s(batch[-1][0])
 
 
 def _parse_id(value) -> tuple[int, int]:

@@ -26,7 +26,7 @@ def _request(job_id: str, i: int, model: str) -> InferenceRequest:
 
 async def _create_job(store: JobStore, job_id: str, per_model: dict[str, int]) -> list[InferenceRequest]:
     reqs = [_request(job_id, i, m) for i, m in enumerate(m for m, n in per_model.items() for _ in range(n))]
-    chunk = enc.encode(IngestChunk(job_id, [(q.model, enc.encode(q)) for q in reqs]))
+    chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
     await store.create(job_id, 1_000, per_model, {"k": "v"}, [chunk])
     return reqs
 
@@ -48,9 +48,12 @@ async def test_router_routes_a_redelivered_chunk_once(r, keys, models):
     await r.xclaim(keys.ingest_stream, ROUTER_GROUP, router_b.consumer, 0, [entries[0][0]])
     await router_b.handle(entries)
     await router_a.handle(entries)
-    assert router_b.routed == 5 and router_a.routed == 0
-    assert await r.xlen(keys.model_stream("alpha")) == 3
-    assert await r.xlen(keys.model_stream("beta")) == 2
+    assert router_b.admitted == 5 and router_a.admitted == 0
+    await router_a.feed_all()
+    await router_b.feed_all()
+    assert router_a.routed + router_b.routed == 5
+    assert await r.xlen(keys.model_stream("alpha", "batch")) == 3
+    assert await r.xlen(keys.model_stream("beta", "batch")) == 2
     assert (await r.xpending(keys.ingest_stream, ROUTER_GROUP))["pending"] == 0
 
 
@@ -61,21 +64,24 @@ async def test_router_fails_requests_for_a_model_no_longer_configured(r, keys, m
     await ensure_group(r, keys.ingest_stream, ROUTER_GROUP)
     entries = (await r.xreadgroup(ROUTER_GROUP, router.consumer, {keys.ingest_stream: ">"}))[0][1]
     await router.handle(entries)
-    assert await r.xlen(keys.model_stream("retired")) == 0
+    await router.feed_all()
+    assert await r.xlen(keys.model_stream("alpha", "batch")) == 1
+    assert await r.xlen(keys.model_stream("retired", "batch")) == 0
     failed = msgspec.msgpack.decode((await r.xrange(keys.results_stream))[0][1][b"d"], type=ResultEnvelope)
     assert failed.line.status == "failed" and failed.line.error.code == "model_not_found"
 
 
 async def test_worker_publish_acks_and_appends_once(r, keys):
     req = _request("job_c", 0, "alpha")
-    stream = keys.model_stream("alpha")
+    stream = keys.model_stream("alpha", "batch")
     await ensure_group(r, stream, WORKER_GROUP)
     entry_id = await r.xadd(stream, {PAYLOAD_FIELD: enc.encode(req)})
     await r.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
     publisher = ResultPublisher(r, keys, "alpha")
-    assert await publisher.publish([(entry_id, _result(req))]) == 1
+    batch_lane = 1
+    assert await publisher.publish([(batch_lane, entry_id, _result(req))]) == 1
     # a second worker that reclaimed the entry finishes it too: its result is dropped
-    assert await publisher.publish([(entry_id, _result(req))]) == 0
+    assert await publisher.publish([(batch_lane, entry_id, _result(req))]) == 0
     assert await r.xlen(keys.results_stream) == 1
 
 

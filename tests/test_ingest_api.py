@@ -93,7 +93,7 @@ async def test_accepted_job_is_queued_with_counts(api, r, keys):
     entries = await r.xrange(keys.ingest_stream)
     assert len(entries) == 1
     chunk = chunk_decoder.decode(entries[0][1][PAYLOAD_FIELD.encode()])
-    reqs = [request_decoder.decode(p) for _, p in chunk.items]
+    reqs = [request_decoder.decode(p) for _, _, p in chunk.items]
     assert chunk.job_id == job["id"]
     first = reqs[0]
     assert first.custom_id == "first" and first.params.max_tokens == 5 and first.params.stop == ["END"] and first.params.seed == 7
@@ -106,7 +106,7 @@ async def test_prompts_shape_maps_id_to_custom_id(api, r, keys):
     resp = await api.post("/v1/jobs", json={"prompts": [{"id": "p-1", "model": "alpha", "prompt": "a"}, {"model": "gamma", "prompt": "b"}]})
     assert resp.status_code == 202
     chunk = chunk_decoder.decode((await r.xrange(keys.ingest_stream))[0][1][b"d"])
-    reqs = [request_decoder.decode(p) for _, p in chunk.items]
+    reqs = [request_decoder.decode(p) for _, _, p in chunk.items]
     assert reqs[0].custom_id == "p-1" and reqs[0].prompt == "a"
     assert reqs[1].model == "gamma"
 
@@ -152,7 +152,10 @@ async def test_results_of_a_queued_job_are_empty(api):
 async def test_models_health_and_readiness(api):
     models = (await api.get("/v1/models")).json()["data"]
     assert [m["id"] for m in models] == ["alpha", "beta", "gamma"]
-    assert models[0]["queue"] == {"queued": 0, "pending": 0, "consumers": 0}
+    q = models[0]["queue"]
+    assert (q["unfinished"], q["queued"], q["routed_unread"], q["pending"], q["consumers"], q["flow"]) == (0, 0, 0, 0, 0, "flowing")
+    assert q["high_watermark"] == 128 and q["low_watermark"] == 64  # automatic: 2 x max_inflight 64
+    assert set(q["lanes"]) == {"interactive", "batch"}
     assert (await api.get("/healthz")).json() == {"status": "ok", "detail": None}
     assert (await api.get("/readyz")).status_code == 200
 
@@ -182,3 +185,17 @@ async def test_openapi_documents_msgspec_bodies(api):
     for ref in refs:
         name = ref.split('"')[0].rsplit("/", 1)[-1]
         assert name in schemas, name
+
+
+@pytest.mark.parametrize("cursor", ["99999999999999999999-0", "18446744073709551615-18446744073709551615", "1-", "-1"])
+async def test_out_of_range_cursors_are_422_not_500(api, cursor):
+    job = (await api.post("/v1/jobs", json={"requests": [_ok()]})).json()
+    resp = await api.get(f"/v1/jobs/{job['id']}/results", params={"after": cursor})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "after"
+
+
+@pytest.mark.parametrize("field, value", [("seed", 10**30), ("seed", -(10**30)), ("stop", ""), ("stop", [""])])
+async def test_out_of_range_sampling_values_are_422_not_500(api, r, field, value):
+    resp = await api.post("/v1/jobs", json={"requests": [_ok(**{field: value})]})
+    assert resp.status_code == 422 and resp.json()["error"]["field"].startswith(f"requests[0].{field}")
+    assert await r.dbsize() == 0

@@ -22,7 +22,7 @@ async def _enqueue(r, keys, model: str, n: int, job_id="job_w") -> list[Inferenc
                              prompt=f"word{i} more words", params=SamplingParams(max_tokens=8)) for i in range(n)]
     await JobStore(r, keys).create(job_id, 0, {model: n}, {}, [])
     for q in reqs:
-        await r.xadd(keys.model_stream(model), {PAYLOAD_FIELD: enc.encode(q)})
+        await r.xadd(keys.model_stream(model, "batch"), {PAYLOAD_FIELD: enc.encode(q)})
     return reqs
 
 
@@ -60,7 +60,7 @@ async def test_worker_processes_everything_with_bounded_concurrency(r, keys, mod
     assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(200))
     assert all(e.line.status == "succeeded" and e.line.output.text.startswith("word") for e in results)
     assert 1 < peak <= 32
-    assert (await r.xpending(keys.model_stream("beta"), WORKER_GROUP))["pending"] == 0
+    assert (await r.xpending(keys.model_stream("beta", "batch"), WORKER_GROUP))["pending"] == 0
     job = await JobStore(r, keys).get("job_w")
     assert job.request_counts.running == 200  # marked running; the collector (not running here) settles them
 
@@ -92,7 +92,7 @@ async def test_stop_drains_in_flight_requests_before_exit(r, keys, models):
     stop.set()  # requests are mid-generation
     await task
     assert await r.xlen(keys.results_stream) == 16
-    assert (await r.xpending(keys.model_stream("gamma"), WORKER_GROUP))["pending"] == 0
+    assert (await r.xpending(keys.model_stream("gamma", "batch"), WORKER_GROUP))["pending"] == 0
 
 
 async def test_unfinished_work_is_handed_back_after_the_grace_period(r, keys, models):
@@ -104,7 +104,7 @@ async def test_unfinished_work_is_handed_back_after_the_grace_period(r, keys, mo
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await r.xlen(keys.results_stream) == 0
-    assert (await r.xpending(keys.model_stream("gamma"), WORKER_GROUP))["pending"] == 4  # left for a reclaim
+    assert (await r.xpending(keys.model_stream("gamma", "batch"), WORKER_GROUP))["pending"] == 4  # left for a reclaim
 
     # another worker reclaims them once they are idle long enough, and finishes them
     fast = msgspec.structs.replace(models.get("gamma"), reclaim_idle_s=0.3)
@@ -128,3 +128,37 @@ def test_result_lines_are_the_documented_shape():
     line = ResultLine(custom_id="a", request_id="r", model="m", status="failed", output=None, usage=Usage(),
                       error=ErrorInfo(code="x", message="y"), timings=Timings(queued_ms=1.5, inference_ms=2.0))
     assert set(json.loads(msgspec.json.encode(line))) == {"custom_id", "request_id", "model", "status", "output", "usage", "error", "timings"}
+
+
+async def test_unreadable_request_fails_visibly_or_is_dead_lettered(r, keys, models):
+    stream = keys.model_stream("alpha", "batch")
+    await JobStore(r, keys).create("job_x", 0, {"alpha": 1}, {}, [])
+    # readable enough to attribute (job and request ids) but not a valid request
+    await r.xadd(stream, {PAYLOAD_FIELD: enc.encode({"job_id": "job_x", "request_id": "req_1", "params": "nope"})})
+    await r.xadd(stream, {PAYLOAD_FIELD: b"\xc1 not msgpack"})
+    worker = InferenceWorker(r, keys, models.get("alpha"), DummyEngine(DummyOptions()), block_ms=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await _until(lambda: _count(r, keys, 1))
+    await _until(lambda: _dead(r, keys))
+    stop.set()
+    await task
+    (env,) = await _results(r, keys)
+    assert env.job_id == "job_x" and env.line.status == "failed" and env.line.error.code == "invalid_request"
+    assert (await r.xpending(stream, WORKER_GROUP))["pending"] == 0
+
+
+async def _dead(r, keys):
+    return await r.xlen(keys.dead_letter_stream) == 1
+
+
+async def test_reclaim_never_takes_more_than_free_slots(r, keys):
+    from shared.streams import claim_idle, ensure_group
+
+    stream = keys.model_stream("alpha", "batch")
+    await ensure_group(r, stream, WORKER_GROUP)
+    for i in range(10):
+        await r.xadd(stream, {PAYLOAD_FIELD: b"x"})
+    await r.xreadgroup(WORKER_GROUP, "dead-worker", {stream: ">"})
+    claimed = await claim_idle(r, stream, WORKER_GROUP, "live-worker", 0, 4)
+    assert len(claimed) == 4

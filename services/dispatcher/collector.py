@@ -11,6 +11,7 @@ from services.dispatcher.consumer import BatchConsumer
 from shared.jobstore import JobStore, ResultRecord
 from shared.keys import COLLECTOR_GROUP, PAYLOAD_FIELD, Keys
 from shared.messages import result_decoder
+from shared.streams import dead_letter
 
 log = logging.getLogger("inferq.collector")
 _line_encoder = msgspec.json.Encoder()
@@ -53,7 +54,4 @@ class Collector(BatchConsumer):
 
     async def _dead_letter(self, entry_id: bytes, raw: bytes) -> None:
         log.error("undecodable result entry %s moved to the dead-letter stream", entry_id)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.keys.dead_letter_stream, {PAYLOAD_FIELD: raw, "source": self.stream})
-            pipe.xack(self.stream, self.group, entry_id)
-            await pipe.execute()
+        await dead_letter(self.r, self.stream, self.group, entry_id, raw, self.keys.dead_letter_stream, PAYLOAD_FIELD)

@@ -40,10 +40,21 @@ class BatchConsumer:
     async def handle(self, entries: list[Entry]) -> None:
         raise NotImplementedError
 
+    async def prepare(self) -> None:
+        """Runs once before the loop (create the groups this consumer writes to)."""
+
+    async def tick(self) -> None:
+        """Runs after every read, with or without entries."""
+
+    def idle_block_ms(self) -> int | None:
+        """How long the next read may block; None reads without blocking."""
+        return self.block_ms
+
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set. Each batch is handled atomically with its XACK, so stopping
         between batches (or crashing anywhere) leaves nothing half done."""
         await ensure_group(self.r, self.stream, self.group)
+        await self.prepare()
         next_claim = 0.0
         backoff = 0.1
         while not stop.is_set():
@@ -54,9 +65,10 @@ class BatchConsumer:
                     if stale:
                         log.warning("%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream)
                         await self.handle(stale)
-                entries = await read_new(self.r, self.stream, self.group, self.consumer, self.count, self.block_ms)
+                entries = await read_new(self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms())
                 if entries:
                     await self.handle(entries)
+                await self.tick()
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.role, exc, backoff)

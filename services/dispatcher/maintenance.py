@@ -11,7 +11,25 @@ async def trim_streams(ctx: dict) -> int:
     """Keep internal streams bounded: drop entries every consumer group has acknowledged."""
     keys: Keys = ctx["keys"]
     models: ModelsConfig = ctx["models"]
-    streams = [keys.ingest_stream, keys.results_stream, *(keys.model_stream(m) for m in models.names())]
+    streams = [keys.ingest_stream, keys.results_stream, *(s for m in models.names() for s in keys.model_streams(m))]
     for stream in streams:
         await trim_acknowledged(ctx["stream_redis"], stream)
+    await forget_expired_jobs(ctx)
     return len(streams)
+
+
+async def forget_expired_jobs(ctx: dict, batch: int = 500) -> int:
+    """Drop the oldest entries of the jobs index whose job record has expired."""
+    keys: Keys = ctx["keys"]
+    r = ctx["stream_redis"]
+    oldest = await r.zrange(keys.jobs_index, 0, batch - 1)
+    if not oldest:
+        return 0
+    async with r.pipeline(transaction=False) as pipe:
+        for job_id in oldest:
+            pipe.exists(keys.job(job_id.decode()))
+        alive = await pipe.execute()
+    gone = [job_id for job_id, exists in zip(oldest, alive) if not exists]
+    if gone:
+        await r.zrem(keys.jobs_index, *gone)
+    return len(gone)

@@ -1,5 +1,6 @@
-"""The worker loop: read a model's stream, keep up to `max_inflight` requests inside the engine,
-publish results in batches. The same loop runs locally and on GPU containers."""
+"""The worker loop: read a model's lane streams (interactive first), keep up to `max_inflight`
+requests inside the engine, publish results in batches. The same loop runs locally and on GPU
+containers."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.inference.engines import Engine, EngineError
-from services.inference.publisher import ResultPublisher
+from services.inference.publisher import Finished, ResultPublisher
 from shared.api import ErrorInfo, Output, ResultLine, Timings, Usage
 from shared.jobstore import JobStore
 from shared.keys import PAYLOAD_FIELD, WORKER_GROUP, Keys
@@ -24,6 +26,7 @@ from shared.streams import claim_idle, consumer_name, ensure_group, read_new
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
 PUBLISH_BATCH = 1000
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class InferenceWorker:
@@ -41,83 +44,133 @@ class InferenceWorker:
         self.r = r
         self.model = model
         self.engine = engine
-        self.stream = keys.model_stream(model.name)
+        self.streams = keys.model_streams(model.name)  # highest priority first
         self.consumer = consumer or consumer_name(f"worker-{model.name}")
         self.grace_s = grace_s
         self.block_ms = block_ms
         self.jobs = JobStore(r, keys)
         self.publisher = ResultPublisher(r, keys, model.name)
-        self.inflight: dict[bytes, asyncio.Task] = {}
-        self.outbox: list[tuple[bytes, bytes]] = []
+        self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
+        self.outbox: list[Finished] = []  # finished, not yet published (still holds its slot)
         self.completed = 0
         self._slot_free = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._closing = False
 
+    @property
+    def free_slots(self) -> int:
+        return self.model.max_inflight - len(self.inflight) - len(self.outbox)
+
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_group(self.r, self.stream, WORKER_GROUP)
+        await self._ensure_groups()
         await self.engine.start()
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
+        keeper = asyncio.create_task(self._keep_claims(), name="claims")
         log.info("worker started", extra={"model": self.model.name, "consumer": self.consumer})
         try:
             await self._read_loop(stop)
         finally:
             await self._drain()
+            keeper.cancel()
             self._closing = True
             self._outbox_ready.set()
-            await flusher
+            try:
+                await asyncio.wait_for(flusher, timeout=self.grace_s)
+            except asyncio.TimeoutError:
+                # Unpublished means unacknowledged: the requests stay pending and are redone elsewhere.
+                log.error("could not publish %d results before the grace period ended", len(self.outbox))
             await self.engine.stop()
             log.info("worker stopped", extra={"model": self.model.name, "completed": self.completed})
 
+    async def _ensure_groups(self) -> None:
+        for stream in self.streams:
+            await ensure_group(self.r, stream, WORKER_GROUP)
+
     async def _read_loop(self, stop: asyncio.Event) -> None:
         idle_ms = int(self.model.reclaim_idle_s * 1000)
-        next_upkeep = 0.0
+        next_reclaim = 0.0
         backoff = 0.1
         while not stop.is_set():
-            free = self.model.max_inflight - len(self.inflight)
+            free = self.free_slots
             if free <= 0:
                 self._slot_free.clear()
                 await _wait_either(self._slot_free, stop, timeout=1.0)
                 continue
             try:
-                if time.monotonic() >= next_upkeep:
-                    next_upkeep = time.monotonic() + self.model.reclaim_idle_s / 3
-                    await self._refresh_claims()
-                    stale = await claim_idle(self.r, self.stream, WORKER_GROUP, self.consumer, idle_ms, free)
-                    if stale:
-                        log.warning("reclaimed %d requests from a stalled worker", len(stale), extra={"model": self.model.name})
-                        await self._start(stale)
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self.model.reclaim_idle_s / 3
+                    if await self._reclaim(idle_ms, free):
                         continue
-                entries = await read_new(self.r, self.stream, WORKER_GROUP, self.consumer, free, self.block_ms)
-                if entries:
-                    await self._start(entries)
+                if not await self._read(free):
+                    await self._wait_for_work()
                 backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group missing (stream deleted?); recreating it")
+                await self._ensure_groups()
+            except _TRANSIENT as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _start(self, entries) -> None:
+    async def _read(self, free: int) -> int:
+        """Take new work, interactive lane first: batch work is read only with the slots left."""
+        taken = 0
+        for lane, stream in enumerate(self.streams):
+            if taken >= free:
+                break
+            entries = await read_new(self.r, stream, WORKER_GROUP, self.consumer, free - taken, None)
+            await self._start(lane, entries)
+            taken += len(entries)
+        return taken
+
+    async def _wait_for_work(self) -> None:
+        """Block on every lane at once for one entry; the next round reads the rest by priority."""
+        reply = await self.r.xreadgroup(
+            WORKER_GROUP, self.consumer, {s: ">" for s in self.streams}, count=1, block=self.block_ms
+        )
+        for stream, entries in reply or ():
+            await self._start(self._lane_of(stream), entries)
+
+    async def _reclaim(self, idle_ms: int, free: int) -> int:
+        """Take over requests another worker read but has not finished for `reclaim_idle_s`."""
+        taken = 0
+        for lane, stream in enumerate(self.streams):
+            if taken >= free:
+                break
+            stale = await claim_idle(self.r, stream, WORKER_GROUP, self.consumer, idle_ms, free - taken)
+            if stale:
+                log.warning("reclaimed %d requests from a stalled worker", len(stale), extra={"model": self.model.name})
+                await self._start(lane, stale)
+                taken += len(stale)
+        return taken
+
+    def _lane_of(self, stream: bytes | str) -> int:
+        return self.streams.index(stream.decode() if isinstance(stream, bytes) else stream)
+
+    async def _start(self, lane: int, entries) -> None:
         field = PAYLOAD_FIELD.encode()
         batch: list[tuple[bytes, InferenceRequest]] = []
         for entry_id, fields in entries:
-            if entry_id in self.inflight:
+            if (lane, entry_id) in self.inflight:
                 continue
             raw = fields.get(field, b"")
             try:
                 batch.append((entry_id, request_decoder.decode(raw)))
-            except msgspec.DecodeError:
-                log.error("undecodable request entry %s moved to the dead-letter stream", entry_id)
-                await self.publisher.dead_letter(entry_id, raw)
+            except msgspec.DecodeError as exc:
+                await self._reject(lane, entry_id, raw, exc)
+        if not batch:
+            return
         try:
             await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, q in batch])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except _TRANSIENT as exc:
             # Only the `running` figure depends on this; final counts stay exact without it.
             log.warning("could not mark %d requests running: %s", len(batch), exc)
         for entry_id, req in batch:
-            self.inflight[entry_id] = asyncio.create_task(self._run_one(entry_id, req))
+            self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, req))
 
-    async def _run_one(self, entry_id: bytes, req: InferenceRequest) -> None:
+    async def _run_one(self, lane: int, entry_id: bytes, req: InferenceRequest) -> None:
         started = time.time()
         queued_ms = max(0.0, started * 1000 - req.accepted_ms)
         output = error = None
@@ -129,8 +182,8 @@ class InferenceWorker:
         except EngineError as exc:
             error = ErrorInfo(code=exc.code, message=exc.message)
         except asyncio.CancelledError:
-            self.inflight.pop(entry_id, None)
-            raise  # shutting down: the entry stays pending and another worker reclaims it
+            self.inflight.pop((lane, entry_id), None)
+            raise  # shutting down, or another worker owns it now: the entry is not acknowledged here
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
@@ -144,12 +197,33 @@ class InferenceWorker:
             error=error,
             timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round((time.time() - started) * 1000, 3)),
         )
-        self.outbox.append((entry_id, _encoder.encode(ResultEnvelope(req.job_id, line))))
+        self._finish(lane, entry_id, req.job_id, line)
+
+    def _finish(self, lane: int, entry_id: bytes, job_id: str, line: ResultLine) -> None:
+        self.outbox.append((lane, entry_id, _encoder.encode(ResultEnvelope(job_id, line))))
+        self.inflight.pop((lane, entry_id), None)
         self._outbox_ready.set()
-        self.inflight.pop(entry_id, None)
-        self._slot_free.set()
+
+    async def _reject(self, lane: int, entry_id: bytes, raw: bytes, exc: Exception) -> None:
+        """A request this worker cannot decode: fail it visibly if it can be attributed to its job
+        (so the job still completes), or else move it to the dead-letter stream."""
+        try:
+            doc = msgspec.msgpack.decode(raw)
+            job_id, request_id = str(doc["job_id"]), str(doc["request_id"])
+        except Exception:
+            log.error("unattributable request entry %s moved to the dead-letter stream", entry_id)
+            await self.publisher.dead_letter(lane, entry_id, raw)
+            return
+        line = ResultLine(
+            custom_id=str(doc.get("custom_id", request_id)), request_id=request_id, model=self.model.name,
+            status="failed", output=None, usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+            error=ErrorInfo(code="invalid_request", message=f"the worker could not read this request: {exc}"),
+        )
+        self._finish(lane, entry_id, job_id, line)
 
     async def _flush_loop(self) -> None:
+        """Publish finished results in batches; a result keeps its slot until published, so a
+        worker that cannot publish stops taking work instead of piling results up."""
         backoff = 0.1
         while True:
             await self._outbox_ready.wait()
@@ -158,22 +232,43 @@ class InferenceWorker:
                 batch = self.outbox[:PUBLISH_BATCH]
                 try:
                     await self.publisher.publish(batch)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    log.warning("could not publish %d results (%s); retrying", len(batch), exc)
+                except Exception as exc:  # READONLY after a failover, MISCONF, lost connection: retry
+                    log.warning("could not publish %d results (%s); retrying in %.1fs", len(batch), exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.1
                 del self.outbox[: len(batch)]
                 self.completed += len(batch)
+                self._slot_free.set()
             if self._closing:
                 return
 
+    async def _keep_claims(self) -> None:
+        """Reset the idle time of requests still generating, so a long request is not reclaimed;
+        stop generating any that another worker has taken over (its result would be dropped)."""
+        while True:
+            await asyncio.sleep(self.model.reclaim_idle_s / 3)
+            try:
+                await self._refresh_claims()
+            except _TRANSIENT as exc:
+                log.warning("could not refresh claims: %s", exc)
+
     async def _refresh_claims(self) -> None:
-        """Reset the idle time of entries still generating, so a long request is not reclaimed."""
-        if self.inflight:
-            await self.r.xclaim(self.stream, WORKER_GROUP, self.consumer, min_idle_time=0,
-                                message_ids=list(self.inflight), justid=True)
+        for lane, stream in enumerate(self.streams):
+            mine = {entry_id for (l, entry_id) in self.inflight if l == lane}
+            if not mine:
+                continue
+            rows = await self.r.xpending_range(stream, WORKER_GROUP, min="-", max="+", count=len(mine) + 1000,
+                                               consumername=self.consumer)
+            still_mine = mine & {row["message_id"] for row in rows}
+            if still_mine:
+                await self.r.xclaim(stream, WORKER_GROUP, self.consumer, min_idle_time=0,
+                                    message_ids=list(still_mine), justid=True)
+            for entry_id in mine - still_mine:
+                task = self.inflight.get((lane, entry_id))
+                if task:
+                    task.cancel()
 
     async def _drain(self) -> None:
         """Let in-flight requests finish within the grace period; the rest are handed back (left

@@ -17,13 +17,13 @@ from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.errors import ApiException, error_response, handle_api_exception
 from services.ingest.submission import plan_job
-from shared.api import ApiError, ApiErrorBody, Health, Job, JobCreate, ModelInfo, ModelList, ModelQueue, RequestCounts, ResultLine, Usage
-from shared.jobstore import JobStore
-from shared.keys import WORKER_GROUP, Keys
+from shared.api import ApiError, ApiErrorBody, Health, Job, JobCreate, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
+from shared.jobstore import AdmissionRejected, JobStore
+from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
 from shared.redis_client import check_server, connect
 from shared.settings import Settings
-from shared.streams import backlog
+from shared.flow import model_queue
 
 log = logging.getLogger("inferq.ingest")
 _encoder = msgspec.json.Encoder()
@@ -34,6 +34,7 @@ _ERRORS = {
     404: openapi.json_response(ApiError, "Not found"),
     413: openapi.json_response(ApiError, "Body or job too large"),
     422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
+    429: openapi.json_response(ApiError, "Over capacity: the model's backlog is full; retry after `Retry-After` seconds"),
 }
 
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     settings = settings or Settings.from_env()
     models = models or load_models(settings.models_path)  # a bad models file stops the service here
     keys = Keys(settings.key_prefix)
+    model_limits = {name: cfg.flow.max_backlog for name, cfg in models.models.items()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -90,11 +92,18 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     async def create_job(request: Request) -> Response:
         body = await read_limited(request, settings.max_body_bytes)
         plan = plan_job(body, models, settings.max_requests_per_job)
-        await request.app.state.jobs.create(plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks)
+        try:
+            await request.app.state.jobs.create(
+                plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks,
+                priority=plan.priority, model_limits=model_limits, global_limit=settings.max_backlog,
+            )
+        except AdmissionRejected as exc:
+            raise _over_capacity(exc, settings.retry_after_s) from None
         total = sum(plan.model_totals.values())
         job = Job(
             id=plan.job_id,
             status="queued",
+            priority=plan.priority,
             created_at=plan.created_ms // 1000,
             request_counts=RequestCounts(total=total, queued=total),
             models={m: RequestCounts(total=n, queued=n) for m, n in sorted(plan.model_totals.items())},
@@ -135,7 +144,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         after: Annotated[str | None, Query(description="Cursor from a previous read's Inferq-Next-Cursor header")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines to return")] = 1000,
     ) -> Response:
-        if after is not None and not _CURSOR_RE.match(after):
+        if after is not None and not _valid_cursor(after):
             raise ApiException(422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after")
         jobs: JobStore = request.app.state.jobs
         status = await jobs.status(job_id)
@@ -156,10 +165,9 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         r = request.app.state.redis
         data = []
         for name in models.names():
-            queued, pending, consumers = await backlog(r, keys.model_stream(name), WORKER_GROUP)
             cfg = models.models[name]
             data.append(ModelInfo(id=name, engine=cfg.engine, max_inflight=cfg.max_inflight,
-                                  queue=ModelQueue(queued=queued, pending=pending, consumers=consumers)))
+                                  queue=await model_queue(r, keys, cfg)))
         return _json(ModelList(data=data))
 
     @app.get("/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")})
@@ -176,6 +184,24 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         return _json(Health(status="ok"))
 
     return app
+
+
+def _valid_cursor(cursor: str) -> bool:
+    """A stream entry id `ms-seq`, each part below 2**64 as Redis requires."""
+    if not _CURSOR_RE.match(cursor):
+        return False
+    ms, seq = cursor.split("-")
+    return int(ms) < 2**64 and int(seq) < 2**64 - 1
+
+
+def _over_capacity(exc: AdmissionRejected, retry_after_s: int) -> ApiException:
+    where = f"model {exc.model!r}" if exc.model else "all models together"
+    return ApiException(
+        429,
+        f"over capacity: {where} already has {exc.current} accepted, unfinished requests and this job would pass "
+        f"the limit of {exc.limit}; nothing was written, retry after {retry_after_s}s",
+        type="over_capacity", model=exc.model, headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 def _job_not_found(job_id: str) -> ApiException:

@@ -24,11 +24,12 @@ class ApiException(Exception):
         field: str | None = None,
         index: int | None = None,
         known_models: list[str] | None = None,
+        model: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = ApiErrorBody(message=message, type=type, field=field, index=index, known_models=known_models)
+        self.body = ApiErrorBody(message=message, type=type, field=field, index=index, model=model, known_models=known_models)
         self.headers = headers
 
 

@@ -21,6 +21,7 @@ _encoder = msgspec.msgpack.Encoder()
 class JobPlan(msgspec.Struct, kw_only=True):
     job_id: str
     created_ms: int
+    priority: str
     model_totals: dict[str, int]
     metadata: dict[str, str]
     chunks: list[bytes]
@@ -45,7 +46,7 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
     created_ms = int(time.time() * 1000)
     seen: dict[str, int] = {}
     model_totals: dict[str, int] = {}
-    encoded: list[tuple[str, bytes]] = []
+    encoded: list[tuple[str, str, bytes]] = []
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         model = models.get(item.model)
@@ -78,13 +79,21 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
                 stop=[item.stop] if isinstance(item.stop, str) else item.stop, seed=item.seed,
             ),
         )
-        encoded.append((item.model, _encoder.encode(req)))
+        encoded.append((item.model, item.priority or doc.priority, _encoder.encode(req)))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
 
     chunks = [
         _encoder.encode(IngestChunk(job_id, encoded[i : i + CHUNK_SIZE])) for i in range(0, len(encoded), CHUNK_SIZE)
     ]
-    return JobPlan(job_id=job_id, created_ms=created_ms, model_totals=model_totals, metadata=doc.metadata, chunks=chunks)
+    for name, n in model_totals.items():
+        limit = models.models[name].flow.max_backlog
+        if n > limit:
+            raise ApiException(
+                413, f"{field}: the job has {n} requests for model {name!r}, more than its backlog limit of {limit}; split it",
+                type="request_too_large", field=field,
+            )
+    return JobPlan(job_id=job_id, created_ms=created_ms, priority=doc.priority, model_totals=model_totals,
+                   metadata=doc.metadata, chunks=chunks)
 
 
 def _items(doc: JobCreate) -> tuple[list[RequestSpec] | list[PromptSpec], str]:

@@ -1,0 +1,42 @@
+"""Reading a model's flow state: where its accepted-but-unfinished requests are right now."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from shared.api import LaneQueue, ModelQueue
+from shared.keys import LANES, WORKER_GROUP, Keys
+from shared.models_config import ModelConfig
+
+
+async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> ModelQueue:
+    """One round trip: the flow hash plus XINFO GROUPS of each lane's stream."""
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.flow(model.name))
+        for lane in LANES:
+            pipe.xinfo_groups(keys.model_stream(model.name, lane))
+        replies = await pipe.execute(raise_on_error=False)
+    flow = {k.decode(): int(v) for k, v in (replies[0] or {}).items()}
+    lanes: dict[str, LaneQueue] = {}
+    consumers = 0
+    for lane, groups in zip(LANES, replies[1:]):
+        unread = pending = 0
+        if not isinstance(groups, ResponseError):  # a missing stream means nothing routed yet
+            for g in groups:
+                if g["name"] in (WORKER_GROUP, WORKER_GROUP.encode()):
+                    unread, pending = int(g.get("lag") or 0), int(g["pending"])
+                    consumers = max(consumers, int(g["consumers"]))
+        lanes[lane] = LaneQueue(queued=flow.get(f"staged:{lane}", 0), routed_unread=unread, pending=pending)
+    return ModelQueue(
+        unfinished=flow.get("unfinished", 0),
+        queued=sum(q.queued for q in lanes.values()),
+        routed_unread=sum(q.routed_unread for q in lanes.values()),
+        pending=sum(q.pending for q in lanes.values()),
+        consumers=consumers,
+        flow="paused" if flow.get("paused") else "flowing",
+        high_watermark=model.high_watermark,
+        low_watermark=model.low_watermark,
+        max_backlog=model.flow.max_backlog,
+        lanes=lanes,
+    )
