@@ -66,25 +66,31 @@ async def dead_letter(r: aioredis.Redis, stream: str, group: str, entry_id: byte
     return bool(await r.eval(_DEAD_LETTER, 2, stream, dead_stream, group, entry_id, field, raw))
 
 
-async def trim_acknowledged(r: aioredis.Redis, stream: str) -> None:
-    """Drop entries that every group has acknowledged; never an entry some group still needs."""
+async def trim_acknowledged(r: aioredis.Redis, stream: str) -> int:
+    """Drop entries that every group has acknowledged; never an entry some group still needs.
+    Entries are delivered in id order, so everything below a group's oldest pending entry (or up
+    to its last-delivered id when nothing is pending) has been acknowledged by it."""
     try:
         groups = await r.xinfo_groups(stream)
     except ResponseError:
-        return
+        return 0
     if not groups:
-        return
+        return 0
     floor: tuple[int, int] | None = None
     for g in groups:
+        oldest = None
         if int(g["pending"]) > 0:
-            summary = await r.xpending(stream, g["name"])
-            keep = _parse_id(summary["min"])
+            oldest = (await r.xpending(stream, g["name"]))["min"]
+        if oldest is not None:
+            keep = _parse_id(oldest)
         else:
             ms, seq = _parse_id(g["last-delivered-id"])
             keep = (ms, seq + 1)
         floor = keep if floor is None or keep < floor else floor
-    if floor is not None and floor > (0, 1):
-        await r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
+    if floor is None or floor <= (0, 1):
+        return 0
+    # `~` trims whole nodes only (cheap); LIMIT 0 lifts the default cap of 100 nodes per call.
+    return int(await r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True, limit=0))
 
 
 def _parse_id(value) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.streams import Entry, claim_idle, consumer_name, ensure_group, read_new
+from shared.streams import Entry, claim_idle, consumer_name, ensure_group, read_new, trim_acknowledged
 
 log = logging.getLogger("inferq.dispatcher")
 
@@ -28,6 +28,7 @@ class BatchConsumer:
         count: int,
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
+        trim_every_s: float = 1.0,
     ) -> None:
         self.r = r
         self.stream = stream
@@ -35,6 +36,7 @@ class BatchConsumer:
         self.count = count
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.trim_every_s = trim_every_s
         self.consumer = consumer_name(self.role)
 
     async def handle(self, entries: list[Entry]) -> None:
@@ -55,7 +57,7 @@ class BatchConsumer:
         between batches (or crashing anywhere) leaves nothing half done."""
         await ensure_group(self.r, self.stream, self.group)
         await self.prepare()
-        next_claim = 0.0
+        next_claim = next_trim = 0.0
         backoff = 0.1
         while not stop.is_set():
             try:
@@ -69,6 +71,10 @@ class BatchConsumer:
                 if entries:
                     await self.handle(entries)
                 await self.tick()
+                if time.monotonic() >= next_trim:
+                    # keep the stream's length near its backlog, so memory stays flat under load
+                    next_trim = time.monotonic() + self.trim_every_s
+                    await trim_acknowledged(self.r, self.stream)
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.role, exc, backoff)
