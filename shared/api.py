@@ -15,7 +15,8 @@ TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Stop = Annotated[str, Meta(min_length=1)] | Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=8)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
-JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expired"]
+JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expiring", "expired"]
+CompletionWindow = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")]
 RequestStatus = Literal["succeeded", "failed", "cancelled", "expired"]
 Priority = Literal["interactive", "batch"]
 
@@ -59,6 +60,8 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     prompts: list[PromptSpec] | None = None
     # `interactive` work is routed and served before `batch` work of the same model.
     priority: Priority = "batch"
+    # When it passes, unfinished requests end `expired`, and so does the job.
+    completion_window: CompletionWindow = "24h"
     metadata: Annotated[
         dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
         Meta(max_length=16),
@@ -89,7 +92,11 @@ class Job(Struct, kw_only=True):
     priority: Priority = "batch"
     created_at: int
     started_at: int | None = None
+    expires_at: int | None = None
     completed_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    expired_at: int | None = None
     request_counts: RequestCounts
     models: dict[str, RequestCounts]
     usage: Usage
@@ -99,6 +106,29 @@ class Job(Struct, kw_only=True):
 class Output(Struct, kw_only=True):
     text: str
     finish_reason: Literal["stop", "length"]
+
+
+class DeadLetter(Struct, kw_only=True, omit_defaults=True):
+    """A message no consumer could process, kept for an operator (GET /v1/dead-letters)."""
+
+    id: str = ""  # its entry id in the dead-letter stream; filled when read
+    source: str  # the stream it was read from
+    reason: str  # max_attempts_exceeded | undecodable | ...
+    attempts: int = 0
+    error: str = ""
+    at: int = 0  # Unix seconds
+    job_id: str | None = None
+    request_id: str | None = None
+    custom_id: str | None = None
+    model: str | None = None
+    lane: str | None = None
+    requeueable: bool = False
+
+
+class DeadLetterList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[DeadLetter]
+    next_cursor: str | None = None
 
 
 class ErrorInfo(Struct, kw_only=True):

@@ -5,8 +5,8 @@ request_id -> 'r'|'d' that makes each start and each result count exactly once; 
 finished result lines whose entry ids are the results cursor. Counts that can be derived are:
 queued = total - running - terminal.
 
-Every change runs as one MULTI/EXEC or Lua script, together with the XACK of the message that
-caused it, so a crash never leaves a change half made or a message acknowledged without effect.
+Every change runs as one Lua script (shared/job_scripts.py), together with the XACK of the message
+that caused it, so a crash never leaves a change half made or a message acknowledged without effect.
 """
 
 from __future__ import annotations
@@ -17,136 +17,15 @@ from datetime import datetime, timezone
 import msgspec
 import redis.asyncio as aioredis
 
+from shared import job_scripts
 from shared.api import Job, RequestCounts, Usage
-from shared.keys import EVENT_FIELD, PAYLOAD_FIELD, Keys
+from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, Keys
 
 TERMINAL_REQUEST_STATES = ("succeeded", "failed", "cancelled", "expired")
 TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired")
 EVENT_SOURCE = "/inferq/jobs"
 EVENTS_MAXLEN = 1_000_000
-
-_CREATE = """
--- Admission check, then the whole job, or nothing.
--- KEYS[1] job, KEYS[2] jobs index, KEYS[3] ingest stream, KEYS[4] backlog total, KEYS[4 + m] flow of model m.
--- ARGV: job_id, created_ms, total, global_limit, payload field, n_models, (model, count, limit) x n_models,
---       n_fields, (field, value) x n_fields, chunks...
-local job_id, created, total, glimit, field = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local nm = tonumber(ARGV[6])
-local current = tonumber(redis.call('GET', KEYS[4]) or '0')
-if current + total > glimit then
-  return {'global', '', tostring(current), tostring(glimit)}
-end
-for m = 1, nm do
-  local a = 7 + (m - 1) * 3
-  local n, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local c = tonumber(redis.call('HGET', KEYS[4 + m], 'unfinished') or '0')
-  if c + n > limit then
-    return {'model', ARGV[a], tostring(c), tostring(limit)}
-  end
-end
-local a = 7 + nm * 3
-local nf = tonumber(ARGV[a])
-redis.call('HSET', KEYS[1], unpack(ARGV, a + 1, a + nf * 2))
-redis.call('ZADD', KEYS[2], created, job_id)
-for i = a + nf * 2 + 1, #ARGV do
-  redis.call('XADD', KEYS[3], '*', field, ARGV[i])
-end
-for m = 1, nm do
-  redis.call('HINCRBY', KEYS[4 + m], 'unfinished', ARGV[7 + (m - 1) * 3 + 1])
-end
-redis.call('INCRBY', KEYS[4], total)
-return {'ok'}
-"""
-
-_MARK_STARTED = """
--- KEYS: (job, reqs) pairs. ARGV[1] = now ms, then (request_id, model) pairs.
-local now = ARGV[1]
-local started = 0
-local a = 2
-for k = 1, #KEYS, 2 do
-  local job, reqs = KEYS[k], KEYS[k + 1]
-  local rid, model = ARGV[a], ARGV[a + 1]
-  a = a + 2
-  local st = redis.call('HGET', job, 'status')
-  if (st == 'queued' or st == 'in_progress') and redis.call('HSETNX', reqs, rid, 'r') == 1 then
-    redis.call('HINCRBY', job, 'running', 1)
-    redis.call('HINCRBY', job, 'm:' .. model .. ':running', 1)
-    if st == 'queued' then
-      redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now)
-    end
-    started = started + 1
-  end
-end
-return started
-"""
-
-_RECORD_RESULTS = """
--- KEYS[1] results stream, KEYS[2] events stream, KEYS[3] backlog total,
--- then (job, reqs, job_results, model flow) quadruples.
--- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, n_ack, ack ids...,
---       then per result: request_id, model, status, prompt_tokens, completion_tokens, line.
-local group, now, now_iso, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local maxlen, source, nack = ARGV[5], ARGV[6], tonumber(ARGV[7])
-for i = 8, 7 + nack, 500 do
-  redis.call('XACK', KEYS[1], group, unpack(ARGV, i, math.min(i + 499, 7 + nack)))
-end
-local a = 8 + nack
-local applied = 0
-local completed = {}
-for k = 4, #KEYS, 4 do
-  local job, reqs, res, flow = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local rid, model, status = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local pt, ct, line = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
-  a = a + 6
-  local js = redis.call('HGET', job, 'status')
-  if js == 'queued' or js == 'in_progress' or js == 'cancelling' then
-    local state = redis.call('HGET', reqs, rid)
-    if state ~= 'd' then
-      redis.call('HSET', reqs, rid, 'd')
-      if state == 'r' then
-        redis.call('HINCRBY', job, 'running', -1)
-        redis.call('HINCRBY', job, 'm:' .. model .. ':running', -1)
-      end
-      redis.call('HINCRBY', job, status, 1)
-      redis.call('HINCRBY', job, 'm:' .. model .. ':' .. status, 1)
-      if pt > 0 then redis.call('HINCRBY', job, 'prompt_tokens', pt) end
-      if ct > 0 then redis.call('HINCRBY', job, 'completion_tokens', ct) end
-      redis.call('XADD', res, '*', 'l', line)
-      redis.call('HINCRBY', flow, 'unfinished', -1)
-      redis.call('DECR', KEYS[3])
-      if js == 'queued' then
-        redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now)
-      end
-      applied = applied + 1
-      local done = redis.call('HINCRBY', job, 'done', 1)
-      if done >= tonumber(redis.call('HGET', job, 'total')) then
-        redis.call('HSET', job, 'status', 'completed', 'completed_ms', now)
-        local h = redis.call('HMGET', job, 'id', 'total', 'succeeded', 'failed', 'cancelled', 'expired',
-                             'prompt_tokens', 'completion_tokens', 'created_ms')
-        local function n(v) return tonumber(v) or 0 end
-        local event = cjson.encode({
-          specversion = '1.0', id = h[1] .. '.completed', source = source,
-          type = 'dev.inferq.job.completed', subject = h[1], time = now_iso,
-          datacontenttype = 'application/json',
-          data = {
-            id = h[1], object = 'job', status = 'completed',
-            request_counts = {total = n(h[2]), queued = 0, running = 0, succeeded = n(h[3]),
-                              failed = n(h[4]), cancelled = n(h[5]), expired = n(h[6])},
-            usage = {prompt_tokens = n(h[7]), completion_tokens = n(h[8])},
-            created_at = math.floor(n(h[9]) / 1000), completed_at = math.floor(tonumber(now) / 1000)
-          }
-        })
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'job.completed', '%EVENT_FIELD%', event)
-        redis.call('DEL', reqs)
-        redis.call('EXPIRE', job, ttl)
-        redis.call('EXPIRE', res, ttl)
-        completed[#completed + 1] = h[1]
-      end
-    end
-  end
-end
-return {applied, completed}
-""".replace("%EVENT_FIELD%", EVENT_FIELD)
+NO_LIMIT = 2**62
 
 
 class ResultRecord(msgspec.Struct, array_like=True):
@@ -159,6 +38,7 @@ class ResultRecord(msgspec.Struct, array_like=True):
     prompt_tokens: int
     completion_tokens: int
     line: bytes
+    error_code: str = ""
 
 
 class AdmissionRejected(Exception):
@@ -171,14 +51,32 @@ class AdmissionRejected(Exception):
         self.limit = limit
 
 
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used for a different body within 24 h."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class StopRefused(Exception):
+    """Cancel or expire of a job that is finished (`status`) or does not exist (`status` None)."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__(status or "missing")
+        self.status = status
+
+
 class JobStore:
     def __init__(self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600) -> None:
         self.r = r
         self.keys = keys
         self.job_ttl_s = job_ttl_s
-        self._create = r.register_script(_CREATE)
-        self._mark_started = r.register_script(_MARK_STARTED)
-        self._record_results = r.register_script(_RECORD_RESULTS)
+        self._create = r.register_script(job_scripts.CREATE)
+        self._mark_started = r.register_script(job_scripts.MARK_STARTED)
+        self._record_results = r.register_script(job_scripts.RECORD_RESULTS)
+        self._stop = r.register_script(job_scripts.STOP)
+        self._requeue = r.register_script(job_scripts.REQUEUE)
 
     async def create(
         self,
@@ -189,18 +87,24 @@ class JobStore:
         chunks: list[bytes],
         *,
         priority: str = "batch",
+        expires_ms: int | None = None,
         model_limits: dict[str, int] | None = None,
-        global_limit: int = 2**62,
-    ) -> None:
-        """Check admission limits and write the job record with all its ingest entries in one Lua
-        script: either the whole job exists, with every request queued, or nothing of it does.
-        Raises AdmissionRejected (and writes nothing) when a limit would be exceeded."""
+        global_limit: int = NO_LIMIT,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> str:
+        """Check the idempotency key and admission limits, then write the job record with all its
+        ingest entries, in one Lua script: either the whole job exists, with every request queued,
+        or nothing of it does. Returns the id of the job created, or of the job an earlier request
+        with the same (tenant, Idempotency-Key, body) created. Raises AdmissionRejected or
+        IdempotencyConflict, having written nothing."""
         total = sum(model_totals.values())
+        expires_ms = expires_ms or created_ms + 24 * 3600 * 1000
         record: dict[str, str | int] = {
             "id": job_id,
             "status": "queued",
             "priority": priority,
             "created_ms": created_ms,
+            "expires_ms": expires_ms,
             "total": total,
             "done": 0,
             "metadata": msgspec.json.encode(metadata).decode(),
@@ -210,56 +114,99 @@ class JobStore:
             record[f"m:{model}:total"] = n
         models = sorted(model_totals)
         limits = model_limits or {}
-        keys = [self.keys.job(job_id), self.keys.jobs_index, self.keys.ingest_stream, self.keys.backlog_total]
-        keys += [self.keys.flow(m) for m in models]
-        args: list[str | int | bytes] = [job_id, created_ms, total, global_limit, PAYLOAD_FIELD, len(models)]
+        idem_key, idem_value = self.keys.job(job_id), ""
+        if idempotency:
+            tenant, key, body_hash = idempotency
+            idem_key, idem_value = self.keys.idempotency(tenant, key), f"{job_id}:{body_hash}"
+        keys = [self.keys.job(job_id), self.keys.jobs_index, self.keys.ingest_stream, self.keys.backlog_total,
+                self.keys.deadlines, idem_key, *(self.keys.flow(m) for m in models)]
+        args: list[str | int | bytes] = [job_id, created_ms, total, global_limit, PAYLOAD_FIELD, expires_ms, idem_value, len(models)]
         for m in models:
-            args += (m, model_totals[m], limits.get(m, 2**62))
+            args += (m, model_totals[m], limits.get(m, NO_LIMIT))
         args.append(len(record))
         for k, v in record.items():
             args += (k, v)
         args += chunks
-        verdict = await self._create(keys=keys, args=args)
-        if verdict[0] != b"ok":
-            raise AdmissionRejected(verdict[1].decode() or None, int(verdict[2]), int(verdict[3]))
+        verdict, existing, current, limit = (v.decode() for v in await self._create(keys=keys, args=args))
+        if verdict == "ok" or verdict == "replay":
+            return existing
+        if verdict == "conflict":
+            raise IdempotencyConflict(existing)
+        raise AdmissionRejected(existing or None, int(current), int(limit))
 
-    async def mark_started(self, started: list[tuple[str, str, str]], now_ms: int | None = None) -> int:
-        """Mark (job_id, request_id, model) as running; repeated marks (redeliveries) are no-ops."""
+    async def mark_started(self, started: list[tuple[str, str, str]], now_ms: int | None = None) -> list[str]:
+        """Mark (job_id, request_id, model) as running, if its job still runs. Returns a verdict per
+        request: 'run', or 'cancelled' / 'expired' / 'gone' for requests that must not run.
+        Repeated marks (redeliveries) are no-ops that still answer 'run'."""
         if not started:
-            return 0
+            return []
         keys: list[str] = []
         args: list[str | int] = [now_ms or _now_ms()]
         for job_id, rid, model in started:
             keys += (self.keys.job(job_id), self.keys.job_requests(job_id))
             args += (rid, model)
-        return int(await self._mark_started(keys=keys, args=args))
+        return [v.decode() for v in await self._mark_started(keys=keys, args=args)]
 
     async def record_results(
         self, group: str, ack_ids: list[bytes], records: list[ResultRecord]
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[int, list[tuple[str, str]]]:
         """Apply results and acknowledge their results-stream entries atomically.
 
-        Returns (results applied, ids of jobs this call completed). A result whose request already
-        has one, or whose job is finished or gone, is acknowledged and ignored."""
+        Returns (results applied, [(job id, final status)] of the jobs this call finished). A result
+        whose request already has one, or whose job is finished or gone, is acknowledged and ignored."""
         now = time.time()
-        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total]
+        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines]
         args: list[str | int | bytes] = [
-            group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, len(ack_ids), *ack_ids,
+            group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, EVENT_FIELD,
+            len(ack_ids), *ack_ids,
         ]
         for rec in records:
             keys += (*self.keys.job_keys(rec.job_id), self.keys.flow(rec.model))
-            args += (rec.request_id, rec.model, rec.status, rec.prompt_tokens, rec.completion_tokens, rec.line)
-        applied, completed = await self._record_results(keys=keys, args=args)
-        return int(applied), [c.decode() for c in completed]
+            args += (rec.request_id, rec.model, rec.status, rec.prompt_tokens, rec.completion_tokens, rec.line, rec.error_code)
+        applied, finished = await self._record_results(keys=keys, args=args)
+        pairs = [v.decode() for v in finished]
+        return int(applied), list(zip(pairs[::2], pairs[1::2]))
+
+    async def stop(self, job_id: str, reason: str) -> str:
+        """Cancel (`reason` 'cancelled') or expire ('expired') a job. Returns the status it is in
+        now ('cancelling' / 'expiring'); idempotent. Raises StopRefused for a finished or missing job."""
+        status = {"cancelled": "cancelling", "expired": "expiring"}[reason]
+        models = await self.models_of(job_id)
+        keys = [self.keys.job(job_id), self.keys.results_stream, self.keys.deadlines]
+        fields: list[str] = []
+        for model in models:
+            for lane in LANES:
+                keys += (self.keys.staging_queue(model, lane, job_id), self.keys.staging_ring(model, lane), self.keys.flow(model))
+                fields.append(f"staged:{lane}")
+        verdict, detail = (v.decode() for v in await self._stop(
+            keys=keys, args=[status, reason, _now_ms(), DROP_FIELD, REASON_FIELD, *fields]))
+        if verdict == "ok":
+            return status
+        if verdict == "stopping":
+            return detail
+        raise StopRefused(detail or None)
+
+    async def requeue(self, dead_id: str, job_id: str, request_id: str, model: str, lane: str, payload: bytes) -> tuple[str, str]:
+        """Stage a dead-lettered request again, undoing its recorded failure. Returns (verdict, job status)."""
+        job, reqs, results = self.keys.job_keys(job_id)
+        keys = [self.keys.dead_letter_stream, job, reqs, results, self.keys.flow(model), self.keys.backlog_total,
+                self.keys.staging_queue(model, lane, job_id), self.keys.staging_ring(model, lane)]
+        verdict, status = await self._requeue(keys=keys, args=[dead_id, request_id, model, payload, f"staged:{lane}"])
+        return verdict.decode(), status.decode()
+
+    async def models_of(self, job_id: str) -> list[str]:
+        raw = await self.r.hget(self.keys.job(job_id), "models")
+        return msgspec.json.decode(raw, type=list[str]) if raw else []
+
+    async def due_for_expiry(self, now_ms: int | None = None, limit: int = 100) -> list[str]:
+        due = await self.r.zrangebyscore(self.keys.deadlines, "-inf", now_ms or _now_ms(), start=0, num=limit)
+        return [d.decode() for d in due]
 
     async def get(self, job_id: str) -> Job | None:
         raw = await self.r.hgetall(self.keys.job(job_id))
         if not raw:
             return None
         return job_from_hash({k.decode(): v.decode() for k, v in raw.items()})
-
-    async def exists(self, job_id: str) -> bool:
-        return bool(await self.r.exists(self.keys.job(job_id)))
 
     async def status(self, job_id: str) -> str | None:
         value = await self.r.hget(self.keys.job(job_id), "status")
@@ -278,14 +225,23 @@ def job_from_hash(h: dict[str, str]) -> Job:
         c["queued"] = c["total"] - c["running"] - sum(c[s] for s in TERMINAL_REQUEST_STATES)
         return RequestCounts(**c)
 
+    def seconds(field: str) -> int | None:
+        return int(h[field]) // 1000 if field in h else None
+
+    status = h["status"]
+    ended = seconds("ended_ms")
     models = msgspec.json.decode(h.get("models", "[]"), type=list[str])
     return Job(
         id=h["id"],
-        status=h["status"],
+        status=status,
         priority=h.get("priority", "batch"),
         created_at=int(h["created_ms"]) // 1000,
-        started_at=int(h["started_ms"]) // 1000 if "started_ms" in h else None,
-        completed_at=int(h["completed_ms"]) // 1000 if "completed_ms" in h else None,
+        started_at=seconds("started_ms"),
+        expires_at=seconds("expires_ms"),
+        completed_at=ended if status == "completed" else None,
+        cancelling_at=seconds("stop_ms") if status in ("cancelling", "cancelled") else None,
+        cancelled_at=ended if status == "cancelled" else None,
+        expired_at=ended if status == "expired" else None,
         request_counts=counts(""),
         models={m: counts(f"m:{m}:") for m in models},
         usage=Usage(prompt_tokens=int(h.get("prompt_tokens", 0)), completion_tokens=int(h.get("completion_tokens", 0))),

@@ -17,6 +17,10 @@ LANES = ("interactive", "batch")
 
 # Stream entry field that carries the msgpack-encoded message.
 PAYLOAD_FIELD = "d"
+# Results-stream fields of a request that ended without running: the request (msgpack) and why
+# (`cancelled`, `expired`, `max_attempts_exceeded`). The collector turns it into a result line.
+DROP_FIELD = "x"
+REASON_FIELD = "r"
 # Field of the public events stream that carries one CloudEvents 1.0 JSON document.
 EVENT_FIELD = "event"
 
@@ -33,6 +37,8 @@ class Keys:
         self.dead_letter_stream = f"{prefix}:stream:dead"
         # Accepted-but-unfinished requests over all models (admission control).
         self.backlog_total = f"{prefix}:backlog"
+        # Unfinished jobs by the end of their completion window (sorted set, score = ms).
+        self.deadlines = f"{prefix}:deadlines"
         # Index of jobs by creation time (sorted set, score = created ms).
         self.jobs_index = f"{prefix}:jobs"
         # arq's job queue for the dispatcher's deferred work.
@@ -69,6 +75,10 @@ class Keys:
     def job_results(self, job_id: str) -> str:
         """Stream of result lines in the order they finished; its entry ids are the results cursor."""
         return f"{self.prefix}:job:{job_id}:results"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        """String `job_id:body_sha256` for 24 h: the same Idempotency-Key returns the same job."""
+        return f"{self.prefix}:idem:{tenant}:{key}"
 
     def job_keys(self, job_id: str) -> tuple[str, str, str]:
         return self.job(job_id), self.job_requests(job_id), self.job_results(job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from msgspec import Struct
 
-from shared.api import ChatMessage, ResultLine
+from shared.api import ChatMessage, ErrorInfo, ResultLine, Timings, Usage
 
 
 class SamplingParams(Struct, kw_only=True, omit_defaults=True):
@@ -48,3 +48,19 @@ request_encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(InferenceRequest)
 chunk_decoder = msgspec.msgpack.Decoder(IngestChunk)
 result_decoder = msgspec.msgpack.Decoder(ResultEnvelope)
+
+
+# How a request that ended without running is reported: reason -> (status, error code, message).
+DROP_OUTCOMES: dict[str, tuple[str, str, str]] = {
+    "cancelled": ("cancelled", "job_cancelled", "the job was cancelled before this request ran"),
+    "expired": ("expired", "job_expired", "the job's completion window ended before this request ran"),
+    "max_attempts_exceeded": ("failed", "max_attempts_exceeded", "every attempt to process this request failed; it is in the dead-letter stream"),
+}
+
+
+def dropped_line(req: InferenceRequest, reason: str) -> ResultLine:
+    status, code, message = DROP_OUTCOMES.get(reason, ("failed", reason, reason))
+    return ResultLine(
+        custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=status, output=None,
+        usage=Usage(), error=ErrorInfo(code=code, message=message), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+    )

@@ -34,6 +34,10 @@ class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     ms_per_token: Annotated[float, Meta(ge=0)] = 0.0
     # Share of requests that fail with `simulated_failure`, chosen by request id (reproducible).
     failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    # Requests whose text contains this always fail with a retryable error (a poison request).
+    poison_text: str = ""
+    # Requests whose text contains this kill the worker process, as a GPU fault would.
+    crash_text: str = ""
 
 
 ENGINE_OPTIONS: dict[str, type[Struct]] = {"dummy": DummyOptions}
@@ -64,6 +68,16 @@ class FlowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     quantum: Annotated[int, Meta(ge=1, le=10_000)] = 32
 
 
+class RetryConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Retryable engine errors are retried with exponential backoff (backoff_s, doubling, capped
+    at backoff_max_s) until `max_attempts` attempts; then the request is dead-lettered and fails
+    with `max_attempts_exceeded`. Permanent errors fail the request at once."""
+
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    backoff_s: Annotated[float, Meta(ge=0)] = 1.0
+    backoff_max_s: Annotated[float, Meta(ge=0)] = 30.0
+
+
 class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     engine: str
     options: dict[str, Any] = {}
@@ -71,6 +85,11 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     default_max_tokens: Annotated[int, Meta(ge=1)] = 256
     max_tokens_limit: Annotated[int, Meta(ge=1)] = 32768
     reclaim_idle_s: Annotated[float, Meta(gt=0)] = 300.0
+    # Deliveries of one request (first read + reclaims after a worker died) before it is dead-lettered.
+    max_deliveries: Annotated[int, Meta(ge=1, le=100)] = 5
+    # One engine attempt longer than this fails the request with `request_timeout`.
+    request_timeout_s: Annotated[float, Meta(gt=0)] = 600.0
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     description: str = ""
     scaling: ScalingConfig = msgspec.field(default_factory=ScalingConfig)
     flow: FlowConfig = msgspec.field(default_factory=FlowConfig)

@@ -7,22 +7,27 @@ import redis.asyncio as aioredis
 EVICTING_POLICIES = {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
 
 
-class UnsafeRedisError(RuntimeError):
-    """The Redis server is configured in a way that can lose accepted work."""
-
-
 def connect(url: str, **kwargs) -> aioredis.Redis:
     """Bytes in, bytes out: payloads are msgpack, and decoding is the caller's business."""
     return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30, **kwargs)
 
 
-async def check_server(r: aioredis.Redis) -> None:
-    """Refuse to run against a Redis that may evict keys: an evicted stream entry is a lost request."""
+def check_server_at_start(url: str) -> str | None:
+    """Run by every service before it starts: an error message if Redis may evict data (the
+    service must refuse to start), else None. An unreachable Redis is not an error here: the
+    services wait for it and /readyz reports it."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:
-        policy = (await r.config_get("maxmemory-policy")).get(b"maxmemory-policy", b"").decode()
-    except Exception:  # managed Redis often disables CONFIG; nothing to check then
-        return
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except redis.ConnectionError:
+        return None
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot check
+        return None
+    finally:
+        client.close()
     if policy in EVICTING_POLICIES:
-        raise UnsafeRedisError(
-            f"Redis maxmemory-policy is {policy!r}, which can evict queued requests; set it to 'noeviction'"
-        )
+        return (f"Redis at {url} has maxmemory-policy {policy!r}, which can evict queued requests and job "
+                "records; set it to 'noeviction' (redis-server --maxmemory-policy noeviction)")
+    return None

@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Dispatcher streams (ingest, results): an entry read but unacknowledged this long belongs to a
     # dispatcher that died, and another takes it over. Workers use their model's reclaim_idle_s.
     reclaim_idle_s: float = 30.0
+    # ... and an entry delivered more often than this (its consumers keep dying) is dead-lettered.
+    max_deliveries: int = 5
     log_level: str = "INFO"
 
     @classmethod
@@ -52,7 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     f"{name}={raw!r} is not a valid {field.type.__name__}"
                 ) from None
         settings = cls(**values)
-        for name in ("port", "max_requests_per_job", "max_body_bytes", "job_ttl_s", "max_backlog", "retry_after_s"):
+        for name in ("port", "max_requests_per_job", "max_body_bytes", "job_ttl_s", "max_backlog", "retry_after_s", "max_deliveries"):
             if getattr(settings, name) <= 0:
                 raise SettingsError(f"INFERQ_{name.upper()} must be positive")
         if ":" in settings.key_prefix or not settings.key_prefix:

@@ -51,19 +51,14 @@ async def claim_idle(
             return claimed
 
 
-_DEAD_LETTER = """
--- Move an entry to the dead-letter stream, only if this consumer still held it.
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[4], 'source', KEYS[1])
-  return 1
-end
-return 0
-"""
-
-
-async def dead_letter(r: aioredis.Redis, stream: str, group: str, entry_id: bytes, raw: bytes, dead_stream: str, field: str) -> bool:
-    """Acknowledge an entry nobody can process and keep it for an operator, in one step."""
-    return bool(await r.eval(_DEAD_LETTER, 2, stream, dead_stream, group, entry_id, field, raw))
+async def delivery_counts(r: aioredis.Redis, stream: str, group: str, consumer: str, ids: list[bytes]) -> dict[bytes, int]:
+    """How many times each entry (pending for `consumer`) has been delivered, reclaims included."""
+    if not ids:
+        return {}
+    lo, hi = min(ids, key=_parse_id), max(ids, key=_parse_id)
+    rows = await r.xpending_range(stream, group, min=lo, max=hi, count=len(ids) * 4 + 100, consumername=consumer)
+    wanted = set(ids)
+    return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
 
 
 async def trim_acknowledged(r: aioredis.Redis, stream: str) -> int:

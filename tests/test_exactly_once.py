@@ -9,7 +9,7 @@ import msgspec
 
 from services.dispatcher.collector import Collector
 from services.dispatcher.router import Router
-from services.inference.publisher import ResultPublisher
+from services.inference.publisher import Outcome, ResultPublisher
 from shared.api import Output, ResultLine, Timings, Usage
 from shared.jobstore import JobStore
 from shared.keys import COLLECTOR_GROUP, EVENT_FIELD, PAYLOAD_FIELD, ROUTER_GROUP, WORKER_GROUP
@@ -79,9 +79,9 @@ async def test_worker_publish_acks_and_appends_once(r, keys):
     await r.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
     publisher = ResultPublisher(r, keys, "alpha")
     batch_lane = 1
-    assert await publisher.publish([(batch_lane, entry_id, _result(req))]) == 1
+    assert await publisher.publish([Outcome(batch_lane, entry_id, result=_result(req))]) == 1
     # a second worker that reclaimed the entry finishes it too: its result is dropped
-    assert await publisher.publish([(batch_lane, entry_id, _result(req))]) == 0
+    assert await publisher.publish([Outcome(batch_lane, entry_id, result=_result(req))]) == 0
     assert await r.xlen(keys.results_stream) == 1
 
 

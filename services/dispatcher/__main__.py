@@ -7,6 +7,7 @@ import sys
 
 from shared.logs import configure_logging
 from shared.models_config import ModelsFileError, load_models
+from shared.redis_client import check_server_at_start
 from shared.settings import Settings, SettingsError
 
 
@@ -16,6 +17,9 @@ def main() -> int:
         load_models(settings.models_path)  # fail at start, with the entry named, not inside arq
     except (SettingsError, ModelsFileError) as exc:
         print(f"inferq dispatcher: {exc}", file=sys.stderr)
+        return 2
+    if problem := check_server_at_start(settings.redis_url):
+        print(f"inferq dispatcher: {problem}", file=sys.stderr)
         return 2
     configure_logging("dispatcher", settings.log_level)
     try:

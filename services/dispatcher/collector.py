@@ -8,13 +8,15 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
+from shared.api import DeadLetter
+from shared.deadletters import dead_letter
 from shared.jobstore import JobStore, ResultRecord
-from shared.keys import COLLECTOR_GROUP, PAYLOAD_FIELD, Keys
-from shared.messages import result_decoder
-from shared.streams import dead_letter
+from shared.keys import COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
+from shared.messages import ResultEnvelope, dropped_line, request_decoder, result_decoder
 
 log = logging.getLogger("inferq.collector")
 _line_encoder = msgspec.json.Encoder()
+_PAYLOAD, _DROP, _REASON = PAYLOAD_FIELD.encode(), DROP_FIELD.encode(), REASON_FIELD.encode()
 
 
 class Collector(BatchConsumer):
@@ -29,29 +31,68 @@ class Collector(BatchConsumer):
     async def handle(self, entries) -> None:
         ack: list[bytes] = []
         records: list[ResultRecord] = []
-        field = PAYLOAD_FIELD.encode()
         for entry_id, fields in entries:
-            raw = fields.get(field, b"")
             try:
-                env = result_decoder.decode(raw)
-            except msgspec.DecodeError:
-                await self._dead_letter(entry_id, raw)
+                env = _envelope(fields)
+            except (msgspec.DecodeError, KeyError) as exc:
+                await self._dead_letter(entry_id, fields, "undecodable", 1, str(exc))
                 continue
-            line = env.line
             ack.append(entry_id)
-            records.append(
-                ResultRecord(
-                    env.job_id, line.request_id, line.model, line.status,
-                    line.usage.prompt_tokens, line.usage.completion_tokens, _line_encoder.encode(line),
-                )
-            )
+            records.append(_record(env))
         if not ack:
             return
-        applied, completed = await self.jobs.record_results(COLLECTOR_GROUP, ack, records)
+        applied, finished = await self.jobs.record_results(COLLECTOR_GROUP, ack, records)
         self.applied += applied
-        for job_id in completed:
-            log.info("job completed", extra={"job_id": job_id})
+        for job_id, status in finished:
+            log.info("job %s", status, extra={"job_id": job_id})
 
-    async def _dead_letter(self, entry_id: bytes, raw: bytes) -> None:
-        log.error("undecodable result entry %s moved to the dead-letter stream", entry_id)
-        await dead_letter(self.r, self.stream, self.group, entry_id, raw, self.keys.dead_letter_stream, PAYLOAD_FIELD)
+    async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:
+        """Results that failed to apply `max_deliveries` times: keep them for an operator, and
+        record the request as failed so its job can still finish."""
+        for entry_id, fields in entries:
+            times = deliveries.get(entry_id, 0)
+            why = f"result could not be applied after {times} deliveries"
+            try:
+                env = _envelope(fields)
+            except (msgspec.DecodeError, KeyError):
+                env = None
+            await self._dead_letter(entry_id, fields, "max_attempts_exceeded", times, why, env)
+            if env is not None:
+                line = dropped_line(_request_of(env), "max_attempts_exceeded")
+                await self.jobs.record_results(COLLECTOR_GROUP, [], [_record(ResultEnvelope(env.job_id, line))])
+
+    async def _dead_letter(self, entry_id: bytes, fields, reason: str, attempts: int, error: str,
+                           env: ResultEnvelope | None = None) -> None:
+        log.error("result entry %s moved to the dead-letter stream: %s", entry_id, error)
+        raw = fields.get(_PAYLOAD) or fields.get(_DROP) or b""
+        info = DeadLetter(source=self.stream, reason=reason, attempts=attempts, error=error,
+                          job_id=env.job_id if env else None, request_id=env.line.request_id if env else None,
+                          custom_id=env.line.custom_id if env else None, model=env.line.model if env else None)
+        await dead_letter(self.r, self.keys, self.stream, self.group, entry_id, raw, info)
+
+
+def _envelope(fields: dict[bytes, bytes]) -> ResultEnvelope:
+    """A result, or a drop notice (a request that ended without running) turned into one."""
+    if _PAYLOAD in fields:
+        return result_decoder.decode(fields[_PAYLOAD])
+    req = request_decoder.decode(fields[_DROP])
+    return ResultEnvelope(req.job_id, dropped_line(req, fields.get(_REASON, b"").decode()))
+
+
+def _record(env: ResultEnvelope) -> ResultRecord:
+    line = env.line
+    return ResultRecord(
+        env.job_id, line.request_id, line.model, line.status, line.usage.prompt_tokens, line.usage.completion_tokens,
+        _line_encoder.encode(line), line.error.code if line.error else "",
+    )
+
+
+class _Req(msgspec.Struct):
+    job_id: str
+    request_id: str
+    custom_id: str
+    model: str
+
+
+def _request_of(env: ResultEnvelope) -> _Req:
+    return _Req(env.job_id, env.line.request_id, env.line.custom_id, env.line.model)

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.streams import Entry, claim_idle, consumer_name, ensure_group, read_new, trim_acknowledged
+from shared.streams import Entry, claim_idle, consumer_name, delivery_counts, ensure_group, read_new, trim_acknowledged
 
 log = logging.getLogger("inferq.dispatcher")
 
@@ -28,6 +28,7 @@ class BatchConsumer:
         count: int,
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
         trim_every_s: float = 1.0,
     ) -> None:
         self.r = r
@@ -36,10 +37,15 @@ class BatchConsumer:
         self.count = count
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
         self.trim_every_s = trim_every_s
         self.consumer = consumer_name(self.role)
 
     async def handle(self, entries: list[Entry]) -> None:
+        raise NotImplementedError
+
+    async def handle_poison(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
+        """Entries delivered more than `max_deliveries` times (consumers keep dying on them)."""
         raise NotImplementedError
 
     async def prepare(self) -> None:
@@ -51,6 +57,15 @@ class BatchConsumer:
     def idle_block_ms(self) -> int | None:
         """How long the next read may block; None reads without blocking."""
         return self.block_ms
+
+    async def _handle_reclaimed(self, stale: list[Entry]) -> None:
+        deliveries = await delivery_counts(self.r, self.stream, self.group, self.consumer, [e[0] for e in stale])
+        poison = [e for e in stale if deliveries.get(e[0], 1) > self.max_deliveries]
+        if poison:
+            await self.handle_poison(poison, deliveries)
+        rest = [e for e in stale if deliveries.get(e[0], 1) <= self.max_deliveries]
+        if rest:
+            await self.handle(rest)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set. Each batch is handled atomically with its XACK, so stopping
@@ -66,7 +81,7 @@ class BatchConsumer:
                     stale = await claim_idle(self.r, self.stream, self.group, self.consumer, self.claim_idle_ms, self.count)
                     if stale:
                         log.warning("%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream)
-                        await self.handle(stale)
+                        await self._handle_reclaimed(stale)
                 entries = await read_new(self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms())
                 if entries:
                     await self.handle(entries)

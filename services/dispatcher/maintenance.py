@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
+from shared.jobstore import JobStore, StopRefused
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
 from shared.streams import trim_acknowledged
+
+
+log = logging.getLogger("inferq.dispatcher")
+
+
+async def expire_due_jobs(ctx: dict) -> int:
+    """Jobs whose completion window has passed: stop them (status `expiring`); the collector
+    finishes them as `expired` once their in-flight requests are done."""
+    jobs: JobStore = ctx["jobs"]
+    expired = 0
+    for job_id in await jobs.due_for_expiry():
+        try:
+            await jobs.stop(job_id, "expired")
+            expired += 1
+            log.info("job expiring: completion window passed", extra={"job_id": job_id})
+        except StopRefused:  # finished meanwhile, or gone
+            await ctx["stream_redis"].zrem(ctx["keys"].deadlines, job_id)
+    return expired
 
 
 async def trim_streams(ctx: dict) -> int:

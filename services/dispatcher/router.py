@@ -3,7 +3,8 @@ model's streams from those queues under flow control.
 
 Admit: one Lua call per read batch acknowledges each ingest chunk and appends its requests to the
 staging queue of (model, lane, job), but only if the XACK removed the entry from the pending list,
-so a chunk delivered twice (after a reclaim) is admitted once.
+so a chunk delivered twice (after a reclaim) is admitted once. Requests of a job being cancelled or
+expired become drop notices instead, so they never reach a model stream.
 
 Feed: one Lua call per model moves requests from staging queues into the model's lane streams.
 - Interactive lane first, limited only by its own stream's backlog, so it never waits for batch work.
@@ -23,8 +24,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
-from shared.api import ErrorInfo, ResultLine, Timings, Usage
-from shared.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, WORKER_GROUP, Keys
+from shared.api import DeadLetter, ErrorInfo, ResultLine, Timings, Usage
+from shared.deadletters import META_FIELD, meta
+from shared.keys import DROP_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, ROUTER_GROUP, WORKER_GROUP, Keys
 from shared.messages import ResultEnvelope, chunk_decoder, request_decoder
 from shared.models_config import ModelConfig, ModelsConfig
 from shared.streams import ensure_group
@@ -32,12 +34,16 @@ from shared.streams import ensure_group
 log = logging.getLogger("inferq.router")
 
 _ADMIT = """
--- KEYS[1] ingest stream, KEYS[2..] destinations. ARGV[1] group, ARGV[2] payload field, then per
--- ingest entry: id, n_ops, and ops:
---   'q', queue, ring, flow, staged field, count, payloads...  -> staging queue (+ ring, + count)
---   's', stream, payload                                      -> straight to a stream
-local group, field = ARGV[1], ARGV[2]
-local i = 3
+-- KEYS[1] ingest stream, KEYS[2] results stream, KEYS[3..] other keys. ARGV: group, drop field,
+-- reason field, then per ingest entry: id, n_ops, and ops:
+--   'q', queue, ring, flow, job, staged field, count, payloads...
+--        stage the requests, if their job still runs; turn them into drop notices if it is being
+--        cancelled or expired; skip them if it is finished or gone
+--   'f', stream, n, (field, value) x n    -> append one entry to a stream
+-- Nothing happens for an entry whose XACK finds it no longer pending here.
+local group, drop, reason = ARGV[1], ARGV[2], ARGV[3]
+local stopping = {cancelling = 'cancelled', expiring = 'expired'}
+local i = 4
 local admitted = 0
 while i <= #ARGV do
   local id, nops = ARGV[i], tonumber(ARGV[i + 1])
@@ -45,18 +51,26 @@ while i <= #ARGV do
   local fresh = redis.call('XACK', KEYS[1], group, id) == 1
   for _ = 1, nops do
     if ARGV[i] == 'q' then
-      local q, ring, flow = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
-      local staged, n = ARGV[i + 4], tonumber(ARGV[i + 5])
+      local q, ring, flow, job = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])], KEYS[tonumber(ARGV[i + 4])]
+      local staged, n = ARGV[i + 5], tonumber(ARGV[i + 6])
       if fresh then
-        local len = redis.call('RPUSH', q, unpack(ARGV, i + 6, i + 5 + n))
-        if len == n then redis.call('RPUSH', ring, q) end
-        redis.call('HINCRBY', flow, staged, n)
-        admitted = admitted + n
+        local st = redis.call('HGET', job, 'status')
+        if st == 'queued' or st == 'in_progress' then
+          local len = redis.call('RPUSH', q, unpack(ARGV, i + 7, i + 6 + n))
+          if len == n then redis.call('RPUSH', ring, q) end
+          redis.call('HINCRBY', flow, staged, n)
+          admitted = admitted + n
+        elseif stopping[st] then
+          for j = i + 7, i + 6 + n do
+            redis.call('XADD', KEYS[2], '*', drop, ARGV[j], reason, stopping[st])
+          end
+        end
       end
-      i = i + 6 + n
+      i = i + 7 + n
     else
-      if fresh then redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', field, ARGV[i + 2]) end
-      i = i + 3
+      local n = tonumber(ARGV[i + 2])
+      if fresh then redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', unpack(ARGV, i + 3, i + 2 + 2 * n)) end
+      i = i + 3 + 2 * n
     end
   end
 end
@@ -170,43 +184,44 @@ class Router(BatchConsumer):
     async def handle(self, entries) -> None:
         await self.admit(entries)
 
+    async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:
+        await self.admit(entries, deliveries)
+
     async def tick(self) -> None:
         await self.feed_all()
 
-    async def admit(self, entries) -> int:
-        keys = [self.keys.ingest_stream, self.keys.results_stream, self.keys.dead_letter_stream]
-        index: dict[str, int] = {}
-
-        def key(name: str) -> int:
-            if name not in index:
-                keys.append(name)
-                index[name] = len(keys)
-            return index[name]
-
-        args: list[bytes | str | int] = [ROUTER_GROUP, PAYLOAD_FIELD]
+    async def admit(self, entries, deliveries: dict[bytes, int] | None = None) -> int:
+        """Stage each chunk's requests (or, for a chunk delivered more than `max_deliveries`
+        times, dead-letter it and fail its requests), acknowledging it in the same script."""
+        batch = _AdmitBatch(self.keys)
         for entry_id, fields in entries:
             raw = fields.get(PAYLOAD_FIELD.encode(), b"")
+            times = (deliveries or {}).get(entry_id, 1)
             try:
                 chunk = chunk_decoder.decode(raw)
-            except msgspec.DecodeError:
+            except msgspec.DecodeError as exc:
                 log.error("undecodable ingest entry %s moved to the dead-letter stream", entry_id)
-                args += (entry_id, 1, "s", 3, raw)
+                batch.entry(entry_id, [batch.dead(raw, DeadLetter(source=self.stream, reason="undecodable", attempts=times, error=str(exc)))])
+                continue
+            if times > self.max_deliveries:
+                why = f"ingest chunk delivered {times} times; each router that took it stopped before finishing"
+                log.error(why, extra={"job_id": chunk.job_id})
+                info = DeadLetter(source=self.stream, reason="max_attempts_exceeded", attempts=times, error=why, job_id=chunk.job_id)
+                batch.entry(entry_id, [batch.dead(raw, info), *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items)])
                 continue
             groups: dict[tuple[str, str], list[bytes]] = {}
-            direct: list[tuple[int, bytes]] = []  # (destination key index, payload)
+            ops: list[list] = []
             for model, lane, payload in chunk.items:
                 if model in self.models.models and lane in LANES:
                     groups.setdefault((model, lane), []).append(payload)
                 else:
                     failed = _unroutable_result(chunk.job_id, payload)
-                    direct.append((2, failed) if failed is not None else (3, payload))
-            args += (entry_id, len(groups) + len(direct))
+                    ops.append(batch.result(failed) if failed is not None else batch.dead(
+                        payload, DeadLetter(source=self.stream, reason="undecodable", attempts=times, job_id=chunk.job_id)))
             for (model, lane), payloads in groups.items():
-                args += ("q", key(self.keys.staging_queue(model, lane, chunk.job_id)), key(self.keys.staging_ring(model, lane)),
-                         key(self.keys.flow(model)), f"staged:{lane}", len(payloads), *payloads)
-            for index, payload in direct:
-                args += ("s", index, payload)
-        n = int(await self._admit(keys=keys, args=args))
+                ops.append(batch.stage(model, lane, chunk.job_id, payloads))
+            batch.entry(entry_id, ops)
+        n = int(await self._admit(keys=batch.keys, args=batch.args))
         self.admitted += n
         self._waiting = self._waiting or n > 0
         return n
@@ -227,6 +242,41 @@ class Router(BatchConsumer):
             moving = moving or moved_i + moved_b > 0
             waiting = waiting or queues > 0
         self._moving, self._waiting = moving, waiting
+
+
+class _AdmitBatch:
+    """Builds the KEYS and ARGV of one admit call."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.k = keys
+        self.keys = [keys.ingest_stream, keys.results_stream]
+        self.args: list[bytes | str | int] = [ROUTER_GROUP, DROP_FIELD, REASON_FIELD]
+        self._index: dict[str, int] = {}
+
+    def key(self, name: str) -> int:
+        if name not in self._index:
+            self.keys.append(name)
+            self._index[name] = len(self.keys)
+        return self._index[name]
+
+    def entry(self, entry_id: bytes, ops: list[list]) -> None:
+        self.args += (entry_id, len(ops))
+        for op in ops:
+            self.args += op
+
+    def stage(self, model: str, lane: str, job_id: str, payloads: list[bytes]) -> list:
+        k = self.k
+        return ["q", self.key(k.staging_queue(model, lane, job_id)), self.key(k.staging_ring(model, lane)),
+                self.key(k.flow(model)), self.key(k.job(job_id)), f"staged:{lane}", len(payloads), *payloads]
+
+    def result(self, payload: bytes) -> list:
+        return ["f", 2, 1, PAYLOAD_FIELD, payload]
+
+    def drop(self, payload: bytes, reason: str) -> list:
+        return ["f", 2, 2, DROP_FIELD, payload, REASON_FIELD, reason]
+
+    def dead(self, payload: bytes, info: DeadLetter) -> list:
+        return ["f", self.key(self.k.dead_letter_stream), 2, PAYLOAD_FIELD, payload, META_FIELD, meta(info)]
 
 
 def _unroutable_result(job_id: str, payload: bytes) -> bytes | None:

@@ -14,12 +14,12 @@ from arq import cron
 from arq.connections import RedisSettings
 
 from services.dispatcher.collector import Collector
-from services.dispatcher.maintenance import trim_streams
+from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import load_models
-from shared.redis_client import check_server, connect
+from shared.redis_client import connect
 from shared.settings import Settings
 
 log = logging.getLogger("inferq.dispatcher")
@@ -30,13 +30,13 @@ async def startup(ctx: dict) -> None:
     keys = Keys(settings.key_prefix)
     models = load_models(settings.models_path)
     r = connect(settings.redis_url)
-    await check_server(r)
     stop = asyncio.Event()
     idle_ms = int(settings.reclaim_idle_s * 1000)
-    router = Router(r, keys, models, claim_idle_ms=idle_ms)
-    collector = Collector(r, keys, JobStore(r, keys, settings.job_ttl_s), claim_idle_ms=idle_ms)
+    jobs = JobStore(r, keys, settings.job_ttl_s)
+    router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
+    collector = Collector(r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     ctx.update(
-        keys=keys, models=models, stream_redis=r, stop=stop, router=router, collector=collector,
+        keys=keys, models=models, stream_redis=r, jobs=jobs, stop=stop, router=router, collector=collector,
         consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector")],
     )
     for task in ctx["consumers"]:
@@ -74,7 +74,10 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     functions: list = []
-    cron_jobs = [cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True)]
+    cron_jobs = [
+        cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
+        cron(expire_due_jobs, second=set(range(60)), unique=True, timeout=50),
+    ]
     handle_signals = True
     job_timeout = 300
     keep_result = 3600

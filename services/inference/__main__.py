@@ -12,14 +12,13 @@ from services.inference.worker import InferenceWorker
 from shared.keys import Keys
 from shared.logs import configure_logging
 from shared.models_config import ModelsFileError, load_models
-from shared.redis_client import check_server, connect
+from shared.redis_client import check_server_at_start, connect
 from shared.settings import Settings, SettingsError
 
 
 async def serve(settings: Settings, model_name: str, consumer: str | None) -> None:
     model = load_models(settings.models_path).models[model_name]
     r = connect(settings.redis_url)
-    await check_server(r)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         models = load_models(settings.models_path)
     except (SettingsError, ModelsFileError) as exc:
         print(f"inferq worker: {exc}", file=sys.stderr)
+        return 2
+    if problem := check_server_at_start(settings.redis_url):
+        print(f"inferq worker: {problem}", file=sys.stderr)
         return 2
     if args.model not in models.models:
         print(f"inferq worker: unknown model {args.model!r}; known models: {', '.join(models.names())}", file=sys.stderr)

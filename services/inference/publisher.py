@@ -1,45 +1,57 @@
-"""Publishes finished results: one Lua call acknowledges a batch of model-stream entries and appends
-their results, so a result is never published without its ack nor acked without its result."""
+"""Publishes what became of requests: one Lua call acknowledges a batch of model-stream entries and
+appends, for each, its result (or a drop notice, or a dead letter), so nothing is published
+without its ack nor acked without what it produced."""
 
 from __future__ import annotations
 
+import msgspec
 import redis.asyncio as aioredis
 
-from shared.keys import PAYLOAD_FIELD, WORKER_GROUP, Keys
-from shared.streams import dead_letter
+from shared.deadletters import META_FIELD
+from shared.keys import DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP, Keys
 
 _PUBLISH = """
--- KEYS[1..n-1] the model's lane streams, KEYS[n] results stream.
--- ARGV[1] group, ARGV[2] field, then (lane stream index, entry id, result) triples.
--- A result whose entry is no longer pending here (another worker reclaimed and finished it) is dropped.
-local results = KEYS[#KEYS]
+-- KEYS: the model's lane streams..., results stream, dead-letter stream.
+-- ARGV: group, payload field, drop field, reason field, meta field, then per entry 7 values:
+--   lane stream index, entry id, result ('' none), dropped request ('' none), drop reason,
+--   dead-letter payload ('' none), dead-letter meta.
+-- Nothing happens for an entry that is no longer pending here (another worker reclaimed it).
+local results, dead = KEYS[#KEYS - 1], KEYS[#KEYS]
+local group, pf, xf, rf, mf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local published = 0
-for i = 3, #ARGV, 3 do
-  if redis.call('XACK', KEYS[tonumber(ARGV[i])], ARGV[1], ARGV[i + 1]) == 1 then
-    redis.call('XADD', results, '*', ARGV[2], ARGV[i + 2])
+for i = 6, #ARGV, 7 do
+  if redis.call('XACK', KEYS[tonumber(ARGV[i])], group, ARGV[i + 1]) == 1 then
+    if ARGV[i + 2] ~= '' then redis.call('XADD', results, '*', pf, ARGV[i + 2]) end
+    if ARGV[i + 3] ~= '' then redis.call('XADD', results, '*', xf, ARGV[i + 3], rf, ARGV[i + 4]) end
+    if ARGV[i + 5] ~= '' then redis.call('XADD', dead, '*', pf, ARGV[i + 5], mf, ARGV[i + 6]) end
     published = published + 1
   end
 end
 return published
 """
 
-# A finished request: (lane index into Keys.model_streams, entry id, encoded ResultEnvelope).
-Finished = tuple[int, bytes, bytes]
+
+class Outcome(msgspec.Struct, array_like=True):
+    """What to publish for one model-stream entry."""
+
+    lane: int  # index into Keys.model_streams
+    entry_id: bytes
+    result: bytes = b""  # encoded ResultEnvelope
+    dropped: bytes = b""  # the request, ended without running (the collector writes its line)
+    reason: str = ""  # why it was dropped
+    dead: bytes = b""  # the request, to keep in the dead-letter stream
+    dead_meta: bytes = b""
 
 
 class ResultPublisher:
     def __init__(self, r: aioredis.Redis, keys: Keys, model: str) -> None:
         self.r = r
         self.streams = keys.model_streams(model)
-        self.keys = [*self.streams, keys.results_stream]
-        self.dead_letter_stream = keys.dead_letter_stream
+        self.keys = [*self.streams, keys.results_stream, keys.dead_letter_stream]
         self._script = r.register_script(_PUBLISH)
 
-    async def publish(self, batch: list[Finished]) -> int:
-        args: list[bytes | str | int] = [WORKER_GROUP, PAYLOAD_FIELD]
-        for lane, entry_id, payload in batch:
-            args += (lane + 1, entry_id, payload)
+    async def publish(self, batch: list[Outcome]) -> int:
+        args: list[bytes | str | int] = [WORKER_GROUP, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD, META_FIELD]
+        for o in batch:
+            args += (o.lane + 1, o.entry_id, o.result, o.dropped, o.reason, o.dead, o.dead_meta)
         return int(await self._script(keys=self.keys, args=args))
-
-    async def dead_letter(self, lane: int, entry_id: bytes, raw: bytes) -> None:
-        await dead_letter(self.r, self.streams[lane], WORKER_GROUP, entry_id, raw, self.dead_letter_stream, PAYLOAD_FIELD)

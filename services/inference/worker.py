@@ -15,13 +15,14 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.inference.engines import Engine, EngineError
-from services.inference.publisher import Finished, ResultPublisher
-from shared.api import ErrorInfo, Output, ResultLine, Timings, Usage
+from services.inference.publisher import Outcome, ResultPublisher
+from shared.api import DeadLetter, ErrorInfo, Output, ResultLine, Timings, Usage
+from shared.deadletters import meta
 from shared.jobstore import JobStore
-from shared.keys import PAYLOAD_FIELD, WORKER_GROUP, Keys
+from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.messages import InferenceRequest, ResultEnvelope, request_decoder
 from shared.models_config import ModelConfig
-from shared.streams import claim_idle, consumer_name, ensure_group, read_new
+from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new
 
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
@@ -51,7 +52,7 @@ class InferenceWorker:
         self.jobs = JobStore(r, keys)
         self.publisher = ResultPublisher(r, keys, model.name)
         self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
-        self.outbox: list[Finished] = []  # finished, not yet published (still holds its slot)
+        self.outbox: list[Outcome] = []  # finished, not yet published (still holds its slot)
         self.completed = 0
         self._slot_free = asyncio.Event()
         self._outbox_ready = asyncio.Event()
@@ -142,45 +143,80 @@ class InferenceWorker:
             stale = await claim_idle(self.r, stream, WORKER_GROUP, self.consumer, idle_ms, free - taken)
             if stale:
                 log.warning("reclaimed %d requests from a stalled worker", len(stale), extra={"model": self.model.name})
-                await self._start(lane, stale)
+                counts = await delivery_counts(self.r, stream, WORKER_GROUP, self.consumer, [e[0] for e in stale])
+                await self._start(lane, stale, counts)
                 taken += len(stale)
         return taken
 
     def _lane_of(self, stream: bytes | str) -> int:
         return self.streams.index(stream.decode() if isinstance(stream, bytes) else stream)
 
-    async def _start(self, lane: int, entries) -> None:
+    async def _start(self, lane: int, entries, deliveries: dict[bytes, int] | None = None) -> None:
+        """Decide what becomes of each entry: run it, or end it without running (unreadable,
+        delivered too often, or its job is being cancelled or expired)."""
         field = PAYLOAD_FIELD.encode()
-        batch: list[tuple[bytes, InferenceRequest]] = []
+        batch: list[tuple[bytes, bytes, InferenceRequest]] = []
         for entry_id, fields in entries:
             if (lane, entry_id) in self.inflight:
                 continue
             raw = fields.get(field, b"")
             try:
-                batch.append((entry_id, request_decoder.decode(raw)))
+                req = request_decoder.decode(raw)
             except msgspec.DecodeError as exc:
-                await self._reject(lane, entry_id, raw, exc)
+                self._reject(lane, entry_id, raw, exc)
+                continue
+            times = (deliveries or {}).get(entry_id, 1)
+            if times > self.model.max_deliveries:
+                self._give_up(lane, entry_id, raw, req, times,
+                              f"delivered {times} times; each worker that took it stopped before finishing")
+                continue
+            batch.append((entry_id, raw, req))
         if not batch:
             return
         try:
-            await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, q in batch])
+            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q in batch])
         except _TRANSIENT as exc:
             # Only the `running` figure depends on this; final counts stay exact without it.
             log.warning("could not mark %d requests running: %s", len(batch), exc)
-        for entry_id, req in batch:
-            self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, req))
+            verdicts = ["run"] * len(batch)
+        for (entry_id, raw, req), verdict in zip(batch, verdicts):
+            if verdict == "run":
+                self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req))
+            elif verdict == "gone":  # its job is finished or expired from Redis: nothing to record
+                self._settle(Outcome(lane, entry_id))
+            else:  # its job is being cancelled or expired: never reaches the engine
+                self._settle(Outcome(lane, entry_id, dropped=raw, reason=verdict))
 
-    async def _run_one(self, lane: int, entry_id: bytes, req: InferenceRequest) -> None:
+    async def _run_one(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest) -> None:
         started = time.time()
         queued_ms = max(0.0, started * 1000 - req.accepted_ms)
         output = error = None
         usage = Usage()
+        retry = self.model.retry
+        attempt = 0
         try:
-            gen = await self.engine.generate(req)
-            output = Output(text=gen.text, finish_reason=gen.finish_reason)
-            usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
-        except EngineError as exc:
-            error = ErrorInfo(code=exc.code, message=exc.message)
+            while True:
+                attempt += 1
+                try:
+                    gen = await asyncio.wait_for(self.engine.generate(req), self.model.request_timeout_s)
+                    output = Output(text=gen.text, finish_reason=gen.finish_reason)
+                    usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
+                    break
+                except asyncio.TimeoutError:
+                    error = ErrorInfo(code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s")
+                    break
+                except EngineError as exc:
+                    if not exc.retryable:
+                        error = ErrorInfo(code=exc.code, message=exc.message)
+                        break
+                    if attempt >= retry.max_attempts:
+                        self._give_up(lane, entry_id, raw, req, attempt,
+                                      f"gave up after {attempt} attempts; last error {exc.code}: {exc.message}")
+                        return
+                    delay = min(retry.backoff_max_s, retry.backoff_s * 2 ** (attempt - 1))
+                    log.info("retrying in %.1fs after %s", delay, exc.code,
+                             extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt})
+                    await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.inflight.pop((lane, entry_id), None)
             raise  # shutting down, or another worker owns it now: the entry is not acknowledged here
@@ -197,29 +233,44 @@ class InferenceWorker:
             error=error,
             timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round((time.time() - started) * 1000, 3)),
         )
-        self._finish(lane, entry_id, req.job_id, line)
+        self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line))))
 
-    def _finish(self, lane: int, entry_id: bytes, job_id: str, line: ResultLine) -> None:
-        self.outbox.append((lane, entry_id, _encoder.encode(ResultEnvelope(job_id, line))))
-        self.inflight.pop((lane, entry_id), None)
+    def _give_up(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, attempts: int, why: str) -> None:
+        """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""
+        log.warning("dead-lettered: %s", why, extra={"request_id": req.request_id, "job_id": req.job_id})
+        line = ResultLine(
+            custom_id=req.custom_id, request_id=req.request_id, model=req.model, status="failed", output=None,
+            usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+            error=ErrorInfo(code="max_attempts_exceeded", message=why),
+        )
+        info = DeadLetter(source=self.streams[lane], reason="max_attempts_exceeded", attempts=attempts, error=why,
+                          job_id=req.job_id, request_id=req.request_id, custom_id=req.custom_id, model=req.model,
+                          lane=LANES[lane], requeueable=True)
+        self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line)),
+                             dead=raw, dead_meta=meta(info)))
+
+    def _settle(self, outcome: Outcome) -> None:
+        self.outbox.append(outcome)
+        self.inflight.pop((outcome.lane, outcome.entry_id), None)
         self._outbox_ready.set()
 
-    async def _reject(self, lane: int, entry_id: bytes, raw: bytes, exc: Exception) -> None:
+    def _reject(self, lane: int, entry_id: bytes, raw: bytes, exc: Exception) -> None:
         """A request this worker cannot decode: fail it visibly if it can be attributed to its job
         (so the job still completes), or else move it to the dead-letter stream."""
+        info = DeadLetter(source=self.streams[lane], reason="undecodable", attempts=1, error=str(exc), lane=LANES[lane])
         try:
             doc = msgspec.msgpack.decode(raw)
             job_id, request_id = str(doc["job_id"]), str(doc["request_id"])
         except Exception:
             log.error("unattributable request entry %s moved to the dead-letter stream", entry_id)
-            await self.publisher.dead_letter(lane, entry_id, raw)
+            self._settle(Outcome(lane, entry_id, dead=raw, dead_meta=meta(info)))
             return
         line = ResultLine(
             custom_id=str(doc.get("custom_id", request_id)), request_id=request_id, model=self.model.name,
             status="failed", output=None, usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="invalid_request", message=f"the worker could not read this request: {exc}"),
         )
-        self._finish(lane, entry_id, job_id, line)
+        self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(job_id, line))))
 
     async def _flush_loop(self) -> None:
         """Publish finished results in batches; a result keeps its slot until published, so a

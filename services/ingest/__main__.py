@@ -10,6 +10,7 @@ import uvicorn
 from services.ingest.app import create_app
 from shared.logs import configure_logging
 from shared.models_config import ModelsFileError
+from shared.redis_client import check_server_at_start
 from shared.settings import Settings, SettingsError
 
 
@@ -20,6 +21,9 @@ def main() -> int:
         app = create_app(settings)
     except (SettingsError, ModelsFileError) as exc:
         print(f"inferq ingest: {exc}", file=sys.stderr)
+        return 2
+    if problem := check_server_at_start(settings.redis_url):
+        print(f"inferq ingest: {problem}", file=sys.stderr)
         return 2
     # uvicorn re-raises the signal that stopped it once its graceful shutdown is done; by then
     # every accepted job is written, so that signal means a clean exit (status 0).

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 import msgspec
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,16 +20,18 @@ from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.errors import ApiException, error_response, handle_api_exception
 from services.ingest.submission import plan_job
-from shared.api import ApiError, ApiErrorBody, Health, Job, JobCreate, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
-from shared.jobstore import AdmissionRejected, JobStore
+from shared.api import ApiError, ApiErrorBody, DeadLetterList, Health, Job, JobCreate, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
+from shared.deadletters import get_dead_letter, list_dead_letters
+from shared.jobstore import AdmissionRejected, IdempotencyConflict, JobStore, StopRefused
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
-from shared.redis_client import check_server, connect
+from shared.redis_client import connect
 from shared.settings import Settings
 from shared.flow import model_queue
 
 log = logging.getLogger("inferq.ingest")
 _encoder = msgspec.json.Encoder()
+DEFAULT_TENANT = "default"  # one tenant until API keys name them
 _CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$", description="Job id returned by POST /v1/jobs")]
 _ERRORS = {
@@ -34,6 +39,7 @@ _ERRORS = {
     404: openapi.json_response(ApiError, "Not found"),
     413: openapi.json_response(ApiError, "Body or job too large"),
     422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
+    503: openapi.json_response(ApiError, "Redis unavailable; nothing was written"),
     429: openapi.json_response(ApiError, "Over capacity: the model's backlog is full; retry after `Retry-After` seconds"),
 }
 
@@ -51,10 +57,6 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         r = connect(settings.redis_url)
-        try:
-            await check_server(r)
-        except ConnectionError:
-            log.warning("Redis at %s is not reachable yet; /readyz reports it", settings.redis_url)
         app.state.redis = r
         app.state.jobs = JobStore(r, keys, settings.job_ttl_s)
         yield
@@ -77,7 +79,14 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc.status_code, ApiErrorBody(message=str(exc.detail), type="http_error"))
 
+    async def _redis_down(_: Request, exc: Exception) -> Response:
+        log.warning("Redis unavailable: %s", exc)
+        return error_response(503, ApiErrorBody(message="the queue store (Redis) is unavailable; nothing was written, retry shortly",
+                                                type="unavailable"), {"Retry-After": str(settings.retry_after_s)})
+
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(StarletteHTTPException, _http)
     openapi.install(app)
 
@@ -89,22 +98,43 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         openapi_extra=openapi.json_body(JobCreate),
         responses={202: openapi.json_response(Job, "Accepted: every request is queued"), **_ERRORS},
     )
-    async def create_job(request: Request) -> Response:
+    async def create_job(
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(
+            min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+            description="Retrying with the same key returns the same job for 24 h; a different body with it is a 409.",
+        )] = None,
+    ) -> Response:
         body = await read_limited(request, settings.max_body_bytes)
         plan = plan_job(body, models, settings.max_requests_per_job)
+        jobs: JobStore = request.app.state.jobs
+        idempotency = (DEFAULT_TENANT, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
         try:
-            await request.app.state.jobs.create(
+            job_id = await jobs.create(
                 plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks,
-                priority=plan.priority, model_limits=model_limits, global_limit=settings.max_backlog,
+                priority=plan.priority, expires_ms=plan.expires_ms, model_limits=model_limits,
+                global_limit=settings.max_backlog, idempotency=idempotency,
             )
         except AdmissionRejected as exc:
             raise _over_capacity(exc, settings.retry_after_s) from None
+        except IdempotencyConflict as exc:
+            raise ApiException(
+                409, f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
+                type="idempotency_conflict", field="Idempotency-Key",
+            ) from None
+        if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
+            existing = await jobs.get(job_id)
+            if existing is not None:
+                resp = _json(existing, 202)
+                resp.headers["Idempotent-Replayed"] = "true"
+                return resp
         total = sum(plan.model_totals.values())
         job = Job(
             id=plan.job_id,
             status="queued",
             priority=plan.priority,
             created_at=plan.created_ms // 1000,
+            expires_at=plan.expires_ms // 1000,
             request_counts=RequestCounts(total=total, queued=total),
             models={m: RequestCounts(total=n, queued=n) for m, n in sorted(plan.model_totals.items())},
             usage=Usage(),
@@ -123,6 +153,80 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         if job is None:
             raise _job_not_found(job_id)
         return _json(job)
+
+    @app.post(
+        "/v1/jobs/{job_id}/cancel",
+        response_class=Response,
+        summary="Cancel a job",
+        description=(
+            "Queued requests are dropped before they reach a model; requests already running finish. The job is "
+            "`cancelling` until then and ends `cancelled`, keeping the results it has. Cancelling again is harmless; "
+            "cancelling a finished job is a 409."
+        ),
+        responses={200: openapi.json_response(Job, "The job, now cancelling"), 409: openapi.json_response(ApiError, "Already finished"), **_ERRORS},
+    )
+    async def cancel_job(request: Request, job_id: JobId) -> Response:
+        jobs: JobStore = request.app.state.jobs
+        try:
+            await jobs.stop(job_id, "cancelled")
+        except StopRefused as exc:
+            if exc.status is None:
+                raise _job_not_found(job_id) from None
+            raise ApiException(409, f"job {job_id} is already {exc.status}; only a queued or running job can be cancelled",
+                               type="job_finished", field="job_id") from None
+        job = await jobs.get(job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        return _json(job)
+
+    @app.get(
+        "/v1/dead-letters",
+        response_class=Response,
+        summary="Messages no consumer could process",
+        responses={200: openapi.json_response(DeadLetterList, "Oldest first; pass `next_cursor` as `after` for more"), **_ERRORS},
+    )
+    async def get_dead_letters(
+        request: Request,
+        after: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        if after is not None and not _valid_cursor(after):
+            raise ApiException(422, f"after: {after!r} is not a dead-letter cursor", field="after")
+        return _json(await list_dead_letters(request.app.state.redis, keys, after, limit))
+
+    @app.post(
+        "/v1/dead-letters/{dead_id}/requeue",
+        response_class=Response,
+        summary="Give a dead-lettered request another try",
+        description=(
+            "Undoes the request's `max_attempts_exceeded` failure (its count and result line), reopens its job if it "
+            "had completed, and queues the request again. Only requests can be requeued, and only while their job exists "
+            "and was not cancelled or expired."
+        ),
+        responses={200: openapi.json_response(Job, "The request's job"), 409: openapi.json_response(ApiError, "Not requeueable"), **_ERRORS},
+    )
+    async def requeue_dead_letter(request: Request, dead_id: Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$")]) -> Response:
+        if not _valid_cursor(dead_id):
+            raise ApiException(422, f"dead_id: {dead_id!r} is not a dead-letter id", field="dead_id")
+        found = await get_dead_letter(request.app.state.redis, keys, dead_id)
+        if found is None:
+            raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
+        info, payload = found
+        if not (info.requeueable and info.job_id and info.request_id and info.model and info.lane):
+            raise ApiException(409, f"dead letter {dead_id} ({info.reason} from {info.source}) is not a request that can be requeued",
+                               type="not_requeueable", field="dead_id")
+        if info.model not in models.models:
+            raise ApiException(409, f"model {info.model!r} is no longer configured", type="not_requeueable", field="dead_id")
+        jobs: JobStore = request.app.state.jobs
+        verdict, status = await jobs.requeue(dead_id, info.job_id, info.request_id, info.model, info.lane, payload)
+        if verdict == "gone":
+            raise ApiException(409, f"job {info.job_id} no longer exists", type="not_requeueable", field="dead_id")
+        if verdict == "stopped":
+            raise ApiException(409, f"job {info.job_id} is {status}; its requests cannot be requeued", type="not_requeueable", field="dead_id")
+        if verdict == "not_failed":
+            raise ApiException(409, f"request {info.request_id} has no recorded failure to undo (not yet collected, or already requeued)",
+                               type="not_requeueable", field="dead_id")
+        return _json(await jobs.get(info.job_id))
 
     @app.get(
         "/v1/jobs/{job_id}/results",

@@ -21,6 +21,7 @@ _encoder = msgspec.msgpack.Encoder()
 class JobPlan(msgspec.Struct, kw_only=True):
     job_id: str
     created_ms: int
+    expires_ms: int
     priority: str
     model_totals: dict[str, int]
     metadata: dict[str, str]
@@ -92,8 +93,20 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
                 413, f"{field}: the job has {n} requests for model {name!r}, more than its backlog limit of {limit}; split it",
                 type="request_too_large", field=field,
             )
-    return JobPlan(job_id=job_id, created_ms=created_ms, priority=doc.priority, model_totals=model_totals,
-                   metadata=doc.metadata, chunks=chunks)
+    window_ms = _window_ms(doc.completion_window)
+    return JobPlan(job_id=job_id, created_ms=created_ms, expires_ms=created_ms + window_ms, priority=doc.priority,
+                   model_totals=model_totals, metadata=doc.metadata, chunks=chunks)
+
+
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_WINDOW_MS = 7 * 86_400_000
+
+
+def _window_ms(window: str) -> int:
+    ms = int(window[:-1]) * _UNIT_MS[window[-1]]
+    if ms > MAX_WINDOW_MS:
+        raise ApiException(422, f"completion_window: {window!r} is longer than the maximum of 7d", field="completion_window")
+    return ms
 
 
 def _items(doc: JobCreate) -> tuple[list[RequestSpec] | list[PromptSpec], str]:

@@ -2,13 +2,15 @@
 
 It echoes the prompt's words back (up to max_tokens, cut at a stop sequence) after a configurable
 latency, and counts whitespace-separated words as tokens; `failure_rate` makes a reproducible share
-of requests fail. It exercises the whole pipeline, with
+of requests fail, `poison_text` makes matching requests always fail with a retryable error, and
+`crash_text` makes the worker process exit on them. It exercises the whole pipeline, with
 realistic timing when latency is set, at no compute cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import zlib
 
 from services.inference.engines.base import EngineError, Generation
@@ -41,9 +43,14 @@ class DummyEngine:
             if cut >= 0:
                 text, finish = text[:cut], "stop"
                 words = text.split()
+        everything = " ".join(prompt_words)
+        if self.options.crash_text and self.options.crash_text in everything:
+            os._exit(86)  # simulate a GPU fault that takes the worker down mid-request
         delay = self.options.latency_ms + self.options.ms_per_token * len(words)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
+        if self.options.poison_text and self.options.poison_text in everything:
+            raise EngineError("simulated_overload", "the dummy engine always fails this request (poison_text)", retryable=True)
         if self.options.failure_rate and zlib.crc32(request.request_id.encode()) < self.options.failure_rate * 2**32:
             raise EngineError("simulated_failure", "the dummy engine failed this request on purpose (failure_rate)", retryable=False)
         return Generation(text=text, finish_reason=finish, prompt_tokens=len(prompt_words), completion_tokens=len(words))
