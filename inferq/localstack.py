@@ -68,12 +68,18 @@ class RedisServer:
         raise StackError(f"redis-server did not start on port {self.port}; see {self.dir / 'redis.log'}")
 
     def stop(self) -> None:
+        """SIGTERM: Redis flushes its AOF and exits."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+    def restart(self) -> "RedisServer":
+        """Stop and start again on the same port and data directory (it reloads its AOF)."""
+        self.stop()
+        return self.start()
 
 
 class LocalStack:

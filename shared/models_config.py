@@ -38,6 +38,8 @@ class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     poison_text: str = ""
     # Requests whose text contains this kill the worker process, as a GPU fault would.
     crash_text: str = ""
+    # Every request fails with a retryable error on its first N attempts in a worker (a flaky backend).
+    flaky_attempts: Annotated[int, Meta(ge=0)] = 0
 
 
 ENGINE_OPTIONS: dict[str, type[Struct]] = {"dummy": DummyOptions}

@@ -43,15 +43,37 @@ class Outcome(msgspec.Struct, array_like=True):
     dead_meta: bytes = b""
 
 
+_HAND_BACK = """
+-- Give entries back to the group as new, unread entries (same payload), so any worker takes them
+-- at once instead of waiting for a reclaim. KEYS[1] lane stream. ARGV: group, field, (id, payload) pairs.
+local n = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
 class ResultPublisher:
     def __init__(self, r: aioredis.Redis, keys: Keys, model: str) -> None:
         self.r = r
         self.streams = keys.model_streams(model)
         self.keys = [*self.streams, keys.results_stream, keys.dead_letter_stream]
         self._script = r.register_script(_PUBLISH)
+        self._hand_back = r.register_script(_HAND_BACK)
 
     async def publish(self, batch: list[Outcome]) -> int:
         args: list[bytes | str | int] = [WORKER_GROUP, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD, META_FIELD]
         for o in batch:
             args += (o.lane + 1, o.entry_id, o.result, o.dropped, o.reason, o.dead, o.dead_meta)
         return int(await self._script(keys=self.keys, args=args))
+
+    async def hand_back(self, lane: int, entries: list[tuple[bytes, bytes]]) -> int:
+        """Return unfinished requests to their lane stream (a stopping worker does this)."""
+        args: list[bytes | str] = [WORKER_GROUP, PAYLOAD_FIELD]
+        for entry_id, payload in entries:
+            args += (entry_id, payload)
+        return int(await self._hand_back(keys=[self.streams[lane]], args=args))

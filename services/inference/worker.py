@@ -52,6 +52,7 @@ class InferenceWorker:
         self.jobs = JobStore(r, keys)
         self.publisher = ResultPublisher(r, keys, model.name)
         self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
+        self._payloads: dict[tuple[int, bytes], bytes] = {}  # (lane, entry id) -> request, to hand back
         self.outbox: list[Outcome] = []  # finished, not yet published (still holds its slot)
         self.completed = 0
         self._slot_free = asyncio.Event()
@@ -182,6 +183,7 @@ class InferenceWorker:
         for (entry_id, raw, req), verdict in zip(batch, verdicts):
             if verdict == "run":
                 self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req))
+                self._payloads[(lane, entry_id)] = raw
             elif verdict == "gone":  # its job is finished or expired from Redis: nothing to record
                 self._settle(Outcome(lane, entry_id))
             else:  # its job is being cancelled or expired: never reaches the engine
@@ -219,7 +221,7 @@ class InferenceWorker:
                     await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.inflight.pop((lane, entry_id), None)
-            raise  # shutting down, or another worker owns it now: the entry is not acknowledged here
+            raise  # shutting down, or another worker owns it now: not acknowledged here
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
@@ -252,6 +254,7 @@ class InferenceWorker:
     def _settle(self, outcome: Outcome) -> None:
         self.outbox.append(outcome)
         self.inflight.pop((outcome.lane, outcome.entry_id), None)
+        self._payloads.pop((outcome.lane, outcome.entry_id), None)
         self._outbox_ready.set()
 
     def _reject(self, lane: int, entry_id: bytes, raw: bytes, exc: Exception) -> None:
@@ -318,21 +321,32 @@ class InferenceWorker:
                                     message_ids=list(still_mine), justid=True)
             for entry_id in mine - still_mine:
                 task = self.inflight.get((lane, entry_id))
+                self._payloads.pop((lane, entry_id), None)
                 if task:
                     task.cancel()
 
     async def _drain(self) -> None:
-        """Let in-flight requests finish within the grace period; the rest are handed back (left
-        pending, unacknowledged) for another worker to reclaim."""
+        """Let in-flight requests finish within the grace period; hand the rest back to their
+        stream as unread entries, so another worker takes them at once."""
         if not self.inflight:
             return
         log.info("draining %d in-flight requests", len(self.inflight), extra={"model": self.model.name})
         _, pending = await asyncio.wait(list(self.inflight.values()), timeout=self.grace_s)
+        unfinished = [key for key, task in self.inflight.items() if task in pending]
         for task in pending:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-            log.warning("handed back %d unfinished requests", len(pending), extra={"model": self.model.name})
+        if not pending:
+            return
+        await asyncio.gather(*pending, return_exceptions=True)
+        handed = 0
+        for lane in range(len(self.streams)):
+            mine = [(entry_id, self._payloads.pop((l, entry_id))) for l, entry_id in unfinished if l == lane]
+            if mine:
+                try:
+                    handed += await self.publisher.hand_back(lane, mine)
+                except _TRANSIENT as exc:  # they stay pending and are reclaimed after reclaim_idle_s
+                    log.warning("could not hand back %d requests: %s", len(mine), exc)
+        log.warning("handed back %d unfinished requests", handed, extra={"model": self.model.name})
 
 
 async def _wait_either(event: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:

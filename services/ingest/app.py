@@ -172,8 +172,9 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         except StopRefused as exc:
             if exc.status is None:
                 raise _job_not_found(job_id) from None
-            raise ApiException(409, f"job {job_id} is already {exc.status}; only a queued or running job can be cancelled",
-                               type="job_finished", field="job_id") from None
+            if exc.status != "cancelled":  # cancelling a cancelled job again is harmless
+                raise ApiException(409, f"job {job_id} is already {exc.status}; only a queued or running job can be cancelled",
+                                   type="job_finished", field="job_id") from None
         job = await jobs.get(job_id)
         if job is None:
             raise _job_not_found(job_id)

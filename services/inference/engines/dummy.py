@@ -3,7 +3,8 @@
 It echoes the prompt's words back (up to max_tokens, cut at a stop sequence) after a configurable
 latency, and counts whitespace-separated words as tokens; `failure_rate` makes a reproducible share
 of requests fail, `poison_text` makes matching requests always fail with a retryable error, and
-`crash_text` makes the worker process exit on them. It exercises the whole pipeline, with
+`crash_text` makes the worker process exit on them, and `flaky_attempts` makes every request fail
+(retryably) its first attempts. It exercises the whole pipeline, with
 realistic timing when latency is set, at no compute cost.
 """
 
@@ -21,6 +22,7 @@ from shared.models_config import DummyOptions
 class DummyEngine:
     def __init__(self, options: DummyOptions) -> None:
         self.options = options
+        self._attempts: dict[str, int] = {}  # request id -> attempts so far (flaky_attempts)
 
     async def start(self) -> None:
         return None
@@ -49,6 +51,11 @@ class DummyEngine:
         delay = self.options.latency_ms + self.options.ms_per_token * len(words)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
+        if self.options.flaky_attempts:
+            seen = self._attempts[request.request_id] = self._attempts.get(request.request_id, 0) + 1
+            if seen <= self.options.flaky_attempts:
+                raise EngineError("simulated_unavailable", f"the dummy engine is flaky (attempt {seen})", retryable=True)
+            del self._attempts[request.request_id]
         if self.options.poison_text and self.options.poison_text in everything:
             raise EngineError("simulated_overload", "the dummy engine always fails this request (poison_text)", retryable=True)
         if self.options.failure_rate and zlib.crc32(request.request_id.encode()) < self.options.failure_rate * 2**32:
