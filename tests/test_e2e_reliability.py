@@ -96,30 +96,72 @@ def _kill9(stack: LocalStack, name: str) -> None:
     proc.wait()
 
 
+def _pending_of(rdb: redis.Redis, consumer_part: str) -> int:
+    """Requests a worker (found by the pid in its consumer name) has read and not acknowledged."""
+    try:
+        return sum(c["pending"] for s in keys.model_streams("m") if rdb.exists(s)
+                   for c in rdb.xinfo_consumers(s, "workers") if consumer_part in c["name"].decode())
+    except redis.ResponseError:  # the group is not created yet
+        return 0
+
+
+def _consumer_pending(rdb: redis.Redis, stream: str, group: str, consumer_part: str) -> int | None:
+    """Entries the consumer whose name holds `consumer_part` has read and not acknowledged
+    (None while it has not joined the group)."""
+    try:
+        found = [c["pending"] for c in rdb.xinfo_consumers(stream, group) if consumer_part in c["name"].decode()]
+    except redis.ResponseError:
+        return None
+    return sum(found) if found else None
+
+
+def _kill_holding(stack: LocalStack, rdb: redis.Redis, name: str, stream: str, group: str) -> int:
+    """kill -9 `name` as soon as it holds unacknowledged entries of `stream` (or after 5 s of
+    trying); returns how many it held when it died."""
+    part = f"-{stack.procs[name].pid}-"
+    deadline = time.monotonic() + 30
+    while _consumer_pending(rdb, stream, group, part) is None:
+        assert time.monotonic() < deadline, f"{name} never joined {group}"
+    deadline = time.monotonic() + 5
+    while not _consumer_pending(rdb, stream, group, part) and time.monotonic() < deadline:
+        pass
+    _kill9(stack, name)
+    return _consumer_pending(rdb, stream, group, part) or 0
+
+
 def test_dispatcher_killed_while_routing_and_while_collecting(tmp_path):
     with _stack(tmp_path) as stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
+        rdb = redis.Redis.from_url(stack.redis_url)
         jobs = [_submit(client, 8000, f"j{k}") for k in range(3)]
-        _kill9(stack, "dispatcher-0")  # while it admits and routes the 24,000 requests
+        # while it admits and routes the 24,000 requests
+        held_routing = _kill_holding(stack, rdb, "dispatcher-0", keys.ingest_stream, "router")
         stack.spawn("dispatcher-1", "services.dispatcher")
         _wait_done(client, jobs[0][0], 2000)
-        _kill9(stack, "dispatcher-1")  # while it collects results
+        # while it collects results
+        held_collecting = _kill_holding(stack, rdb, "dispatcher-1", keys.results_stream, "collector")
         stack.spawn("dispatcher-2", "services.dispatcher")
         for job_id, ids in jobs:
             _wait(client, job_id, stack)
             _assert_exact(client, job_id, ids, succeeded=len(ids))
+        assert held_routing + held_collecting > 0, "neither kill left an entry unacknowledged: they proved nothing"
         logs = stack.log_tail("dispatcher-1", 400) + stack.log_tail("dispatcher-2", 400)
-        assert "reclaimed" in logs, "no unacknowledged entry was taken over: the kills proved nothing"
+        assert "reclaimed" in logs, "the unacknowledged entries were not taken over"
         assert set(stack.stop().values()) == {0}
 
 
 def test_worker_killed_mid_job(tmp_path):
     with _stack(tmp_path, latency=20, workers_per_model=2) as stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
+        rdb = redis.Redis.from_url(stack.redis_url)
         job_id, ids = _submit(client, 3000, "w")
-        _wait_done(client, job_id, 500)
-        _kill9(stack, "worker-m-0")  # holding up to 32 requests mid-generation
+        victim = f"-{stack.procs['worker-m-0'].pid}-"
+        deadline = time.monotonic() + 30
+        while (held := _pending_of(rdb, victim)) < 16:  # it is mid-generation on a share of the job
+            assert time.monotonic() < deadline, "worker-m-0 never took work"
+            time.sleep(0.01)
+        _kill9(stack, "worker-m-0")
         _wait(client, job_id, stack)
         _assert_exact(client, job_id, ids, succeeded=len(ids))
-        assert "reclaimed" in stack.log_tail("worker-m-1", 400)
+        assert "reclaimed" in stack.log_tail("worker-m-1", 400), f"the {held} requests it held were never taken over"
         assert set(stack.stop().values()) == {0}
 
 
@@ -189,8 +231,13 @@ def test_cancel_mid_job_stops_routing_and_starting(tmp_path):
 
 def test_expiry_ends_unfinished_requests_and_keeps_results(tmp_path):
     with _stack(tmp_path, latency=20, inflight=8) as stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
+        rdb = redis.Redis.from_url(stack.redis_url)
         job_id, ids = _submit(client, 4000, "e", completion_window="3s")
         job = _wait(client, job_id, stack, statuses=("expired",), timeout=30)
+        routed_at_expiry = rdb.xinfo_stream(keys.model_stream("m", "batch"))["entries-added"]
+        time.sleep(0.5)
+        assert rdb.xinfo_stream(keys.model_stream("m", "batch"))["entries-added"] == routed_at_expiry
+        assert _job(client, job_id)["request_counts"] == job["request_counts"]  # nothing started after it
         c = job["request_counts"]
         assert c["expired"] > 0 and c["succeeded"] > 0 and job["expired_at"] is not None
         assert job["expires_at"] - job["created_at"] == 3

@@ -199,3 +199,30 @@ async def test_out_of_range_sampling_values_are_422_not_500(api, r, field, value
     resp = await api.post("/v1/jobs", json={"requests": [_ok(**{field: value})]})
     assert resp.status_code == 422 and resp.json()["error"]["field"].startswith(f"requests[0].{field}")
     assert await r.dbsize() == 0
+
+
+async def test_idempotency_key_returns_the_same_job_and_writes_once(api, r, keys):
+    body = {"requests": [_ok(custom_id="a"), _ok(custom_id="b")], "metadata": {"run": "1"}}
+    first = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-22"})
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+    again = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-22"})
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert await r.xlen(keys.ingest_stream) == 1  # the replay wrote nothing
+
+    changed = {**body, "metadata": {"run": "2"}}
+    conflict = await api.post("/v1/jobs", json=changed, headers={"Idempotency-Key": "nightly-2026-11-22"})
+    assert conflict.status_code == 409
+    err = conflict.json()["error"]
+    assert err["field"] == "Idempotency-Key" and first.json()["id"] in err["message"]
+
+    other = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "another-key"})
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+    assert (await api.post("/v1/jobs", json=body)).json()["id"] not in (first.json()["id"], other.json()["id"])
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256])
+async def test_malformed_idempotency_key_is_a_422_naming_the_header(api, r, key):
+    resp = await api.post("/v1/jobs", json={"requests": [_ok()]}, headers={"Idempotency-Key": key})
+    assert resp.status_code == 422 and "idempotency" in resp.text.lower()
+    assert await r.dbsize() == 0

@@ -120,3 +120,32 @@ async def test_requeue_undoes_the_failure_and_reopens_the_job(r, keys):
     assert await r.llen(keys.staging_queue("m", "batch", "job_r")) == 1
     # a second requeue of the same dead letter has nothing to undo
     assert (await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload))[0] == "not_failed"
+
+
+async def test_a_result_that_keeps_killing_the_collector_is_dead_lettered_and_counted_failed(r, keys):
+    await _enqueue(r, keys, ["ok", "fatal to collectors"])
+    store = JobStore(r, keys)
+    await _run_until(r, keys, InferenceWorker(r, keys, _model(), DummyEngine(DummyOptions()), block_ms=50), 2)
+    await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
+    entries = (await r.xreadgroup(COLLECTOR_GROUP, "c0", {keys.results_stream: ">"}))[0][1]
+    by_custom = {msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope).line.custom_id: eid for eid, f in entries}
+    await Collector(r, keys, store).handle([e for e in entries if e[0] == by_custom["c0"]])
+    for k in range(1, 5):  # four more collectors took c1 and died: five deliveries
+        await r.xclaim(keys.results_stream, COLLECTOR_GROUP, f"c{k}", 0, [by_custom["c1"]])
+
+    collector = Collector(r, keys, store, claim_idle_ms=1, max_deliveries=5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    for _ in range(200):
+        if (await store.get("job_r")).status == "completed":
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    job = await store.get("job_r")
+    assert job.status == "completed" and job.request_counts.succeeded == 1 and job.request_counts.failed == 1
+    lines = {json.loads(l)["custom_id"]: json.loads(l) for _, l in await store.read_results("job_r", None, 10)}
+    assert lines["c1"]["error"]["code"] == "max_attempts_exceeded"
+    (dead,) = (await list_dead_letters(r, keys, None, 10)).data
+    assert dead.custom_id == "c1" and dead.attempts == 6 and dead.source == keys.results_stream
+    assert (await r.xpending(keys.results_stream, COLLECTOR_GROUP))["pending"] == 0

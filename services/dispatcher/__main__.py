@@ -1,14 +1,78 @@
-"""`python -m services.dispatcher`: run the dispatcher's arq worker."""
+"""`python -m services.dispatcher`: run the dispatcher's arq worker, and keep running it across
+Redis outages.
+
+arq's poll loop ends the worker on the first connection error. Exiting would leave recovery to a
+process supervisor that a local run does not have, so the worker is stopped cleanly (router and
+collector included) and started again once Redis answers. Nothing is lost in between: every
+effect the dispatcher has is atomic with the XACK of the entry that caused it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import sys
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.logs import configure_logging
 from shared.models_config import ModelsFileError, load_models
-from shared.redis_client import check_server_at_start
+from shared.redis_client import check_server_at_start, connect
 from shared.settings import Settings, SettingsError
+
+log = logging.getLogger("inferq.dispatcher")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+async def _wait_for_redis(url: str) -> bool:
+    """Ping with backoff until Redis answers (True) or SIGTERM/SIGINT arrives (False)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    client = connect(url, socket_connect_timeout=2, socket_timeout=2)
+    delay = 0.1
+    try:
+        while not stop.is_set():
+            try:
+                await client.ping()
+                return True
+            except REDIS_DOWN:
+                pass
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                delay = min(delay * 2, 2.0)
+        return False
+    finally:
+        await client.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
+    from arq.worker import create_worker
+
+    from services.dispatcher.worker import WorkerSettings, shutdown
+
+    while True:
+        worker = create_worker(WorkerSettings)
+        try:
+            worker.run()
+            return 0  # stopped by SIGTERM/SIGINT
+        except REDIS_DOWN as exc:
+            log.warning("lost Redis (%s); stopping the consumers and waiting for it", exc)
+        try:
+            loop.run_until_complete(shutdown(worker.ctx))
+        except REDIS_DOWN:
+            pass
+        if worker._pool is not None:
+            loop.run_until_complete(worker._pool.aclose(close_connection_pool=True))
+        if not loop.run_until_complete(_wait_for_redis(settings.redis_url)):
+            return 0
+        log.info("Redis is back; restarting the dispatcher")
 
 
 def main() -> int:
@@ -26,13 +90,9 @@ def main() -> int:
         from uvloop import new_event_loop
     except ImportError:
         new_event_loop = asyncio.new_event_loop
-    asyncio.set_event_loop(new_event_loop())
-    from arq.worker import run_worker
-
-    from services.dispatcher.worker import WorkerSettings
-
-    run_worker(WorkerSettings)
-    return 0
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    return _run(settings, loop)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ class Collector(BatchConsumer):
 
     async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:
         """Results that failed to apply `max_deliveries` times: keep them for an operator, and
-        record the request as failed so its job can still finish."""
+        record the request as failed so its job can still finish.
+
+        The failure is recorded first (idempotent: a request already done is left alone), then the
+        entry moves to the dead-letter stream atomically with its XACK. A crash in between means
+        the entry is delivered again and both steps are repeated to the same end state."""
         for entry_id, fields in entries:
             times = deliveries.get(entry_id, 0)
             why = f"result could not be applied after {times} deliveries"
@@ -56,10 +60,10 @@ class Collector(BatchConsumer):
                 env = _envelope(fields)
             except (msgspec.DecodeError, KeyError):
                 env = None
-            await self._dead_letter(entry_id, fields, "max_attempts_exceeded", times, why, env)
             if env is not None:
                 line = dropped_line(_request_of(env), "max_attempts_exceeded")
                 await self.jobs.record_results(COLLECTOR_GROUP, [], [_record(ResultEnvelope(env.job_id, line))])
+            await self._dead_letter(entry_id, fields, "max_attempts_exceeded", times, why, env)
 
     async def _dead_letter(self, entry_id: bytes, fields, reason: str, attempts: int, error: str,
                            env: ResultEnvelope | None = None) -> None:
