@@ -42,7 +42,73 @@ class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     flaky_attempts: Annotated[int, Meta(ge=0)] = 0
 
 
-ENGINE_OPTIONS: dict[str, type[Struct]] = {"dummy": DummyOptions}
+class TransformersOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of the `transformers` engine: a Hugging Face causal LM on this machine's CPU or GPU."""
+
+    model: Annotated[str, Meta(min_length=1)]  # a Hugging Face id or a local directory
+    revision: str | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Requests gathered into one generate() call, and how long the first one waits for company.
+    max_batch_size: Annotated[int, Meta(ge=1, le=1024)] = 8
+    batch_wait_ms: Annotated[float, Meta(ge=0, le=10_000)] = 10.0
+    threads: Annotated[int, Meta(ge=0)] = 0  # torch intra-op threads on CPU; 0 = torch's default
+    local_files_only: bool = False  # never reach the Hugging Face hub
+    trust_remote_code: bool = False
+
+
+class OpenAIOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of the `openai` engine: any OpenAI-compatible HTTP endpoint (vllm serve, Ollama,
+    llama.cpp server, a hosted API)."""
+
+    base_url: Annotated[str, Meta(pattern=r"^https?://")]  # e.g. http://localhost:8001/v1
+    model: str = ""  # the upstream model name; empty = the public name
+    api_key_env: str = ""  # name of the environment variable holding the API key (never the key)
+    api: Literal["auto", "chat", "completions"] = "auto"  # auto: chat for `messages`, completions for `prompt`
+    max_concurrency: Annotated[int, Meta(ge=1, le=4096)] = 16
+    timeout_s: Annotated[float, Meta(gt=0)] = 120.0
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    # Retries inside the engine on 408/409/429/5xx and connection errors, honouring Retry-After.
+    max_retries: Annotated[int, Meta(ge=0, le=20)] = 3
+    backoff_s: Annotated[float, Meta(ge=0)] = 0.5
+    backoff_max_s: Annotated[float, Meta(ge=0)] = 30.0
+    headers: dict[str, str] = {}
+
+
+class VllmOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of the `vllm` engine: vLLM's AsyncLLM in the worker process, on its GPU(s)."""
+
+    model: Annotated[str, Meta(min_length=1)]
+    revision: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "auto"
+    max_model_len: Annotated[int, Meta(ge=1)] | None = None
+    gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.90
+    tensor_parallel_size: Annotated[int, Meta(ge=1)] = 1
+    max_num_seqs: Annotated[int, Meta(ge=1)] | None = None
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    quantization: str | None = None
+    trust_remote_code: bool = False
+
+
+ENGINE_OPTIONS: dict[str, type[Struct]] = {
+    "dummy": DummyOptions,
+    "transformers": TransformersOptions,
+    "openai": OpenAIOptions,
+    "vllm": VllmOptions,
+}
+
+
+class ModalConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the model's GPU workers run on Modal (`services/inference/modal_app.py`)."""
+
+    gpu: str = "L4"  # a Modal GPU spec: "T4", "L4", "A10G", "L40S", "A100-80GB", "H100", "H100:2", ...
+    min_containers: Annotated[int, Meta(ge=0)] = 0
+    max_containers: Annotated[int, Meta(ge=1)] | None = None  # None: scaling.max_replicas
+    scaledown_window_s: Annotated[int, Meta(ge=2, le=3600)] = 300
+    timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 86_400  # one container's lifetime cap
+    startup_timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 1200  # model download and load
 
 
 class ScalingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -94,8 +160,13 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     description: str = ""
     scaling: ScalingConfig = msgspec.field(default_factory=ScalingConfig)
+    modal: ModalConfig = msgspec.field(default_factory=ModalConfig)
     flow: FlowConfig = msgspec.field(default_factory=FlowConfig)
     name: str = ""  # filled from the table key
+
+    @property
+    def modal_max_containers(self) -> int:
+        return self.modal.max_containers or self.scaling.max_replicas
 
     @property
     def high_watermark(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 
@@ -16,7 +17,8 @@ from shared.redis_client import check_server_at_start, connect
 from shared.settings import Settings, SettingsError
 
 
-async def serve(settings: Settings, model_name: str, consumer: str | None) -> None:
+async def serve(settings: Settings, model_name: str, consumer: str | None) -> int:
+    """Exit status: 0 after a signal, 3 when the engine died (so the platform replaces the worker)."""
     model = load_models(settings.models_path).models[model_name]
     r = connect(settings.redis_url)
     stop = asyncio.Event()
@@ -27,8 +29,12 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> No
                              consumer=consumer, grace_s=settings.shutdown_grace_s)
     try:
         await worker.run(stop)
+    except Exception as exc:  # the model could not load: say why, and let the platform retry
+        logging.getLogger("inferq.worker").critical("the worker failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return 3
     finally:
         await r.aclose()
+    return 3 if worker.fatal is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from uvloop import run
     except ImportError:
         run = asyncio.run
-    run(serve(settings, args.model, args.consumer))
-    return 0
+    return run(serve(settings, args.model, args.consumer))
 
 
 if __name__ == "__main__":

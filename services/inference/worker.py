@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.inference.engines import Engine, EngineError
+from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
 from shared.api import DeadLetter, ErrorInfo, Output, ResultLine, Timings, Usage
 from shared.deadletters import meta
@@ -58,12 +58,15 @@ class InferenceWorker:
         self._slot_free = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._closing = False
+        self._stop: asyncio.Event | None = None
+        self.fatal: EngineDead | None = None  # set when the engine died: the process must exit non-zero
 
     @property
     def free_slots(self) -> int:
         return self.model.max_inflight - len(self.inflight) - len(self.outbox)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await self._ensure_groups()
         await self.engine.start()
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
@@ -207,6 +210,11 @@ class InferenceWorker:
                 except asyncio.TimeoutError:
                     error = ErrorInfo(code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s")
                     break
+                except EngineDead as exc:
+                    self._engine_died(exc)
+                    self.inflight.pop((lane, entry_id), None)
+                    self._payloads.pop((lane, entry_id), None)
+                    return  # not acknowledged: reclaimed elsewhere, its delivery count growing
                 except EngineError as exc:
                     if not exc.retryable:
                         error = ErrorInfo(code=exc.code, message=exc.message)
@@ -236,6 +244,14 @@ class InferenceWorker:
             timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round((time.time() - started) * 1000, 3)),
         )
         self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line))))
+
+    def _engine_died(self, exc: EngineDead) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+            log.critical("the engine died (%s); stopping without acknowledging held requests", exc,
+                         extra={"model": self.model.name})
+            if self._stop is not None:
+                self._stop.set()
 
     def _give_up(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, attempts: int, why: str) -> None:
         """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""
@@ -329,6 +345,13 @@ class InferenceWorker:
         """Let in-flight requests finish within the grace period; hand the rest back to their
         stream as unread entries, so another worker takes them at once."""
         if not self.inflight:
+            return
+        if self.fatal is not None:
+            # A dead engine finishes nothing. Handing requests back would reset their delivery
+            # counts, so a request that kills engines could do so forever: leave them pending.
+            for task in self.inflight.values():
+                task.cancel()
+            await asyncio.gather(*self.inflight.values(), return_exceptions=True)
             return
         log.info("draining %d in-flight requests", len(self.inflight), extra={"model": self.model.name})
         _, pending = await asyncio.wait(list(self.inflight.values()), timeout=self.grace_s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.inference.engines.base import Engine, EngineError, Generation
+from services.inference.engines.base import Engine, EngineDead, EngineError, Generation
 from shared.models_config import ModelConfig
 
 
@@ -12,7 +12,19 @@ def create_engine(model: ModelConfig) -> Engine:
         from services.inference.engines.dummy import DummyEngine
 
         return DummyEngine(options)
+    if model.engine == "transformers":
+        from services.inference.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(options)
+    if model.engine == "openai":
+        from services.inference.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(options, model.name)
+    if model.engine == "vllm":
+        from services.inference.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(options)
     raise ValueError(f"model {model.name!r}: engine {model.engine!r} is not available")
 
 
-__all__ = ["Engine", "EngineError", "Generation", "create_engine"]
+__all__ = ["Engine", "EngineDead", "EngineError", "Generation", "create_engine"]

@@ -27,12 +27,21 @@ class EngineError(Exception):
         self.retryable = retryable
 
 
+class EngineDead(Exception):
+    """The engine cannot serve any more requests (its GPU process died, CUDA failed). The worker
+    exits non-zero without acknowledging what it holds, so the platform replaces it and another
+    worker reclaims the requests."""
+
+
 class Engine(Protocol):
     async def start(self) -> None:
         """Load the model; called once before the first request."""
 
     async def generate(self, request: InferenceRequest) -> Generation:
-        """Run one request; many calls run concurrently (up to the model's max_inflight)."""
+        """Run one request; many calls run concurrently (up to the model's max_inflight).
+
+        Cancelling the calling task (shutdown, or another worker took the request over) must stop
+        the work the request holds in the engine. Raises EngineError or EngineDead."""
 
     async def stop(self) -> None:
         """Release the model; called once after the last request."""
