@@ -225,6 +225,9 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
             raise ModelsFileError(f"{where}: flow.low_watermark must be below flow.high_watermark ({cfg.high_watermark})")
         if cfg.scaling.min_replicas > cfg.scaling.max_replicas:
             raise ModelsFileError(f"{where}: scaling.min_replicas exceeds scaling.max_replicas")
+        if cfg.modal.min_containers > cfg.modal_max_containers:
+            raise ModelsFileError(f"{where}: modal.min_containers ({cfg.modal.min_containers}) exceeds "
+                                  f"modal.max_containers ({cfg.modal_max_containers})")
         models[name] = cfg
     return ModelsConfig(models=models, path=source)
 

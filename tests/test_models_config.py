@@ -21,7 +21,9 @@ def test_example_models_file_is_valid():
     "text, expected",
     [
         ('[models.a]\nengine = "dummy"\nmax_inflight = 0', "model 'a': max_inflight: Expected `int` >= 1"),
-        ('[models.a]\nengine = "gpt"', "model 'a': unknown engine 'gpt'; known engines: ['dummy']"),
+        ('[models.a]\nengine = "gpt"', "model 'a': unknown engine 'gpt'; known engines: ['dummy', 'openai', 'transformers', 'vllm']"),
+        ('[models.a]\nengine = "transformers"', "model 'a': engine 'transformers' options: Object missing required field `model`"),
+        ('[models.a]\nengine = "openai"\noptions = {base_url = "ftp://x"}', "model 'a': engine 'openai' options: base_url: Expected `str` matching regex '^https?://'"),
         ('[models.a]\nengine = "dummy"\nmax_inflihgt = 3', "model 'a': Object contains unknown field `max_inflihgt`"),
         ('[models.a]\nengine = "dummy"\n[models.a.options]\nlatency = 3', "model 'a': engine 'dummy' options: Object contains unknown field `latency`"),
         ('[models.ok]\nengine = "dummy"\n[models.b]\nmax_inflight = 3', "model 'b': Object missing required field `engine`"),

@@ -41,6 +41,7 @@ class InferenceWorker:
         consumer: str | None = None,
         grace_s: float = 30.0,
         block_ms: int = 1000,
+        owns_engine: bool = True,
     ) -> None:
         self.r = r
         self.model = model
@@ -49,6 +50,7 @@ class InferenceWorker:
         self.consumer = consumer or consumer_name(f"worker-{model.name}")
         self.grace_s = grace_s
         self.block_ms = block_ms
+        self.owns_engine = owns_engine  # False: the engine outlives this loop (a GPU container reuses it)
         self.jobs = JobStore(r, keys)
         self.publisher = ResultPublisher(r, keys, model.name)
         self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
@@ -68,7 +70,8 @@ class InferenceWorker:
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
         await self._ensure_groups()
-        await self.engine.start()
+        if self.owns_engine:
+            await self.engine.start()
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
         keeper = asyncio.create_task(self._keep_claims(), name="claims")
         log.info("worker started", extra={"model": self.model.name, "consumer": self.consumer})
@@ -84,7 +87,8 @@ class InferenceWorker:
             except asyncio.TimeoutError:
                 # Unpublished means unacknowledged: the requests stay pending and are redone elsewhere.
                 log.error("could not publish %d results before the grace period ended", len(self.outbox))
-            await self.engine.stop()
+            if self.owns_engine:
+                await self.engine.stop()
             log.info("worker stopped", extra={"model": self.model.name, "completed": self.completed})
 
     async def _ensure_groups(self) -> None:

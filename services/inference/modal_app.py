@@ -1,0 +1,127 @@
+"""Modal deployment of the GPU inference workers: `modal deploy services/inference/modal_app.py`
+(or `make deploy`).
+
+One Modal class per model that runs on Modal (engine `vllm`, or `scaling.backend = "modal"`), not
+one parametrized class: GPU type, max containers and scaledown window are per-class settings in
+Modal, and models differ in all three (an 8B model on one L4, a 70B one on H100:4); a parametrized
+class would give every model the same GPU and one shared container cap.
+
+A container loads its model once (`@modal.enter`), then each call of `run` drives the same worker
+loop as a local process until its model's streams have been idle for a while; on shutdown or
+preemption `@modal.exit` drains it (in-flight requests finish or go back to the stream). The
+autoscaler in the dispatcher spawns `run` calls by queue depth. Settings come from the models file
+baked into the image, the Redis URL (rediss:// with a password) from the Modal Secret
+`inferq-redis`, and the Hugging Face and vLLM caches live on Modal Volumes, so a new container
+does not download the weights again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import modal
+
+from shared.models_config import ModelConfig, load_models
+
+APP_NAME = os.environ.get("INFERQ_MODAL_APP", "inferq")
+MODELS_FILE = Path(os.environ.get("INFERQ_MODELS", "models.toml"))
+REDIS_SECRET = os.environ.get("INFERQ_MODAL_REDIS_SECRET", "inferq-redis")  # holds INFERQ_REDIS_URL
+HF_SECRET = os.environ.get("INFERQ_MODAL_HF_SECRET", "")  # optional: holds HF_TOKEN for gated models
+VLLM_VERSION = "0.33.0"
+REMOTE_MODELS_FILE = "/root/inferq-models.toml"
+HF_CACHE, VLLM_CACHE = "/root/.cache/huggingface", "/root/.cache/vllm"
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .uv_pip_install(
+        f"vllm=={VLLM_VERSION}",
+        "msgspec>=0.19", "redis[hiredis]>=5.0,<6", "httpx>=0.27", "uvloop>=0.19", "hf_transfer",
+    )
+    .env({"INFERQ_MODELS": REMOTE_MODELS_FILE, "HF_HUB_ENABLE_HF_TRANSFER": "1", "HF_HOME": HF_CACHE})
+    .add_local_file(str(MODELS_FILE), REMOTE_MODELS_FILE)
+    .add_local_python_source("shared", "services")
+)
+volumes = {
+    HF_CACHE: modal.Volume.from_name("inferq-hf-cache", create_if_missing=True),
+    VLLM_CACHE: modal.Volume.from_name("inferq-vllm-cache", create_if_missing=True),
+}
+secrets = [modal.Secret.from_name(REDIS_SECRET)] + ([modal.Secret.from_name(HF_SECRET)] if HF_SECRET else [])
+
+app = modal.App(APP_NAME)
+
+
+class GpuWorker:
+    """The body shared by every model's class; `model_name` is set per class."""
+
+    model_name: str = ""
+
+    @modal.enter()
+    async def load(self) -> None:
+        from services.inference.container import ContainerWorker
+        from shared.logs import configure_logging
+
+        configure_logging(f"inference:{self.model_name}", os.environ.get("INFERQ_LOG_LEVEL", "INFO"))
+        self.container = ContainerWorker(self.model_name)
+        await self.container.start()
+
+    @modal.method()
+    async def run(self, idle_exit_s: float = 60.0, max_s: float | None = None) -> dict:
+        from services.inference.engines import EngineDead
+
+        try:
+            return await self.container.run(idle_exit_s, max_s)
+        except EngineDead:
+            os._exit(3)  # a dead GPU engine cannot recover in place: let Modal replace the container
+
+    @modal.exit()
+    async def drain(self) -> None:
+        await self.container.drain()
+
+
+def class_name(model: str) -> str:
+    """A Python identifier for a model name such as `meta-llama/Llama-3.1-8B-Instruct`."""
+    return "Worker_" + re.sub(r"\W", "_", model)
+
+
+def runs_on_modal(model: ModelConfig) -> bool:
+    return model.engine == "vllm" or model.scaling.backend == "modal"
+
+
+def class_options(model: ModelConfig) -> dict:
+    """What `app.cls` receives for one model, from its models-file entry."""
+    m = model.modal
+    return {
+        "image": image,
+        "gpu": m.gpu,
+        "volumes": volumes,
+        "secrets": secrets,
+        "min_containers": m.min_containers,
+        "max_containers": model.modal_max_containers,
+        "scaledown_window": m.scaledown_window_s,
+        "timeout": m.timeout_s,
+        "startup_timeout": m.startup_timeout_s,
+        "serialized": False,
+    }
+
+
+def _define_classes() -> dict[str, object]:
+    """One deployed class per Modal model, bound as a module global so containers import it by name."""
+    defined = {}
+    if not MODELS_FILE.exists():  # e.g. `import` for inspection without a models file
+        return defined
+    for model in load_models(MODELS_FILE).models.values():
+        if not runs_on_modal(model):
+            continue
+        name = class_name(model.name)
+        body = type(name, (GpuWorker,), {"model_name": model.name, "__module__": __name__, "__qualname__": name})
+        # one worker loop per container; the loop itself keeps max_inflight requests inside vLLM
+        body = modal.concurrent(max_inputs=1)(body)
+        cls = app.cls(**class_options(model))(body)
+        globals()[name] = cls
+        defined[model.name] = cls
+    return defined
+
+
+WORKER_CLASSES = _define_classes()  # public model name -> Modal class

@@ -1,0 +1,133 @@
+"""The Modal deployment, offline: with `modal` installed and no credentials the app imports, and its
+classes carry the GPU, volumes, secrets and scaling settings of the models file. The container body
+it delegates to runs here for real, on the vllm stand-in and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+
+import msgspec
+import pytest
+
+from shared.jobstore import JobStore
+from shared.keys import PAYLOAD_FIELD, WORKER_GROUP
+from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
+from shared.settings import Settings
+from tests.test_vllm_engine import STAND_INS
+
+MODELS = """
+[models."meta-llama/Llama-3.1-8B-Instruct"]
+engine = "vllm"
+max_inflight = 128
+[models."meta-llama/Llama-3.1-8B-Instruct".options]
+model = "meta-llama/Llama-3.1-8B-Instruct"
+[models."meta-llama/Llama-3.1-8B-Instruct".modal]
+gpu = "L40S"
+max_containers = 4
+scaledown_window_s = 120
+
+[models.qwen-72b]
+engine = "vllm"
+[models.qwen-72b.options]
+model = "Qwen/Qwen2.5-72B-Instruct"
+tensor_parallel_size = 4
+[models.qwen-72b.scaling]
+max_replicas = 2
+[models.qwen-72b.modal]
+gpu = "H100:4"
+min_containers = 1
+
+[models.echo]
+engine = "dummy"
+"""
+
+
+@pytest.fixture
+def modal_app(tmp_path, monkeypatch):
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS)
+    monkeypatch.setenv("INFERQ_MODELS", str(models))
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    sys.modules.pop("services.inference.modal_app", None)
+    module = importlib.import_module("services.inference.modal_app")
+    yield module
+    sys.modules.pop("services.inference.modal_app", None)
+
+
+def _spec(cls):
+    return cls._get_class_service_function()._spec_
+
+
+def test_one_class_per_gpu_model_with_its_settings(modal_app):
+    classes = modal_app.WORKER_CLASSES
+    assert sorted(classes) == ["meta-llama/Llama-3.1-8B-Instruct", "qwen-72b"]  # not the dummy model
+    assert modal_app.app.name == "inferq"
+    llama, qwen = classes["meta-llama/Llama-3.1-8B-Instruct"], classes["qwen-72b"]
+    assert getattr(modal_app, "Worker_meta_llama_Llama_3_1_8B_Instruct") is llama  # importable by name in a container
+    assert _spec(llama).gpus == "L40S" and _spec(qwen).gpus == "H100:4"
+    for cls in (llama, qwen):
+        spec = _spec(cls)
+        assert {path: vol.name for path, vol in spec.volumes.items()} == {
+            "/root/.cache/huggingface": "inferq-hf-cache", "/root/.cache/vllm": "inferq-vllm-cache"}
+        assert [s.name for s in spec.secrets] == ["inferq-redis"]
+        assert set(cls._get_method_names()) == {"run"}
+
+
+def test_scaling_settings_come_from_the_models_file(modal_app):
+    from shared.models_config import load_models
+
+    models = load_models(modal_app.MODELS_FILE).models
+    llama = modal_app.class_options(models["meta-llama/Llama-3.1-8B-Instruct"])
+    qwen = modal_app.class_options(models["qwen-72b"])
+    assert (llama["gpu"], llama["min_containers"], llama["max_containers"], llama["scaledown_window"]) == ("L40S", 0, 4, 120)
+    assert (qwen["gpu"], qwen["min_containers"], qwen["max_containers"], qwen["scaledown_window"]) == ("H100:4", 1, 2, 300)
+
+
+def test_a_bad_modal_setting_is_refused_when_the_app_is_defined(tmp_path, monkeypatch):
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS.replace("min_containers = 1", "min_containers = 5"))  # above max_containers (2)
+    monkeypatch.setenv("INFERQ_MODELS", str(models))
+    sys.modules.pop("services.inference.modal_app", None)
+    from shared.models_config import ModelsFileError
+
+    with pytest.raises(ModelsFileError, match=r"model 'qwen-72b': modal.min_containers \(5\) exceeds modal.max_containers \(2\)"):
+        importlib.import_module("services.inference.modal_app")
+    sys.modules.pop("services.inference.modal_app", None)
+
+
+async def test_the_container_body_serves_until_idle_and_drains(r, keys, redis_server, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(STAND_INS))
+    try:
+        from services.inference.container import ContainerWorker
+
+        models = tmp_path / "models.toml"
+        models.write_text(MODELS)
+        settings = Settings(redis_url=redis_server.url, models_path=str(models), shutdown_grace_s=1.0)
+        await JobStore(r, keys).create("job_m", 0, {"qwen-72b": 20}, {}, [])
+        enc = msgspec.msgpack.Encoder()
+        for i in range(20):
+            req = InferenceRequest(request_id=f"req_{i}", job_id="job_m", custom_id=f"c{i}", model="qwen-72b",
+                                   accepted_ms=0, prompt=f"w{i} x y", params=SamplingParams(max_tokens=2))
+            await r.xadd(keys.model_stream("qwen-72b", "batch"), {PAYLOAD_FIELD: enc.encode(req)})
+        container = ContainerWorker("qwen-72b", settings)
+        await container.start()
+        engine = container.engine.engine
+        assert engine.args.kwargs["tensor_parallel_size"] == 4
+        first = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # returns once the stream is idle
+        assert first["completed"] == 20
+        second = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # same container, same engine
+        assert second["completed"] == 0 and container.engine.engine is engine
+        results = [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
+        assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(20))
+        assert (await r.xpending(keys.model_stream("qwen-72b", "batch"), WORKER_GROUP))["pending"] == 0
+
+        running = asyncio.create_task(container.run(idle_exit_s=60))
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(container.drain(), 10)  # the container is going away: the run ends
+        assert running.done() and engine.shut_down
+    finally:
+        for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+            del sys.modules[name]
