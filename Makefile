@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	$(BIN)/python -m pytest -q -ra
+
+# Deploy the GPU workers of every vllm (or scaling.backend = "modal") model in $(INFERQ_MODELS) to Modal.
+deploy: $(STAMP)
+	@test -n "$(INFERQ_MODELS)" || { echo "set INFERQ_MODELS to your models file"; exit 1; }
+	INFERQ_MODELS=$(INFERQ_MODELS) $(BIN)/modal deploy services/inference/modal_app.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

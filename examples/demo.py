@@ -15,6 +15,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from examples.demo_models import prepare  # noqa: E402
 from inferq.localstack import LocalStack, StackError  # noqa: E402
 
 
@@ -30,9 +31,14 @@ def main() -> int:
     redis_url = os.environ.get("INFERQ_REDIS_URL") or None
     (ROOT / ".demo").mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=ROOT / ".demo"))
+    print("fetching the demo's language model ...")
+    models_path, notes = prepare(models_path, workdir)
+    noise = any("NOISE" in n for n in notes)
+    for note in notes:
+        print(f"  {note}")
     print(f"starting inferq: {'Redis at ' + redis_url if redis_url else 'a private redis-server'}, ingest, dispatcher, one worker per model")
     try:
-        stack = LocalStack(models_path, redis_url=redis_url, workdir=workdir).start()
+        stack = LocalStack(models_path, redis_url=redis_url, workdir=workdir, env={"TOKENIZERS_PARALLELISM": "false"}).start()
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -63,10 +69,13 @@ def main() -> int:
                 time.sleep(0.2)
 
             results = [json.loads(line) for line in client.get(f"/v1/jobs/{job['id']}/results", params={"limit": 10_000}).text.splitlines()]
-            print(f"\n{len(results)} results (the dummy engine echoes the prompt):")
+            print(f"\n{len(results)} results (the echo-* models are simulators that echo the prompt"
+                  f"{'; smol is an untrained stand-in, its text is noise' if noise else ''}):")
             for r in sorted(results, key=lambda r: r["custom_id"]):
                 text = r["output"]["text"] if r["output"] else f"error {r['error']['code']}"
-                print(f"  {r['custom_id']:<9} {r['model']:<12} {r['status']:<9} {r['timings']['inference_ms']:6.0f} ms  {text[:60]}")
+                text = " ".join(text.split())
+                label = " [noise]" if noise and r["model"] == "smol" else ""
+                print(f"  {r['custom_id']:<9} {r['model']:<12} {r['status']:<9} {r['timings']['inference_ms']:6.0f} ms  {text[:70]}{label}")
             usage = job["usage"]
             c = job["request_counts"]
             print(f"\njob {job['status']}: {c['succeeded']} succeeded, {c['failed']} failed; "

@@ -36,6 +36,9 @@ def build_tiny_model(path: str | Path, *, layers: int = 2, width: int = 64, cont
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", pad_token="<pad>",
                                         eos_token="<eos>", bos_token="<eos>", model_max_length=context)
     tokenizer.chat_template = CHAT_TEMPLATE
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     tokenizer.save_pretrained(path)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=context, n_embd=width, n_layer=layers, n_head=2,
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
