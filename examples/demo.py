@@ -24,8 +24,12 @@ def bar(done: int, total: int, width: int = 24) -> str:
     return "#" * filled + "." * (width - filled)
 
 
+def _replicas(client: httpx.Client) -> dict[str, int]:
+    return {m["id"]: m["scaling"]["current"] or 0 for m in client.get("/v1/models").json()["data"]}
+
+
 def main() -> int:
-    models_path = Path(os.environ.get("INFERQ_MODELS", ROOT / "examples/models.local.toml"))
+    models_path = Path(os.environ.get("INFERQ_MODELS", ROOT / "examples/models.demo.toml"))
     prompts_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "examples/prompts.json"
     body = json.loads(prompts_path.read_text())
     redis_url = os.environ.get("INFERQ_REDIS_URL") or None
@@ -36,7 +40,8 @@ def main() -> int:
     noise = any("NOISE" in n for n in notes)
     for note in notes:
         print(f"  {note}")
-    print(f"starting inferq: {'Redis at ' + redis_url if redis_url else 'a private redis-server'}, ingest, dispatcher, one worker per model")
+    print(f"starting inferq: {'Redis at ' + redis_url if redis_url else 'a private redis-server'}, ingest and the dispatcher "
+          "(it starts workers as requests arrive)")
     try:
         stack = LocalStack(models_path, redis_url=redis_url, workdir=workdir, env={"TOKENIZERS_PARALLELISM": "false"}).start()
     except StackError as exc:
@@ -54,10 +59,11 @@ def main() -> int:
             shown = 0
             while True:
                 job = client.get(f"/v1/jobs/{job['id']}").json()
+                replicas = _replicas(client)
                 if shown:
                     sys.stdout.write(f"\x1b[{shown}F") if sys.stdout.isatty() else None
                 lines = [f"  {name:<12} [{bar(c['succeeded'] + c['failed'], c['total'])}] "
-                         f"{c['succeeded'] + c['failed']:>3}/{c['total']:<3} running {c['running']:>2}"
+                         f"{c['succeeded'] + c['failed']:>3}/{c['total']:<3} running {c['running']:>2}  workers {replicas.get(name, 0)}"
                          for name, c in job["models"].items()]
                 lines.append(f"  status: {job['status']:<12} elapsed {time.monotonic() - started:5.1f}s")
                 if sys.stdout.isatty() or job["status"] == "completed":
@@ -76,6 +82,12 @@ def main() -> int:
                 text = " ".join(text.split())
                 label = " [noise]" if noise and r["model"] == "smol" else ""
                 print(f"  {r['custom_id']:<9} {r['model']:<12} {r['status']:<9} {r['timings']['inference_ms']:6.0f} ms  {text[:70]}{label}")
+            print("\nwaiting for the autoscaler to stop the idle workers ...")
+            idle_since = time.monotonic()
+            while any(_replicas(client).values()) and time.monotonic() - idle_since < 60:
+                time.sleep(0.5)
+            print(f"workers: {_replicas(client)} after {time.monotonic() - idle_since:.1f}s idle "
+                  "(scaled to zero; they start again when work arrives)")
             usage = job["usage"]
             c = job["request_counts"]
             print(f"\njob {job['status']}: {c['succeeded']} succeeded, {c['failed']} failed; "

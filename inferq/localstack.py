@@ -112,6 +112,7 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
+        env.setdefault("INFERQ_LOCAL_WORKER_LOG_DIR", str(self.workdir))
         env.update(INFERQ_REDIS_URL=self.redis_url or "", INFERQ_MODELS=self.models_path, INFERQ_PORT=str(self.port),
                    INFERQ_HOST="127.0.0.1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
         return env
@@ -124,7 +125,9 @@ class LocalStack:
         if names is None:
             from shared.models_config import load_models
 
-            names = load_models(self.models_path).names()
+            config = load_models(self.models_path)
+            # models scaled by the `local` backend get their workers from the dispatcher
+            names = [n for n in config.names() if config.models[n].scaling.backend != "local"]
         self.spawn("ingest", "services.ingest")
         for i in range(self.dispatchers):
             self.spawn(f"dispatcher-{i}", "services.dispatcher")

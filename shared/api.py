@@ -175,12 +175,34 @@ class ModelQueue(Struct, kw_only=True):
     lanes: dict[str, LaneQueue]
 
 
+class ScalingChange(Struct, kw_only=True):
+    from_replicas: int
+    to_replicas: int
+    reason: str
+    at: float  # unix seconds
+
+
+class ModelScaling(Struct, kw_only=True):
+    """The autoscaler's view of a model: replicas now and wanted, and why."""
+
+    backend: Literal["static", "local", "modal"]
+    min_replicas: int
+    max_replicas: int
+    current: int | None = None  # None: not managed (static), or no decision yet
+    desired: int | None = None
+    backlog: int | None = None
+    reason: str | None = None  # the latest decision
+    decided_at: float | None = None
+    last_change: ScalingChange | None = None
+
+
 class ModelInfo(Struct, kw_only=True):
     id: str
     object: Literal["model"] = "model"
     engine: str
     max_inflight: int
     queue: ModelQueue
+    scaling: ModelScaling
 
 
 class ModelList(Struct, kw_only=True):

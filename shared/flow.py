@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from shared.api import LaneQueue, ModelQueue
+from shared.api import LaneQueue, ModelQueue, ModelScaling, ScalingChange
 from shared.keys import LANES, WORKER_GROUP, Keys
 from shared.models_config import ModelConfig
 
@@ -40,3 +40,18 @@ async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mode
         max_backlog=model.flow.max_backlog,
         lanes=lanes,
     )
+
+
+async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> ModelScaling:
+    """The autoscaler's last decision for a model, as it recorded it."""
+    c = model.scaling
+    h = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.scaling_state(model.name))).items()}
+    scaling = ModelScaling(backend=c.backend, min_replicas=c.min_replicas, max_replicas=c.max_replicas)
+    if c.backend == "static" or not h:
+        return scaling
+    scaling.current, scaling.desired, scaling.backlog = int(h["current"]), int(h["desired"]), int(h["backlog"])
+    scaling.reason, scaling.decided_at = h["reason"], int(h["decided_ms"]) / 1000
+    if "change_ms" in h:
+        scaling.last_change = ScalingChange(from_replicas=int(h["change_from"]), to_replicas=int(h["change_to"]),
+                                            reason=h["change_reason"], at=int(h["change_ms"]) / 1000)
+    return scaling

@@ -41,6 +41,10 @@ class Keys:
         self.deadlines = f"{prefix}:deadlines"
         # Index of jobs by creation time (sorted set, score = created ms).
         self.jobs_index = f"{prefix}:jobs"
+        # Every scaling decision that changed a replica count (JSON in field `event`), capped.
+        self.scaling_events = f"{prefix}:stream:scaling"
+        # Which dispatcher runs the autoscaler (string with a short TTL, renewed each tick).
+        self.scaler_leader = f"{prefix}:scaling:leader"
         # arq's job queue for the dispatcher's deferred work.
         self.arq_queue = f"{prefix}:arq:queue"
 
@@ -63,6 +67,14 @@ class Keys:
         """Hash of a model's flow state: `unfinished` (accepted, no result yet), `staged:<lane>`
         (admitted, not yet routed), `paused` (1 while the batch lane is over its high watermark)."""
         return f"{self.prefix}:flow:{model}"
+
+    def scaling_state(self, model: str) -> str:
+        """Hash of a model's autoscaling state: backend, current, desired, reason, decided_ms."""
+        return f"{self.prefix}:scaling:{model}"
+
+    def modal_calls(self, model: str) -> str:
+        """Hash call id -> spawned ns of the Modal worker runs the autoscaler started for a model."""
+        return f"{self.prefix}:scaling:modal:{model}"
 
     def job(self, job_id: str) -> str:
         """Hash: the job record (status, counts, usage, timestamps, metadata)."""

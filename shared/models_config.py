@@ -112,12 +112,23 @@ class ModalConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ScalingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
-    """How many workers serve the model; `static` means a fixed fleet started by the operator."""
+    """How many workers serve the model, decided each second from its backlog.
+
+    desired = clamp(ceil(backlog / target_per_replica), min_replicas, max_replicas). From zero, a
+    backlog of at least `activation_backlog` starts the first worker. Scaling up happens at once;
+    scaling down takes the highest recommendation of the last `scale_down_window_s` (no flapping);
+    the last worker stops only after the backlog has been zero for `idle_cooldown_s`.
+    `backend`: `static` (a fixed fleet started by the operator: nothing changes), `local` (worker
+    processes on the dispatcher's machine), `modal` (the deployed Modal class).
+    """
 
     backend: Literal["static", "local", "modal"] = "static"
     min_replicas: Annotated[int, Meta(ge=0)] = 0
     max_replicas: Annotated[int, Meta(ge=1)] = 1
     target_per_replica: Annotated[int, Meta(ge=1)] = 256
+    activation_backlog: Annotated[int, Meta(ge=1)] = 1
+    scale_down_window_s: Annotated[float, Meta(ge=0)] = 30.0
+    idle_cooldown_s: Annotated[float, Meta(ge=0)] = 60.0
 
 
 class FlowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -189,6 +200,12 @@ class ModelsConfig(Struct, kw_only=True):
 
     def get(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
+
+
+def modal_class_name(model: str) -> str:
+    """The Python identifier of a model's deployed Modal class (`meta-llama/Llama-3.1-8B` ->
+    `Worker_meta_llama_Llama_3_1_8B`): the deployment defines it, the autoscaler looks it up."""
+    return "Worker_" + re.sub(r"\W", "_", model)
 
 
 def parse_models(text: str, source: str = "<models>") -> ModelsConfig:

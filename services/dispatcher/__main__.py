@@ -64,6 +64,7 @@ def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
             return 0  # stopped by SIGTERM/SIGINT
         except REDIS_DOWN as exc:
             log.warning("lost Redis (%s); stopping the consumers and waiting for it", exc)
+        worker.ctx["restarting"] = True  # keep the worker processes it started: it comes back
         try:
             loop.run_until_complete(shutdown(worker.ctx))
         except REDIS_DOWN:

@@ -16,6 +16,8 @@ from arq.connections import RedisSettings
 from services.dispatcher.collector import Collector
 from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
+from services.dispatcher.scaling.autoscaler import Autoscaler
+from services.dispatcher.scaling.local_backend import LocalBackend
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import load_models
@@ -35,13 +37,40 @@ async def startup(ctx: dict) -> None:
     jobs = JobStore(r, keys, settings.job_ttl_s)
     router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     collector = Collector(r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
+    autoscaler = Autoscaler(r, keys, models, _backends(r, keys, models))
     ctx.update(
         keys=keys, models=models, stream_redis=r, jobs=jobs, stop=stop, router=router, collector=collector,
-        consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector")],
+        autoscaler=autoscaler,
+        consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector"),
+                   asyncio.create_task(autoscaler.run(stop), name="autoscaler")],
     )
     for task in ctx["consumers"]:
         task.add_done_callback(_exit_if_failed)
     log.info("dispatcher started", extra={"router": router.consumer, "collector": collector.consumer})
+
+
+_LOCAL: list[LocalBackend] = []
+
+
+def _local_backend() -> LocalBackend:
+    """One per process: when the arq worker restarts after a Redis outage, the new autoscaler
+    keeps managing the worker processes the old one started."""
+    if not _LOCAL:
+        _LOCAL.append(LocalBackend(log_dir=os.environ.get("INFERQ_LOCAL_WORKER_LOG_DIR") or None))
+    return _LOCAL[0]
+
+
+def _backends(r, keys: Keys, models) -> dict:
+    """The scaling backends the models file uses (static models are left alone)."""
+    used = {cfg.scaling.backend for cfg in models.models.values()}
+    backends: dict = {}
+    if "local" in used:
+        backends["local"] = _local_backend()
+    if "modal" in used:
+        from services.dispatcher.scaling.modal_backend import ModalBackend
+
+        backends["modal"] = ModalBackend(r, keys, models, app_name=os.environ.get("INFERQ_MODAL_APP", "inferq"))
+    return backends
 
 
 def _exit_if_failed(task: asyncio.Task) -> None:
@@ -64,6 +93,9 @@ async def shutdown(ctx: dict) -> None:
     for task in done:
         if task.exception():
             log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
+    local = ctx["autoscaler"].backends.get("local")
+    if local is not None and not ctx.get("restarting"):  # workers this dispatcher started drain and stop with it
+        await asyncio.to_thread(local.stop_all, settings.shutdown_grace_s + 10)
     await ctx["stream_redis"].aclose()
     log.info("dispatcher stopped", extra={"routed": ctx["router"].routed, "results_applied": ctx["collector"].applied})
 

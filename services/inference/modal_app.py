@@ -18,12 +18,11 @@ does not download the weights again.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import modal
 
-from shared.models_config import ModelConfig, load_models
+from shared.models_config import ModelConfig, load_models, modal_class_name
 
 APP_NAME = os.environ.get("INFERQ_MODAL_APP", "inferq")
 MODELS_FILE = Path(os.environ.get("INFERQ_MODELS", "models.toml"))
@@ -80,11 +79,6 @@ class GpuWorker:
         await self.container.drain()
 
 
-def class_name(model: str) -> str:
-    """A Python identifier for a model name such as `meta-llama/Llama-3.1-8B-Instruct`."""
-    return "Worker_" + re.sub(r"\W", "_", model)
-
-
 def runs_on_modal(model: ModelConfig) -> bool:
     return model.engine == "vllm" or model.scaling.backend == "modal"
 
@@ -114,7 +108,7 @@ def _define_classes() -> dict[str, object]:
     for model in load_models(MODELS_FILE).models.values():
         if not runs_on_modal(model):
             continue
-        name = class_name(model.name)
+        name = modal_class_name(model.name)
         body = type(name, (GpuWorker,), {"model_name": model.name, "__module__": __name__, "__qualname__": name})
         # one worker loop per container; the loop itself keeps max_inflight requests inside vLLM
         body = modal.concurrent(max_inputs=1)(body)

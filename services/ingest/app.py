@@ -27,7 +27,7 @@ from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
 from shared.redis_client import connect
 from shared.settings import Settings
-from shared.flow import model_queue
+from shared.flow import model_queue, model_scaling
 
 log = logging.getLogger("inferq.ingest")
 _encoder = msgspec.json.Encoder()
@@ -264,7 +264,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
             headers={"Inferq-Next-Cursor": cursor, "Inferq-Job-Status": status, "Inferq-Result-Count": str(len(rows))},
         )
 
-    @app.get("/v1/models", response_class=Response, summary="Configured models and their queues",
+    @app.get("/v1/models", response_class=Response, summary="Configured models, their queues and replicas",
              responses={200: openapi.json_response(ModelList, "Models")})
     async def list_models(request: Request) -> Response:
         r = request.app.state.redis
@@ -272,7 +272,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         for name in models.names():
             cfg = models.models[name]
             data.append(ModelInfo(id=name, engine=cfg.engine, max_inflight=cfg.max_inflight,
-                                  queue=await model_queue(r, keys, cfg)))
+                                  queue=await model_queue(r, keys, cfg), scaling=await model_scaling(r, keys, cfg)))
         return _json(ModelList(data=data))
 
     @app.get("/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")})

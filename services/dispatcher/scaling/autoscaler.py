@@ -1,0 +1,101 @@
+"""The autoscaling loop: every half second, per model, backlog → policy → backend, with the state
+and every change recorded in Redis for `GET /v1/models` and the scaling-events stream.
+
+Backlog is the model's accepted-but-unfinished count (staged in the router + unread in its streams
++ delivered and unacknowledged, both lanes): with flow control the streams themselves never hold
+more than the high watermark, so counting only them would cap the replica count.
+
+One dispatcher at a time scales (a leader lease in Redis), so two dispatchers never fight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.dispatcher.scaling.policy import ScalePolicy
+from shared.keys import Keys
+from shared.models_config import ModelsConfig
+from shared.streams import consumer_name
+
+log = logging.getLogger("inferq.scaling")
+EVENTS_MAXLEN = 10_000
+
+# Take the lease if free, or renew it if ours: 1 = we lead.
+_LEAD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Autoscaler:
+    def __init__(self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, backends: dict, *,
+                 interval_s: float = 0.5, clock=time.monotonic) -> None:
+        self.r = r
+        self.keys = keys
+        self.backends = backends  # backend name -> backend
+        self.models = {name: cfg for name, cfg in models.models.items() if cfg.scaling.backend in backends}
+        self.policies = {name: ScalePolicy(cfg.scaling) for name, cfg in self.models.items()}
+        self.interval_s = interval_s
+        self.clock = clock
+        self.me = consumer_name("scaler")
+        self._lead = r.register_script(_LEAD)
+        self.leading = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.models:
+            return
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("autoscaler: Redis unavailable (%s)", exc)
+            except Exception:  # a backend failure (Modal API down) must not stop scaling other models
+                log.exception("autoscaler tick failed")
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def tick(self) -> None:
+        lease_ms = int(max(3.0, self.interval_s * 6) * 1000)
+        self.leading = bool(await self._lead(keys=[self.keys.scaler_leader], args=[self.me, lease_ms]))
+        if not self.leading:
+            return
+        names = list(self.models)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(self.keys.flow(name), "unfinished")
+            backlogs = [max(0, int(v or 0)) for v in await pipe.execute()]
+        now = self.clock()
+        for name, backlog in zip(names, backlogs):
+            await self._scale_one(name, backlog, now)
+
+    async def _scale_one(self, name: str, backlog: int, now: float) -> None:
+        cfg = self.models[name]
+        backend = self.backends[cfg.scaling.backend]
+        current = await backend.replicas(name)
+        decision = self.policies[name].decide(now, backlog, current)
+        state = {"backend": backend.name, "desired": decision.desired, "backlog": backlog,
+                 "reason": decision.reason, "decided_ms": int(time.time() * 1000)}
+        if decision.desired != current:
+            await backend.scale(name, decision.desired)
+            event = {"model": name, "backend": backend.name, "from": current, "to": decision.desired,
+                     "backlog": backlog, "reason": decision.reason, "at": time.time()}
+            await self.r.xadd(self.keys.scaling_events, {"event": json.dumps(event)}, maxlen=EVENTS_MAXLEN, approximate=True)
+            log.info("scaled %s from %d to %d: %s", name, current, decision.desired, decision.reason,
+                     extra={"model": name, "backlog": backlog})
+            state.update(change_from=current, change_to=decision.desired, change_reason=decision.reason,
+                         change_ms=state["decided_ms"])
+        state["current"] = decision.desired
+        await self.r.hset(self.keys.scaling_state(name), mapping=state)

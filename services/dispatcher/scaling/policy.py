@@ -1,0 +1,60 @@
+"""The scaling policy: from a model's backlog over time to a replica count, with no I/O, so it can
+be tested on scripted backlog curves."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from shared.models_config import ScalingConfig
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    reason: str
+
+
+@dataclass
+class ScalePolicy:
+    """Scale up at once; scale down to the highest recommendation of the stabilization window
+    (as Kubernetes' HPA does), so a backlog hovering around a threshold does not flap; go to zero
+    only after the backlog has stayed at zero for the idle cooldown."""
+
+    config: ScalingConfig
+    _history: deque = field(default_factory=deque)  # (time, recommendation)
+    _last_busy: float | None = None
+
+    def recommend(self, backlog: int) -> int:
+        c = self.config
+        if backlog <= 0:
+            return c.min_replicas
+        return max(c.min_replicas, min(c.max_replicas, math.ceil(backlog / c.target_per_replica)))
+
+    def decide(self, now: float, backlog: int, current: int) -> Decision:
+        c = self.config
+        if backlog > 0:
+            self._last_busy = now
+        if current == 0 and 0 < backlog < c.activation_backlog:
+            self._remember(now, 0)
+            return Decision(max(0, c.min_replicas), f"backlog {backlog} below the activation threshold {c.activation_backlog}")
+        raw = self.recommend(backlog)
+        if backlog == 0 and current > 0 and c.min_replicas == 0:
+            idle_for = now - self._last_busy if self._last_busy is not None else math.inf
+            if idle_for < c.idle_cooldown_s:
+                raw = 1  # hold one worker until the cooldown has passed
+        self._remember(now, raw)
+        if raw > current:
+            return Decision(raw, f"backlog {backlog}: up from {current} to {raw} (target {c.target_per_replica} per replica)")
+        stable = max(r for _, r in self._history)
+        if stable < current:
+            if stable == 0:
+                return Decision(0, f"idle for {c.idle_cooldown_s:g}s: down to zero")
+            return Decision(stable, f"backlog {backlog}: down from {current} to {stable} (highest of the last {c.scale_down_window_s:g}s)")
+        return Decision(current, f"backlog {backlog}: steady at {current}")
+
+    def _remember(self, now: float, recommendation: int) -> None:
+        self._history.append((now, recommendation))
+        while self._history and self._history[0][0] < now - self.config.scale_down_window_s:
+            self._history.popleft()
