@@ -26,3 +26,8 @@ def new_job_id() -> str:
 def request_id(job_id: str, index: int) -> str:
     """Unique because the job id is; cheap to make 50,000 of."""
     return f"req_{job_id[4:]}_{index}"
+
+
+def new_file_id() -> str:
+    """`file-` + the same time-ordered random id as jobs."""
+    return "file-" + new_job_id()[4:]

@@ -76,6 +76,22 @@ class Keys:
         """Hash call id -> spawned ns of the Modal worker runs the autoscaler started for a model."""
         return f"{self.prefix}:scaling:modal:{model}"
 
+    def file(self, file_id: str) -> str:
+        """Hash of an uploaded file: `meta` (FileObject JSON) and `content` (the bytes)."""
+        return f"{self.prefix}:file:{file_id}"
+
+    def files_index(self, tenant: str) -> str:
+        """Sorted set of a tenant's uploaded file ids by creation time."""
+        return f"{self.prefix}:files:{tenant}"
+
+    def batch(self, batch_id: str) -> str:
+        """String: the OpenAI batch record (JSON); its state comes from the job it runs as."""
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batches_index(self, tenant: str) -> str:
+        """Sorted set of a tenant's batch ids by creation time."""
+        return f"{self.prefix}:batches:{tenant}"
+
     def job(self, job_id: str) -> str:
         """Hash: the job record (status, counts, usage, timestamps, metadata)."""
         return f"{self.prefix}:job:{job_id}"

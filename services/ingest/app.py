@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.ingest import openai_routes
 from services.ingest import openapi
 from services.ingest.body import read_limited
-from services.ingest.errors import ApiException, error_response, handle_api_exception
+from services.ingest.errors import ApiException, error_response, handle_api_exception, over_capacity
 from services.ingest.submission import plan_job
 from shared.api import ApiError, ApiErrorBody, DeadLetterList, Health, Job, JobCreate, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
 from shared.deadletters import get_dead_letter, list_dead_letters
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(StarletteHTTPException, _http)
+    openai_routes.install(app, settings, models, keys, DEFAULT_TENANT, model_limits)
     openapi.install(app)
 
     @app.post(
@@ -116,7 +118,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
                 global_limit=settings.max_backlog, idempotency=idempotency,
             )
         except AdmissionRejected as exc:
-            raise _over_capacity(exc, settings.retry_after_s) from None
+            raise over_capacity(exc, settings.retry_after_s) from None
         except IdempotencyConflict as exc:
             raise ApiException(
                 409, f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
@@ -297,16 +299,6 @@ def _valid_cursor(cursor: str) -> bool:
         return False
     ms, seq = cursor.split("-")
     return int(ms) < 2**64 and int(seq) < 2**64 - 1
-
-
-def _over_capacity(exc: AdmissionRejected, retry_after_s: int) -> ApiException:
-    where = f"model {exc.model!r}" if exc.model else "all models together"
-    return ApiException(
-        429,
-        f"over capacity: {where} already has {exc.current} accepted, unfinished requests and this job would pass "
-        f"the limit of {exc.limit}; nothing was written, retry after {retry_after_s}s",
-        type="over_capacity", model=exc.model, headers={"Retry-After": str(retry_after_s)},
-    )
 
 
 def _job_not_found(job_id: str) -> ApiException:

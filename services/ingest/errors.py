@@ -55,3 +55,13 @@ def from_validation_error(exc: msgspec.ValidationError) -> ApiException:
     m = _INDEX_RE.match(field)
     index = int(m.group(1)) if m else None
     return ApiException(422, f"{field}: {msg}", field=field or None, index=index)
+
+
+def over_capacity(exc, retry_after_s: int) -> ApiException:
+    where = f"model {exc.model!r}" if exc.model else "all models together"
+    return ApiException(
+        429,
+        f"over capacity: {where} already has {exc.current} accepted, unfinished requests and this job would pass "
+        f"the limit of {exc.limit}; nothing was written, retry after {retry_after_s}s",
+        type="over_capacity", model=exc.model, headers={"Retry-After": str(retry_after_s)},
+    )
