@@ -1,0 +1,236 @@
+"""The `inferq` command line: submit files, follow progress, fetch results, run the local stack.
+
+Exit codes: 0 done and every request succeeded; 1 the API could not be reached or failed (5xx);
+2 the input was refused (4xx, or an invalid batch file); 3 the job finished with failed requests;
+4 the job was cancelled or expired; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from inferq.client import Client, InferqError
+from shared.api import Job
+
+app = typer.Typer(help="Submit LLM jobs to inferq and follow them.", no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+Url = Annotated[str, typer.Option("--url", envvar="INFERQ_URL", help="The inferq API")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="INFERQ_API_KEY", help="Bearer key, if the API needs one")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+OK, UNREACHABLE, REFUSED, SOME_FAILED, STOPPED = 0, 1, 2, 3, 4
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    if isinstance(exc, InferqError):
+        err.print(f"[red]error {exc.status}[/red]: {exc.message}")
+        return typer.Exit(REFUSED if 400 <= exc.status < 500 else UNREACHABLE)
+    err.print(f"[red]error[/red]: cannot reach inferq: {exc}")
+    return typer.Exit(UNREACHABLE)
+
+
+def _is_jsonl(path: Path, text: str) -> bool:
+    if path.suffix == ".jsonl":
+        return True
+    first = text.lstrip()[:1]
+    return first == "{" and '"custom_id"' in text.split("\n", 1)[0] and '"url"' in text.split("\n", 1)[0]
+
+
+def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path, text: str, window: str) -> str:
+    """An OpenAI batch file goes through the Batch API; returns the job it runs as."""
+    first = json.loads(text.lstrip().split("\n", 1)[0])
+    endpoint = first.get("url", "/v1/chat/completions")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+        up = http.post("/v1/files", files={"file": (path.name, text.encode())}, data={"purpose": "batch"})
+        if up.status_code >= 400:
+            raise InferqError(up.status_code, up.json().get("error", {}).get("message", up.text))
+        resp = http.post("/v1/batches", json={"input_file_id": up.json()["id"], "endpoint": endpoint, "completion_window": window})
+        if resp.status_code >= 400:
+            raise InferqError(resp.status_code, resp.json().get("error", {}).get("message", resp.text))
+    batch = resp.json()
+    if batch["status"] == "failed":
+        for e in batch["errors"]["data"]:
+            err.print(f"[red]{e['code']}[/red] {e['message']}")
+        raise typer.Exit(REFUSED)
+    out.print(f"batch {batch['id']} accepted as job {batch['job_id']}")
+    return batch["job_id"]
+
+
+def _follow(client: Client, job: Job) -> Job:
+    """A live progress bar per model (done/total, rate, ETA) until the job finishes."""
+    columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>8.1f}/s"), TimeElapsedColumn(), TimeRemainingColumn()]
+    started = time.monotonic()
+    with Progress(*columns, console=err, transient=False) as progress:
+        tasks = {m: progress.add_task(m, total=c.total, rate=0.0) for m, c in job.models.items()}
+
+        def show(j: Job) -> None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            for m, c in j.models.items():
+                done = c.succeeded + c.failed + c.cancelled + c.expired
+                progress.update(tasks[m], completed=done, rate=done / elapsed)
+
+        return client.wait(job.id, poll_s=0.25, on_progress=show)
+
+
+def _write_results(client: Client, job_id: str, path: Path | None) -> int:
+    enc = msgspec.json.Encoder()
+    n = 0
+    stream = open(path, "wb") if path else sys.stdout.buffer
+    try:
+        for line in client.results(job_id):
+            stream.write(enc.encode(line) + b"\n")
+            n += 1
+    finally:
+        if path:
+            stream.close()
+        else:
+            stream.flush()
+    return n
+
+
+def _exit_code(job: Job) -> int:
+    if job.status in ("cancelled", "expired"):
+        return STOPPED
+    return SOME_FAILED if job.request_counts.failed else OK
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Native JSON, {\"prompts\": …} JSON, or OpenAI batch JSONL")],
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job finishes")] = False,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the results (JSONL) here; implies --wait")] = None,
+    priority: Annotated[Optional[str], typer.Option(help="interactive or batch")] = None,
+    completion_window: Annotated[str, typer.Option(help="e.g. 24h, 90m")] = "24h",
+    idempotency_key: Annotated[Optional[str], typer.Option(help="Retry-safe submission key")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Submit a file of requests as one job."""
+    text = file.read_text()
+    try:
+        with Client(url, api_key=api_key, timeout=120) as client:
+            if _is_jsonl(file, text):
+                job = client.get(_submit_batch_file(client, url, api_key, file, text, completion_window))
+            else:
+                body = json.loads(text)
+                if "completion_window" not in body:
+                    body["completion_window"] = completion_window
+                job = client.submit(body=body, priority=priority, idempotency_key=idempotency_key)
+                out.print(f"job {job.id}: {job.request_counts.total} requests queued")
+            if not (wait or out_path):
+                raise typer.Exit(OK)
+            job = _follow(client, job)
+            c = job.request_counts
+            out.print(f"job {job.id} {job.status}: {c.succeeded} succeeded, {c.failed} failed, "
+                      f"{c.cancelled} cancelled, {c.expired} expired")
+            if out_path:
+                n = _write_results(client, job.id, out_path)
+                out.print(f"wrote {n} results to {out_path}")
+            raise typer.Exit(_exit_code(job))
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error[/red]: {file} is not valid JSON: {exc}")
+        raise typer.Exit(REFUSED) from None
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def status(job_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """A job's status and counts, as JSON."""
+    try:
+        with Client(url, api_key=api_key) as client:
+            job = client.get(job_id)
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    out.print_json(msgspec.json.encode(job).decode())
+
+
+@app.command()
+def results(job_id: str, out_path: Annotated[Optional[Path], typer.Option("--out", help="File to write (default: stdout)")] = None,
+            url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """A job's results so far, one JSON line per finished request."""
+    try:
+        with Client(url, api_key=api_key) as client:
+            n = _write_results(client, job_id, out_path)
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    if out_path:
+        out.print(f"wrote {n} results to {out_path}")
+
+
+@app.command()
+def cancel(job_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """Cancel a job: queued requests are dropped, running ones finish."""
+    try:
+        with Client(url, api_key=api_key) as client:
+            job = client.cancel(job_id)
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    out.print(f"job {job.id} {job.status}")
+
+
+@app.command()
+def models(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """Configured models: queue depth and replicas."""
+    try:
+        with Client(url, api_key=api_key) as client:
+            data = client.models()
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    table = Table("model", "engine", "queued", "routed", "in flight", "flow", "replicas", "scaling")
+    for m in data:
+        s = m.scaling
+        replicas = "-" if s.current is None else f"{s.current}/{s.max_replicas}"
+        table.add_row(m.id, m.engine, str(m.queue.queued), str(m.queue.routed_unread), str(m.queue.pending),
+                      m.queue.flow, replicas, s.backend)
+    out.print(table)
+
+
+@app.command()
+def up(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path("examples/models.demo.toml"),
+       port: Annotated[int, typer.Option(help="API port")] = 8000,
+       redis_url: Annotated[Optional[str], typer.Option("--redis-url", envvar="INFERQ_REDIS_URL", help="Use this Redis instead of starting one")] = None) -> None:
+    """Run the local stack (Redis, ingest, dispatcher, workers) in the foreground until Ctrl-C."""
+    from inferq.localstack import LocalStack, StackError
+
+    workdir = Path(os.environ.get("INFERQ_WORKDIR", ".inferq"))
+    workdir.mkdir(exist_ok=True)
+    try:
+        stack = LocalStack(models_file, redis_url=redis_url or None, workdir=workdir, port=port).start()
+    except StackError as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(UNREACHABLE) from None
+    out.print(f"inferq is up at {stack.base_url} (logs in {workdir}); Ctrl-C stops it")
+    try:
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    except StackError as exc:
+        err.print(f"[red]error[/red]: {exc}")
+    finally:
+        codes = stack.stop()
+        out.print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

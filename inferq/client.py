@@ -1,0 +1,173 @@
+"""Python clients for the inferq API: `Client` (blocking) and `AsyncClient`.
+
+    with Client("http://127.0.0.1:8000") as client:
+        job = client.submit([{"model": "echo-small", "prompt": "Hello"}])
+        job = client.wait(job.id, on_progress=lambda j: print(j.request_counts))
+        for line in client.results(job.id):
+            print(line.custom_id, line.output.text if line.output else line.error.message)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Callable, Iterator, TypeVar
+
+import httpx
+import msgspec
+
+from shared.api import ApiError, Job, ModelInfo, ModelList, ResultLine
+
+T = TypeVar("T")
+TERMINAL = frozenset({"completed", "cancelled", "expired", "failed"})
+_results_decoder = msgspec.json.Decoder(ResultLine)
+
+
+class InferqError(Exception):
+    """The API answered with an error; `status` is the HTTP status, `error` the body's error."""
+
+    def __init__(self, status: int, message: str, error=None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.error = error
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _job_body(requests, body, priority, completion_window, metadata) -> bytes:
+    doc = dict(body or {})
+    if requests is not None:
+        doc["requests"] = list(requests)
+    for name, value in (("priority", priority), ("completion_window", completion_window), ("metadata", metadata)):
+        if value is not None:
+            doc[name] = value
+    return msgspec.json.encode(doc)
+
+
+def _decode(resp: httpx.Response, type_: type[T]) -> T:
+    if resp.status_code >= 400:
+        try:
+            err = msgspec.json.decode(resp.content, type=ApiError).error
+            raise InferqError(resp.status_code, err.message, err)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise InferqError(resp.status_code, resp.text[:500] or resp.reason_phrase) from None
+    return msgspec.json.decode(resp.content, type=type_)
+
+
+def _page(resp: httpx.Response) -> tuple[list[ResultLine], str | None]:
+    if resp.status_code >= 400:
+        _decode(resp, dict)
+    lines = [_results_decoder.decode(l) for l in resp.content.splitlines() if l.strip()]
+    return lines, resp.headers.get("inferq-next-cursor")
+
+
+class Client:
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(self, requests=None, *, body: dict | None = None, priority: str | None = None, completion_window: str | None = None,
+               metadata: dict[str, str] | None = None, idempotency_key: str | None = None) -> Job:
+        """Submit a job: a list of requests, or a whole body (`{"requests": ...}` or `{"prompts": ...}`)."""
+        headers = {"Content-Type": "application/json", **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+        content = _job_body(requests, body, priority, completion_window, metadata)
+        return _decode(self._http.post("/v1/jobs", content=content, headers=headers), Job)
+
+    def get(self, job_id: str) -> Job:
+        return _decode(self._http.get(f"/v1/jobs/{job_id}"), Job)
+
+    def cancel(self, job_id: str) -> Job:
+        return _decode(self._http.post(f"/v1/jobs/{job_id}/cancel"), Job)
+
+    def models(self) -> list[ModelInfo]:
+        return _decode(self._http.get("/v1/models"), ModelList).data
+
+    def wait(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None,
+             on_progress: Callable[[Job], None] | None = None) -> Job:
+        """Poll until the job is finished (completed, cancelled or expired); TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.status in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
+            time.sleep(poll_s)
+
+    def results(self, job_id: str, *, after: str | None = None, page_size: int = 1000) -> Iterator[ResultLine]:
+        """Every result line so far, in the order they finished (resumable with `after`)."""
+        while True:
+            params = {"limit": page_size, **({"after": after} if after else {})}
+            lines, cursor = _page(self._http.get(f"/v1/jobs/{job_id}/results", params=params))
+            if not lines:
+                return
+            yield from lines
+            after = cursor
+
+
+class AsyncClient:
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def submit(self, requests=None, *, body: dict | None = None, priority: str | None = None,
+                     completion_window: str | None = None, metadata: dict[str, str] | None = None,
+                     idempotency_key: str | None = None) -> Job:
+        headers = {"Content-Type": "application/json", **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+        content = _job_body(requests, body, priority, completion_window, metadata)
+        return _decode(await self._http.post("/v1/jobs", content=content, headers=headers), Job)
+
+    async def get(self, job_id: str) -> Job:
+        return _decode(await self._http.get(f"/v1/jobs/{job_id}"), Job)
+
+    async def cancel(self, job_id: str) -> Job:
+        return _decode(await self._http.post(f"/v1/jobs/{job_id}/cancel"), Job)
+
+    async def models(self) -> list[ModelInfo]:
+        return _decode(await self._http.get("/v1/models"), ModelList).data
+
+    async def wait(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None,
+                   on_progress: Callable[[Job], None] | None = None) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.status in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
+            await asyncio.sleep(poll_s)
+
+    async def results(self, job_id: str, *, after: str | None = None, page_size: int = 1000) -> AsyncIterator[ResultLine]:
+        while True:
+            params = {"limit": page_size, **({"after": after} if after else {})}
+            lines, cursor = _page(await self._http.get(f"/v1/jobs/{job_id}/results", params=params))
+            if not lines:
+                return
+            for line in lines:
+                yield line
+            after = cursor

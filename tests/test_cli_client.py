@@ -1,0 +1,114 @@
+"""The `inferq` CLI (as a subprocess) and the Python clients against a running stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from inferq.client import AsyncClient, Client, InferqError
+from inferq.localstack import LocalStack
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+# examples/prompts.json names these models; here they all run the dummy engine
+MODELS = "".join(f'[models.{m}]\nengine = "dummy"\nmax_inflight = 32\n[models.{m}.options]\nlatency_ms = 2\n\n'
+                 for m in ("smol", "echo-small", "echo-medium", "echo-large"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli")
+    models = workdir / "models.toml"
+    models.write_text(MODELS)
+    with LocalStack(models, workdir=workdir / "stack") as running:
+        yield running
+
+
+def _cli(stack, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "INFERQ_URL": stack.base_url, "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "inferq.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_submit_wait_out_writes_one_line_per_prompt(stack, tmp_path):
+    out = tmp_path / "results.jsonl"
+    proc = _cli(stack, "submit", "examples/prompts.json", "--wait", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    expected = sorted(r["custom_id"] for r in json.loads((ROOT / "examples/prompts.json").read_text())["requests"])
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(l["custom_id"] for l in lines) == expected
+    assert all(l["status"] == "succeeded" for l in lines)
+    assert "completed: 24 succeeded" in proc.stdout
+    assert "smol" in proc.stderr and "6/6" in proc.stderr  # a progress bar per model, each ending at 6/6
+
+
+def test_submit_an_openai_batch_file_and_refuse_an_invalid_one(stack, tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"custom_id": f"b{i}", "method": "POST", "url": "/v1/chat/completions",
+                                        "body": {"model": "echo-small", "messages": [{"role": "user", "content": f"hi {i}"}]}}) + "\n"
+                            for i in range(5)))
+    out = tmp_path / "out.jsonl"
+    proc = _cli(stack, "submit", str(good), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "accepted as job" in proc.stdout and len(out.read_text().splitlines()) == 5
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(good.read_text().replace('"model": "echo-small"', '"model": "nope"', 1))
+    proc = _cli(stack, "submit", str(bad))
+    assert proc.returncode == 2 and "line 1: unknown model 'nope'" in proc.stderr
+
+
+def test_status_models_cancel_and_exit_codes(stack, tmp_path):
+    with Client(stack.base_url) as client:
+        job = client.submit([{"model": "echo-small", "prompt": "a b"}])
+        client.wait(job.id, poll_s=0.05)
+    status = _cli(stack, "status", job.id)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed"
+    models = _cli(stack, "models")
+    assert models.returncode == 0 and "echo-medium" in models.stdout
+    finished = _cli(stack, "cancel", job.id)
+    assert finished.returncode == 2 and "already completed" in finished.stderr
+    missing = _cli(stack, "status", "job_0000000000000000000000000a")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{nope")
+    assert _cli(stack, "submit", str(bad_json)).returncode == 2
+    unreachable = subprocess.run([sys.executable, "-m", "inferq.cli", "models", "--url", "http://127.0.0.1:9"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert unreachable.returncode == 1 and "cannot reach inferq" in unreachable.stderr
+    for command in ("submit", "status", "results", "cancel", "models", "up"):
+        assert _cli(stack, command, "--help").returncode == 0
+
+
+def test_python_clients_submit_wait_iterate_and_cancel(stack):
+    seen = []
+    with Client(stack.base_url) as client:
+        job = client.submit([{"custom_id": f"c{i}", "model": "echo-large", "prompt": f"w{i} x"} for i in range(50)],
+                            metadata={"via": "client"}, idempotency_key="client-test")
+        again = client.submit([{"custom_id": f"c{i}", "model": "echo-large", "prompt": f"w{i} x"} for i in range(50)],
+                              metadata={"via": "client"}, idempotency_key="client-test")
+        assert again.id == job.id
+        done = client.wait(job.id, poll_s=0.05, on_progress=lambda j: seen.append(j.request_counts.succeeded))
+        assert done.status == "completed" and seen[-1] == 50 and seen == sorted(seen)
+        lines = list(client.results(job.id, page_size=7))
+        assert sorted(l.custom_id for l in lines) == sorted(f"c{i}" for i in range(50))
+        with pytest.raises(InferqError) as err:
+            client.submit([{"model": "nope", "prompt": "x"}])
+        assert err.value.status == 422 and err.value.error.field == "requests[0].model"
+        assert {m.id for m in client.models()} == {"smol", "echo-small", "echo-medium", "echo-large"}
+
+    async def run_async():
+        async with AsyncClient(stack.base_url) as client:
+            job = await client.submit(body={"prompts": [{"id": "p1", "model": "smol", "prompt": "x y"}]})
+            done = await client.wait(job.id, poll_s=0.05)
+            lines = [l async for l in client.results(job.id)]
+            with pytest.raises(InferqError):
+                await client.cancel(job.id)
+            return done, lines
+
+    done, lines = asyncio.run(run_async())
+    assert done.status == "completed" and [l.custom_id for l in lines] == ["p1"]
