@@ -1,10 +1,11 @@
-# `make demo` runs the local demo; `make test` runs the test suite. Both set up .venv themselves.
+# `make demo` runs the local demo; `make test` runs the test suite; `make bench` the benchmark.
+# Each sets up .venv itself.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install deploy clean
+.PHONY: demo test bench install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,12 +15,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	$(BIN)/python -m pytest -q -ra
+
+# Baselines (raw Redis streams, arq) and inferq in one run: table, bench/results/<date>.json and .png.
+bench: $(VENV)/.bench
+	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
+	$(BIN)/python bench/run.py
 
 # Deploy the GPU workers of every vllm (or scaling.backend = "modal") model in $(INFERQ_MODELS) to Modal.
 deploy: $(STAMP)

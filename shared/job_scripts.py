@@ -49,96 +49,158 @@ return {'ok', job_id, '', ''}
 """
 
 MARK_STARTED = """
--- KEYS: (job, reqs) pairs. ARGV[1] = now ms, then (request_id, model) pairs.
--- Returns one verdict per request: 'run', or why it must not run: 'cancelled' / 'expired'
--- (its job is being stopped), 'gone' (its job is finished or no longer exists).
-local now = ARGV[1]
-local verdicts = {}
-local a = 2
-for k = 1, #KEYS, 2 do
-  local job, reqs = KEYS[k], KEYS[k + 1]
-  local rid, model = ARGV[a], ARGV[a + 1]
-  a = a + 2
-  local st = redis.call('HGET', job, 'status')
-  if st == 'queued' or st == 'in_progress' then
-    if redis.call('HSETNX', reqs, rid, 'r') == 1 then
-      redis.call('HINCRBY', job, 'running', 1)
-      redis.call('HINCRBY', job, 'm:' .. model .. ':running', 1)
-      if st == 'queued' then
-        redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now)
-      end
-    end
-    verdicts[#verdicts + 1] = 'run'
-  elseif st == 'cancelling' then
-    verdicts[#verdicts + 1] = 'cancelled'
-  elseif st == 'expiring' then
-    verdicts[#verdicts + 1] = 'expired'
-  else
-    verdicts[#verdicts + 1] = 'gone'
+-- KEYS: (job, reqs) per job. ARGV[1] now ms, ARGV[2] msgpack: per job, in KEYS order, a list of
+-- (request_id, model). Returns, per job, one verdict per request: 'run', or why it must not run:
+-- 'cancelled' / 'expired' (its job is being stopped), 'gone' (finished or no longer exists).
+-- A request already marked (a redelivery) is not counted again but still answers 'run'.
+-- HMGET / HSET over many fields, in slices (Lua's unpack has a stack limit).
+local function hmget_all(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for k = 1, #part do out[i + k - 1] = part[k] end
+  end
+  return out
+end
+local function hset_all(key, pairs_list)
+  for i = 1, #pairs_list, 1000 do
+    redis.call('HSET', key, unpack(pairs_list, i, math.min(i + 999, #pairs_list)))
   end
 end
-return verdicts
+local now = ARGV[1]
+local groups = cmsgpack.unpack(ARGV[2])
+local out = {}
+for g = 1, #groups do
+  local job, reqs, items = KEYS[2 * g - 1], KEYS[2 * g], groups[g]
+  local st = redis.call('HGET', job, 'status')
+  local verdict = 'gone'
+  if st == 'queued' or st == 'in_progress' then verdict = 'run'
+  elseif st == 'cancelling' then verdict = 'cancelled'
+  elseif st == 'expiring' then verdict = 'expired' end
+  local verdicts = {}
+  for i = 1, #items do verdicts[i] = verdict end
+  out[g] = verdicts
+  if verdict == 'run' then
+    local rids = {}
+    for i = 1, #items do rids[i] = items[i][1] end
+    local states = hmget_all(reqs, rids)
+    local marks, running, seen = {}, {}, {}
+    for i = 1, #items do
+      local rid, model = items[i][1], items[i][2]
+      if not states[i] and not seen[rid] then
+        seen[rid] = true
+        marks[#marks + 1] = rid
+        marks[#marks + 1] = 'r'
+        running[model] = (running[model] or 0) + 1
+      end
+    end
+    if #marks > 0 then
+      hset_all(reqs, marks)
+      redis.call('HINCRBY', job, 'running', #marks / 2)
+      for model, n in pairs(running) do redis.call('HINCRBY', job, 'm:' .. model .. ':running', n) end
+      if st == 'queued' then redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now) end
+    end
+  end
+end
+return out
 """
 
 RECORD_RESULTS = """
+-- Apply a batch of results, grouped by job, and acknowledge their results-stream entries.
 -- KEYS[1] results stream, KEYS[2] events stream, KEYS[3] backlog total, KEYS[4] deadlines,
--- then (job, reqs, job_results, model flow) quadruples.
--- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, event_field, n_ack, ack ids...,
---       then per result: request_id, model, status, prompt_tokens, completion_tokens, line, error code.
+--      then (job, reqs, job_results) per job, then the flow hash of each model.
+-- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, event_field, then msgpack
+--       {ack ids, model names (in flow-key order), per job: list of (request_id, model index,
+--       status, prompt_tokens, completion_tokens, line, error code)}.
+-- Counters are summed in Lua and written once per job and field: per-result Redis calls are only
+-- the duplicate check (one HMGET per job) and the result line's XADD.
+-- HMGET / HSET over many fields, in slices (Lua's unpack has a stack limit).
+local function hmget_all(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for k = 1, #part do out[i + k - 1] = part[k] end
+  end
+  return out
+end
+local function hset_all(key, pairs_list)
+  for i = 1, #pairs_list, 1000 do
+    redis.call('HSET', key, unpack(pairs_list, i, math.min(i + 999, #pairs_list)))
+  end
+end
 local group, now, now_iso, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local maxlen, source, event_field, nack = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
-for i = 9, 8 + nack, 500 do
-  redis.call('XACK', KEYS[1], group, unpack(ARGV, i, math.min(i + 499, 8 + nack)))
+local maxlen, source, event_field = ARGV[5], ARGV[6], ARGV[7]
+local batch = cmsgpack.unpack(ARGV[8])
+local acks, models, jobs = batch[1], batch[2], batch[3]
+for i = 1, #acks, 500 do
+  redis.call('XACK', KEYS[1], group, unpack(acks, i, math.min(i + 499, #acks)))
 end
 local final_status = {queued = 'completed', in_progress = 'completed', cancelling = 'cancelled', expiring = 'expired'}
-local a = 9 + nack
+local flow_base = 4 + 3 * #jobs
+local unfinished = {}
 local applied = 0
 local finished = {}
-for k = 5, #KEYS, 4 do
-  local job, reqs, res, flow = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local rid, model, status = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local pt, ct, line, code = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
-  a = a + 7
+for j = 1, #jobs do
+  local job, reqs, res = KEYS[2 + 3 * j], KEYS[3 + 3 * j], KEYS[4 + 3 * j]
+  local items = jobs[j]
   local js = redis.call('HGET', job, 'status')
   if final_status[js] then
-    local state = redis.call('HGET', reqs, rid)
-    if state ~= 'd' then
-      redis.call('HSET', reqs, rid, 'd')
-      if state == 'r' then
-        redis.call('HINCRBY', job, 'running', -1)
-        redis.call('HINCRBY', job, 'm:' .. model .. ':running', -1)
+    local rids = {}
+    for i = 1, #items do rids[i] = items[i][1] end
+    local states = hmget_all(reqs, rids)
+    local marks, incr, seen = {}, {}, {}
+    local n = 0
+    for i = 1, #items do
+      local it = items[i]
+      local rid, m, status = it[1], it[2], it[3]
+      local model = models[m]
+      if states[i] ~= 'd' and not seen[rid] then
+        seen[rid] = true
+        marks[#marks + 1] = rid
+        marks[#marks + 1] = 'd'
+        if states[i] == 'r' then
+          incr['running'] = (incr['running'] or 0) - 1
+          incr['m:' .. model .. ':running'] = (incr['m:' .. model .. ':running'] or 0) - 1
+        end
+        incr[status] = (incr[status] or 0) + 1
+        local f = 'm:' .. model .. ':' .. status
+        incr[f] = (incr[f] or 0) + 1
+        if it[4] > 0 then incr['prompt_tokens'] = (incr['prompt_tokens'] or 0) + it[4] end
+        if it[5] > 0 then incr['completion_tokens'] = (incr['completion_tokens'] or 0) + it[5] end
+        local line_id = redis.call('XADD', res, '*', 'l', it[6])
+        if it[7] == 'max_attempts_exceeded' then
+          redis.call('HSET', job, 'dl:' .. rid, line_id)  -- lets an operator requeue it
+        end
+        unfinished[m] = (unfinished[m] or 0) + 1
+        n = n + 1
       end
-      redis.call('HINCRBY', job, status, 1)
-      redis.call('HINCRBY', job, 'm:' .. model .. ':' .. status, 1)
-      if pt > 0 then redis.call('HINCRBY', job, 'prompt_tokens', pt) end
-      if ct > 0 then redis.call('HINCRBY', job, 'completion_tokens', ct) end
-      local line_id = redis.call('XADD', res, '*', 'l', line)
-      if code == 'max_attempts_exceeded' then
-        redis.call('HSET', job, 'dl:' .. rid, line_id)  -- lets an operator requeue it
+    end
+    if n > 0 then
+      hset_all(reqs, marks)
+      for field, delta in pairs(incr) do
+        if delta ~= 0 then redis.call('HINCRBY', job, field, delta) end
       end
-      redis.call('HINCRBY', flow, 'unfinished', -1)
-      redis.call('DECR', KEYS[3])
       if js == 'queued' then
         redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now)
       end
-      applied = applied + 1
-      local done = redis.call('HINCRBY', job, 'done', 1)
+      applied = applied + n
+      local done = redis.call('HINCRBY', job, 'done', n)
       if done >= tonumber(redis.call('HGET', job, 'total')) then
         local final = final_status[js]
         redis.call('HSET', job, 'status', final, 'ended_ms', now)
         local h = redis.call('HMGET', job, 'id', 'total', 'succeeded', 'failed', 'cancelled', 'expired',
                              'prompt_tokens', 'completion_tokens', 'created_ms')
-        local function n(v) return tonumber(v) or 0 end
+        local function num(v) return tonumber(v) or 0 end
         local event = cjson.encode({
           specversion = '1.0', id = h[1] .. '.' .. final .. '.' .. now, source = source,
           type = 'dev.inferq.job.' .. final, subject = h[1], time = now_iso,
           datacontenttype = 'application/json',
           data = {
             id = h[1], object = 'job', status = final,
-            request_counts = {total = n(h[2]), queued = 0, running = 0, succeeded = n(h[3]),
-                              failed = n(h[4]), cancelled = n(h[5]), expired = n(h[6])},
-            usage = {prompt_tokens = n(h[7]), completion_tokens = n(h[8])},
-            created_at = math.floor(n(h[9]) / 1000), ended_at = math.floor(tonumber(now) / 1000)
+            request_counts = {total = num(h[2]), queued = 0, running = 0, succeeded = num(h[3]),
+                              failed = num(h[4]), cancelled = num(h[5]), expired = num(h[6])},
+            usage = {prompt_tokens = num(h[7]), completion_tokens = num(h[8])},
+            created_at = math.floor(num(h[9]) / 1000), ended_at = math.floor(tonumber(now) / 1000)
           }
         })
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, event_field, event)
@@ -152,6 +214,12 @@ for k = 5, #KEYS, 4 do
     end
   end
 end
+local total = 0
+for m, n in pairs(unfinished) do
+  redis.call('HINCRBY', KEYS[flow_base + m], 'unfinished', -n)
+  total = total + n
+end
+if total > 0 then redis.call('DECRBY', KEYS[3], total) end
 return {applied, finished}
 """
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import msgspec
 import redis.asyncio as aioredis
 
-from shared import job_scripts
+from shared import job_scripts, luapack
 from shared.api import Job, RequestCounts, Usage
 from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, Keys
 
@@ -140,12 +140,20 @@ class JobStore:
         Repeated marks (redeliveries) are no-ops that still answer 'run'."""
         if not started:
             return []
+        by_job: dict[str, list[int]] = {}
+        for i, (job_id, _, _) in enumerate(started):
+            by_job.setdefault(job_id, []).append(i)
         keys: list[str] = []
-        args: list[str | int] = [now_ms or _now_ms()]
-        for job_id, rid, model in started:
+        groups: list[list[tuple[str, str]]] = []
+        for job_id, idx in by_job.items():
             keys += (self.keys.job(job_id), self.keys.job_requests(job_id))
-            args += (rid, model)
-        return [v.decode() for v in await self._mark_started(keys=keys, args=args)]
+            groups.append([(started[i][1], started[i][2]) for i in idx])
+        replies = await self._mark_started(keys=keys, args=[now_ms or _now_ms(), luapack.pack(groups)])
+        verdicts = [""] * len(started)
+        for idx, answers in zip(by_job.values(), replies):
+            for i, v in zip(idx, answers):
+                verdicts[i] = v.decode()
+        return verdicts
 
     async def record_results(
         self, group: str, ack_ids: list[bytes], records: list[ResultRecord]
@@ -155,14 +163,18 @@ class JobStore:
         Returns (results applied, [(job id, final status)] of the jobs this call finished). A result
         whose request already has one, or whose job is finished or gone, is acknowledged and ignored."""
         now = time.time()
-        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines]
-        args: list[str | int | bytes] = [
-            group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, EVENT_FIELD,
-            len(ack_ids), *ack_ids,
-        ]
+        models: dict[str, int] = {}
+        jobs: dict[str, list] = {}
         for rec in records:
-            keys += (*self.keys.job_keys(rec.job_id), self.keys.flow(rec.model))
-            args += (rec.request_id, rec.model, rec.status, rec.prompt_tokens, rec.completion_tokens, rec.line, rec.error_code)
+            m = models.setdefault(rec.model, len(models) + 1)
+            jobs.setdefault(rec.job_id, []).append(
+                (rec.request_id, m, rec.status, rec.prompt_tokens, rec.completion_tokens, luapack.lua_bytes(rec.line), rec.error_code))
+        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines]
+        for job_id in jobs:
+            keys += self.keys.job_keys(job_id)
+        keys += (self.keys.flow(m) for m in models)
+        batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], list(models), list(jobs.values())])
+        args = [group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, EVENT_FIELD, batch]
         applied, finished = await self._record_results(keys=keys, args=args)
         pairs = [v.decode() for v in finished]
         return int(applied), list(zip(pairs[::2], pairs[1::2]))

@@ -226,19 +226,28 @@ class Router(BatchConsumer):
         self._waiting = self._waiting or n > 0
         return n
 
-    async def feed(self, model: ModelConfig) -> tuple[int, int, bool, int]:
-        """Move what flow control allows for one model: (interactive moved, batch moved, paused, queues waiting)."""
+    def _feed_call(self, model: ModelConfig) -> tuple[list[str], list]:
         name = model.name
         keys = [*self.keys.model_streams(name), *(self.keys.staging_ring(name, lane) for lane in LANES), self.keys.flow(name)]
         args = [WORKER_GROUP, PAYLOAD_FIELD, model.high_watermark, model.low_watermark, self.max_move, model.flow.quantum]
+        return keys, args
+
+    async def feed(self, model: ModelConfig) -> tuple[int, int, bool, int]:
+        """Move what flow control allows for one model: (interactive moved, batch moved, paused, queues waiting)."""
+        keys, args = self._feed_call(model)
         moved_i, moved_b, paused, waiting = await self._feed(keys=keys, args=args)
         self.routed += moved_i + moved_b
         return int(moved_i), int(moved_b), bool(paused), int(waiting)
 
     async def feed_all(self) -> None:
-        moving = waiting = False
+        """Feed every model in one round trip (one script call per model, pipelined)."""
+        pipe = self.r.pipeline(transaction=False)
         for model in self.models.models.values():
-            moved_i, moved_b, _, queues = await self.feed(model)
+            keys, args = self._feed_call(model)
+            await self._feed(keys=keys, args=args, client=pipe)
+        moving = waiting = False
+        for moved_i, moved_b, _, queues in await pipe.execute():
+            self.routed += moved_i + moved_b
             moving = moving or moved_i + moved_b > 0
             waiting = waiting or queues > 0
         self._moving, self._waiting = moving, waiting

@@ -7,23 +7,26 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aioredis
 
+from shared import luapack
 from shared.deadletters import META_FIELD
 from shared.keys import DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP, Keys
 
 _PUBLISH = """
 -- KEYS: the model's lane streams..., results stream, dead-letter stream.
--- ARGV: group, payload field, drop field, reason field, meta field, then per entry 7 values:
---   lane stream index, entry id, result ('' none), dropped request ('' none), drop reason,
---   dead-letter payload ('' none), dead-letter meta.
+-- ARGV: group, payload field, drop field, reason field, meta field, then msgpack: a list of
+--   (lane stream index, entry id, result ('' none), dropped request ('' none), drop reason,
+--    dead-letter payload ('' none), dead-letter meta) per entry.
 -- Nothing happens for an entry that is no longer pending here (another worker reclaimed it).
 local results, dead = KEYS[#KEYS - 1], KEYS[#KEYS]
 local group, pf, xf, rf, mf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local outcomes = cmsgpack.unpack(ARGV[6])
 local published = 0
-for i = 6, #ARGV, 7 do
-  if redis.call('XACK', KEYS[tonumber(ARGV[i])], group, ARGV[i + 1]) == 1 then
-    if ARGV[i + 2] ~= '' then redis.call('XADD', results, '*', pf, ARGV[i + 2]) end
-    if ARGV[i + 3] ~= '' then redis.call('XADD', results, '*', xf, ARGV[i + 3], rf, ARGV[i + 4]) end
-    if ARGV[i + 5] ~= '' then redis.call('XADD', dead, '*', pf, ARGV[i + 5], mf, ARGV[i + 6]) end
+for i = 1, #outcomes do
+  local o = outcomes[i]
+  if redis.call('XACK', KEYS[o[1]], group, o[2]) == 1 then
+    if o[3] ~= '' then redis.call('XADD', results, '*', pf, o[3]) end
+    if o[4] ~= '' then redis.call('XADD', results, '*', xf, o[4], rf, o[5]) end
+    if o[6] ~= '' then redis.call('XADD', dead, '*', pf, o[6], mf, o[7]) end
     published = published + 1
   end
 end
@@ -66,9 +69,10 @@ class ResultPublisher:
         self._hand_back = r.register_script(_HAND_BACK)
 
     async def publish(self, batch: list[Outcome]) -> int:
-        args: list[bytes | str | int] = [WORKER_GROUP, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD, META_FIELD]
-        for o in batch:
-            args += (o.lane + 1, o.entry_id, o.result, o.dropped, o.reason, o.dead, o.dead_meta)
+        b = luapack.lua_bytes
+        outcomes = [(o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta))
+                    for o in batch]
+        args = [WORKER_GROUP, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD, META_FIELD, luapack.pack(outcomes)]
         return int(await self._script(keys=self.keys, args=args))
 
     async def hand_back(self, lane: int, entries: list[tuple[bytes, bytes]]) -> int:

@@ -207,7 +207,8 @@ class InferenceWorker:
             while True:
                 attempt += 1
                 try:
-                    gen = await asyncio.wait_for(self.engine.generate(req), self.model.request_timeout_s)
+                    async with asyncio.timeout(self.model.request_timeout_s):  # no extra task, unlike wait_for
+                        gen = await self.engine.generate(req)
                     output = Output(text=gen.text, finish_reason=gen.finish_reason)
                     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
                     break

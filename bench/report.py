@@ -1,0 +1,70 @@
+"""The benchmark's outputs: a table on stdout, a JSON record and a PNG (throughput against the
+baselines, latency CDF)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def table(res: dict) -> str:
+    b, q = res["baselines"], res["inferq"]
+    hop, arq = b["raw_hop"], b["arq_per_prompt"]
+    lat, mem = q["latency"], q["dispatcher_memory"]
+    rows = [
+        ("baseline: raw pipelined XADD", f"{b['raw_xadd']:,.0f} msg/s", ""),
+        ("baseline: one raw stream hop", f"{hop:,.0f} msg/s", ""),
+        ("baseline: arq, one job per prompt", f"{arq:,.0f} jobs/s", ""),
+        (f"ingest acceptance ({q['job_requests']:,}-request job)", f"{q['ingest_rps']:,.0f} req/s",
+         f"{q['ingest_rps'] / b['raw_xadd']:.2f} × raw XADD (target ≥ 50,000 req/s)"),
+        ("end to end (POST sent → last result recorded)", f"{q['e2e_rps']:,.0f} req/s",
+         f"{q['e2e_rps'] / hop:.2f} × raw hop (target ≥ 0.5); {q['e2e_rps'] / arq:,.0f} × arq (target ≥ 20)"),
+        (f"latency at {lat['achieved_rps']:,.0f} req/s open loop", f"p50 {lat['p50_ms']:.0f} ms",
+         f"p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms (target p50 ≤ 5 ms)"),
+        (f"dispatcher RSS, backlog {mem['backlog']:,}", f"{mem['rss_at_full_mb']:.1f} MiB",
+         f"idle {mem['idle_rss_mb']:.1f}, at 10% {mem['rss_at_10pct_mb']:.1f}, peak {mem['peak_rss_mb']:.1f} MiB; "
+         f"Redis {mem['redis_used_mb']:,.0f} MiB"),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"{'measure':<{w0}}  {'figure':>{w1}}  ratio / detail", "-" * (w0 + w1 + 40)]
+    lines += [f"{a:<{w0}}  {b_:>{w1}}  {c}" for a, b_, c in rows]
+    return "\n".join(lines)
+
+
+def write_json(res: dict, path: Path) -> None:
+    slim = json.loads(json.dumps(res))
+    slim["inferq"]["latency"].pop("latencies_ms", None)
+    path.write_text(json.dumps(slim, indent=2) + "\n")
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b, q = res["baselines"], res["inferq"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = ["raw XADD\n(pipelined)", "raw stream\nhop", "arq, job\nper prompt", "inferq\ningest", "inferq\nend to end"]
+    values = [b["raw_xadd"], b["raw_hop"], b["arq_per_prompt"], q["ingest_rps"], q["e2e_rps"]]
+    colors = ["#9aa", "#9aa", "#c88", "#48a", "#48a"]
+    bars = ax1.bar(names, values, color=colors)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("messages / requests per second (log)")
+    ax1.set_title("Throughput against baselines (same run)")
+    for bar, v in zip(bars, values):
+        ax1.text(bar.get_x() + bar.get_width() / 2, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+    lat = sorted(q["latency"]["latencies_ms"])
+    n = len(lat)
+    ax2.plot(lat, [(i + 1) / n for i in range(n)], color="#48a")
+    ax2.set_xscale("symlog", linthresh=10)
+    ax2.set_xlabel("submit → result recorded (ms)")
+    ax2.set_ylabel("share of requests")
+    ax2.set_title(f"Latency CDF at {q['latency']['achieved_rps']:,.0f} req/s open loop")
+    for p in ("p50", "p99"):
+        ax2.axvline(q["latency"][f"{p}_ms"], ls="--", lw=0.8, color="#888")
+        ax2.text(q["latency"][f"{p}_ms"], 0.05, p, fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
