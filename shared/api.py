@@ -19,6 +19,26 @@ JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelling"
 CompletionWindow = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")]
 RequestStatus = Literal["succeeded", "failed", "cancelled", "expired"]
 Priority = Literal["interactive", "batch"]
+# Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
+EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
+JOB_EVENT_TYPES = ("job.completed", "job.failed", "job.cancelled", "job.expired")
+WebhookUrl = Annotated[str, Meta(min_length=8, max_length=2048, description="https URL that receives the events")]
+
+
+class JobWebhook(Struct, forbid_unknown_fields=True, kw_only=True):
+    """`webhook` of a job: an endpoint for that job's events only. `request.completed` is opt-in."""
+
+    url: WebhookUrl
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(default_factory=lambda: list(JOB_EVENT_TYPES))
+
+
+class JobWebhookInfo(Struct, kw_only=True, omit_defaults=True):
+    """A job's own webhook endpoint; `secret` (for verifying signatures) only in the 202 reply."""
+
+    id: str
+    url: str
+    events: list[str]
+    secret: str | None = None
 
 
 class ChatMessage(Struct, forbid_unknown_fields=True):
@@ -66,6 +86,8 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
         Meta(max_length=16),
     ] = {}
+    # Signed callbacks for this job's events (see /v1/webhooks for endpoints that get every job's).
+    webhook: JobWebhook | None = None
 
 
 class RequestCounts(Struct, kw_only=True):
@@ -101,6 +123,7 @@ class Job(Struct, kw_only=True):
     models: dict[str, RequestCounts]
     usage: Usage
     metadata: dict[str, str]
+    webhook: JobWebhookInfo | None = None
 
 
 class Output(Struct, kw_only=True):
@@ -123,6 +146,8 @@ class DeadLetter(Struct, kw_only=True, omit_defaults=True):
     model: str | None = None
     lane: str | None = None
     requeueable: bool = False
+    webhook_id: str | None = None  # a webhook delivery that gave up: redeliver it from /v1/webhooks
+    delivery_id: str | None = None
 
 
 class DeadLetterList(Struct, kw_only=True):

@@ -31,3 +31,15 @@ def request_id(job_id: str, index: int) -> str:
 def new_file_id() -> str:
     """`file-` + the same time-ordered random id as jobs."""
     return "file-" + new_job_id()[4:]
+
+
+def new_webhook_id() -> str:
+    return "wh_" + new_job_id()[4:]
+
+
+def delivery_id(event_id: str, endpoint_id: str) -> str:
+    """Derived, not random: an event redelivered to the fan-out (after a crash) maps to the same
+    delivery, and receivers see the same webhook-id on every attempt."""
+    import hashlib
+
+    return "msg_" + hashlib.sha256(f"{event_id}\n{endpoint_id}".encode()).hexdigest()[:26]

@@ -111,7 +111,9 @@ RECORD_RESULTS = """
 --      then (job, reqs, job_results) per job, then the flow hash of each model.
 -- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, event_field, then msgpack
 --       {ack ids, model names (in flow-key order), per job: list of (request_id, model index,
---       status, prompt_tokens, completion_tokens, line, error code)}.
+--       status, prompt_tokens, completion_tokens, line, error code), job ids (in KEYS order)}.
+-- Each applied result also appends its request.completed event, and the last one of a job the
+-- job's event, to the events stream.
 -- Counters are summed in Lua and written once per job and field: per-result Redis calls are only
 -- the duplicate check (one HMGET per job) and the result line's XADD.
 -- HMGET / HSET over many fields, in slices (Lua's unpack has a stack limit).
@@ -131,7 +133,7 @@ end
 local group, now, now_iso, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local maxlen, source, event_field = ARGV[5], ARGV[6], ARGV[7]
 local batch = cmsgpack.unpack(ARGV[8])
-local acks, models, jobs = batch[1], batch[2], batch[3]
+local acks, models, jobs, job_ids = batch[1], batch[2], batch[3], batch[4]
 for i = 1, #acks, 500 do
   redis.call('XACK', KEYS[1], group, unpack(acks, i, math.min(i + 499, #acks)))
 end
@@ -168,6 +170,11 @@ for j = 1, #jobs do
         if it[4] > 0 then incr['prompt_tokens'] = (incr['prompt_tokens'] or 0) + it[4] end
         if it[5] > 0 then incr['completion_tokens'] = (incr['completion_tokens'] or 0) + it[5] end
         local line_id = redis.call('XADD', res, '*', 'l', it[6])
+        -- the request.completed CloudEvent (same bytes as shared.events.request_event_json)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field,
+          '{"specversion":"1.0","id":"' .. rid .. '","source":"' .. source ..
+          '","type":"com.inferq.request.completed","subject":"' .. job_ids[j] .. '","time":"' .. now_iso ..
+          '","datacontenttype":"application/json","data":' .. it[6] .. '}')
         if it[7] == 'max_attempts_exceeded' then
           redis.call('HSET', job, 'dl:' .. rid, line_id)  -- lets an operator requeue it
         end
@@ -193,17 +200,18 @@ for j = 1, #jobs do
         local function num(v) return tonumber(v) or 0 end
         local event = cjson.encode({
           specversion = '1.0', id = h[1] .. '.' .. final .. '.' .. now, source = source,
-          type = 'dev.inferq.job.' .. final, subject = h[1], time = now_iso,
+          type = 'com.inferq.job.' .. final, subject = h[1], time = now_iso,
           datacontenttype = 'application/json',
           data = {
             id = h[1], object = 'job', status = final,
             request_counts = {total = num(h[2]), queued = 0, running = 0, succeeded = num(h[3]),
                               failed = num(h[4]), cancelled = num(h[5]), expired = num(h[6])},
             usage = {prompt_tokens = num(h[7]), completion_tokens = num(h[8])},
-            created_at = math.floor(num(h[9]) / 1000), ended_at = math.floor(tonumber(now) / 1000)
+            created_at = math.floor(num(h[9]) / 1000), ended_at = math.floor(tonumber(now) / 1000),
+            results_url = '/v1/jobs/' .. h[1] .. '/results'
           }
         })
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, event_field, event)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
         redis.call('ZREM', KEYS[4], h[1])
         redis.call('DEL', reqs)
         redis.call('EXPIRE', job, ttl)

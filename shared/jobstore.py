@@ -18,12 +18,12 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared import job_scripts, luapack
-from shared.api import Job, RequestCounts, Usage
+from shared.api import Job, JobWebhookInfo, RequestCounts, Usage
+from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, Keys
 
 TERMINAL_REQUEST_STATES = ("succeeded", "failed", "cancelled", "expired")
 TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired")
-EVENT_SOURCE = "/inferq/jobs"
 EVENTS_MAXLEN = 1_000_000
 NO_LIMIT = 2**62
 
@@ -91,6 +91,7 @@ class JobStore:
         model_limits: dict[str, int] | None = None,
         global_limit: int = NO_LIMIT,
         idempotency: tuple[str, str, str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> str:
         """Check the idempotency key and admission limits, then write the job record with all its
         ingest entries, in one Lua script: either the whole job exists, with every request queued,
@@ -112,6 +113,7 @@ class JobStore:
         }
         for model, n in model_totals.items():
             record[f"m:{model}:total"] = n
+        record.update(extra or {})
         models = sorted(model_totals)
         limits = model_limits or {}
         idem_key, idem_value = self.keys.job(job_id), ""
@@ -173,7 +175,7 @@ class JobStore:
         for job_id in jobs:
             keys += self.keys.job_keys(job_id)
         keys += (self.keys.flow(m) for m in models)
-        batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], list(models), list(jobs.values())])
+        batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], list(models), list(jobs.values()), list(jobs)])
         args = [group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, EVENT_FIELD, batch]
         applied, finished = await self._record_results(keys=keys, args=args)
         pairs = [v.decode() for v in finished]
@@ -258,6 +260,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         models={m: counts(f"m:{m}:") for m in models},
         usage=Usage(prompt_tokens=int(h.get("prompt_tokens", 0)), completion_tokens=int(h.get("completion_tokens", 0))),
         metadata=msgspec.json.decode(h.get("metadata", "{}"), type=dict[str, str]),
+        webhook=msgspec.json.decode(h["webhook"], type=JobWebhookInfo) if "webhook" in h else None,
     )
 
 

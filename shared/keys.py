@@ -11,6 +11,7 @@ from __future__ import annotations
 ROUTER_GROUP = "router"
 COLLECTOR_GROUP = "collector"
 WORKER_GROUP = "workers"
+WEBHOOK_GROUP = "webhooks"  # on the events stream: turns events into webhook deliveries
 
 # Priority lanes, highest first: workers always read `interactive` before `batch`.
 LANES = ("interactive", "batch")
@@ -21,7 +22,8 @@ PAYLOAD_FIELD = "d"
 # (`cancelled`, `expired`, `max_attempts_exceeded`). The collector turns it into a result line.
 DROP_FIELD = "x"
 REASON_FIELD = "r"
-# Field of the public events stream that carries one CloudEvents 1.0 JSON document.
+# Field of the public events stream that carries one CloudEvents 1.0 JSON document; the entry also
+# has `type` (e.g. job.completed) and `job` (the job id), so consumers can filter without parsing.
 EVENT_FIELD = "event"
 
 
@@ -47,6 +49,8 @@ class Keys:
         self.scaler_leader = f"{prefix}:scaling:leader"
         # arq's job queue for the dispatcher's deferred work.
         self.arq_queue = f"{prefix}:arq:queue"
+        # Webhook deliveries waiting for their next attempt (sorted set, score = due ms).
+        self.webhook_due = f"{prefix}:webhooks:due"
 
     def model_stream(self, model: str, lane: str) -> str:
         """What workers of `model` consume; the router keeps its backlog under the high watermark."""
@@ -91,6 +95,26 @@ class Keys:
     def batches_index(self, tenant: str) -> str:
         """Sorted set of a tenant's batch ids by creation time."""
         return f"{self.prefix}:batches:{tenant}"
+
+    def webhook(self, endpoint_id: str) -> str:
+        """String: a webhook endpoint (JSON, with its signing secrets)."""
+        return f"{self.prefix}:webhook:{endpoint_id}"
+
+    def webhooks_index(self, tenant: str) -> str:
+        """Sorted set of a tenant's webhook endpoint ids by creation time."""
+        return f"{self.prefix}:webhooks:{tenant}"
+
+    def webhooks_version(self, tenant: str) -> str:
+        """Counter bumped by every change to a tenant's endpoints: readers reload when it moves."""
+        return f"{self.prefix}:webhooks:{tenant}:version"
+
+    def webhook_delivery(self, delivery_id: str) -> str:
+        """String: one webhook delivery (JSON: event payload, status, attempts)."""
+        return f"{self.prefix}:whdelivery:{delivery_id}"
+
+    def webhook_deliveries(self, endpoint_id: str) -> str:
+        """Sorted set of an endpoint's delivery ids by creation time."""
+        return f"{self.prefix}:webhook:{endpoint_id}:deliveries"
 
     def job(self, job_id: str) -> str:
         """Hash: the job record (status, counts, usage, timestamps, metadata)."""

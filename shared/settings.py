@@ -35,6 +35,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ... and an entry delivered more often than this (its consumers keep dying) is dead-lettered.
     max_deliveries: int = 5
     log_level: str = "INFO"
+    # Webhooks: seconds before each attempt (the first is the delay after the event), per timeout,
+    # and whether private addresses and plain http are allowed (both off: SSRF protection).
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_s: float = 15.0
+    webhook_allow_private: bool = False
+    webhook_allow_http: bool = False
+
+    def retry_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_schedule.split(",")]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -48,6 +57,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if raw is None or raw == "":
                 continue
             try:
+                if field.type is bool:
+                    if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                        raise ValueError
+                    values[field.name] = raw.lower() in ("1", "true", "yes", "on")
+                    continue
                 values[field.name] = field.type(raw) if field.type is not str else raw
             except ValueError:
                 raise SettingsError(
@@ -57,6 +71,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("port", "max_requests_per_job", "max_body_bytes", "job_ttl_s", "max_backlog", "retry_after_s", "max_deliveries"):
             if getattr(settings, name) <= 0:
                 raise SettingsError(f"INFERQ_{name.upper()} must be positive")
+        try:
+            schedule = settings.retry_schedule()
+        except ValueError:
+            schedule = []
+        if not schedule or any(x < 0 for x in schedule):
+            raise SettingsError("INFERQ_WEBHOOK_RETRY_SCHEDULE must be comma-separated non-negative seconds, e.g. 0,5,300")
+        if settings.webhook_timeout_s <= 0:
+            raise SettingsError("INFERQ_WEBHOOK_TIMEOUT_S must be positive")
         if ":" in settings.key_prefix or not settings.key_prefix:
             raise SettingsError("INFERQ_KEY_PREFIX must be non-empty and contain no ':'")
         return settings

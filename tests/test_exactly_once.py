@@ -110,10 +110,13 @@ async def test_collector_counts_each_request_once_and_completes_the_job_once(r, 
     assert (job.usage.prompt_tokens, job.usage.completion_tokens) == (9, 6)
     lines = await store.read_results("job_d", None, 100)
     assert sorted(json.loads(l)["request_id"] for _, l in lines) == ["req_0", "req_1", "req_2"]
-    events = await r.xrange(keys.events_stream)
-    assert len(events) == 1
-    event = json.loads(events[0][1][EVENT_FIELD.encode()])
-    assert event["specversion"] == "1.0" and event["type"] == "dev.inferq.job.completed" and event["subject"] == "job_d"
+    events = [json.loads(f[EVENT_FIELD.encode()]) for _, f in await r.xrange(keys.events_stream)]
+    # one event per request despite the redelivery, then the job's, once
+    assert [e["type"] for e in events] == ["com.inferq.request.completed"] * 3 + ["com.inferq.job.completed"]
+    assert sorted(e["id"] for e in events[:3]) == ["req_0", "req_1", "req_2"]
+    assert all(e["data"]["request_id"] == e["id"] and e["subject"] == "job_d" for e in events[:3])
+    event = events[3]
+    assert event["specversion"] == "1.0" and event["type"] == "com.inferq.job.completed" and event["subject"] == "job_d"
     assert event["data"]["request_counts"]["succeeded"] == 2 and event["data"]["request_counts"]["failed"] == 1
     assert (await r.xpending(keys.results_stream, COLLECTOR_GROUP))["pending"] == 0
     assert not await r.exists(keys.job_requests("job_d"))  # per-request state freed once the job is done

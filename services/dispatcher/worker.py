@@ -10,6 +10,8 @@ import asyncio
 import logging
 import os
 
+import httpx
+
 from arq import cron
 from arq.connections import RedisSettings
 
@@ -18,11 +20,14 @@ from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
+from services.dispatcher.webhook_delivery import deliver_webhook, schedule_deliveries
+from services.dispatcher.webhook_fanout import WebhookFanout
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import load_models
 from shared.redis_client import connect
 from shared.settings import Settings
+from shared.webhook_store import WebhookStore
 
 log = logging.getLogger("inferq.dispatcher")
 settings = Settings.from_env()
@@ -38,11 +43,16 @@ async def startup(ctx: dict) -> None:
     router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     collector = Collector(r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     autoscaler = Autoscaler(r, keys, models, _backends(r, keys, models))
+    webhooks = WebhookStore(r, keys)
+    fanout = WebhookFanout(r, keys, webhooks, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     ctx.update(
         keys=keys, models=models, stream_redis=r, jobs=jobs, stop=stop, router=router, collector=collector,
-        autoscaler=autoscaler,
+        autoscaler=autoscaler, webhooks=webhooks, settings=settings,
+        http=httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=200)),
         consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector"),
-                   asyncio.create_task(autoscaler.run(stop), name="autoscaler")],
+                   asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
+                   asyncio.create_task(fanout.run(stop), name="webhook-fanout"),
+                   asyncio.create_task(schedule_deliveries(webhooks, ctx["redis"], keys.arq_queue, stop), name="webhook-scheduler")],
     )
     for task in ctx["consumers"]:
         task.add_done_callback(_exit_if_failed)
@@ -96,6 +106,7 @@ async def shutdown(ctx: dict) -> None:
     local = ctx["autoscaler"].backends.get("local")
     if local is not None and not ctx.get("restarting"):  # workers this dispatcher started drain and stop with it
         await asyncio.to_thread(local.stop_all, settings.shutdown_grace_s + 10)
+    await ctx["http"].aclose()
     await ctx["stream_redis"].aclose()
     log.info("dispatcher stopped", extra={"routed": ctx["router"].routed, "results_applied": ctx["collector"].applied})
 
@@ -105,7 +116,9 @@ class WorkerSettings:
     queue_name = Keys(settings.key_prefix).arq_queue
     on_startup = startup
     on_shutdown = shutdown
-    functions: list = []
+    functions: list = [deliver_webhook]
+    max_jobs = 100  # concurrent webhook attempts
+    poll_delay = 0.1
     cron_jobs = [
         cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
         cron(expire_due_jobs, second=set(range(60)), unique=True, timeout=50),

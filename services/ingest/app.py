@@ -13,21 +13,22 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.ingest import openai_routes
+from services.ingest import job_events, openai_routes, webhook_routes
 from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.errors import ApiException, error_response, handle_api_exception, over_capacity
 from services.ingest.submission import plan_job
-from shared.api import ApiError, ApiErrorBody, DeadLetterList, Health, Job, JobCreate, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
+from shared.api import ApiError, ApiErrorBody, DeadLetterList, Health, Job, JobCreate, JobWebhookInfo, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
 from shared.deadletters import get_dead_letter, list_dead_letters
 from shared.jobstore import AdmissionRejected, IdempotencyConflict, JobStore, StopRefused
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
 from shared.redis_client import connect
 from shared.settings import Settings
+from shared.webhook_store import WebhookStore
 from shared.flow import model_queue, model_scaling
 
 log = logging.getLogger("inferq.ingest")
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         r = connect(settings.redis_url)
         app.state.redis = r
         app.state.jobs = JobStore(r, keys, settings.job_ttl_s)
+        app.state.webhooks = WebhookStore(r, keys)
         yield
         await r.aclose()
 
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(StarletteHTTPException, _http)
     openai_routes.install(app, settings, models, keys, DEFAULT_TENANT, model_limits)
+    webhook_routes.install(app, settings, keys, DEFAULT_TENANT)
     openapi.install(app)
 
     @app.post(
@@ -111,15 +114,25 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         plan = plan_job(body, models, settings.max_requests_per_job)
         jobs: JobStore = request.app.state.jobs
         idempotency = (DEFAULT_TENANT, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
+        extra = {"tenant": DEFAULT_TENANT}
+        hook = None
+        if plan.webhook is not None:
+            await webhook_routes.checked_url(plan.webhook.url, settings, "webhook.url")
+            hook = await request.app.state.webhooks.create(DEFAULT_TENANT, plan.webhook, job_id=plan.job_id)
+            extra.update(webhook_id=hook.id, webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode())
         try:
             job_id = await jobs.create(
                 plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks,
                 priority=plan.priority, expires_ms=plan.expires_ms, model_limits=model_limits,
-                global_limit=settings.max_backlog, idempotency=idempotency,
+                global_limit=settings.max_backlog, idempotency=idempotency, extra=extra,
             )
+            if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
+                await request.app.state.webhooks.delete(DEFAULT_TENANT, hook.id)
         except AdmissionRejected as exc:
+            await _drop_hook(request, hook)
             raise over_capacity(exc, settings.retry_after_s) from None
         except IdempotencyConflict as exc:
+            await _drop_hook(request, hook)
             raise ApiException(
                 409, f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
                 type="idempotency_conflict", field="Idempotency-Key",
@@ -141,6 +154,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
             models={m: RequestCounts(total=n, queued=n) for m, n in sorted(plan.model_totals.items())},
             usage=Usage(),
             metadata=plan.metadata,
+            webhook=JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events, secret=hook.secret) if hook else None,
         )
         return _json(job, 202)
 
@@ -266,6 +280,31 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
             headers={"Inferq-Next-Cursor": cursor, "Inferq-Job-Status": status, "Inferq-Result-Count": str(len(rows))},
         )
 
+    @app.get(
+        "/v1/jobs/{job_id}/events",
+        response_class=StreamingResponse,
+        summary="Follow a job's events live (Server-Sent Events)",
+        description=(
+            "One `request.completed` event per finished request (a CloudEvents 1.0 document, its id a results cursor), "
+            "then the job's own event (`job.completed`, `job.cancelled`, `job.expired`) with id `end`, then the stream "
+            "closes. Reconnect with `Last-Event-ID` to continue where it stopped."
+        ),
+        responses={200: {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **_ERRORS},
+    )
+    async def follow_job(
+        request: Request,
+        job_id: JobId,
+        last_event_id: Annotated[str | None, Header(description="Id of the last event received, to resume after it")] = None,
+    ) -> StreamingResponse:
+        if not job_events.valid_last_event_id(last_event_id):
+            raise ApiException(422, f"Last-Event-ID: {last_event_id!r} is not an event id of this stream", field="Last-Event-ID")
+        jobs: JobStore = request.app.state.jobs
+        if await jobs.status(job_id) is None:
+            raise _job_not_found(job_id)
+        stream = job_events.job_events(request, request.app.state.redis, keys, jobs, job_id, last_event_id)
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     @app.get("/v1/models", response_class=Response, summary="Configured models, their queues and replicas",
              responses={200: openapi.json_response(ModelList, "Models")})
     async def list_models(request: Request) -> Response:
@@ -291,6 +330,12 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         return _json(Health(status="ok"))
 
     return app
+
+
+async def _drop_hook(request: Request, hook) -> None:
+    """A job that was not created leaves no webhook endpoint behind."""
+    if hook is not None:
+        await request.app.state.webhooks.delete(DEFAULT_TENANT, hook.id)
 
 
 def _valid_cursor(cursor: str) -> bool:

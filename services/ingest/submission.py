@@ -7,7 +7,7 @@ import time
 import msgspec
 
 from services.ingest.errors import ApiException, from_validation_error
-from shared.api import JobCreate, PromptSpec, RequestSpec
+from shared.api import JobWebhook, JobCreate, PromptSpec, RequestSpec
 from shared.ids import new_job_id, request_id
 from shared.messages import IngestChunk, InferenceRequest, SamplingParams
 from shared.models_config import ModelsConfig
@@ -26,6 +26,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     model_totals: dict[str, int]
     metadata: dict[str, str]
     chunks: list[bytes]
+    webhook: JobWebhook | None = None
 
 
 def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
@@ -95,7 +96,7 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
             )
     window_ms = _window_ms(doc.completion_window)
     return JobPlan(job_id=job_id, created_ms=created_ms, expires_ms=created_ms + window_ms, priority=doc.priority,
-                   model_totals=model_totals, metadata=doc.metadata, chunks=chunks)
+                   model_totals=model_totals, metadata=doc.metadata, chunks=chunks, webhook=doc.webhook)
 
 
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

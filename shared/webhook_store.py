@@ -1,0 +1,180 @@
+"""Webhook endpoints and deliveries in Redis: the only code that reads or changes them."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from shared import luapack
+from shared.api import JobWebhook
+from shared.ids import new_webhook_id
+from shared.keys import Keys
+from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
+
+_endpoint_decoder = msgspec.json.Decoder(WebhookRecord)
+_delivery_decoder = msgspec.json.Decoder(DeliveryRecord)
+_enc = msgspec.json.Encoder()
+
+# KEYS[1] events stream, KEYS[2] due set, then (delivery, endpoint's delivery index) per delivery.
+# ARGV: group, now_ms, msgpack {event ids to acknowledge, per delivery: (id, record JSON)}.
+# A delivery that already exists (its event was delivered to this script before) is left alone.
+_FAN_OUT = """
+local batch = cmsgpack.unpack(ARGV[3])
+local acks, deliveries = batch[1], batch[2]
+for i = 1, #acks, 500 do
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(acks, i, math.min(i + 499, #acks)))
+end
+local created = 0
+for d = 1, #deliveries do
+  local id, record = deliveries[d][1], deliveries[d][2]
+  if redis.call('SET', KEYS[1 + 2 * d], record, 'NX') then
+    redis.call('ZADD', KEYS[2 + 2 * d], ARGV[2], id)
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    created = created + 1
+  end
+end
+return created
+"""
+
+
+class WebhookStore:
+    def __init__(self, r: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600) -> None:
+        self.r = r
+        self.keys = keys
+        self.ttl_s = ttl_s  # deliveries are kept this long after their last change
+        self._fan_out = r.register_script(_FAN_OUT)
+
+    # Endpoints.
+    async def create(self, tenant: str, body: WebhookCreate | JobWebhook, *, job_id: str | None = None) -> WebhookRecord:
+        rec = WebhookRecord(id=new_webhook_id(), tenant=tenant, url=body.url, events=list(body.events),
+                            secret=new_secret(), created_at=int(time.time()), job_id=job_id,
+                            description=getattr(body, "description", ""))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.webhook(rec.id), _enc.encode(rec))
+        if job_id is None:  # a job's own endpoint is found through its job, not listed with the tenant's
+            pipe.zadd(self.keys.webhooks_index(tenant), {rec.id: rec.created_at})
+            pipe.incr(self.keys.webhooks_version(tenant))
+        else:
+            pipe.expire(self.keys.webhook(rec.id), self.ttl_s)
+        await pipe.execute()
+        return rec
+
+    async def get(self, endpoint_id: str, tenant: str | None = None) -> WebhookRecord | None:
+        raw = await self.r.get(self.keys.webhook(endpoint_id))
+        if raw is None:
+            return None
+        rec = _endpoint_decoder.decode(raw)
+        return rec if tenant is None or rec.tenant == tenant else None
+
+    async def list(self, tenant: str) -> list[WebhookRecord]:
+        ids = await self.r.zrange(self.keys.webhooks_index(tenant), 0, -1)
+        if not ids:
+            return []
+        raws = await self.r.mget([self.keys.webhook(i.decode()) for i in ids])
+        return [_endpoint_decoder.decode(raw) for raw in raws if raw is not None]
+
+    async def delete(self, tenant: str, endpoint_id: str) -> bool:
+        if await self.get(endpoint_id, tenant) is None:
+            return False
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self.keys.webhook(endpoint_id))
+        pipe.zrem(self.keys.webhooks_index(tenant), endpoint_id)
+        pipe.expire(self.keys.webhook_deliveries(endpoint_id), self.ttl_s)
+        pipe.incr(self.keys.webhooks_version(tenant))
+        await pipe.execute()
+        return True
+
+    async def version(self, tenant: str) -> int:
+        return int(await self.r.get(self.keys.webhooks_version(tenant)) or 0)
+
+    async def rotate(self, tenant: str, endpoint_id: str) -> WebhookRecord | None:
+        """A new secret; the old one keeps signing for ROTATION_OVERLAP_S so receivers can switch."""
+        def change(rec: WebhookRecord) -> None:
+            now = int(time.time())
+            rec.old_secrets = [o for o in rec.old_secrets if o.expires_at > now] + [
+                OldSecret(secret=rec.secret, expires_at=now + ROTATION_OVERLAP_S)]
+            rec.secret = new_secret()
+        return await self._update_endpoint(endpoint_id, change, tenant)
+
+    async def disable(self, endpoint_id: str, reason: str) -> WebhookRecord | None:
+        def change(rec: WebhookRecord) -> None:
+            rec.status, rec.disabled_reason = "disabled", reason
+        return await self._update_endpoint(endpoint_id, change)
+
+    async def _update_endpoint(self, endpoint_id: str, change, tenant: str | None = None) -> WebhookRecord | None:
+        key = self.keys.webhook(endpoint_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    rec = _endpoint_decoder.decode(raw)
+                    if tenant is not None and rec.tenant != tenant:
+                        return None
+                    change(rec)
+                    pipe.multi()
+                    pipe.set(key, _enc.encode(rec), keepttl=True)
+                    pipe.incr(self.keys.webhooks_version(rec.tenant))
+                    await pipe.execute()
+                    return rec
+                except WatchError:
+                    continue
+
+    # Deliveries.
+    async def fan_out(self, stream: str, group: str, ack_ids: list[bytes], deliveries: list[DeliveryRecord]) -> int:
+        """Create deliveries and acknowledge the events they came from, in one step."""
+        keys = [stream, self.keys.webhook_due]
+        items = []
+        for d in deliveries:
+            keys += (self.keys.webhook_delivery(d.id), self.keys.webhook_deliveries(d.endpoint_id))
+            items.append((d.id, luapack.lua_bytes(_enc.encode(d))))
+        now = int(time.time() * 1000)
+        return int(await self._fan_out(keys=keys, args=[group, now, luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], items])]))
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        raw = await self.r.get(self.keys.webhook_delivery(delivery_id))
+        return _delivery_decoder.decode(raw) if raw is not None else None
+
+    async def list_deliveries(self, endpoint_id: str, limit: int = 100) -> list[DeliveryRecord]:
+        ids = await self.r.zrevrange(self.keys.webhook_deliveries(endpoint_id), 0, limit - 1)
+        if not ids:
+            return []
+        raws = await self.r.mget([self.keys.webhook_delivery(i.decode()) for i in ids])
+        return [_delivery_decoder.decode(raw) for raw in raws if raw is not None]
+
+    async def due(self, now_ms: int, limit: int = 200) -> list[tuple[str, int]]:
+        rows = await self.r.zrangebyscore(self.keys.webhook_due, "-inf", now_ms, start=0, num=limit, withscores=True)
+        return [(m.decode(), int(score)) for m, score in rows]
+
+    async def taken(self, delivery_id: str, score: int) -> None:
+        """Leave the due set, unless the delivery was rescheduled meanwhile (a redelivery)."""
+        await self.r.eval("if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then "
+                          "return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0", 1, self.keys.webhook_due, delivery_id, score)
+
+    async def save_delivery(self, rec: DeliveryRecord, *, extra=None) -> None:
+        """Store the delivery after an attempt and schedule its next one, if any. `extra` adds
+        commands to the same transaction (the dead letter of a delivery that gave up)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.webhook_delivery(rec.id), _enc.encode(rec), ex=self.ttl_s)
+        pipe.zadd(self.keys.webhook_deliveries(rec.endpoint_id), {rec.id: rec.created_at}, xx=True)
+        if rec.status == "pending" and rec.next_attempt_at is not None:
+            pipe.zadd(self.keys.webhook_due, {rec.id: rec.next_attempt_at})
+        else:
+            pipe.zrem(self.keys.webhook_due, rec.id)
+        if extra is not None:
+            extra(pipe)
+        await pipe.execute()
+
+    async def redeliver(self, endpoint_id: str, delivery_id: str) -> DeliveryRecord | None:
+        rec = await self.get_delivery(delivery_id)
+        if rec is None or rec.endpoint_id != endpoint_id:
+            return None
+        rec.status = "pending"
+        rec.next_attempt_at = int(time.time() * 1000)
+        await self.save_delivery(rec)
+        return rec
