@@ -86,13 +86,22 @@ async def arq_per_prompt(redis_url: str, n: int) -> float:
     return n / elapsed
 
 
-async def measure(redis_url: str, *, messages: int = 100_000, arq_jobs: int = 5_000) -> dict[str, float]:
+async def measure(redis_url: str, *, messages: int = 100_000, arq_jobs: int = 5_000, runs: int = 3) -> dict[str, float]:
+    """Medians of `runs` runs (arq: one run, it is slow and steady): this machine is shared and
+    single runs of the raw figures vary by ±30%."""
+    import statistics
+
     r = aioredis.Redis.from_url(redis_url)
     payloads = sample_payloads(messages)
     try:
+        xadd, hop = [], []
+        for _ in range(runs):
+            xadd.append(await raw_xadd(r, payloads))
+            hop.append(await raw_hop(r, payloads))
         return {
-            "raw_xadd": await raw_xadd(r, payloads),
-            "raw_hop": await raw_hop(r, payloads),
+            "raw_xadd": statistics.median(xadd),
+            "raw_hop": statistics.median(hop),
+            "raw_hop_runs": hop,
             "arq_per_prompt": await arq_per_prompt(redis_url, arq_jobs),
         }
     finally:

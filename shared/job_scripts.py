@@ -108,6 +108,7 @@ return out
 RECORD_RESULTS = """
 -- Apply a batch of results, grouped by job, and acknowledge their results-stream entries.
 -- KEYS[1] results stream, KEYS[2] events stream, KEYS[3] backlog total, KEYS[4] deadlines,
+--      KEYS[5] webhook events stream, KEYS[6] set of endpoints subscribed to request events,
 --      then (job, reqs, job_results) per job, then the flow hash of each model.
 -- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, event_field, then msgpack
 --       {ack ids, model names (in flow-key order), per job: list of (request_id, model index,
@@ -138,14 +139,17 @@ for i = 1, #acks, 500 do
   redis.call('XACK', KEYS[1], group, unpack(acks, i, math.min(i + 499, #acks)))
 end
 local final_status = {queued = 'completed', in_progress = 'completed', cancelling = 'cancelled', expiring = 'expired'}
-local flow_base = 4 + 3 * #jobs
+local flow_base = 6 + 3 * #jobs
+-- request events go to the webhook fan-out only while an endpoint wants them
+local hooks_all_requests = redis.call('SCARD', KEYS[6]) > 0
 local unfinished = {}
 local applied = 0
 local finished = {}
 for j = 1, #jobs do
-  local job, reqs, res = KEYS[2 + 3 * j], KEYS[3 + 3 * j], KEYS[4 + 3 * j]
+  local job, reqs, res = KEYS[4 + 3 * j], KEYS[5 + 3 * j], KEYS[6 + 3 * j]
   local items = jobs[j]
-  local js = redis.call('HGET', job, 'status')
+  local js, job_wants_requests = unpack(redis.call('HMGET', job, 'status', 'wh_req'))
+  local hook_requests = hooks_all_requests or job_wants_requests == '1'
   if final_status[js] then
     local rids = {}
     for i = 1, #items do rids[i] = items[i][1] end
@@ -171,10 +175,13 @@ for j = 1, #jobs do
         if it[5] > 0 then incr['completion_tokens'] = (incr['completion_tokens'] or 0) + it[5] end
         local line_id = redis.call('XADD', res, '*', 'l', it[6])
         -- the request.completed CloudEvent (same bytes as shared.events.request_event_json)
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field,
-          '{"specversion":"1.0","id":"' .. rid .. '","source":"' .. source ..
+        local doc = '{"specversion":"1.0","id":"' .. rid .. '","source":"' .. source ..
           '","type":"com.inferq.request.completed","subject":"' .. job_ids[j] .. '","time":"' .. now_iso ..
-          '","datacontenttype":"application/json","data":' .. it[6] .. '}')
+          '","datacontenttype":"application/json","data":' .. it[6] .. '}'
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
+        if hook_requests then
+          redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
+        end
         if it[7] == 'max_attempts_exceeded' then
           redis.call('HSET', job, 'dl:' .. rid, line_id)  -- lets an operator requeue it
         end
@@ -212,6 +219,7 @@ for j = 1, #jobs do
           }
         })
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
+        redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
         redis.call('ZREM', KEYS[4], h[1])
         redis.call('DEL', reqs)
         redis.call('EXPIRE', job, ttl)

@@ -171,7 +171,8 @@ class JobStore:
             m = models.setdefault(rec.model, len(models) + 1)
             jobs.setdefault(rec.job_id, []).append(
                 (rec.request_id, m, rec.status, rec.prompt_tokens, rec.completion_tokens, luapack.lua_bytes(rec.line), rec.error_code))
-        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines]
+        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines,
+                self.keys.webhook_events, self.keys.webhook_request_subscribers]
         for job_id in jobs:
             keys += self.keys.job_keys(job_id)
         keys += (self.keys.flow(m) for m in models)

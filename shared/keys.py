@@ -49,6 +49,10 @@ class Keys:
         self.scaler_leader = f"{prefix}:scaling:leader"
         # arq's job queue for the dispatcher's deferred work.
         self.arq_queue = f"{prefix}:arq:queue"
+        # The events the webhook fan-out reads: every job event, and request events only while some
+        # endpoint subscribes to them (the set `webhook_request_subscribers` of such endpoint ids).
+        self.webhook_events = f"{prefix}:stream:webhook-events"
+        self.webhook_request_subscribers = f"{prefix}:webhooks:request-subscribers"
         # Webhook deliveries waiting for their next attempt (sorted set, score = due ms).
         self.webhook_due = f"{prefix}:webhooks:due"
 

@@ -14,6 +14,7 @@ from shared.ids import new_webhook_id
 from shared.keys import Keys
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
 
+REQUEST_EVENT = "request.completed"
 _endpoint_decoder = msgspec.json.Decoder(WebhookRecord)
 _delivery_decoder = msgspec.json.Decoder(DeliveryRecord)
 _enc = msgspec.json.Encoder()
@@ -57,6 +58,8 @@ class WebhookStore:
         if job_id is None:  # a job's own endpoint is found through its job, not listed with the tenant's
             pipe.zadd(self.keys.webhooks_index(tenant), {rec.id: rec.created_at})
             pipe.incr(self.keys.webhooks_version(tenant))
+            if REQUEST_EVENT in rec.events:
+                pipe.sadd(self.keys.webhook_request_subscribers, rec.id)
         else:
             pipe.expire(self.keys.webhook(rec.id), self.ttl_s)
         await pipe.execute()
@@ -84,6 +87,7 @@ class WebhookStore:
         pipe.zrem(self.keys.webhooks_index(tenant), endpoint_id)
         pipe.expire(self.keys.webhook_deliveries(endpoint_id), self.ttl_s)
         pipe.incr(self.keys.webhooks_version(tenant))
+        pipe.srem(self.keys.webhook_request_subscribers, endpoint_id)
         await pipe.execute()
         return True
 
@@ -120,6 +124,8 @@ class WebhookStore:
                     pipe.multi()
                     pipe.set(key, _enc.encode(rec), keepttl=True)
                     pipe.incr(self.keys.webhooks_version(rec.tenant))
+                    if rec.status != "enabled":
+                        pipe.srem(self.keys.webhook_request_subscribers, rec.id)
                     await pipe.execute()
                     return rec
                 except WatchError:

@@ -177,3 +177,21 @@ def test_job_webhook_with_request_events_and_secret_rotation(api, receiver):
         Webhook(endpoint["secret"]).verify(call.body, call.headers)
     finally:
         api.delete(f"/v1/webhooks/{endpoint['id']}")
+
+
+def test_endpoint_subscribed_to_request_events_gets_one_per_request(api, receiver):
+    endpoint = register(api, receiver.url("/requests"), events=["request.completed"])
+    try:
+        job_id = submit(api, n=4)
+        calls = wait_for(lambda: len(receiver.calls_to("/requests")) >= 4 and receiver.calls_to("/requests"))
+        payloads = [Webhook(endpoint["secret"]).verify(c.body, c.headers) for c in calls]
+        assert {p["type"] for p in payloads} == {"request.completed"}
+        assert sorted(p["data"]["custom_id"] for p in payloads) == sorted(
+            p["data"]["request_id"] for p in payloads)  # generated custom_ids are the request ids
+        assert all(p["data"]["request_id"].startswith("req_" + job_id[4:]) for p in payloads)
+    finally:
+        api.delete(f"/v1/webhooks/{endpoint['id']}")
+    job_id = submit(api, n=2)  # once deleted, request events stop
+    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["status"] == "completed")
+    time.sleep(0.5)
+    assert len(receiver.calls_to("/requests")) == 4

@@ -1,5 +1,7 @@
-"""Webhook fan-out: reads the events stream with its own consumer group and turns each event into
-one delivery per subscribed endpoint (the tenant's endpoints and the job's own), created in the
+"""Webhook fan-out: reads the webhook events stream (every job event, and request events while some
+endpoint subscribes to them; the collector writes it next to the public events stream, so the
+fan-out does not read a request event nobody wants) and turns each event into one delivery per
+subscribed endpoint (the tenant's endpoints and the job's own), created in the
 same script that acknowledges the event. Delivery ids derive from (event, endpoint), so an event
 read twice after a crash creates nothing twice."""
 
@@ -37,7 +39,7 @@ class WebhookFanout(BatchConsumer):
     role = "webhooks"
 
     def __init__(self, r: aioredis.Redis, keys: Keys, store: WebhookStore, *, count: int = 500, **kw) -> None:
-        super().__init__(r, keys.events_stream, WEBHOOK_GROUP, count=count, **kw)
+        super().__init__(r, keys.webhook_events, WEBHOOK_GROUP, count=count, **kw)
         self.keys = keys
         self.store = store
         self._endpoints: dict[str, tuple[int, list[WebhookRecord]]] = {}  # tenant -> (version, enabled endpoints)

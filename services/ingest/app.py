@@ -119,6 +119,8 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         if plan.webhook is not None:
             await webhook_routes.checked_url(plan.webhook.url, settings, "webhook.url")
             hook = await request.app.state.webhooks.create(DEFAULT_TENANT, plan.webhook, job_id=plan.job_id)
+            if "request.completed" in hook.events:
+                extra["wh_req"] = "1"
             extra.update(webhook_id=hook.id, webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode())
         try:
             job_id = await jobs.create(
