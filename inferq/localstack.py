@@ -113,6 +113,7 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
         env.setdefault("INFERQ_LOCAL_WORKER_LOG_DIR", str(self.workdir))
+        env.setdefault("INFERQ_AUTH", "off")  # a local stack on loopback: pass INFERQ_AUTH=on to try keys
         env.update(INFERQ_REDIS_URL=self.redis_url or "", INFERQ_MODELS=self.models_path, INFERQ_PORT=str(self.port),
                    INFERQ_HOST="127.0.0.1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
         return env

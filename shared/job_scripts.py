@@ -4,9 +4,10 @@ admission check) it belongs to. Key names are always passed in KEYS, built by `s
 CREATE = """
 -- Idempotency, admission, then the whole job, or nothing.
 -- KEYS: job, jobs index, ingest stream, backlog total, deadlines, idempotency key (or the job key
---       again when there is none), then the flow hash of each model.
+--       again when there is none), then the flow hash of each model, then the tenant backlog hash.
 -- ARGV: job_id, created_ms, total, global_limit, payload field, expires_ms, idempotency value ('' = none),
---       n_models, (model, count, limit) x n_models, n_fields, (field, value) x n_fields, chunks...
+--       n_models, (model, count, limit) x n_models, tenant, tenant limit, n_fields,
+--       (field, value) x n_fields, chunks...
 local job_id, created, total, glimit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local field, expires, idem = ARGV[5], ARGV[6], ARGV[7]
 local nm = tonumber(ARGV[8])
@@ -22,6 +23,11 @@ local current = tonumber(redis.call('GET', KEYS[4]) or '0')
 if current + total > glimit then
   return {'global', '', tostring(current), tostring(glimit)}
 end
+local tenant, tlimit = ARGV[9 + nm * 3], tonumber(ARGV[10 + nm * 3])
+local queued = tonumber(redis.call('HGET', KEYS[#KEYS], tenant) or '0')
+if queued + total > tlimit then
+  return {'tenant', tenant, tostring(queued), tostring(tlimit)}
+end
 for m = 1, nm do
   local a = 9 + (m - 1) * 3
   local n, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -30,7 +36,7 @@ for m = 1, nm do
     return {'model', ARGV[a], tostring(c), tostring(limit)}
   end
 end
-local a = 9 + nm * 3
+local a = 11 + nm * 3
 local nf = tonumber(ARGV[a])
 redis.call('HSET', KEYS[1], unpack(ARGV, a + 1, a + nf * 2))
 redis.call('ZADD', KEYS[2], created, job_id)
@@ -42,6 +48,7 @@ for m = 1, nm do
   redis.call('HINCRBY', KEYS[6 + m], 'unfinished', ARGV[9 + (m - 1) * 3 + 1])
 end
 redis.call('INCRBY', KEYS[4], total)
+redis.call('HINCRBY', KEYS[#KEYS], tenant, total)
 if idem ~= '' then
   redis.call('SET', KEYS[6], idem, 'EX', 86400)
 end
@@ -109,6 +116,7 @@ RECORD_RESULTS = """
 -- Apply a batch of results, grouped by job, and acknowledge their results-stream entries.
 -- KEYS[1] results stream, KEYS[2] events stream, KEYS[3] backlog total, KEYS[4] deadlines,
 --      KEYS[5] webhook events stream, KEYS[6] set of endpoints subscribed to request events,
+--      KEYS[7] tenant backlog hash,
 --      then (job, reqs, job_results) per job, then the flow hash of each model.
 -- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, event_field, then msgpack
 --       {ack ids, model names (in flow-key order), per job: list of (request_id, model index,
@@ -139,16 +147,16 @@ for i = 1, #acks, 500 do
   redis.call('XACK', KEYS[1], group, unpack(acks, i, math.min(i + 499, #acks)))
 end
 local final_status = {queued = 'completed', in_progress = 'completed', cancelling = 'cancelled', expiring = 'expired'}
-local flow_base = 6 + 3 * #jobs
+local flow_base = 7 + 3 * #jobs
 -- request events go to the webhook fan-out only while an endpoint wants them
 local hooks_all_requests = redis.call('SCARD', KEYS[6]) > 0
 local unfinished = {}
 local applied = 0
 local finished = {}
 for j = 1, #jobs do
-  local job, reqs, res = KEYS[4 + 3 * j], KEYS[5 + 3 * j], KEYS[6 + 3 * j]
+  local job, reqs, res = KEYS[5 + 3 * j], KEYS[6 + 3 * j], KEYS[7 + 3 * j]
   local items = jobs[j]
-  local js, job_wants_requests = unpack(redis.call('HMGET', job, 'status', 'wh_req'))
+  local js, job_wants_requests, tenant = unpack(redis.call('HMGET', job, 'status', 'wh_req', 'tenant'))
   local hook_requests = hooks_all_requests or job_wants_requests == '1'
   if final_status[js] then
     local rids = {}
@@ -198,6 +206,7 @@ for j = 1, #jobs do
         redis.call('HSET', job, 'status', 'in_progress', 'started_ms', now)
       end
       applied = applied + n
+      redis.call('HINCRBY', KEYS[7], tenant or 'default', -n)
       local done = redis.call('HINCRBY', job, 'done', n)
       if done >= tonumber(redis.call('HGET', job, 'total')) then
         local final = final_status[js]
@@ -272,7 +281,8 @@ return {'ok', tostring(dropped)}
 REQUEUE = """
 -- Give a dead-lettered request another chance: undo its `max_attempts_exceeded` failure (the
 -- job's counts and its result line), reopen a completed job, and stage the request again.
--- KEYS: dead stream, job, reqs, job results, flow, backlog total, staging queue, staging ring.
+-- KEYS: dead stream, job, reqs, job results, flow, backlog total, staging queue, staging ring,
+--       tenant backlog hash.
 -- ARGV: dead entry id, request_id, model, payload, staged-count field.
 local st = redis.call('HGET', KEYS[2], 'status')
 if not st then return {'gone', ''} end
@@ -293,6 +303,7 @@ if st == 'completed' then
 end
 redis.call('HINCRBY', KEYS[5], 'unfinished', 1)
 redis.call('INCRBY', KEYS[6], 1)
+redis.call('HINCRBY', KEYS[9], redis.call('HGET', KEYS[2], 'tenant') or 'default', 1)
 if redis.call('RPUSH', KEYS[7], ARGV[4]) == 1 then redis.call('RPUSH', KEYS[8], KEYS[7]) end
 redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
 redis.call('XDEL', KEYS[1], ARGV[1])

@@ -51,6 +51,16 @@ class AdmissionRejected(Exception):
         self.limit = limit
 
 
+class TenantLimitReached(Exception):
+    """Accepting the job would push the tenant's unfinished requests over its limit."""
+
+    def __init__(self, tenant: str, current: int, limit: int) -> None:
+        super().__init__(f"tenant {tenant} has {current} unfinished requests; limit {limit}")
+        self.tenant = tenant
+        self.current = current
+        self.limit = limit
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used for a different body within 24 h."""
 
@@ -92,6 +102,8 @@ class JobStore:
         global_limit: int = NO_LIMIT,
         idempotency: tuple[str, str, str] | None = None,
         extra: dict[str, str] | None = None,
+        tenant: str = "default",
+        tenant_limit: int = NO_LIMIT,
     ) -> str:
         """Check the idempotency key and admission limits, then write the job record with all its
         ingest entries, in one Lua script: either the whole job exists, with every request queued,
@@ -121,11 +133,12 @@ class JobStore:
             tenant, key, body_hash = idempotency
             idem_key, idem_value = self.keys.idempotency(tenant, key), f"{job_id}:{body_hash}"
         keys = [self.keys.job(job_id), self.keys.jobs_index, self.keys.ingest_stream, self.keys.backlog_total,
-                self.keys.deadlines, idem_key, *(self.keys.flow(m) for m in models)]
+                self.keys.deadlines, idem_key, *(self.keys.flow(m) for m in models), self.keys.tenant_backlog]
         args: list[str | int | bytes] = [job_id, created_ms, total, global_limit, PAYLOAD_FIELD, expires_ms, idem_value, len(models)]
         for m in models:
             args += (m, model_totals[m], limits.get(m, NO_LIMIT))
-        args.append(len(record))
+        record["tenant"] = tenant
+        args += (tenant, tenant_limit, len(record))
         for k, v in record.items():
             args += (k, v)
         args += chunks
@@ -134,6 +147,8 @@ class JobStore:
             return existing
         if verdict == "conflict":
             raise IdempotencyConflict(existing)
+        if verdict == "tenant":
+            raise TenantLimitReached(existing, int(current), int(limit))
         raise AdmissionRejected(existing or None, int(current), int(limit))
 
     async def mark_started(self, started: list[tuple[str, str, str]], now_ms: int | None = None) -> list[str]:
@@ -172,7 +187,7 @@ class JobStore:
             jobs.setdefault(rec.job_id, []).append(
                 (rec.request_id, m, rec.status, rec.prompt_tokens, rec.completion_tokens, luapack.lua_bytes(rec.line), rec.error_code))
         keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines,
-                self.keys.webhook_events, self.keys.webhook_request_subscribers]
+                self.keys.webhook_events, self.keys.webhook_request_subscribers, self.keys.tenant_backlog]
         for job_id in jobs:
             keys += self.keys.job_keys(job_id)
         keys += (self.keys.flow(m) for m in models)
@@ -205,7 +220,7 @@ class JobStore:
         """Stage a dead-lettered request again, undoing its recorded failure. Returns (verdict, job status)."""
         job, reqs, results = self.keys.job_keys(job_id)
         keys = [self.keys.dead_letter_stream, job, reqs, results, self.keys.flow(model), self.keys.backlog_total,
-                self.keys.staging_queue(model, lane, job_id), self.keys.staging_ring(model, lane)]
+                self.keys.staging_queue(model, lane, job_id), self.keys.staging_ring(model, lane), self.keys.tenant_backlog]
         verdict, status = await self._requeue(keys=keys, args=[dead_id, request_id, model, payload, f"staged:{lane}"])
         return verdict.decode(), status.decode()
 
@@ -222,6 +237,10 @@ class JobStore:
         if not raw:
             return None
         return job_from_hash({k.decode(): v.decode() for k, v in raw.items()})
+
+    async def status_and_tenant(self, job_id: str) -> tuple[str | None, str]:
+        status, tenant = await self.r.hmget(self.keys.job(job_id), "status", "tenant")
+        return (status.decode() if status else None), (tenant.decode() if tenant else "default")
 
     async def status(self, job_id: str) -> str | None:
         value = await self.r.hget(self.keys.job(job_id), "status")

@@ -53,6 +53,11 @@ class Keys:
         # endpoint subscribes to them (the set `webhook_request_subscribers` of such endpoint ids).
         self.webhook_events = f"{prefix}:stream:webhook-events"
         self.webhook_request_subscribers = f"{prefix}:webhooks:request-subscribers"
+        # API keys: one string per key, named by the key's SHA-256 (the key itself is never stored),
+        # and an index of them by creation time.
+        self.api_keys_index = f"{prefix}:apikeys"
+        # Accepted-but-unfinished requests per tenant (hash tenant -> count), for the tenant limit.
+        self.tenant_backlog = f"{prefix}:tenants:backlog"
         # Webhook deliveries waiting for their next attempt (sorted set, score = due ms).
         self.webhook_due = f"{prefix}:webhooks:due"
 
@@ -99,6 +104,14 @@ class Keys:
     def batches_index(self, tenant: str) -> str:
         """Sorted set of a tenant's batch ids by creation time."""
         return f"{self.prefix}:batches:{tenant}"
+
+    def api_key(self, key_sha256: str) -> str:
+        """String: an API key's record (tenant, name, created), by the key's SHA-256 hex."""
+        return f"{self.prefix}:apikey:{key_sha256}"
+
+    def rate_bucket(self, tenant: str) -> str:
+        """Hash of a tenant's request-rate token bucket (tokens, updated ms)."""
+        return f"{self.prefix}:tenant:{tenant}:rate"
 
     def webhook(self, endpoint_id: str) -> str:
         """String: a webhook endpoint (JSON, with its signing secrets)."""

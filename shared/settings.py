@@ -11,6 +11,10 @@ from collections.abc import Mapping
 import msgspec
 
 
+def valid_tenant(name: str) -> bool:
+    return 0 < len(name) <= 63 and name[0].isalnum() and all(c.isalnum() or c in "_-" for c in name) and name.isascii()
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value the services cannot use."""
 
@@ -35,12 +39,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ... and an entry delivered more often than this (its consumers keep dying) is dead-lettered.
     max_deliveries: int = 5
     log_level: str = "INFO"
+    # API keys: `on` (every /v1 route needs `Authorization: Bearer <key>`) or `off` (one tenant,
+    # `default`; for local demos only). INFERQ_API_KEYS seeds keys: `tenant:key,tenant:key`.
+    auth: str = "on"
+    api_keys: str = ""
+    # Per-tenant limits (0 = none): requests submitted per second (token bucket; a burst up to
+    # `tenant_burst`, by default one maximal job) and requests accepted but not finished.
+    tenant_rate: float = 0.0
+    tenant_burst: int = 0
+    tenant_max_queued: int = 0
+    max_prompt_chars: int = 200_000
+    # Port of the /metrics endpoint of the dispatcher and workers (0 = off; ingest serves /metrics itself).
+    metrics_port: int = 0
     # Webhooks: seconds before each attempt (the first is the delay after the event), per timeout,
     # and whether private addresses and plain http are allowed (both off: SSRF protection).
     webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     webhook_timeout_s: float = 15.0
     webhook_allow_private: bool = False
     webhook_allow_http: bool = False
+
+    def seeded_keys(self) -> dict[str, str]:
+        """INFERQ_API_KEYS as {key: tenant}."""
+        out: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in self.api_keys.split(","))):
+            tenant, sep, key = item.partition(":")
+            if not sep or not valid_tenant(tenant) or len(key) < 16:
+                raise ValueError("expected `tenant:key` pairs (tenant: a-z, 0-9, _ or -; key: at least 16 characters)")
+            out[key] = tenant
+        return out
 
     def retry_schedule(self) -> list[float]:
         return [float(x) for x in self.webhook_retry_schedule.split(",")]
@@ -79,6 +105,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("INFERQ_WEBHOOK_RETRY_SCHEDULE must be comma-separated non-negative seconds, e.g. 0,5,300")
         if settings.webhook_timeout_s <= 0:
             raise SettingsError("INFERQ_WEBHOOK_TIMEOUT_S must be positive")
+        if settings.auth not in ("on", "off"):
+            raise SettingsError("INFERQ_AUTH must be `on` or `off`")
+        try:
+            settings.seeded_keys()
+        except ValueError as exc:
+            raise SettingsError(f"INFERQ_API_KEYS: {exc}") from None
+        for name in ("tenant_rate", "tenant_burst", "tenant_max_queued", "metrics_port"):
+            if getattr(settings, name) < 0:
+                raise SettingsError(f"INFERQ_{name.upper()} must not be negative")
+        if settings.max_prompt_chars <= 0:
+            raise SettingsError("INFERQ_MAX_PROMPT_CHARS must be positive")
         if ":" in settings.key_prefix or not settings.key_prefix:
             raise SettingsError("INFERQ_KEY_PREFIX must be non-empty and contain no ':'")
         return settings

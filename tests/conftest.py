@@ -71,4 +71,5 @@ def models(models_file):
 
 @pytest.fixture
 def settings(redis_server, models_file) -> Settings:
-    return Settings(redis_url=redis_server.url, models_path=str(models_file))
+    """Auth off: these tests are about other behaviour; tests/test_tenancy.py turns it on."""
+    return Settings(redis_url=redis_server.url, models_path=str(models_file), auth="off")

@@ -119,6 +119,7 @@ async def test_collector_counts_each_request_once_and_completes_the_job_once(r, 
     assert event["specversion"] == "1.0" and event["type"] == "com.inferq.job.completed" and event["subject"] == "job_d"
     assert event["data"]["request_counts"]["succeeded"] == 2 and event["data"]["request_counts"]["failed"] == 1
     assert (await r.xpending(keys.results_stream, COLLECTOR_GROUP))["pending"] == 0
+    assert int(await r.hget(keys.tenant_backlog, "default")) == 0  # the tenant's queued count is back to zero
     assert not await r.exists(keys.job_requests("job_d"))  # per-request state freed once the job is done
     assert 0 < await r.ttl(keys.job("job_d")) <= store.job_ttl_s
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import msgspec
-from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from fastapi.exceptions import RequestValidationError
@@ -17,13 +17,16 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import job_events, openai_routes, webhook_routes
+from services.ingest.auth import Authenticator, tenant_of
+from services.ingest.limits import TenantLimits, tenant_limit_error
 from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.errors import ApiException, error_response, handle_api_exception, over_capacity
 from services.ingest.submission import plan_job
 from shared.api import ApiError, ApiErrorBody, DeadLetterList, Health, Job, JobCreate, JobWebhookInfo, ModelInfo, ModelList, RequestCounts, ResultLine, Usage
 from shared.deadletters import get_dead_letter, list_dead_letters
-from shared.jobstore import AdmissionRejected, IdempotencyConflict, JobStore, StopRefused
+from shared.api_keys import ApiKeyStore
+from shared.jobstore import NO_LIMIT, AdmissionRejected, IdempotencyConflict, JobStore, StopRefused, TenantLimitReached
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
 from shared.redis_client import connect
@@ -33,7 +36,6 @@ from shared.flow import model_queue, model_scaling
 
 log = logging.getLogger("inferq.ingest")
 _encoder = msgspec.json.Encoder()
-DEFAULT_TENANT = "default"  # one tenant until API keys name them
 _CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$", description="Job id returned by POST /v1/jobs")]
 _ERRORS = {
@@ -42,7 +44,7 @@ _ERRORS = {
     413: openapi.json_response(ApiError, "Body or job too large"),
     422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
     503: openapi.json_response(ApiError, "Redis unavailable; nothing was written"),
-    429: openapi.json_response(ApiError, "Over capacity: the model's backlog is full; retry after `Retry-After` seconds"),
+    429: openapi.json_response(ApiError, "Over capacity (the model's backlog), or the tenant's rate or queued-request limit; retry after `Retry-After` seconds"),
 }
 
 
@@ -62,10 +64,15 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         app.state.redis = r
         app.state.jobs = JobStore(r, keys, settings.job_ttl_s)
         app.state.webhooks = WebhookStore(r, keys)
+        auth.store = ApiKeyStore(r, keys)
+        app.state.limits = TenantLimits(r, keys, settings)
+        app.state.auth_enabled = auth.enabled
         yield
         await r.aclose()
 
+    auth = Authenticator(settings)
     app = FastAPI(
+        dependencies=[Depends(auth)],
         title="inferq",
         version="0.1.0",
         description="Submit batches of LLM requests as jobs; follow their state and stream their results.",
@@ -91,8 +98,8 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(StarletteHTTPException, _http)
-    openai_routes.install(app, settings, models, keys, DEFAULT_TENANT, model_limits)
-    webhook_routes.install(app, settings, keys, DEFAULT_TENANT)
+    openai_routes.install(app, settings, models, keys, tenant_of, model_limits)
+    webhook_routes.install(app, settings, keys, tenant_of)
     openapi.install(app)
 
     @app.post(
@@ -113,12 +120,14 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         body = await read_limited(request, settings.max_body_bytes)
         plan = plan_job(body, models, settings.max_requests_per_job)
         jobs: JobStore = request.app.state.jobs
-        idempotency = (DEFAULT_TENANT, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
-        extra = {"tenant": DEFAULT_TENANT}
+        tenant = tenant_of(request)
+        await request.app.state.limits.admit(tenant, sum(plan.model_totals.values()))
+        idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
+        extra: dict[str, str] = {}
         hook = None
         if plan.webhook is not None:
             await webhook_routes.checked_url(plan.webhook.url, settings, "webhook.url")
-            hook = await request.app.state.webhooks.create(DEFAULT_TENANT, plan.webhook, job_id=plan.job_id)
+            hook = await request.app.state.webhooks.create(tenant, plan.webhook, job_id=plan.job_id)
             if "request.completed" in hook.events:
                 extra["wh_req"] = "1"
             extra.update(webhook_id=hook.id, webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode())
@@ -127,12 +136,16 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
                 plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks,
                 priority=plan.priority, expires_ms=plan.expires_ms, model_limits=model_limits,
                 global_limit=settings.max_backlog, idempotency=idempotency, extra=extra,
+                tenant=tenant, tenant_limit=settings.tenant_max_queued or NO_LIMIT,
             )
             if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
-                await request.app.state.webhooks.delete(DEFAULT_TENANT, hook.id)
+                await request.app.state.webhooks.delete(tenant, hook.id)
         except AdmissionRejected as exc:
             await _drop_hook(request, hook)
             raise over_capacity(exc, settings.retry_after_s) from None
+        except TenantLimitReached as exc:
+            await _drop_hook(request, hook)
+            raise tenant_limit_error(exc, settings.retry_after_s) from None
         except IdempotencyConflict as exc:
             await _drop_hook(request, hook)
             raise ApiException(
@@ -167,6 +180,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         responses={200: openapi.json_response(Job, "The job"), **_ERRORS},
     )
     async def get_job(request: Request, job_id: JobId) -> Response:
+        await _owned(request, job_id)
         job = await request.app.state.jobs.get(job_id)
         if job is None:
             raise _job_not_found(job_id)
@@ -185,6 +199,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     )
     async def cancel_job(request: Request, job_id: JobId) -> Response:
         jobs: JobStore = request.app.state.jobs
+        await _owned(request, job_id)
         try:
             await jobs.stop(job_id, "cancelled")
         except StopRefused as exc:
@@ -211,7 +226,9 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     ) -> Response:
         if after is not None and not _valid_cursor(after):
             raise ApiException(422, f"after: {after!r} is not a dead-letter cursor", field="after")
-        return _json(await list_dead_letters(request.app.state.redis, keys, after, limit))
+        page = await list_dead_letters(request.app.state.redis, keys, after, limit)
+        page.data = [d for d in page.data if await _dead_letter_visible(request, d)]
+        return _json(page)
 
     @app.post(
         "/v1/dead-letters/{dead_id}/requeue",
@@ -231,6 +248,8 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         if found is None:
             raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
         info, payload = found
+        if not await _dead_letter_visible(request, info):
+            raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
         if not (info.requeueable and info.job_id and info.request_id and info.model and info.lane):
             raise ApiException(409, f"dead letter {dead_id} ({info.reason} from {info.source}) is not a request that can be requeued",
                                type="not_requeueable", field="dead_id")
@@ -270,9 +289,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         if after is not None and not _valid_cursor(after):
             raise ApiException(422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after")
         jobs: JobStore = request.app.state.jobs
-        status = await jobs.status(job_id)
-        if status is None:
-            raise _job_not_found(job_id)
+        status = await _owned(request, job_id)
         rows = await jobs.read_results(job_id, after, limit)
         cursor = rows[-1][0].decode() if rows else (after or "")
         body = b"".join(line + b"\n" for _, line in rows)
@@ -301,8 +318,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         if not job_events.valid_last_event_id(last_event_id):
             raise ApiException(422, f"Last-Event-ID: {last_event_id!r} is not an event id of this stream", field="Last-Event-ID")
         jobs: JobStore = request.app.state.jobs
-        if await jobs.status(job_id) is None:
-            raise _job_not_found(job_id)
+        await _owned(request, job_id)
         stream = job_events.job_events(request, request.app.state.redis, keys, jobs, job_id, last_event_id)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -337,7 +353,27 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
 async def _drop_hook(request: Request, hook) -> None:
     """A job that was not created leaves no webhook endpoint behind."""
     if hook is not None:
-        await request.app.state.webhooks.delete(DEFAULT_TENANT, hook.id)
+        await request.app.state.webhooks.delete(tenant_of(request), hook.id)
+
+
+async def _dead_letter_visible(request: Request, info) -> bool:
+    """A dead letter belongs to the tenant of its job or webhook; one that names neither (an
+    unreadable message) is shown only when auth is off (to the operator of a one-tenant setup)."""
+    if info.job_id:
+        status, tenant = await request.app.state.jobs.status_and_tenant(info.job_id)
+        return status is not None and tenant == tenant_of(request)
+    if info.webhook_id:
+        return await request.app.state.webhooks.get(info.webhook_id, tenant_of(request)) is not None
+    return not request.app.state.auth_enabled
+
+
+async def _owned(request: Request, job_id: str) -> str:
+    """The job's status, if it exists and belongs to the caller's tenant; otherwise 404 (another
+    tenant's job is indistinguishable from a missing one)."""
+    status, tenant = await request.app.state.jobs.status_and_tenant(job_id)
+    if status is None or tenant != tenant_of(request):
+        raise _job_not_found(job_id)
+    return status
 
 
 def _valid_cursor(cursor: str) -> bool:

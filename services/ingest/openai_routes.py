@@ -5,6 +5,7 @@ flow control, cancel, expiry and events are the job's."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, AsyncIterator
 
 import msgspec
@@ -14,10 +15,11 @@ from fastapi.responses import Response, StreamingResponse
 from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.errors import ApiException, over_capacity
+from services.ingest.limits import tenant_limit_error
 from services.ingest.submission import plan_job
 from shared.api import ApiError, Job, ResultLine
 from shared.ids import new_file_id
-from shared.jobstore import AdmissionRejected, JobStore, StopRefused
+from shared.jobstore import NO_LIMIT, AdmissionRejected, JobStore, StopRefused, TenantLimitReached
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
 from shared.openai_batch import (Batch, BatchCreate, BatchError, BatchErrors, BatchList, BatchRequestCounts, BatchUsage,
@@ -115,13 +117,22 @@ def output_line(line: ResultLine, endpoint: str, created: int) -> OutputLine:
                       response=ResponseBody(status_code=200, request_id=line.request_id, body=body), error=None)
 
 
-def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, tenant: str, model_limits: dict[str, int]) -> None:
+def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, tenant_of: Callable[[Request], str],
+            model_limits: dict[str, int]) -> None:
     def not_found(what: str, ident: str, field: str) -> ApiException:
         return ApiException(404, f"{what} {ident} not found", type="not_found", field=field)
 
+    async def owns(request: Request, index: str, ident: str) -> bool:
+        return await request.app.state.redis.zscore(index, ident) is not None
+
+    async def owned_file(request: Request, file_id: str) -> None:
+        """404 for a file of another tenant: it is indistinguishable from a missing one."""
+        if not await owns(request, keys.files_index(tenant_of(request)), file_id):
+            raise not_found("file", file_id, "file_id")
+
     async def load_batch(request: Request, batch_id: str) -> Batch:
         raw = await request.app.state.redis.get(keys.batch(batch_id))
-        if raw is None:
+        if raw is None or not await owns(request, keys.batches_index(tenant_of(request)), batch_id):
             raise not_found("batch", batch_id, "batch_id")
         return _batch_dec.decode(raw)
 
@@ -144,7 +155,7 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
         async with r.pipeline(transaction=True) as pipe:
             pipe.hset(keys.file(meta.id), mapping={"meta": _enc.encode(meta), "content": content})
             pipe.expire(keys.file(meta.id), settings.job_ttl_s)
-            pipe.zadd(keys.files_index(tenant), {meta.id: meta.created_at})
+            pipe.zadd(keys.files_index(tenant_of(request)), {meta.id: meta.created_at})
             await pipe.execute()
         return _json(meta)
 
@@ -183,6 +194,7 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
                 size += len(chunk)
             return _json(FileObject(id=file_id, bytes=size, created_at=shown.completed_at or shown.created_at,
                                     filename=f"{record.id}_{'output' if wanted else 'errors'}.jsonl", purpose="batch_output"))
+        await owned_file(request, file_id)
         raw = await request.app.state.redis.hget(keys.file(file_id), "meta")
         if raw is None:
             raise not_found("file", file_id, "file_id")
@@ -194,6 +206,7 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
         if file_id.endswith(("-output", "-errors")):
             record, _, wanted = await output_file(request, file_id)
             return StreamingResponse(render(request, record, errors=not wanted), media_type="application/jsonl")
+        await owned_file(request, file_id)
         content = await request.app.state.redis.hget(keys.file(file_id), "content")
         if content is None:
             raise not_found("file", file_id, "file_id")
@@ -202,10 +215,11 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
     @app.delete("/v1/files/{file_id}", response_class=Response, summary="Delete an uploaded file",
                 responses={200: openapi.json_response(FileDeleted, "Deleted"), **_ERRORS})
     async def delete_file(request: Request, file_id: FileId) -> Response:
+        await owned_file(request, file_id)
         r = request.app.state.redis
         async with r.pipeline(transaction=True) as pipe:
             pipe.delete(keys.file(file_id))
-            pipe.zrem(keys.files_index(tenant), file_id)
+            pipe.zrem(keys.files_index(tenant_of(request)), file_id)
             deleted, _ = await pipe.execute()
         if not deleted:
             raise not_found("file", file_id, "file_id")
@@ -226,8 +240,9 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
         except msgspec.DecodeError as exc:
             raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
         r = request.app.state.redis
+        tenant = tenant_of(request)
         content = await r.hget(keys.file(create.input_file_id), "content")
-        if content is None:
+        if content is None or not await owns(request, keys.files_index(tenant), create.input_file_id):
             raise not_found("file", create.input_file_id, "input_file_id")
         now = int(time.time())
         requests, line_of, errors = parse_batch_file(content, create.endpoint, models)
@@ -250,6 +265,8 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
                            completion_window=create.completion_window, status="validating", created_at=now,
                            metadata=create.metadata, job_id=plan.job_id,
                            request_counts=BatchRequestCounts(total=len(requests)))
+        if plan is not None:
+            await request.app.state.limits.admit(tenant, len(requests))
         async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
             pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)
             pipe.zadd(keys.batches_index(tenant), {record.id: now})
@@ -258,10 +275,13 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
             try:
                 await request.app.state.jobs.create(
                     plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks, priority=plan.priority,
-                    expires_ms=plan.expires_ms, model_limits=model_limits, global_limit=settings.max_backlog)
-            except AdmissionRejected as exc:
+                    expires_ms=plan.expires_ms, model_limits=model_limits, global_limit=settings.max_backlog,
+                    tenant=tenant, tenant_limit=settings.tenant_max_queued or NO_LIMIT)
+            except (AdmissionRejected, TenantLimitReached) as exc:
                 await r.delete(keys.batch(record.id))
                 await r.zrem(keys.batches_index(tenant), record.id)
+                if isinstance(exc, TenantLimitReached):
+                    raise tenant_limit_error(exc, settings.retry_after_s) from None
                 raise over_capacity(exc, settings.retry_after_s) from None
         return _json(await view(request, record))
 
@@ -289,7 +309,7 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
     async def list_batches(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                            after: Annotated[str | None, Query(pattern=r"^batch_[0-9a-z]{26}$")] = None) -> Response:
         r = request.app.state.redis
-        index = keys.batches_index(tenant)
+        index = keys.batches_index(tenant_of(request))
         start = 0
         if after is not None:
             rank = await r.zrevrank(index, after)

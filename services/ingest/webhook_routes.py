@@ -3,6 +3,7 @@ see (and redo) their deliveries."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -41,7 +42,7 @@ async def checked_url(url: str, settings: Settings, field: str) -> None:
         raise ApiException(422, f"{field}: {exc}", type="invalid_webhook_url", field=field) from None
 
 
-def install(app: FastAPI, settings: Settings, keys: Keys, tenant: str) -> None:
+def install(app: FastAPI, settings: Settings, keys: Keys, tenant_of: Callable[[Request], str]) -> None:
     def store(request: Request) -> WebhookStore:
         return request.app.state.webhooks
 
@@ -62,18 +63,18 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant: str) -> None:
         except msgspec.DecodeError as exc:
             raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
         await checked_url(spec.url, settings, "url")
-        rec = await store(request).create(tenant, spec)
+        rec = await store(request).create(tenant_of(request), spec)
         return _json(endpoint_view(rec, with_secret=True), 201)
 
     @app.get("/v1/webhooks", response_class=Response, summary="List webhook endpoints",
              responses={200: openapi.json_response(WebhookEndpointList, "Endpoints, oldest first")})
     async def list_webhooks(request: Request) -> Response:
-        return _json(WebhookEndpointList(data=[endpoint_view(r) for r in await store(request).list(tenant)]))
+        return _json(WebhookEndpointList(data=[endpoint_view(r) for r in await store(request).list(tenant_of(request))]))
 
     @app.get("/v1/webhooks/{webhook_id}", response_class=Response, summary="Get a webhook endpoint",
              responses={200: openapi.json_response(WebhookEndpoint, "The endpoint"), **_ERRORS})
     async def get_webhook(request: Request, webhook_id: WebhookId) -> Response:
-        rec = await store(request).get(webhook_id, tenant)
+        rec = await store(request).get(webhook_id, tenant_of(request))
         if rec is None:
             raise not_found(webhook_id)
         return _json(endpoint_view(rec))
@@ -82,8 +83,8 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant: str) -> None:
                 description="Pending deliveries to it end `endpoint_disabled`.",
                 responses={200: openapi.json_response(WebhookEndpoint, "The deleted endpoint"), **_ERRORS})
     async def delete_webhook(request: Request, webhook_id: WebhookId) -> Response:
-        rec = await store(request).get(webhook_id, tenant)
-        if rec is None or not await store(request).delete(tenant, webhook_id):
+        rec = await store(request).get(webhook_id, tenant_of(request))
+        if rec is None or not await store(request).delete(tenant_of(request), webhook_id):
             raise not_found(webhook_id)
         return _json(endpoint_view(rec))
 
@@ -91,7 +92,7 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant: str) -> None:
               description="Returns the new secret. For 24 hours events carry signatures with both the old and the new secret.",
               responses={200: openapi.json_response(WebhookEndpoint, "The endpoint with its new secret"), **_ERRORS})
     async def rotate_webhook(request: Request, webhook_id: WebhookId) -> Response:
-        rec = await store(request).rotate(tenant, webhook_id)
+        rec = await store(request).rotate(tenant_of(request), webhook_id)
         if rec is None:
             raise not_found(webhook_id)
         return _json(endpoint_view(rec, with_secret=True))
@@ -100,7 +101,7 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant: str) -> None:
              responses={200: openapi.json_response(DeliveryList, "Newest first, with every attempt"), **_ERRORS})
     async def list_deliveries(request: Request, webhook_id: WebhookId,
                               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
-        if await store(request).get(webhook_id, tenant) is None:
+        if await store(request).get(webhook_id, tenant_of(request)) is None:
             raise not_found(webhook_id)
         records = await store(request).list_deliveries(webhook_id, limit)
         return _json(DeliveryList(data=[delivery_view(d) for d in records]))
@@ -109,7 +110,7 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant: str) -> None:
               summary="Send a delivery again", description="Schedules a new attempt now, with the same webhook-id.",
               responses={200: openapi.json_response(Delivery, "The delivery, pending again"), **_ERRORS})
     async def redeliver(request: Request, webhook_id: WebhookId, delivery_id: DeliveryId) -> Response:
-        endpoint = await store(request).get(webhook_id, tenant)
+        endpoint = await store(request).get(webhook_id, tenant_of(request))
         if endpoint is None:
             raise not_found(webhook_id)
         if endpoint.status != "enabled":
