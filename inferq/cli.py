@@ -228,6 +228,83 @@ def up(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODE
         out.print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()))
 
 
+keys_app = typer.Typer(help="API keys (talks to Redis directly: run it where the services run).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+RedisUrl = Annotated[str, typer.Option("--redis-url", envvar="INFERQ_REDIS_URL", help="The Redis the services use")]
+Prefix = Annotated[str, typer.Option("--prefix", envvar="INFERQ_KEY_PREFIX", help="Key prefix of the deployment")]
+
+
+def _key_store(redis_url: str, prefix: str):
+    import redis.asyncio as aioredis
+
+    from shared.api_keys import ApiKeyStore
+    from shared.keys import Keys
+
+    return ApiKeyStore(aioredis.Redis.from_url(redis_url), Keys(prefix))
+
+
+def _run(coro):
+    import asyncio
+
+    try:
+        return asyncio.run(coro)
+    except OSError as exc:
+        err.print(f"[red]error[/red]: cannot reach Redis: {exc}")
+        raise typer.Exit(1) from None
+
+
+@keys_app.command("create")
+def keys_create(tenant: Annotated[str, typer.Option("--tenant", help="Who the key acts for: their jobs, files, webhooks")],
+                name: Annotated[str, typer.Option("--name", help="A label, e.g. the team or system using it")] = "",
+                redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix = "inferq") -> None:
+    """Create a key. It is printed once; only its SHA-256 is stored."""
+    async def go():
+        store = _key_store(redis_url, prefix)
+        try:
+            return await store.create(tenant, name)
+        finally:
+            await store.r.aclose()
+    try:
+        key, rec = _run(go())
+    except ValueError as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"created key {rec.id} for tenant {rec.tenant}; store it now, it is not shown again:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix = "inferq") -> None:
+    """Every key: id, tenant, name, created (never the key itself)."""
+    async def go():
+        store = _key_store(redis_url, prefix)
+        try:
+            return await store.list()
+        finally:
+            await store.r.aclose()
+    table = Table("id", "tenant", "name", "created")
+    for rec in _run(go()):
+        table.add_row(rec.id, rec.tenant, rec.name, time.strftime("%Y-%m-%d %H:%M", time.gmtime(rec.created_at)))
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The id `inferq keys list` shows")],
+                redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix = "inferq") -> None:
+    """Revoke a key: requests with it are refused (401) within a few seconds."""
+    async def go():
+        store = _key_store(redis_url, prefix)
+        try:
+            return await store.revoke(key_id)
+        finally:
+            await store.r.aclose()
+    rec = _run(go())
+    if rec is None:
+        err.print(f"[red]error[/red]: no key with id {key_id}")
+        raise typer.Exit(2)
+    out.print(f"revoked key {rec.id} of tenant {rec.tenant}")
+
+
 def main() -> None:
     app()
 

@@ -24,7 +24,7 @@ from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FI
 
 TERMINAL_REQUEST_STATES = ("succeeded", "failed", "cancelled", "expired")
 TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired")
-EVENTS_MAXLEN = 1_000_000
+EVENTS_MAXLEN = 100_000
 NO_LIMIT = 2**62
 
 
@@ -78,10 +78,11 @@ class StopRefused(Exception):
 
 
 class JobStore:
-    def __init__(self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600, events_maxlen: int = EVENTS_MAXLEN) -> None:
         self.r = r
         self.keys = keys
         self.job_ttl_s = job_ttl_s
+        self.events_maxlen = events_maxlen
         self._create = r.register_script(job_scripts.CREATE)
         self._mark_started = r.register_script(job_scripts.MARK_STARTED)
         self._record_results = r.register_script(job_scripts.RECORD_RESULTS)
@@ -192,7 +193,7 @@ class JobStore:
             keys += self.keys.job_keys(job_id)
         keys += (self.keys.flow(m) for m in models)
         batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], list(models), list(jobs.values()), list(jobs)])
-        args = [group, int(now * 1000), _rfc3339(now), self.job_ttl_s, EVENTS_MAXLEN, EVENT_SOURCE, EVENT_FIELD, batch]
+        args = [group, int(now * 1000), _rfc3339(now), self.job_ttl_s, self.events_maxlen, EVENT_SOURCE, EVENT_FIELD, batch]
         applied, finished = await self._record_results(keys=keys, args=args)
         pairs = [v.decode() for v in finished]
         return int(applied), list(zip(pairs[::2], pairs[1::2]))

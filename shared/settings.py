@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tenant_burst: int = 0
     tenant_max_queued: int = 0
     max_prompt_chars: int = 200_000
+    # The public events stream keeps about this many events (one per finished request, one per job).
+    events_maxlen: int = 100_000
     # Port of the /metrics endpoint of the dispatcher and workers (0 = off; ingest serves /metrics itself).
     metrics_port: int = 0
     # Webhooks: seconds before each attempt (the first is the delay after the event), per timeout,
@@ -111,6 +113,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             settings.seeded_keys()
         except ValueError as exc:
             raise SettingsError(f"INFERQ_API_KEYS: {exc}") from None
+        if settings.events_maxlen < 1000:
+            raise SettingsError("INFERQ_EVENTS_MAXLEN must be at least 1000")
         for name in ("tenant_rate", "tenant_burst", "tenant_max_queued", "metrics_port"):
             if getattr(settings, name) < 0:
                 raise SettingsError(f"INFERQ_{name.upper()} must not be negative")

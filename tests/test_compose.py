@@ -48,3 +48,24 @@ def test_redis_is_durable_and_healthchecked():
 def test_dockerfile_installs_the_project_and_runs_as_non_root():
     text = (ROOT / "Dockerfile").read_text()
     assert "pip install ." in text and "\nUSER " in text
+
+
+def test_hardened_redis_password_healthchecks_and_non_root():
+    compose = _compose()
+    services = compose["services"]
+    redis = services["redis"]
+    cmd = redis["command"]
+    assert "--requirepass" in cmd and cmd[cmd.index("--requirepass") + 1].startswith("${INFERQ_REDIS_PASSWORD:?")
+    assert "ports" not in redis  # reachable only on the compose network
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${INFERQ_REDIS_PASSWORD")  # the healthcheck authenticates
+    for name, svc in services.items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert svc.get("user") and not svc["user"].startswith("0"), f"{name} runs as root"
+        assert svc.get("read_only") is True and svc.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in svc.get("security_opt", []), name
+        if name != "redis":
+            env = svc["environment"]
+            assert env["INFERQ_REDIS_URL"].startswith("redis://:${INFERQ_REDIS_PASSWORD"), name
+            assert env["INFERQ_AUTH"] == "on", name
+            if name != "ingest":  # their healthcheck reads the metrics endpoint this port serves
+                assert env["INFERQ_METRICS_PORT"] in " ".join(svc["healthcheck"]["test"]), name

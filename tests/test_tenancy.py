@@ -130,3 +130,41 @@ async def test_tenant_limits_answer_429_and_write_nothing(r, keys, settings, mod
             assert int(await r.hget(keys.tenant_backlog, "acme")) == 15
             assert int(await r.hget(keys.tenant_backlog, "beta")) == 20
             assert await r.zcard(keys.jobs_index) == 2  # the refused jobs wrote nothing
+
+
+async def test_limits_on_input_sizes(apps, settings, models):
+    a, _, _ = apps
+    resp = await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "prompt": "ok"},
+                                                       {"model": "alpha", "prompt": "x" * (settings.max_prompt_chars + 1)}]})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "requests[1].prompt"
+    resp = await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "messages": [
+        {"role": "user", "content": "y" * settings.max_prompt_chars}, {"role": "user", "content": "z"}]}]})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "requests[0].messages"
+    resp = await a.post("/v1/jobs", json={"requests": [{"model": "gamma", "prompt": "x", "max_tokens": 101}]})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "requests[0].max_tokens"
+    resp = await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "prompt": "x"}],
+                                          "metadata": {f"k{i}": "v" for i in range(17)}})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "metadata"
+    resp = await a.post("/v1/jobs", content=b"{" + b" " * (settings.max_body_bytes + 1) + b"}",
+                        headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+
+
+def test_keys_cli_creates_lists_and_revokes(redis_server):
+    from typer.testing import CliRunner
+
+    from inferq.cli import app as cli
+
+    runner = CliRunner()
+    url = ["--redis-url", redis_server.url, "--prefix", "clitest"]
+    created = runner.invoke(cli, ["keys", "create", "--tenant", "acme", "--name", "ci", *url])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("iq_")
+    listed = runner.invoke(cli, ["keys", "list", *url])
+    assert listed.exit_code == 0 and "acme" in listed.stdout and key not in listed.stdout
+    key_id = next(line.split()[1] for line in listed.stdout.splitlines() if "acme" in line)
+    assert runner.invoke(cli, ["keys", "create", "--tenant", "Bad Name!", *url]).exit_code == 2
+    revoked = runner.invoke(cli, ["keys", "revoke", key_id, *url])
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+    assert runner.invoke(cli, ["keys", "revoke", key_id, *url]).exit_code == 2

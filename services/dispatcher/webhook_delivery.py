@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.api import DeadLetter
 from shared.deadletters import META_FIELD, meta
 from shared.keys import PAYLOAD_FIELD, Keys
+from shared.metrics import WEBHOOK_DELIVERIES
 from shared.settings import Settings
 from shared.url_guard import UnsafeURL, check_url
 from shared.webhook_store import WebhookStore
@@ -88,6 +89,7 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
             def extra(pipe, info=info, payload=rec.payload.encode()):
                 pipe.xadd(keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
     await store.save_delivery(rec, extra=extra)
+    WEBHOOK_DELIVERIES.labels("retry_scheduled" if rec.status == "pending" else rec.status).inc()
     return rec.status
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 
 import httpx
+import prometheus_client
 
 from arq import cron
 from arq.connections import RedisSettings
@@ -22,6 +23,7 @@ from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
 from services.dispatcher.webhook_delivery import deliver_webhook, schedule_deliveries
 from services.dispatcher.webhook_fanout import WebhookFanout
+from shared import metrics
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import load_models
@@ -39,7 +41,7 @@ async def startup(ctx: dict) -> None:
     r = connect(settings.redis_url)
     stop = asyncio.Event()
     idle_ms = int(settings.reclaim_idle_s * 1000)
-    jobs = JobStore(r, keys, settings.job_ttl_s)
+    jobs = JobStore(r, keys, settings.job_ttl_s, settings.events_maxlen)
     router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     collector = Collector(r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     autoscaler = Autoscaler(r, keys, models, _backends(r, keys, models))
@@ -54,12 +56,32 @@ async def startup(ctx: dict) -> None:
                    asyncio.create_task(fanout.run(stop), name="webhook-fanout"),
                    asyncio.create_task(schedule_deliveries(webhooks, ctx["redis"], keys.arq_queue, stop), name="webhook-scheduler")],
     )
+    _COUNTERS.source = ctx
+    if settings.metrics_port and not _METRICS_SERVED:
+        prometheus_client.start_http_server(settings.metrics_port, registry=metrics.REGISTRY)
+        _METRICS_SERVED.append(settings.metrics_port)
+    ctx["consumers"].append(asyncio.create_task(_refresh_gauges(r, keys, models, stop), name="metrics"))
     for task in ctx["consumers"]:
         task.add_done_callback(_exit_if_failed)
     log.info("dispatcher started", extra={"router": router.consumer, "collector": collector.consumer})
 
 
 _LOCAL: list[LocalBackend] = []
+_COUNTERS = metrics.DispatcherCounters()
+_METRICS_SERVED: list[int] = []
+
+
+async def _refresh_gauges(r, keys: Keys, models, stop: asyncio.Event, every_s: float = 5.0) -> None:
+    """Backlog and replica gauges for this process's /metrics (the HTTP server runs in a thread)."""
+    while not stop.is_set():
+        try:
+            await metrics.refresh_queue_gauges(r, keys, models)
+        except Exception as exc:  # a scrape shows the last values; Redis trouble is logged elsewhere
+            log.debug("metrics refresh failed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except asyncio.TimeoutError:
+            pass
 
 
 def _local_backend() -> LocalBackend:

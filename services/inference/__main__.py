@@ -25,6 +25,12 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.metrics_port:
+        import prometheus_client
+
+        from shared.metrics import REGISTRY
+
+        prometheus_client.start_http_server(settings.metrics_port, registry=REGISTRY)
     worker = InferenceWorker(r, Keys(settings.key_prefix), model, create_engine(model),
                              consumer=consumer, grace_s=settings.shutdown_grace_s)
     try:

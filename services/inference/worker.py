@@ -18,6 +18,7 @@ from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
 from shared.api import DeadLetter, ErrorInfo, Output, ResultLine, Timings, Usage
 from shared.deadletters import meta
+from shared import metrics
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.messages import InferenceRequest, ResultEnvelope, request_decoder
@@ -62,6 +63,10 @@ class InferenceWorker:
         self._closing = False
         self._stop: asyncio.Event | None = None
         self.fatal: EngineDead | None = None  # set when the engine died: the process must exit non-zero
+        name = model.name  # metric children bound once: no label lookups per request
+        self._m_wait, self._m_inference = metrics.QUEUE_WAIT.labels(name), metrics.INFERENCE.labels(name)
+        self._m_prompt, self._m_completion = metrics.TOKENS.labels(name, "prompt"), metrics.TOKENS.labels(name, "completion")
+        self._m_succeeded, self._m_failed = metrics.RESULTS.labels(name, "succeeded"), metrics.RESULTS.labels(name, "failed")
 
     @property
     def free_slots(self) -> int:
@@ -238,15 +243,22 @@ class InferenceWorker:
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+        inference_s = time.time() - started
+        status = "failed" if error else "succeeded"
+        self._m_wait.observe(queued_ms / 1000)
+        self._m_inference.observe(inference_s)
+        self._m_prompt.inc(usage.prompt_tokens)
+        self._m_completion.inc(usage.completion_tokens)
+        (self._m_failed if error else self._m_succeeded).inc()
         line = ResultLine(
             custom_id=req.custom_id,
             request_id=req.request_id,
             model=req.model,
-            status="failed" if error else "succeeded",
+            status=status,
             output=output,
             usage=usage,
             error=error,
-            timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round((time.time() - started) * 1000, 3)),
+            timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round(inference_s * 1000, 3)),
         )
         self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line))))
 

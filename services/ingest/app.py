@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import job_events, openai_routes, webhook_routes
 from services.ingest.auth import Authenticator, tenant_of
+from services.ingest.http_metrics import HttpMetrics
 from services.ingest.limits import TenantLimits, tenant_limit_error
 from services.ingest import openapi
 from services.ingest.body import read_limited
@@ -31,6 +32,7 @@ from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
 from shared.redis_client import connect
 from shared.settings import Settings
+from shared import metrics
 from shared.webhook_store import WebhookStore
 from shared.flow import model_queue, model_scaling
 
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         lifespan=lifespan,
     )
     app.add_exception_handler(ApiException, handle_api_exception)
+    app.add_middleware(HttpMetrics)
 
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
@@ -118,7 +121,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         )] = None,
     ) -> Response:
         body = await read_limited(request, settings.max_body_bytes)
-        plan = plan_job(body, models, settings.max_requests_per_job)
+        plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
         jobs: JobStore = request.app.state.jobs
         tenant = tenant_of(request)
         await request.app.state.limits.admit(tenant, sum(plan.model_totals.values()))
@@ -159,6 +162,7 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
                 resp.headers["Idempotent-Replayed"] = "true"
                 return resp
         total = sum(plan.model_totals.values())
+        metrics.REQUESTS_ACCEPTED.inc(total)
         job = Job(
             id=plan.job_id,
             status="queued",
@@ -333,6 +337,12 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
             data.append(ModelInfo(id=name, engine=cfg.engine, max_inflight=cfg.max_inflight,
                                   queue=await model_queue(r, keys, cfg), scaling=await model_scaling(r, keys, cfg)))
         return _json(ModelList(data=data))
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics", include_in_schema=True,
+             responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def prometheus_metrics(request: Request) -> Response:
+        await metrics.refresh_queue_gauges(request.app.state.redis, keys, models)
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")})
     async def healthz() -> Response:

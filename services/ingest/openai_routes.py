@@ -251,7 +251,7 @@ def install(app: FastAPI, settings: Settings, models: ModelsConfig, keys: Keys, 
         plan = None
         if not errors:
             try:
-                plan = plan_job(job_body, models, settings.max_requests_per_job)
+                plan = plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars)
             except ApiException as exc:
                 line = line_of[exc.body.index] if exc.body.index is not None else None
                 message = exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message

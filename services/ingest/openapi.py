@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from shared.api import schema_components
+from shared.api import ApiError, schema_components
 
 _REGISTERED: list[type] = []
 
@@ -35,8 +35,17 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        _, components = schema_components(list(_REGISTERED))
+        _, components = schema_components(list(_REGISTERED) + [ApiError])
         doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                           "description": "An API key (`inferq keys create`)"}}
+        unauthorized = json_response(ApiError, "Missing, unknown or revoked API key (`WWW-Authenticate: Bearer`)")
+        for path, ops in doc.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                continue
+            for op in ops.values():
+                op["security"] = [{"bearer": []}]
+                op.setdefault("responses", {}).setdefault("401", unauthorized)
         app.openapi_schema = doc
         return doc
 

@@ -29,7 +29,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     webhook: JobWebhook | None = None
 
 
-def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
+def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_chars: int = 200_000) -> JobPlan:
     try:
         doc = _decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -58,6 +58,13 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int) -> JobPlan:
                 type="model_not_found", field=f"{where}.model", index=i, known_models=models.names(),
             )
         prompt, messages, custom_id = _content(item, where, i)
+        size = len(prompt) if prompt is not None else sum(len(m.content) for m in messages or ())
+        if size > max_prompt_chars:
+            what = "prompt" if prompt is not None else "messages"
+            raise ApiException(
+                422, f"{where}.{what}: {size} characters, more than the limit of {max_prompt_chars} per request",
+                type="prompt_too_long", field=f"{where}.{what}", index=i,
+            )
         rid = request_id(job_id, i)
         if custom_id is None:
             custom_id = rid

@@ -1,0 +1,78 @@
+"""Prometheus metrics. Counters and histograms are counted where things happen (each process
+serves its own); queue depths and replicas are read from Redis when scraped, so any process can
+report them and they are never stale.
+
+Names: inferq_backlog{model,lane,state} (state: staged | routed_unread | in_flight),
+inferq_unfinished{model}, inferq_replicas{model} / inferq_replicas_desired{model},
+inferq_routed_total, inferq_results_applied_total, inferq_request_queue_wait_seconds{model},
+inferq_request_inference_seconds{model}, inferq_tokens_total{model,kind},
+inferq_results_total{model,status}, inferq_webhook_deliveries_total{outcome},
+inferq_http_requests_total{method,route,status}, inferq_http_request_duration_seconds{method,route},
+inferq_requests_accepted_total."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+from shared.flow import model_queue, model_scaling
+from shared.keys import LANES, Keys
+from shared.models_config import ModelsConfig
+
+REGISTRY = CollectorRegistry()
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+BACKLOG = Gauge("inferq_backlog", "Requests of a model and lane by where they wait", ["model", "lane", "state"], registry=REGISTRY)
+UNFINISHED = Gauge("inferq_unfinished", "Accepted requests of a model without a result yet", ["model"], registry=REGISTRY)
+REPLICAS = Gauge("inferq_replicas", "Worker replicas running, per the autoscaler", ["model"], registry=REGISTRY)
+REPLICAS_DESIRED = Gauge("inferq_replicas_desired", "Worker replicas the autoscaler wants", ["model"], registry=REGISTRY)
+QUEUE_WAIT = Histogram("inferq_request_queue_wait_seconds", "Acceptance to the start of inference", ["model"],
+                       buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+INFERENCE = Histogram("inferq_request_inference_seconds", "Time in the engine, retries included", ["model"],
+                      buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+TOKENS = Counter("inferq_tokens", "Tokens processed", ["model", "kind"], registry=REGISTRY)
+RESULTS = Counter("inferq_results", "Requests finished by a worker", ["model", "status"], registry=REGISTRY)
+WEBHOOK_DELIVERIES = Counter("inferq_webhook_deliveries", "Webhook attempts by outcome", ["outcome"], registry=REGISTRY)
+HTTP_REQUESTS = Counter("inferq_http_requests", "HTTP requests served", ["method", "route", "status"], registry=REGISTRY)
+HTTP_DURATION = Histogram("inferq_http_request_duration_seconds", "HTTP request handling time", ["method", "route"],
+                          buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+REQUESTS_ACCEPTED = Counter("inferq_requests_accepted", "Requests accepted in jobs", registry=REGISTRY)
+
+
+class DispatcherCounters:
+    """Exposes the router's and collector's own running totals (no per-message metric calls on
+    the hot path); `source` is swapped when the dispatcher restarts its consumers."""
+
+    def __init__(self) -> None:
+        self.source: dict = {}
+        REGISTRY.register(self)
+
+    def collect(self):
+        routed = CounterMetricFamily("inferq_routed", "Requests moved to model streams")
+        applied = CounterMetricFamily("inferq_results_applied", "Results recorded on jobs")
+        router, collector = self.source.get("router"), self.source.get("collector")
+        routed.add_metric([], router.routed if router else 0)
+        applied.add_metric([], collector.applied if collector else 0)
+        yield routed
+        yield applied
+
+
+async def refresh_queue_gauges(r: aioredis.Redis, keys: Keys, models: ModelsConfig) -> None:
+    """Read backlog and replicas of every model from Redis into the gauges (before a scrape)."""
+    for name in models.names():
+        cfg = models.models[name]
+        queue = await model_queue(r, keys, cfg)
+        for lane in LANES:
+            q = queue.lanes[lane]
+            BACKLOG.labels(name, lane, "staged").set(q.queued)
+            BACKLOG.labels(name, lane, "routed_unread").set(q.routed_unread)
+            BACKLOG.labels(name, lane, "in_flight").set(q.pending)
+        UNFINISHED.labels(name).set(queue.unfinished)
+        scaling = await model_scaling(r, keys, cfg)
+        REPLICAS.labels(name).set(scaling.current if scaling.current is not None else queue.consumers)
+        REPLICAS_DESIRED.labels(name).set(scaling.desired if scaling.desired is not None else queue.consumers)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
