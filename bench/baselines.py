@@ -22,15 +22,19 @@ def sample_payloads(n: int) -> list[bytes]:
                                          params=SamplingParams(max_tokens=8))) for i in range(n)]
 
 
+async def _xadd_batch(r: aioredis.Redis, stream: str, payloads: list[bytes]) -> None:
+    pipe = r.pipeline(transaction=False)
+    for p in payloads:
+        pipe.xadd(stream, {"d": p})
+    await pipe.execute()
+
+
 async def raw_xadd(r: aioredis.Redis, payloads: list[bytes]) -> float:
     """Messages/s of pipelined XADD, 1000 per round trip."""
     stream = "baseline:xadd"
     t0 = time.perf_counter()
     for k in range(0, len(payloads), BATCH):
-        pipe = r.pipeline(transaction=False)
-        for p in payloads[k:k + BATCH]:
-            pipe.xadd(stream, {"d": p})
-        await pipe.execute()
+        await _xadd_batch(r, stream, payloads[k:k + BATCH])
     elapsed = time.perf_counter() - t0
     await r.delete(stream)
     return len(payloads) / elapsed
@@ -43,10 +47,7 @@ async def raw_hop(r: aioredis.Redis, payloads: list[bytes]) -> float:
     decoder = msgspec.msgpack.Decoder(InferenceRequest)
     t0 = time.perf_counter()
     for k in range(0, len(payloads), BATCH):
-        pipe = r.pipeline(transaction=False)
-        for p in payloads[k:k + BATCH]:
-            pipe.xadd(stream, {"d": p})
-        await pipe.execute()
+        await _xadd_batch(r, stream, payloads[k:k + BATCH])
         reply = await r.xreadgroup(group, "c", {stream: ">"}, count=BATCH)
         entries = reply[0][1]
         for _, fields in entries:

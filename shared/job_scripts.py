@@ -1,6 +1,23 @@
 """Lua scripts that change job records. Each runs atomically, with the acknowledgement (or the
 admission check) it belongs to. Key names are always passed in KEYS, built by `shared.keys`."""
 
+_HASH_HELPERS = """
+-- HMGET / HSET over many fields, in slices (Lua's unpack has a stack limit).
+local function hmget_all(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for k = 1, #part do out[i + k - 1] = part[k] end
+  end
+  return out
+end
+local function hset_all(key, pairs_list)
+  for i = 1, #pairs_list, 1000 do
+    redis.call('HSET', key, unpack(pairs_list, i, math.min(i + 999, #pairs_list)))
+  end
+end
+"""
+
 CREATE = """
 -- Idempotency, admission, then the whole job, or nothing.
 -- KEYS: job, jobs index, ingest stream, backlog total, deadlines, idempotency key (or the job key
@@ -55,25 +72,11 @@ end
 return {'ok', job_id, '', ''}
 """
 
-MARK_STARTED = """
+MARK_STARTED = _HASH_HELPERS + """
 -- KEYS: (job, reqs) per job. ARGV[1] now ms, ARGV[2] msgpack: per job, in KEYS order, a list of
 -- (request_id, model). Returns, per job, one verdict per request: 'run', or why it must not run:
 -- 'cancelled' / 'expired' (its job is being stopped), 'gone' (finished or no longer exists).
 -- A request already marked (a redelivery) is not counted again but still answers 'run'.
--- HMGET / HSET over many fields, in slices (Lua's unpack has a stack limit).
-local function hmget_all(key, fields)
-  local out = {}
-  for i = 1, #fields, 1000 do
-    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
-    for k = 1, #part do out[i + k - 1] = part[k] end
-  end
-  return out
-end
-local function hset_all(key, pairs_list)
-  for i = 1, #pairs_list, 1000 do
-    redis.call('HSET', key, unpack(pairs_list, i, math.min(i + 999, #pairs_list)))
-  end
-end
 local now = ARGV[1]
 local groups = cmsgpack.unpack(ARGV[2])
 local out = {}
@@ -112,7 +115,7 @@ end
 return out
 """
 
-RECORD_RESULTS = """
+RECORD_RESULTS = _HASH_HELPERS + """
 -- Apply a batch of results, grouped by job, and acknowledge their results-stream entries.
 -- KEYS[1] results stream, KEYS[2] events stream, KEYS[3] backlog total, KEYS[4] deadlines,
 --      KEYS[5] webhook events stream, KEYS[6] set of endpoints subscribed to request events,
@@ -125,20 +128,6 @@ RECORD_RESULTS = """
 -- job's event, to the events stream.
 -- Counters are summed in Lua and written once per job and field: per-result Redis calls are only
 -- the duplicate check (one HMGET per job) and the result line's XADD.
--- HMGET / HSET over many fields, in slices (Lua's unpack has a stack limit).
-local function hmget_all(key, fields)
-  local out = {}
-  for i = 1, #fields, 1000 do
-    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
-    for k = 1, #part do out[i + k - 1] = part[k] end
-  end
-  return out
-end
-local function hset_all(key, pairs_list)
-  for i = 1, #pairs_list, 1000 do
-    redis.call('HSET', key, unpack(pairs_list, i, math.min(i + 999, #pairs_list)))
-  end
-end
 local group, now, now_iso, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local maxlen, source, event_field = ARGV[5], ARGV[6], ARGV[7]
 local batch = cmsgpack.unpack(ARGV[8])

@@ -57,6 +57,16 @@ def from_validation_error(exc: msgspec.ValidationError) -> ApiException:
     return ApiException(422, f"{field}: {msg}", field=field or None, index=index)
 
 
+def decode_body(decoder: msgspec.json.Decoder, body: bytes):
+    """A request body as its Struct, or 400 (not JSON) / 422 (naming the field at fault)."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise from_validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+
+
 def over_capacity(exc, retry_after_s: int) -> ApiException:
     where = f"model {exc.model!r}" if exc.model else "all models together"
     return ApiException(

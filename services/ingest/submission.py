@@ -6,7 +6,7 @@ import time
 
 import msgspec
 
-from services.ingest.errors import ApiException, from_validation_error
+from services.ingest.errors import ApiException, decode_body
 from shared.api import JobWebhook, JobCreate, PromptSpec, RequestSpec
 from shared.ids import new_job_id, request_id
 from shared.messages import IngestChunk, InferenceRequest, SamplingParams
@@ -30,12 +30,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
 
 
 def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_chars: int = 200_000) -> JobPlan:
-    try:
-        doc = _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise from_validation_error(exc) from None
-    except msgspec.DecodeError as exc:
-        raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+    doc = decode_body(_decoder, body)
 
     items, field = _items(doc)
     if len(items) > max_requests:

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from services.ingest import openapi
 from services.ingest.body import read_limited
-from services.ingest.errors import ApiException, from_validation_error
+from services.ingest.errors import ApiException, decode_body
 from shared.api import ApiError
 from shared.keys import Keys
 from shared.settings import Settings
@@ -56,12 +56,7 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant_of: Callable[[R
               responses={201: openapi.json_response(WebhookEndpoint, "Created, with its secret"), **_ERRORS})
     async def create_webhook(request: Request) -> Response:
         body = await read_limited(request, 64 * 1024)
-        try:
-            spec = _create_decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise from_validation_error(exc) from None
-        except msgspec.DecodeError as exc:
-            raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+        spec = decode_body(_create_decoder, body)
         await checked_url(spec.url, settings, "url")
         rec = await store(request).create(tenant_of(request), spec)
         return _json(endpoint_view(rec, with_secret=True), 201)
