@@ -12,9 +12,11 @@ inferq_requests_accepted_total."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from shared.flow import model_queue, model_scaling
 from shared.keys import LANES, Keys
@@ -27,17 +29,82 @@ BACKLOG = Gauge("inferq_backlog", "Requests of a model and lane by where they wa
 UNFINISHED = Gauge("inferq_unfinished", "Accepted requests of a model without a result yet", ["model"], registry=REGISTRY)
 REPLICAS = Gauge("inferq_replicas", "Worker replicas running, per the autoscaler", ["model"], registry=REGISTRY)
 REPLICAS_DESIRED = Gauge("inferq_replicas_desired", "Worker replicas the autoscaler wants", ["model"], registry=REGISTRY)
-QUEUE_WAIT = Histogram("inferq_request_queue_wait_seconds", "Acceptance to the start of inference", ["model"],
-                       buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-INFERENCE = Histogram("inferq_request_inference_seconds", "Time in the engine, retries included", ["model"],
-                      buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-TOKENS = Counter("inferq_tokens", "Tokens processed", ["model", "kind"], registry=REGISTRY)
-RESULTS = Counter("inferq_results", "Requests finished by a worker", ["model", "status"], registry=REGISTRY)
 WEBHOOK_DELIVERIES = Counter("inferq_webhook_deliveries", "Webhook attempts by outcome", ["outcome"], registry=REGISTRY)
 HTTP_REQUESTS = Counter("inferq_http_requests", "HTTP requests served", ["method", "route", "status"], registry=REGISTRY)
 HTTP_DURATION = Histogram("inferq_http_request_duration_seconds", "HTTP request handling time", ["method", "route"],
                           buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 REQUESTS_ACCEPTED = Counter("inferq_requests_accepted", "Requests accepted in jobs", registry=REGISTRY)
+
+
+class _Buckets:
+    """A histogram's state as plain numbers: one bisect and two additions per observation, with
+    no lock (one event loop writes it), where prometheus_client's Histogram costs a few µs."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(_LATENCY_BUCKETS, value)] += 1
+        self.total += value
+
+    def family_sample(self) -> tuple[list[tuple[str, int]], float]:
+        cumulative, running = [], 0
+        for bound, n in zip((*map(str, _LATENCY_BUCKETS), "+Inf"), self.counts):
+            running += n
+            cumulative.append((bound, running))
+        return cumulative, self.total
+
+
+class WorkerStats:
+    """What a worker counts per request (queue wait, inference time, tokens, results) on its hot
+    path, exposed as inferq_request_queue_wait_seconds, inferq_request_inference_seconds,
+    inferq_tokens_total and inferq_results_total when scraped."""
+
+    def __init__(self) -> None:
+        self.wait = _Buckets()
+        self.inference = _Buckets()
+        self.prompt_tokens = self.completion_tokens = self.succeeded = self.failed = 0
+
+    def record(self, wait_s: float, inference_s: float, prompt_tokens: int, completion_tokens: int, failed: bool) -> None:
+        self.wait.observe(wait_s)
+        self.inference.observe(inference_s)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if failed:
+            self.failed += 1
+        else:
+            self.succeeded += 1
+
+
+class _WorkerCollector:
+    def __init__(self) -> None:
+        self.models: dict[str, WorkerStats] = {}
+        REGISTRY.register(self)
+
+    def collect(self):
+        wait = HistogramMetricFamily("inferq_request_queue_wait_seconds", "Acceptance to the start of inference", labels=["model"])
+        inference = HistogramMetricFamily("inferq_request_inference_seconds", "Time in the engine, retries included", labels=["model"])
+        tokens = CounterMetricFamily("inferq_tokens", "Tokens processed", labels=["model", "kind"])
+        results = CounterMetricFamily("inferq_results", "Requests finished by a worker", labels=["model", "status"])
+        for model, st in self.models.items():
+            wait.add_metric([model], *st.wait.family_sample())
+            inference.add_metric([model], *st.inference.family_sample())
+            tokens.add_metric([model, "prompt"], st.prompt_tokens)
+            tokens.add_metric([model, "completion"], st.completion_tokens)
+            results.add_metric([model, "succeeded"], st.succeeded)
+            results.add_metric([model, "failed"], st.failed)
+        yield from (wait, inference, tokens, results)
+
+
+_WORKERS = _WorkerCollector()
+
+
+def worker_stats(model: str) -> WorkerStats:
+    """One per model and process: workers that restart in a container keep counting on."""
+    return _WORKERS.models.setdefault(model, WorkerStats())
 
 
 class DispatcherCounters:

@@ -63,10 +63,7 @@ class InferenceWorker:
         self._closing = False
         self._stop: asyncio.Event | None = None
         self.fatal: EngineDead | None = None  # set when the engine died: the process must exit non-zero
-        name = model.name  # metric children bound once: no label lookups per request
-        self._m_wait, self._m_inference = metrics.QUEUE_WAIT.labels(name), metrics.INFERENCE.labels(name)
-        self._m_prompt, self._m_completion = metrics.TOKENS.labels(name, "prompt"), metrics.TOKENS.labels(name, "completion")
-        self._m_succeeded, self._m_failed = metrics.RESULTS.labels(name, "succeeded"), metrics.RESULTS.labels(name, "failed")
+        self.stats = metrics.worker_stats(model.name)
 
     @property
     def free_slots(self) -> int:
@@ -245,11 +242,7 @@ class InferenceWorker:
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
         inference_s = time.time() - started
         status = "failed" if error else "succeeded"
-        self._m_wait.observe(queued_ms / 1000)
-        self._m_inference.observe(inference_s)
-        self._m_prompt.inc(usage.prompt_tokens)
-        self._m_completion.inc(usage.completion_tokens)
-        (self._m_failed if error else self._m_succeeded).inc()
+        self.stats.record(queued_ms / 1000, inference_s, usage.prompt_tokens, usage.completion_tokens, error is not None)
         line = ResultLine(
             custom_id=req.custom_id,
             request_id=req.request_id,
