@@ -103,7 +103,8 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant_of: Callable[[R
 
     @app.post("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", response_class=Response,
               summary="Send a delivery again", description="Schedules a new attempt now, with the same webhook-id.",
-              responses={200: openapi.json_response(Delivery, "The delivery, pending again"), **_ERRORS})
+              responses={200: openapi.json_response(Delivery, "The delivery, pending again"),
+                         409: openapi.json_response(ApiError, "The endpoint is disabled"), **_ERRORS})
     async def redeliver(request: Request, webhook_id: WebhookId, delivery_id: DeliveryId) -> Response:
         endpoint = await store(request).get(webhook_id, tenant_of(request))
         if endpoint is None:
