@@ -50,7 +50,7 @@ class JobEvent(Struct, kw_only=True):
 
 class RequestEvent(Struct, kw_only=True):
     specversion: Literal["1.0"] = "1.0"
-    id: str  # the request id
+    id: str  # <request id>.<results cursor>
     source: str
     type: Literal["com.inferq.request.completed"]
     subject: str  # the job id
@@ -63,10 +63,11 @@ def rfc3339_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def request_event_json(job_id: str, request_id: str, line_json: bytes, time: str) -> bytes:
+def request_event_json(job_id: str, request_id: str, cursor: str, line_json: bytes, time: str) -> bytes:
     """The request.completed document around an already-encoded result line (no re-encoding); the
-    collector's script builds the identical bytes."""
-    return (b'{"specversion":"1.0","id":"' + request_id.encode() + b'","source":"' + SOURCE.encode()
+    collector's script builds the identical bytes. Its id is `<request id>.<results cursor>`:
+    unique per result, even for a request that runs again after a dead-letter requeue."""
+    return (b'{"specversion":"1.0","id":"' + request_id.encode() + b"." + cursor.encode() + b'","source":"' + SOURCE.encode()
             + b'","type":"com.inferq.request.completed","subject":"' + job_id.encode() + b'","time":"'
             + time.encode() + b'","datacontenttype":"application/json","data":' + line_json + b"}")
 

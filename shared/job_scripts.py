@@ -172,12 +172,12 @@ for j = 1, #jobs do
         if it[5] > 0 then incr['completion_tokens'] = (incr['completion_tokens'] or 0) + it[5] end
         local line_id = redis.call('XADD', res, '*', 'l', it[6])
         -- the request.completed CloudEvent (same bytes as shared.events.request_event_json)
-        local doc = '{"specversion":"1.0","id":"' .. rid .. '","source":"' .. source ..
+        local doc = '{"specversion":"1.0","id":"' .. rid .. '.' .. line_id .. '","source":"' .. source ..
           '","type":"com.inferq.request.completed","subject":"' .. job_ids[j] .. '","time":"' .. now_iso ..
           '","datacontenttype":"application/json","data":' .. it[6] .. '}'
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
         if hook_requests then
-          redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
+          redis.call('XADD', KEYS[5], '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
         end
         if it[7] == 'max_attempts_exceeded' then
           redis.call('HSET', job, 'dl:' .. rid, line_id)  -- lets an operator requeue it
@@ -217,7 +217,8 @@ for j = 1, #jobs do
           }
         })
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
-        redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
+        -- the fan-out's work queue: never capped (unread entries would be lost), trimmed once acknowledged
+        redis.call('XADD', KEYS[5], '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
         redis.call('ZREM', KEYS[4], h[1])
         redis.call('DEL', reqs)
         redis.call('EXPIRE', job, ttl)

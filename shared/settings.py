@@ -12,7 +12,8 @@ import msgspec
 
 
 def valid_tenant(name: str) -> bool:
-    return 0 < len(name) <= 63 and name[0].isalnum() and all(c.isalnum() or c in "_-" for c in name) and name.isascii()
+    """`default` is reserved: it is everyone when auth is off, and the owner of records older than tenancy."""
+    return name != "default" and 0 < len(name) <= 63 and name[0].isalnum() and all(c.isalnum() or c in "_-" for c in name) and name.isascii()
 
 
 class SettingsError(ValueError):
@@ -66,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for item in filter(None, (x.strip() for x in self.api_keys.split(","))):
             tenant, sep, key = item.partition(":")
             if not sep or not valid_tenant(tenant) or len(key) < 16:
-                raise ValueError("expected `tenant:key` pairs (tenant: a-z, 0-9, _ or -; key: at least 16 characters)")
+                raise ValueError("expected `tenant:key` pairs (tenant: a-z, 0-9, _ or -, not `default`; key: at least 16 characters)")
             out[key] = tenant
         return out
 

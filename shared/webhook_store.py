@@ -41,6 +41,12 @@ return created
 """
 
 
+class DeliveryPending(Exception):
+    def __init__(self, rec: DeliveryRecord) -> None:
+        super().__init__(rec.id)
+        self.rec = rec
+
+
 class WebhookStore:
     def __init__(self, r: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600) -> None:
         self.r = r
@@ -157,10 +163,12 @@ class WebhookStore:
         rows = await self.r.zrangebyscore(self.keys.webhook_due, "-inf", now_ms, start=0, num=limit, withscores=True)
         return [(m.decode(), int(score)) for m, score in rows]
 
-    async def taken(self, delivery_id: str, score: int) -> None:
-        """Leave the due set, unless the delivery was rescheduled meanwhile (a redelivery)."""
+    async def taken(self, delivery_id: str, score: int, lease_ms: int) -> None:
+        """Handed to an attempt: due again after `lease_ms` unless the attempt records its outcome
+        first (or the delivery was rescheduled meanwhile)."""
         await self.r.eval("if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then "
-                          "return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0", 1, self.keys.webhook_due, delivery_id, score)
+                          "return redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1]) end return 0", 1,
+                          self.keys.webhook_due, delivery_id, score, score + lease_ms)
 
     async def save_delivery(self, rec: DeliveryRecord, *, extra=None) -> None:
         """Store the delivery after an attempt and schedule its next one, if any. `extra` adds
@@ -177,9 +185,13 @@ class WebhookStore:
         await pipe.execute()
 
     async def redeliver(self, endpoint_id: str, delivery_id: str) -> DeliveryRecord | None:
+        """Schedule an attempt now for a delivery that has ended (one still pending is already
+        scheduled: a second attempt at once would race it; raises DeliveryPending)."""
         rec = await self.get_delivery(delivery_id)
         if rec is None or rec.endpoint_id != endpoint_id:
             return None
+        if rec.status == "pending":
+            raise DeliveryPending(rec)
         rec.status = "pending"
         rec.next_attempt_at = int(time.time() * 1000)
         await self.save_delivery(rec)

@@ -88,8 +88,9 @@ def test_sse_errors(stack):
     resp = httpx.get(f"{stack.base_url}/v1/jobs/job_00000000000000000000000000/events")
     assert resp.status_code == 404 and resp.json()["error"]["field"] == "job_id"
     job_id = submit(stack.base_url, 1)
-    resp = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "banana"})
-    assert resp.status_code == 422 and resp.json()["error"]["field"] == "Last-Event-ID"
+    for bad in ("banana", "99999999999999999999-0"):
+        resp = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/events", headers={"Last-Event-ID": bad})
+        assert resp.status_code == 422 and resp.json()["error"]["field"] == "Last-Event-ID"
 
 
 def test_events_stream_is_cloudevents_and_the_example_consumer_reads_it(stack):

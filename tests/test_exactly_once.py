@@ -113,8 +113,8 @@ async def test_collector_counts_each_request_once_and_completes_the_job_once(r, 
     events = [json.loads(f[EVENT_FIELD.encode()]) for _, f in await r.xrange(keys.events_stream)]
     # one event per request despite the redelivery, then the job's, once
     assert [e["type"] for e in events] == ["com.inferq.request.completed"] * 3 + ["com.inferq.job.completed"]
-    assert sorted(e["id"] for e in events[:3]) == ["req_0", "req_1", "req_2"]
-    assert all(e["data"]["request_id"] == e["id"] and e["subject"] == "job_d" for e in events[:3])
+    assert sorted(e["data"]["request_id"] for e in events[:3]) == ["req_0", "req_1", "req_2"]
+    assert all(e["id"].startswith(e["data"]["request_id"] + ".") and e["subject"] == "job_d" for e in events[:3])
     event = events[3]
     assert event["specversion"] == "1.0" and event["type"] == "com.inferq.job.completed" and event["subject"] == "job_d"
     assert event["data"]["request_counts"]["succeeded"] == 2 and event["data"]["request_counts"]["failed"] == 1

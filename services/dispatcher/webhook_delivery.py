@@ -48,12 +48,17 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
     error: str | None = None
     retry_after: float | None = None
     try:
-        await check_url(endpoint.url, allow_private=settings.webhook_allow_private, allow_http=settings.webhook_allow_http)
+        target = await check_url(endpoint.url, allow_private=settings.webhook_allow_private,
+                                 allow_http=settings.webhook_allow_http)
         body = rec.payload.encode()
         ts = int(started)
         headers = {"content-type": "application/json", "user-agent": USER_AGENT, "webhook-id": rec.id,
                    "webhook-timestamp": str(ts), "webhook-signature": signature_header(endpoint, rec.id, ts, body)}
-        resp = await ctx["http"].post(endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_s)
+        if target.host_header:  # connect to the address that was checked, not to a fresh DNS answer
+            headers["host"] = target.host_header
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+        resp = await ctx["http"].post(target.url, content=body, headers=headers, timeout=settings.webhook_timeout_s,
+                                      extensions=extensions)
         code = resp.status_code
         if code in (429, 503):
             retry_after = _retry_after(resp.headers.get("retry-after"))
@@ -64,6 +69,9 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
     except httpx.TimeoutException:
         error = f"no answer within {settings.webhook_timeout_s:g}s"
     except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # anything else is a failed attempt too: the delivery must not stall
+        log.exception("webhook attempt failed unexpectedly", extra={"webhook_id": endpoint.id})
         error = f"{type(exc).__name__}: {exc}"
     rec.attempts.append(DeliveryAttempt(at=int(started * 1000), status_code=code, error=error,
                                         duration_ms=round((time.time() - started) * 1000, 1)))
@@ -108,15 +116,18 @@ def _retry_after(value: str | None) -> float | None:
 
 
 async def schedule_deliveries(store: WebhookStore, arq_redis, queue_name: str, stop: asyncio.Event,
-                              poll_s: float = 0.1) -> None:
+                              poll_s: float = 0.1, lease_s: float = 120.0) -> None:
     """Hand due deliveries to arq. The arq job id names the attempt, so two dispatchers (or a
-    crash between enqueue and removal) never run one attempt twice."""
+    crash between enqueue and lease) never run one attempt twice. A handed-out delivery stays in
+    the due set `lease_s` later: if its attempt dies without recording anything (a crashed
+    dispatcher, Redis gone at the wrong moment), it falls due again instead of stalling."""
+    lease_ms = int(lease_s * 1000)
     while not stop.is_set():
         try:
             due = await store.due(int(time.time() * 1000))
             for did, score in due:
                 await arq_redis.enqueue_job("deliver_webhook", did, _job_id=f"whd:{did}:{score}", _queue_name=queue_name)
-                await store.taken(did, score)
+                await store.taken(did, score, lease_ms)
         except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("webhook scheduler: Redis unavailable (%s)", exc)
             due = []

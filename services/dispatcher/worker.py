@@ -54,7 +54,8 @@ async def startup(ctx: dict) -> None:
         consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector"),
                    asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
                    asyncio.create_task(fanout.run(stop), name="webhook-fanout"),
-                   asyncio.create_task(schedule_deliveries(webhooks, ctx["redis"], keys.arq_queue, stop), name="webhook-scheduler")],
+                   asyncio.create_task(schedule_deliveries(webhooks, ctx["redis"], keys.arq_queue, stop,
+                                                           lease_s=settings.webhook_timeout_s + 60), name="webhook-scheduler")],
     )
     _COUNTERS.source = ctx
     if settings.metrics_port and not _METRICS_SERVED:

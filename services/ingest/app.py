@@ -124,12 +124,14 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
         plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
         jobs: JobStore = request.app.state.jobs
         tenant = tenant_of(request)
-        await request.app.state.limits.admit(tenant, sum(plan.model_totals.values()))
         idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
         extra: dict[str, str] = {}
         hook = None
         if plan.webhook is not None:
             await webhook_routes.checked_url(plan.webhook.url, settings, "webhook.url")
+        # the rate limit is charged only for a job that passed validation
+        await request.app.state.limits.admit(tenant, sum(plan.model_totals.values()))
+        if plan.webhook is not None:
             hook = await request.app.state.webhooks.create(tenant, plan.webhook, job_id=plan.job_id)
             if "request.completed" in hook.events:
                 extra["wh_req"] = "1"

@@ -36,7 +36,13 @@ _line_decoder = msgspec.json.Decoder(_LineIds)
 
 
 def valid_last_event_id(value: str | None) -> bool:
-    return value is None or value == END_ID or bool(_CURSOR_RE.match(value))
+    """None, `end`, or a stream entry id whose parts Redis accepts (below 2**64)."""
+    if value is None or value == END_ID:
+        return True
+    if not _CURSOR_RE.match(value):
+        return False
+    ms, seq = value.split("-")
+    return int(ms) < 2**64 and int(seq) < 2**64 - 1
 
 
 async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobStore, job_id: str,
@@ -53,7 +59,7 @@ async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobS
         for entry_id, fields in entries:
             line = fields[b"l"]
             ms = int(entry_id.split(b"-")[0])
-            doc = request_event_json(job_id, _line_decoder.decode(line).request_id, line, rfc3339_ms(ms))
+            doc = request_event_json(job_id, _line_decoder.decode(line).request_id, entry_id.decode(), line, rfc3339_ms(ms))
             yield b"id: " + entry_id + b"\nevent: request.completed\ndata: " + doc + b"\n\n"
             cursor = entry_id.decode()
         if entries:

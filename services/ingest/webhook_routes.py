@@ -17,7 +17,7 @@ from shared.api import ApiError
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.url_guard import UnsafeURL, check_url
-from shared.webhook_store import WebhookStore
+from shared.webhook_store import DeliveryPending, WebhookStore
 from shared.webhooks import Delivery, DeliveryList, WebhookCreate, WebhookEndpoint, WebhookEndpointList, delivery_view, endpoint_view
 
 _encoder = msgspec.json.Encoder()
@@ -104,7 +104,7 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant_of: Callable[[R
     @app.post("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", response_class=Response,
               summary="Send a delivery again", description="Schedules a new attempt now, with the same webhook-id.",
               responses={200: openapi.json_response(Delivery, "The delivery, pending again"),
-                         409: openapi.json_response(ApiError, "The endpoint is disabled"), **_ERRORS})
+                         409: openapi.json_response(ApiError, "The endpoint is disabled, or the delivery is still pending"), **_ERRORS})
     async def redeliver(request: Request, webhook_id: WebhookId, delivery_id: DeliveryId) -> Response:
         endpoint = await store(request).get(webhook_id, tenant_of(request))
         if endpoint is None:
@@ -112,7 +112,12 @@ def install(app: FastAPI, settings: Settings, keys: Keys, tenant_of: Callable[[R
         if endpoint.status != "enabled":
             raise ApiException(409, f"webhook endpoint {webhook_id} is disabled ({endpoint.disabled_reason})",
                                type="endpoint_disabled", field="webhook_id")
-        rec = await store(request).redeliver(webhook_id, delivery_id)
+        try:
+            rec = await store(request).redeliver(webhook_id, delivery_id)
+        except DeliveryPending as exc:
+            due = exc.rec.next_attempt_at
+            raise ApiException(409, f"delivery {delivery_id} is pending: its next attempt is scheduled"
+                                    + (f" for {due} (Unix ms)" if due else ""), type="delivery_pending", field="delivery_id") from None
         if rec is None:
             raise ApiException(404, f"delivery {delivery_id} not found", type="not_found", field="delivery_id")
         return _json(delivery_view(rec))
