@@ -88,6 +88,8 @@ def main() -> int:
     entry = load_models(args.models_file).models[args.model]
     if entry.engine != "vllm":
         parser.error(f"model {args.model!r} uses engine {entry.engine!r}; this benchmark compares vLLM")
+    if entry.modal is None:
+        parser.error(f"model {args.model!r} has no modal table; this benchmark runs it on Modal")
     options = entry.engine_options()
     engine_args = {k: v for k, v in {"max_model_len": options.max_model_len, "tensor_parallel_size": options.tensor_parallel_size,
                                      "gpu_memory_utilization": options.gpu_memory_utilization, "dtype": options.dtype}.items()

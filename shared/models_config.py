@@ -101,7 +101,11 @@ ENGINE_OPTIONS: dict[str, type[Struct]] = {
 
 
 class ModalConfig(Struct, forbid_unknown_fields=True, kw_only=True):
-    """How the model's GPU workers run on Modal (`services/inference/modal_app.py`)."""
+    """How the model's GPU workers run on Modal (`services/inference/modal_app.py`). A model with
+    this table gets a deployed Modal class, and the `modal` scaling backend drives it by default.
+
+    `min_containers` keeps containers up, but only runs the dispatcher spawns serve work, so it may
+    not exceed `scaling.min_replicas` (the runs kept going at all times)."""
 
     gpu: str = "L4"  # a Modal GPU spec: "T4", "L4", "A10G", "L40S", "A100-80GB", "H100", "H100:2", ...
     min_containers: Annotated[int, Meta(ge=0)] = 0
@@ -119,10 +123,12 @@ class ScalingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     scaling down takes the highest recommendation of the last `scale_down_window_s` (no flapping);
     the last worker stops only after the backlog has been zero for `idle_cooldown_s`.
     `backend`: `static` (a fixed fleet started by the operator: nothing changes), `local` (worker
-    processes on the dispatcher's machine), `modal` (the deployed Modal class).
+    processes on the dispatcher's machine), `modal` (the deployed Modal class). Unset, it is `modal`
+    for a model with a `[models.NAME.modal]` table and `static` otherwise; reading the file settles
+    it, so everything else reads one value.
     """
 
-    backend: Literal["static", "local", "modal"] = "static"
+    backend: Literal["static", "local", "modal"] | None = None
     min_replicas: Annotated[int, Meta(ge=0)] = 0
     max_replicas: Annotated[int, Meta(ge=1)] = 1
     target_per_replica: Annotated[int, Meta(ge=1)] = 256
@@ -171,12 +177,19 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     description: str = ""
     scaling: ScalingConfig = msgspec.field(default_factory=ScalingConfig)
-    modal: ModalConfig = msgspec.field(default_factory=ModalConfig)
+    modal: ModalConfig | None = None  # None: no Modal class is deployed for this model
     flow: FlowConfig = msgspec.field(default_factory=FlowConfig)
     name: str = ""  # filled from the table key
 
+    def __post_init__(self) -> None:
+        if self.scaling.backend is None:
+            self.scaling.backend = "static" if self.modal is None else "modal"
+
     @property
-    def modal_max_containers(self) -> int:
+    def modal_max_containers(self) -> int | None:
+        """The deployed class's container cap; None when the model is not deployed on Modal."""
+        if self.modal is None:
+            return None
         return self.modal.max_containers or self.scaling.max_replicas
 
     @property
@@ -242,11 +255,34 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
             raise ModelsFileError(f"{where}: flow.low_watermark must be below flow.high_watermark ({cfg.high_watermark})")
         if cfg.scaling.min_replicas > cfg.scaling.max_replicas:
             raise ModelsFileError(f"{where}: scaling.min_replicas exceeds scaling.max_replicas")
-        if cfg.modal.min_containers > cfg.modal_max_containers:
-            raise ModelsFileError(f"{where}: modal.min_containers ({cfg.modal.min_containers}) exceeds "
-                                  f"modal.max_containers ({cfg.modal_max_containers})")
+        _check_modal(cfg, name, where)
         models[name] = cfg
     return ModelsConfig(models=models, path=source)
+
+
+def _check_modal(cfg: ModelConfig, name: str, where: str) -> None:
+    """Refuse a Modal setup that cannot work as written: GPUs nobody starts or nobody uses."""
+    backend, modal = cfg.scaling.backend, cfg.modal
+    key = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'  # as written in TOML
+    table = f"[models.{key}.modal]"
+    if modal is None:
+        if backend == "modal":
+            raise ModelsFileError(f"{where}: scaling.backend = \"modal\" needs a {table} table (at least "
+                                  f"gpu = \"...\"): without it no Modal class is deployed for the model")
+        return
+    if backend != "modal":
+        raise ModelsFileError(f"{where}: has a {table} table but scaling.backend = \"{backend}\", so its Modal "
+                              f"class would never be called; remove scaling.backend (a modal table means the modal "
+                              f"backend) or remove the modal table to run the model's workers another way")
+    if modal.min_containers > cfg.modal_max_containers:
+        raise ModelsFileError(f"{where}: modal.min_containers ({modal.min_containers}) exceeds "
+                              f"modal.max_containers ({cfg.modal_max_containers})")
+    if modal.min_containers > cfg.scaling.min_replicas:
+        raise ModelsFileError(f"{where}: modal.min_containers ({modal.min_containers}) exceeds scaling.min_replicas "
+                              f"({cfg.scaling.min_replicas}): only runs the dispatcher spawns serve requests, so the "
+                              f"extra containers would stay idle and be billed; to keep {modal.min_containers} warm, "
+                              f"set scaling.min_replicas = {modal.min_containers} (the dispatcher keeps that many "
+                              f"runs going), or lower modal.min_containers")
 
 
 def load_models(path: str | Path) -> ModelsConfig:

@@ -1,6 +1,7 @@
 """The Modal deployment, offline: with `modal` installed and no credentials the app imports, and its
-classes carry the GPU, volumes, secrets and scaling settings of the models file. The container body
-it delegates to runs here for real, on the vllm stand-in and a real Redis."""
+classes carry the GPU, volumes, secrets and scaling settings of the models file; the image is built
+as declared (CUDA base, pinned vLLM, the project's requirements). The container body it delegates to
+runs here for real, on the dummy engine and a real Redis."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from shared.jobstore import JobStore
 from shared.keys import PAYLOAD_FIELD, WORKER_GROUP
 from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
 from shared.settings import Settings
-from tests.test_vllm_engine import STAND_INS
 
 MODELS = """
 [models."meta-llama/Llama-3.1-8B-Instruct"]
@@ -34,13 +34,27 @@ engine = "vllm"
 model = "Qwen/Qwen2.5-72B-Instruct"
 tensor_parallel_size = 4
 [models.qwen-72b.scaling]
+min_replicas = 1
 max_replicas = 2
 [models.qwen-72b.modal]
 gpu = "H100:4"
 min_containers = 1
 
+[models.vllm-cpu]
+engine = "vllm"
+[models.vllm-cpu.options]
+model = "Qwen/Qwen2.5-0.5B-Instruct"
+
 [models.echo]
 engine = "dummy"
+
+[models.echo-gpu]
+engine = "dummy"
+max_inflight = 8
+[models.echo-gpu.options]
+latency_ms = 1
+[models.echo-gpu.modal]
+gpu = "T4"
 """
 
 
@@ -63,7 +77,9 @@ def _spec(cls):
 
 def test_one_class_per_gpu_model_with_its_settings(modal_app):
     classes = modal_app.WORKER_CLASSES
-    assert sorted(classes) == ["meta-llama/Llama-3.1-8B-Instruct", "qwen-72b"]  # not the dummy model
+    # a modal table makes the class, whatever the engine; the vllm model without one runs elsewhere
+    assert sorted(classes) == ["echo-gpu", "meta-llama/Llama-3.1-8B-Instruct", "qwen-72b"]
+    assert not hasattr(modal_app, "Worker_vllm_cpu") and not hasattr(modal_app, "Worker_echo")
     assert modal_app.app.name == "inferq"
     llama, qwen = classes["meta-llama/Llama-3.1-8B-Instruct"], classes["qwen-72b"]
     assert getattr(modal_app, "Worker_meta_llama_Llama_3_1_8B_Instruct") is llama  # importable by name in a container
@@ -86,6 +102,60 @@ def test_scaling_settings_come_from_the_models_file(modal_app):
     assert (qwen["gpu"], qwen["min_containers"], qwen["max_containers"], qwen["scaledown_window"]) == ("H100:4", 1, 2, 300)
 
 
+def test_the_image_is_cuda_devel_with_pinned_vllm_and_fast_hub_downloads(tmp_path, monkeypatch):
+    """Spies on the image builder calls the module makes (the layers themselves are lazy)."""
+    import modal
+
+    seen: dict[str, list] = {"registry": [], "install": [], "env": []}
+    from_registry, uv_pip_install, env = modal.Image.from_registry, modal.Image.uv_pip_install, modal.Image.env
+
+    def spy_registry(tag, *args, **kwargs):
+        seen["registry"].append((tag, kwargs.get("add_python")))
+        return from_registry(tag, *args, **kwargs)
+
+    def spy_install(self, *packages, **kwargs):
+        seen["install"].append(packages)
+        return uv_pip_install(self, *packages, **kwargs)
+
+    def spy_env(self, variables):
+        seen["env"].append(dict(variables))
+        return env(self, variables)
+
+    monkeypatch.setattr(modal.Image, "from_registry", staticmethod(spy_registry))
+    monkeypatch.setattr(modal.Image, "uv_pip_install", spy_install)
+    monkeypatch.setattr(modal.Image, "env", spy_env)
+    monkeypatch.setattr(modal.Image, "debian_slim", None)  # slim images lack the CUDA toolkit
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS)
+    monkeypatch.setenv("INFERQ_MODELS", str(models))
+    sys.modules.pop("services.inference.modal_app", None)
+    try:
+        module = importlib.import_module("services.inference.modal_app")
+    finally:
+        sys.modules.pop("services.inference.modal_app", None)
+
+    [(tag, python)] = seen["registry"]
+    assert tag.startswith("nvidia/cuda:") and "-devel-ubuntu" in tag and python == "3.11"
+    [packages] = seen["install"]
+    assert packages[0] == f"vllm=={module.VLLM_VERSION}" and module.VLLM_VERSION.count(".") == 2
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert list(packages[1:]) == required  # msgspec, redis, httpx, uvloop, ... exactly as the project pins them
+    assert not any("hf_transfer" in p or "hf-transfer" in p for p in packages)
+    [variables] = seen["env"]
+    assert variables["HF_XET_HIGH_PERFORMANCE"] == "1" and "HF_HUB_ENABLE_HF_TRANSFER" not in variables
+    assert variables["INFERQ_MODELS"] == module.REMOTE_MODELS_FILE
+
+
+def test_the_xet_setting_is_the_one_the_hub_client_reads():
+    from huggingface_hub import constants
+
+    assert hasattr(constants, "HF_XET_HIGH_PERFORMANCE")
+
+
 def test_a_bad_modal_setting_is_refused_when_the_app_is_defined(tmp_path, monkeypatch):
     models = tmp_path / "models.toml"
     models.write_text(MODELS.replace("min_containers = 1", "min_containers = 5"))  # above max_containers (2)
@@ -99,35 +169,45 @@ def test_a_bad_modal_setting_is_refused_when_the_app_is_defined(tmp_path, monkey
 
 
 async def test_the_container_body_serves_until_idle_and_drains(r, keys, redis_server, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(STAND_INS))
-    try:
-        from services.inference.container import ContainerWorker
+    from services.inference.container import ContainerWorker
+    from services.inference.engines.dummy import DummyEngine
 
-        models = tmp_path / "models.toml"
-        models.write_text(MODELS)
-        settings = Settings(redis_url=redis_server.url, models_path=str(models), shutdown_grace_s=1.0)
-        await JobStore(r, keys).create("job_m", 0, {"qwen-72b": 20}, {}, [])
-        enc = msgspec.msgpack.Encoder()
-        for i in range(20):
-            req = InferenceRequest(request_id=f"req_{i}", job_id="job_m", custom_id=f"c{i}", model="qwen-72b",
-                                   accepted_ms=0, prompt=f"w{i} x y", params=SamplingParams(max_tokens=2))
-            await r.xadd(keys.model_stream("qwen-72b", "batch"), {PAYLOAD_FIELD: enc.encode(req)})
-        container = ContainerWorker("qwen-72b", settings)
-        await container.start()
-        engine = container.engine.engine
-        assert engine.args.kwargs["tensor_parallel_size"] == 4
-        first = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # returns once the stream is idle
-        assert first["completed"] == 20
-        second = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # same container, same engine
-        assert second["completed"] == 0 and container.engine.engine is engine
-        results = [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
-        assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(20))
-        assert (await r.xpending(keys.model_stream("qwen-72b", "batch"), WORKER_GROUP))["pending"] == 0
+    loads, stops = [], []
+    start, stop = DummyEngine.start, DummyEngine.stop
 
-        running = asyncio.create_task(container.run(idle_exit_s=60))
-        await asyncio.sleep(0.1)
-        await asyncio.wait_for(container.drain(), 10)  # the container is going away: the run ends
-        assert running.done() and engine.shut_down
-    finally:
-        for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
-            del sys.modules[name]
+    async def counted_start(self):
+        loads.append(self)
+        await start(self)
+
+    async def counted_stop(self):
+        stops.append(self)
+        await stop(self)
+
+    monkeypatch.setattr(DummyEngine, "start", counted_start)
+    monkeypatch.setattr(DummyEngine, "stop", counted_stop)
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS)
+    settings = Settings(redis_url=redis_server.url, models_path=str(models), shutdown_grace_s=1.0)
+    await JobStore(r, keys).create("job_m", 0, {"echo-gpu": 20}, {}, [])
+    enc = msgspec.msgpack.Encoder()
+    for i in range(20):
+        req = InferenceRequest(request_id=f"req_{i}", job_id="job_m", custom_id=f"c{i}", model="echo-gpu",
+                               accepted_ms=0, prompt=f"w{i} x y", params=SamplingParams(max_tokens=2))
+        await r.xadd(keys.model_stream("echo-gpu", "batch"), {PAYLOAD_FIELD: enc.encode(req)})
+    container = ContainerWorker("echo-gpu", settings)
+    await container.start()
+    engine = container.engine
+    assert loads == [engine]
+    first = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # returns once the stream is idle
+    assert first["completed"] == 20
+    second = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # same container, same engine
+    assert second["completed"] == 0 and container.engine is engine and loads == [engine]  # loaded once
+    results = [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
+    assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(20))
+    assert (await r.xpending(keys.model_stream("echo-gpu", "batch"), WORKER_GROUP))["pending"] == 0
+    assert stops == []  # runs ending does not release the model
+
+    running = asyncio.create_task(container.run(idle_exit_s=60))
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(container.drain(), 10)  # the container is going away: the run ends
+    assert running.done() and stops == [engine]

@@ -15,6 +15,7 @@ MODELS = parse_models("""
 engine = "vllm"
 options = {model = "meta-llama/Llama-3.1-8B"}
 scaling = {backend = "modal", max_replicas = 4, idle_cooldown_s = 45}
+modal = {gpu = "L4"}
 """)
 MODEL = "meta-llama/Llama-3.1-8B"
 

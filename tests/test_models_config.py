@@ -29,6 +29,18 @@ def test_example_models_file_is_valid():
         ('[models.ok]\nengine = "dummy"\n[models.b]\nmax_inflight = 3', "model 'b': Object missing required field `engine`"),
         ('[models."bad name"]\nengine = "dummy"', "model 'bad name': invalid name"),
         ('[models.a]\nengine = "dummy"\n[models.a.scaling]\nmin_replicas = 3\nmax_replicas = 2', "model 'a': scaling.min_replicas exceeds"),
+        ('[models.a]\nengine = "dummy"\n[models.a.modal]\n[models.a.scaling]\nbackend = "static"',
+         "model 'a': has a [models.a.modal] table but scaling.backend = \"static\""),
+        ('[models.a]\nengine = "dummy"\n[models.a.modal]\n[models.a.scaling]\nbackend = "local"',
+         "model 'a': has a [models.a.modal] table but scaling.backend = \"local\""),
+        ('[models."org/m-1"]\nengine = "dummy"\n[models."org/m-1".scaling]\nbackend = "modal"',
+         "model 'org/m-1': scaling.backend = \"modal\" needs a [models.\"org/m-1\".modal] table"),
+        ('[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 1\n[models.a.scaling]\nmax_replicas = 2',
+         "model 'a': modal.min_containers (1) exceeds scaling.min_replicas (0): only runs the dispatcher spawns "
+         "serve requests, so the extra containers would stay idle and be billed; to keep 1 warm, set "
+         "scaling.min_replicas = 1"),
+        ('[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 3\nmax_containers = 2\n[models.a.scaling]\nmin_replicas = 3\nmax_replicas = 4',
+         "model 'a': modal.min_containers (3) exceeds modal.max_containers (2)"),
         ("models = 3", "no models defined"),
         ("[other]\nx = 1", "unknown top-level key(s) ['other']"),
         ("[models.a\n", "not valid TOML"),
@@ -39,6 +51,39 @@ def test_malformed_file_names_the_entry(text, expected):
         parse_models(text, "m.toml")
     assert str(info.value).startswith("models file m.toml")
     assert expected in str(info.value)
+
+
+def test_a_modal_table_means_the_modal_backend():
+    models = parse_models("""
+[models.gpu]
+engine = "vllm"
+options = {model = "org/m"}
+[models.gpu.modal]
+gpu = "L40S"
+
+[models.gpu-scaled]
+engine = "vllm"
+options = {model = "org/m"}
+[models.gpu-scaled.scaling]
+max_replicas = 3
+[models.gpu-scaled.modal]
+
+[models.cpu-vllm]
+engine = "vllm"
+options = {model = "org/m"}
+""").models
+    assert models["gpu"].scaling.backend == "modal" and models["gpu"].modal.gpu == "L40S"
+    assert models["gpu-scaled"].scaling.backend == "modal" and models["gpu-scaled"].modal_max_containers == 3
+    # a vllm model without a modal table runs wherever you start its workers (vLLM on CPU, your own GPUs)
+    assert models["cpu-vllm"].scaling.backend == "static" and models["cpu-vllm"].modal is None
+    assert models["cpu-vllm"].modal_max_containers is None
+
+
+def test_warm_containers_used_by_kept_runs_are_accepted():
+    text = ('[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 2\n'
+            '[models.a.scaling]\nmin_replicas = 2\nmax_replicas = 4')
+    a = parse_models(text).models["a"]
+    assert (a.modal.min_containers, a.scaling.min_replicas, a.modal_max_containers) == (2, 2, 4)
 
 
 def test_missing_file_says_how_to_fix(tmp_path):

@@ -1,10 +1,11 @@
 """Modal deployment of the GPU inference workers: `modal deploy services/inference/modal_app.py`
-(or `make deploy`).
+(or `make deploy`; `make deploy-check` prints what it would deploy).
 
-One Modal class per model that runs on Modal (engine `vllm`, or `scaling.backend = "modal"`), not
-one parametrized class: GPU type, max containers and scaledown window are per-class settings in
-Modal, and models differ in all three (an 8B model on one L4, a 70B one on H100:4); a parametrized
-class would give every model the same GPU and one shared container cap.
+One Modal class per model with a `[models.NAME.modal]` table (any engine; a `vllm` model without
+one runs wherever you start its workers), not one parametrized class: GPU type, max containers and
+scaledown window are per-class settings in Modal, and models differ in all three (an 8B model on
+one L4, a 70B one on H100:4); a parametrized class would give every model the same GPU and one
+shared container cap.
 
 A container loads its model once (`@modal.enter`), then each call of `run` drives the same worker
 loop as a local process until its model's streams have been idle for a while; on shutdown or
@@ -13,11 +14,15 @@ autoscaler in the dispatcher spawns `run` calls by queue depth. Settings come fr
 baked into the image, the Redis URL (rediss:// with a password) from the Modal Secret
 `inferq-redis`, and the Hugging Face and vLLM caches live on Modal Volumes, so a new container
 does not download the weights again.
+
+The image starts from NVIDIA's CUDA devel image, not a slim one: vLLM compiles some kernels when it
+starts (FlashInfer, torch.compile), which needs the CUDA toolkit.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import modal
@@ -28,17 +33,30 @@ APP_NAME = os.environ.get("INFERQ_MODAL_APP", "inferq")
 MODELS_FILE = Path(os.environ.get("INFERQ_MODELS", "models.toml"))
 REDIS_SECRET = os.environ.get("INFERQ_MODAL_REDIS_SECRET", "inferq-redis")  # holds INFERQ_REDIS_URL
 HF_SECRET = os.environ.get("INFERQ_MODAL_HF_SECRET", "")  # optional: holds HF_TOKEN for gated models
+CUDA_IMAGE = "nvidia/cuda:13.0.3-devel-ubuntu22.04"
+PYTHON_VERSION = "3.11"
 VLLM_VERSION = "0.33.0"
 REMOTE_MODELS_FILE = "/root/inferq-models.toml"
 HF_CACHE, VLLM_CACHE = "/root/.cache/huggingface", "/root/.cache/vllm"
+# HF_XET_HIGH_PERFORMANCE: the hub client fetches weights over Xet with more parallel transfers
+IMAGE_ENV = {"INFERQ_MODELS": REMOTE_MODELS_FILE, "HF_HOME": HF_CACHE, "HF_XET_HIGH_PERFORMANCE": "1"}
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def project_requirements() -> list[str]:
+    """The project's runtime dependencies as pyproject.toml lists them, so the image never drifts
+    from a local install. Inside a running container the image exists already and the file is not
+    there: nothing to install then."""
+    if not PYPROJECT.exists():
+        return []
+    return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"]
+
 
 image = (
-    modal.Image.debian_slim(python_version="3.11")
-    .uv_pip_install(
-        f"vllm=={VLLM_VERSION}",
-        "msgspec>=0.19", "redis[hiredis]>=5.0,<6", "httpx>=0.27", "uvloop>=0.19", "hf_transfer",
-    )
-    .env({"INFERQ_MODELS": REMOTE_MODELS_FILE, "HF_HUB_ENABLE_HF_TRANSFER": "1", "HF_HOME": HF_CACHE})
+    modal.Image.from_registry(CUDA_IMAGE, add_python=PYTHON_VERSION)
+    .entrypoint([])  # the CUDA image's entrypoint only prints a banner
+    .uv_pip_install(f"vllm=={VLLM_VERSION}", *project_requirements())
+    .env(IMAGE_ENV)
     .add_local_file(str(MODELS_FILE), REMOTE_MODELS_FILE)
     .add_local_python_source("shared", "services")
 )
@@ -79,12 +97,8 @@ class GpuWorker:
         await self.container.drain()
 
 
-def runs_on_modal(model: ModelConfig) -> bool:
-    return model.engine == "vllm" or model.scaling.backend == "modal"
-
-
 def class_options(model: ModelConfig) -> dict:
-    """What `app.cls` receives for one model, from its models-file entry."""
+    """What `app.cls` receives for one model, from its models-file entry (which has a modal table)."""
     m = model.modal
     return {
         "image": image,
@@ -106,7 +120,7 @@ def _define_classes() -> dict[str, object]:
     if not MODELS_FILE.exists():  # e.g. `import` for inspection without a models file
         return defined
     for model in load_models(MODELS_FILE).models.values():
-        if not runs_on_modal(model):
+        if model.modal is None:  # its workers run elsewhere
             continue
         name = modal_class_name(model.name)
         body = type(name, (GpuWorker,), {"model_name": model.name, "__module__": __name__, "__qualname__": name})
