@@ -36,5 +36,12 @@ deploy: $(STAMP)
 	@test -n "$(INFERQ_MODELS)" || { echo "set INFERQ_MODELS to your models file"; exit 1; }
 	INFERQ_MODELS=$(INFERQ_MODELS) $(BIN)/modal deploy services/inference/modal_app.py
 
+# Print what `make deploy` would deploy, per model: GPU, containers, scaledown window, timeout, secrets,
+# volumes, image and what drives it. Needs no Modal account; a file the services would refuse fails here.
+.PHONY: deploy-check
+deploy-check: $(STAMP)
+	@test -n "$(INFERQ_MODELS)" || { echo "set INFERQ_MODELS to your models file"; exit 1; }
+	$(BIN)/inferq deploy --check --models $(INFERQ_MODELS)
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

@@ -228,6 +228,30 @@ def up(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODE
         out.print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()))
 
 
+@app.command()
+def deploy(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path("models.toml"),
+           check: Annotated[bool, typer.Option("--check", help="Only print the plan: no Modal account needed, nothing deployed")] = False) -> None:
+    """Deploy the GPU workers of every model with a modal table to Modal, after printing the plan
+    (GPU, containers, secrets, volumes, image, and what drives each)."""
+    from inferq.deploy_plan import NothingToDeploy, build_plan, render
+    from inferq.deploy_plan import deploy as modal_deploy
+    from shared.models_config import ModelsFileError
+
+    try:
+        plan = build_plan(models_file)
+    except (ModelsFileError, NothingToDeploy) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(REFUSED) from None
+    except ModuleNotFoundError as exc:
+        if exc.name != "modal":
+            raise
+        typer.echo("error: the modal package is not installed: pip install 'inferq[modal]'", err=True)
+        raise typer.Exit(UNREACHABLE) from None
+    typer.echo(render(plan))
+    if not check:
+        raise typer.Exit(modal_deploy(models_file))
+
+
 keys_app = typer.Typer(help="API keys (talks to Redis directly: run it where the services run).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 RedisUrl = Annotated[str, typer.Option("--redis-url", envvar="INFERQ_REDIS_URL", help="The Redis the services use")]
