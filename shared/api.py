@@ -207,6 +207,17 @@ class ScalingChange(Struct, kw_only=True):
     at: float  # unix seconds
 
 
+class ScalingFailures(Struct, kw_only=True):
+    """Worker starts that keep failing (a refused Modal spawn, a local worker that exits at once):
+    the backend retries with growing delays instead of at every tick."""
+
+    count: int  # consecutive failures
+    last_error: str | None = None  # e.g. the exception, or the worker's last log line
+    last_exit_status: int | None = None  # a local worker's exit status, when known
+    last_at: float  # unix seconds
+    next_attempt_at: float | None = None  # no new start before this (unix seconds)
+
+
 class ModelScaling(Struct, kw_only=True):
     """The autoscaler's view of a model: replicas now and wanted, and why."""
 
@@ -219,6 +230,7 @@ class ModelScaling(Struct, kw_only=True):
     reason: str | None = None  # the latest decision
     decided_at: float | None = None
     last_change: ScalingChange | None = None
+    failures: ScalingFailures | None = None  # None: the backend's last starts succeeded
 
 
 class ModelInfo(Struct, kw_only=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from shared.api import LaneQueue, ModelQueue, ModelScaling, ScalingChange
+from shared.api import LaneQueue, ModelQueue, ModelScaling, ScalingChange, ScalingFailures
 from shared.keys import LANES, WORKER_GROUP, Keys
 from shared.models_config import ModelConfig
 
@@ -43,11 +43,17 @@ async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mode
 
 
 async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> ModelScaling:
-    """The autoscaler's last decision for a model, as it recorded it."""
+    """The autoscaler's last decision for a model, and its backend's failing starts, as recorded."""
     c = model.scaling
-    h = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.scaling_state(model.name))).items()}
     scaling = ModelScaling(backend=c.backend, min_replicas=c.min_replicas, max_replicas=c.max_replicas)
-    if c.backend == "static" or not h:
+    if c.backend == "static":
+        return scaling
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.scaling_state(model.name))
+        pipe.hgetall(keys.scaling_failures(model.name))
+        h, failures = [{k.decode(): v.decode() for k, v in reply.items()} for reply in await pipe.execute()]
+    scaling.failures = _failures(failures)
+    if not h:
         return scaling
     scaling.current, scaling.desired, scaling.backlog = int(h["current"]), int(h["desired"]), int(h["backlog"])
     scaling.reason, scaling.decided_at = h["reason"], int(h["decided_ms"]) / 1000
@@ -55,3 +61,13 @@ async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mo
         scaling.last_change = ScalingChange(from_replicas=int(h["change_from"]), to_replicas=int(h["change_to"]),
                                             reason=h["change_reason"], at=int(h["change_ms"]) / 1000)
     return scaling
+
+
+def _failures(h: dict[str, str]) -> ScalingFailures | None:
+    if not h:
+        return None
+    return ScalingFailures(
+        count=int(h["count"]), last_error=h.get("error") or None, last_at=int(h["at_ms"]) / 1000,
+        last_exit_status=int(h["exit_status"]) if h.get("exit_status") else None,
+        next_attempt_at=int(h["retry_ms"]) / 1000 if h.get("retry_ms") else None,
+    )

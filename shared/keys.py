@@ -89,6 +89,16 @@ class Keys:
         """Hash call id -> spawned ns of the Modal worker runs the autoscaler started for a model."""
         return f"{self.prefix}:scaling:modal:{model}"
 
+    def scaling_failures(self, model: str) -> str:
+        """Hash of a model's failing worker starts (a refused spawn, a worker that exits at once):
+        count (consecutive), op, error, exit_status, at_ms, retry_ms; deleted once starts succeed."""
+        return f"{self.prefix}:scaling:failures:{model}"
+
+    def local_workers(self, model: str) -> str:
+        """Hash host:pid -> JSON (pid, host, start ticks, stopping) of the local worker processes
+        the autoscaler started for a model, so the next leader on that host can adopt them."""
+        return f"{self.prefix}:scaling:local:{model}"
+
     def file(self, file_id: str) -> str:
         """Hash of an uploaded file: `meta` (FileObject JSON) and `content` (the bytes)."""
         return f"{self.prefix}:file:{file_id}"
