@@ -8,7 +8,10 @@ COPY shared ./shared
 COPY services ./services
 COPY inferq ./inferq
 COPY examples ./examples
-RUN pip install . && useradd --system --uid 10001 --home /app inferq
+# Optional extras of pyproject.toml, e.g. `modal` for a dispatcher that drives Modal GPU workers
+# (docker-compose.modal.yml sets it); empty installs the project alone.
+ARG INFERQ_EXTRAS=""
+RUN pip install .${INFERQ_EXTRAS:+"[$INFERQ_EXTRAS]"} && useradd --system --uid 10001 --home /app inferq
 USER inferq
 EXPOSE 8000
 CMD ["python", "-m", "services.ingest"]
