@@ -5,7 +5,10 @@ Backlog is the model's accepted-but-unfinished count (staged in the router + unr
 + delivered and unacknowledged, both lanes): with flow control the streams themselves never hold
 more than the high watermark, so counting only them would cap the replica count.
 
-One dispatcher at a time scales (a leader lease in Redis), so two dispatchers never fight.
+One dispatcher at a time scales (a leader lease in Redis), so two dispatchers never fight. The
+lease is renewed while a tick runs, not only at its start, so a slow backend call (Modal) cannot
+outlast it and let another dispatcher start the same replicas; a tick that finds the lease lost
+stops where it is. Each backend call has a timeout, so one hung model does not stall the others.
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ return 0
 
 class Autoscaler:
     def __init__(self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, backends: dict, *,
-                 interval_s: float = 0.5, clock=time.monotonic) -> None:
+                 interval_s: float = 0.5, clock=time.monotonic, lease_s: float | None = None,
+                 call_timeout_s: float = 10.0) -> None:
         self.r = r
         self.keys = keys
         self.backends = backends  # backend name -> backend
         self.models = {name: cfg for name, cfg in models.models.items() if cfg.scaling.backend in backends}
         self.policies = {name: ScalePolicy(cfg.scaling) for name, cfg in self.models.items()}
         self.interval_s = interval_s
+        self.lease_s = lease_s if lease_s is not None else max(3.0, interval_s * 6)
+        self.call_timeout_s = call_timeout_s
         self.clock = clock
         self.me = consumer_name("scaler")
         self._lead = r.register_script(_LEAD)
@@ -68,10 +74,39 @@ class Autoscaler:
                 pass
 
     async def tick(self) -> None:
-        lease_ms = int(max(3.0, self.interval_s * 6) * 1000)
-        self.leading = bool(await self._lead(keys=[self.keys.scaler_leader], args=[self.me, lease_ms]))
-        if not self.leading:
+        if not await self._renew():
             return
+        work = asyncio.create_task(self._scale_all())
+        keeper = asyncio.create_task(self._keep_lease(work))
+        try:
+            await work
+        except asyncio.CancelledError:
+            if self.leading:  # cancelled from outside, not by a lost lease
+                raise
+            log.warning("autoscaler: lost the scaling lease during a tick; stopped it there")
+        finally:
+            keeper.cancel()
+
+    async def _renew(self) -> bool:
+        """Take the lease if free, renew it if ours; whether we lead."""
+        lease_ms = int(self.lease_s * 1000)
+        self.leading = bool(await self._lead(keys=[self.keys.scaler_leader], args=[self.me, lease_ms]))
+        return self.leading
+
+    async def _keep_lease(self, work: asyncio.Task) -> None:
+        """Renew every third of the lease while `work` runs; cancel it once we may no longer lead."""
+        while not work.done():
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                leading = await self._renew()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("autoscaler: cannot renew the scaling lease (%s)", exc)
+                self.leading = leading = False  # cannot prove we lead: stop before another may
+            if not leading:
+                work.cancel()
+                return
+
+    async def _scale_all(self) -> None:
         names = list(self.models)
         async with self.r.pipeline(transaction=False) as pipe:
             for name in names:
@@ -79,23 +114,34 @@ class Autoscaler:
             backlogs = [max(0, int(v or 0)) for v in await pipe.execute()]
         now = self.clock()
         for name, backlog in zip(names, backlogs):
-            await self._scale_one(name, backlog, now)
+            try:
+                await self._scale_one(name, backlog, now)
+            except asyncio.TimeoutError:
+                log.warning("autoscaler: %s backend gave no answer within %gs", self.models[name].scaling.backend,
+                            self.call_timeout_s, extra={"model": name})
+            except (RedisConnectionError, RedisTimeoutError):
+                raise
+            except Exception:  # a backend failure (Modal API down) must not stop scaling the other models
+                log.exception("autoscaler: scaling failed", extra={"model": name})
 
     async def _scale_one(self, name: str, backlog: int, now: float) -> None:
         cfg = self.models[name]
         backend = self.backends[cfg.scaling.backend]
-        current = await backend.replicas(name)
+        current = await asyncio.wait_for(backend.replicas(name), self.call_timeout_s)
         decision = self.policies[name].decide(now, backlog, current)
         state = {"backend": backend.name, "desired": decision.desired, "backlog": backlog,
                  "reason": decision.reason, "decided_ms": int(time.time() * 1000)}
+        reached = current
         if decision.desired != current:
-            await backend.scale(name, decision.desired)
-            event = {"model": name, "backend": backend.name, "from": current, "to": decision.desired,
+            # what the backend reached: less than asked while its starts fail and back off
+            reached = await asyncio.wait_for(backend.scale(name, decision.desired), self.call_timeout_s)
+        if reached != current:
+            event = {"model": name, "backend": backend.name, "from": current, "to": reached,
                      "backlog": backlog, "reason": decision.reason, "at": time.time()}
             await self.r.xadd(self.keys.scaling_events, {"event": json.dumps(event)}, maxlen=EVENTS_MAXLEN, approximate=True)
-            log.info("scaled %s from %d to %d: %s", name, current, decision.desired, decision.reason,
+            log.info("scaled %s from %d to %d: %s", name, current, reached, decision.reason,
                      extra={"model": name, "backlog": backlog})
-            state.update(change_from=current, change_to=decision.desired, change_reason=decision.reason,
+            state.update(change_from=current, change_to=reached, change_reason=decision.reason,
                          change_ms=state["decided_ms"])
-        state["current"] = decision.desired
+        state["current"] = reached
         await self.r.hset(self.keys.scaling_state(name), mapping=state)
