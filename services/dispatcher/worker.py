@@ -85,11 +85,12 @@ async def _refresh_gauges(r, keys: Keys, models, stop: asyncio.Event, every_s: f
             pass
 
 
-def _local_backend() -> LocalBackend:
+def _local_backend(r, keys: Keys) -> LocalBackend:
     """One per process: when the arq worker restarts after a Redis outage, the new autoscaler
-    keeps managing the worker processes the old one started."""
+    keeps managing the worker processes the old one started, on the new connection."""
     if not _LOCAL:
-        _LOCAL.append(LocalBackend(log_dir=os.environ.get("INFERQ_LOCAL_WORKER_LOG_DIR") or None))
+        _LOCAL.append(LocalBackend(r, keys, log_dir=os.environ.get("INFERQ_LOCAL_WORKER_LOG_DIR") or None))
+    _LOCAL[0].r = r
     return _LOCAL[0]
 
 
@@ -98,7 +99,7 @@ def _backends(r, keys: Keys, models) -> dict:
     used = {cfg.scaling.backend for cfg in models.models.values()}
     backends: dict = {}
     if "local" in used:
-        backends["local"] = _local_backend()
+        backends["local"] = _local_backend(r, keys)
     if "modal" in used:
         from services.dispatcher.scaling.modal_backend import ModalBackend
 
