@@ -1,7 +1,8 @@
-"""A tiny randomly initialised causal LM, built on the spot with no download.
+"""Tiny randomly initialised causal LMs, built on the spot with no download.
 
-Tests use it to run the real `transformers` engine end to end, and the demo falls back to it when
-the Hugging Face hub cannot be reached. Its output is noise: it has never been trained.
+Tests use them to run the real engines end to end (GPT-2 style for `transformers`, Llama style for
+vLLM), and the demo falls back to one when the Hugging Face hub cannot be reached. Their output is
+noise: they have never been trained.
 """
 
 from __future__ import annotations
@@ -45,4 +46,47 @@ def build_tiny_model(path: str | Path, *, layers: int = 2, width: int = 64, cont
                         pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+# A Llama-3-style template: it writes the BOS token itself, so a tokenizer that also adds special
+# tokens would give two of them (the mistake an engine must not make).
+LLAMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start|>{{ m['role'] }}<|sep|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start|>assistant<|sep|>{% endif %}"
+)
+LLAMA_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|start|>", "<|sep|>", "<|end|>"]
+
+
+def build_tiny_llama(path: str | Path, *, layers: int = 2, context: int = 256, seed: int = 0) -> Path:
+    """Write a Llama-style model vLLM's CPU backend can run (head_dim 64: hidden 128, 2 heads, one
+    KV head) and a byte-level BPE tokenizer that adds BOS like Llama's, with a chat template.
+    Returns the path."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=LLAMA_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator([CORPUS] * 4, trainer)
+    bos_id = bpe.token_to_id("<s>")
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                        pad_token="</s>", model_max_length=context)
+    tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer.save_pretrained(path)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=context,
+                         bos_token_id=bos_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=False, torch_dtype="bfloat16")
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
     return path

@@ -24,6 +24,8 @@ from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FI
 
 TERMINAL_REQUEST_STATES = ("succeeded", "failed", "cancelled", "expired")
 TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired")
+# A job being stopped, and the final state its unfinished requests take.
+STOPPING_JOB_STATES = {"cancelling": "cancelled", "expiring": "expired"}
 EVENTS_MAXLEN = 100_000
 NO_LIMIT = 2**62
 
@@ -246,6 +248,16 @@ class JobStore:
     async def status(self, job_id: str) -> str | None:
         value = await self.r.hget(self.keys.job(job_id), "status")
         return value.decode() if value else None
+
+    async def stopping(self, job_ids: list[str]) -> dict[str, str]:
+        """Of these jobs, the ones being stopped, with what their unfinished requests become
+        ('cancelled' / 'expired'): one round trip, for workers that abort what such jobs still run."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self.keys.job(job_id), "status")
+            statuses = await pipe.execute()
+        return {job_id: STOPPING_JOB_STATES[st.decode()] for job_id, st in zip(job_ids, statuses)
+                if st is not None and st.decode() in STOPPING_JOB_STATES}
 
     async def read_results(self, job_id: str, after: str | None, limit: int) -> list[tuple[bytes, bytes]]:
         """Result lines after cursor `after` (exclusive), oldest first: [(cursor, json line)]."""

@@ -76,7 +76,11 @@ class OpenAIOptions(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class VllmOptions(Struct, forbid_unknown_fields=True, kw_only=True):
-    """Options of the `vllm` engine: vLLM's AsyncLLM in the worker process, on its GPU(s)."""
+    """Options of the `vllm` engine: vLLM's AsyncLLM in the worker process, on its GPU(s).
+
+    The fields below are checked wherever the models file is read; any other entry of the table is
+    an `AsyncEngineArgs` field passed through as is (`kv_cache_dtype`, `max_num_batched_tokens`,
+    `speculative_config`, ...), checked against vLLM's own list when the worker starts."""
 
     model: Annotated[str, Meta(min_length=1)]
     revision: str | None = None
@@ -90,6 +94,14 @@ class VllmOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     enforce_eager: bool = False
     quantization: str | None = None
     trust_remote_code: bool = False
+    engine_args: dict[str, Any] = {}  # every other entry of the table
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> "VllmOptions":
+        fields = set(cls.__struct_fields__) - {"engine_args"}
+        known = {k: v for k, v in table.items() if k in fields}
+        rest = {k: v for k, v in table.items() if k not in fields}
+        return msgspec.convert({**known, "engine_args": rest}, cls)
 
 
 ENGINE_OPTIONS: dict[str, type[Struct]] = {
@@ -201,6 +213,8 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
         return self.flow.low_watermark or self.high_watermark // 2
 
     def engine_options(self) -> Struct:
+        if self.engine == "vllm":
+            return VllmOptions.from_table(self.options)
         return msgspec.convert(self.options, ENGINE_OPTIONS[self.engine])
 
 

@@ -18,7 +18,8 @@ from shared.settings import Settings, SettingsError
 
 
 async def serve(settings: Settings, model_name: str, consumer: str | None) -> int:
-    """Exit status: 0 after a signal, 3 when the engine died (so the platform replaces the worker)."""
+    """Exit status: 0 after a signal, 2 when the engine refused its options, 3 when the engine died or
+    failed to load (so the platform replaces the worker)."""
     model = load_models(settings.models_path).models[model_name]
     r = connect(settings.redis_url)
     stop = asyncio.Event()
@@ -35,6 +36,9 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
                              consumer=consumer, grace_s=settings.shutdown_grace_s)
     try:
         await worker.run(stop)
+    except ModelsFileError as exc:  # the engine refused its options: a configuration error, not a crash
+        print(f"inferq worker: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the model could not load: say why, and let the platform retry
         logging.getLogger("inferq.worker").critical("the worker failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
         return 3

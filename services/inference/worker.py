@@ -28,6 +28,7 @@ from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_gr
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
 PUBLISH_BATCH = 1000
+STOP_CHECK_S = 0.5  # how often in-flight requests' jobs are checked for a cancel or an expiry
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -56,6 +57,8 @@ class InferenceWorker:
         self.publisher = ResultPublisher(r, keys, model.name)
         self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
         self._payloads: dict[tuple[int, bytes], bytes] = {}  # (lane, entry id) -> request, to hand back
+        self._job_of: dict[tuple[int, bytes], str] = {}  # (lane, entry id) -> job id, while in flight
+        self._stopped: dict[tuple[int, bytes], str] = {}  # in flight, aborted because its job stopped
         self.outbox: list[Outcome] = []  # finished, not yet published (still holds its slot)
         self.completed = 0
         self._slot_free = asyncio.Event()
@@ -76,12 +79,14 @@ class InferenceWorker:
             await self.engine.start()
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
         keeper = asyncio.create_task(self._keep_claims(), name="claims")
+        aborter = asyncio.create_task(self._abort_stopped_jobs(), name="aborter")
         log.info("worker started", extra={"model": self.model.name, "consumer": self.consumer})
         try:
             await self._read_loop(stop)
         finally:
             await self._drain()
             keeper.cancel()
+            aborter.cancel()
             self._closing = True
             self._outbox_ready.set()
             try:
@@ -193,6 +198,7 @@ class InferenceWorker:
             if verdict == "run":
                 self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req))
                 self._payloads[(lane, entry_id)] = raw
+                self._job_of[(lane, entry_id)] = req.job_id
             elif verdict == "gone":  # its job is finished or expired from Redis: nothing to record
                 self._settle(Outcome(lane, entry_id))
             else:  # its job is being cancelled or expired: never reaches the engine
@@ -236,7 +242,12 @@ class InferenceWorker:
                     await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.inflight.pop((lane, entry_id), None)
-            raise  # shutting down, or another worker owns it now: not acknowledged here
+            reason = self._stopped.pop((lane, entry_id), None)
+            if reason is None:
+                raise  # shutting down, or another worker owns it now: not acknowledged here
+            # its job was cancelled or expired: the engine has aborted it; it ends like a queued one
+            self._settle(Outcome(lane, entry_id, dropped=raw, reason=reason))
+            return
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
@@ -323,6 +334,27 @@ class InferenceWorker:
                 self._slot_free.set()
             if self._closing:
                 return
+
+    async def _abort_stopped_jobs(self) -> None:
+        """Requests of a job being cancelled or expired stop generating within STOP_CHECK_S: the
+        engine aborts them (freeing its GPU slots) and they are recorded cancelled / expired."""
+        while True:
+            await asyncio.sleep(STOP_CHECK_S)
+            for held in (self._job_of, self._stopped):  # forget what has finished meanwhile
+                for key in [k for k in held if k not in self.inflight]:
+                    del held[key]
+            if not self._job_of:
+                continue
+            try:
+                stopping = await self.jobs.stopping(list(set(self._job_of.values())))
+            except _TRANSIENT as exc:
+                log.warning("could not check for stopped jobs: %s", exc)
+                continue
+            for key, job_id in list(self._job_of.items()):
+                task = self.inflight.get(key)
+                if job_id in stopping and task is not None and key not in self._stopped:
+                    self._stopped[key] = stopping[job_id]
+                    task.cancel()
 
     async def _keep_claims(self) -> None:
         """Reset the idle time of requests still generating, so a long request is not reclaimed;

@@ -1,52 +1,73 @@
-"""The `vllm` engine: vLLM's AsyncLLM in the worker process, on the worker's GPU(s).
+"""The `vllm` engine: vLLM's AsyncLLM in the worker process, on the worker's GPU(s) (or CPU, with
+the CPU build of vLLM).
 
 Every request is its own `generate()` call; the worker keeps up to `max_inflight` of them running
-at once, and vLLM's continuous batching packs them onto the GPU. Chat messages are rendered with
-the model's chat template. max_tokens is always set (vLLM's own default is 16). A cancelled request
-(shutdown, or another worker took it over) is aborted inside vLLM so it stops using the GPU. An
-engine that died makes the worker exit non-zero: the platform replaces it and another worker
-reclaims what it held.
+at once, and vLLM's continuous batching packs them onto the device. Prompts go through vLLM's own
+renderer, as its OpenAI server does: completions are tokenized with the model's special tokens,
+chats are rendered with the model's chat template and tokenized without adding them again (a
+template that writes BOS itself would otherwise start with two). max_tokens is always set (vLLM's
+own default is 16).
+
+Errors: vLLM reports a bad request (prompt longer than the context, an invalid sampling value) as a
+`VLLMClientError`; that fails the request as `invalid_request`, never retried. A request that vLLM
+itself aborted or failed is retried. A cancelled request (shutdown, or another worker took it over)
+is aborted inside vLLM so it stops using the device. An engine that died makes the worker exit
+non-zero: the platform replaces it and another worker reclaims what it held.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from typing import Any
 
 from services.inference.engines.base import EngineDead, EngineError, Generation
-from services.inference.engines.prompts import render_prompt
 from shared.messages import InferenceRequest
-from shared.models_config import VllmOptions
+from shared.models_config import ModelsFileError, VllmOptions
 
 log = logging.getLogger("inferq.engine.vllm")
+
+# vLLM's finish reasons other than stop/length: the request did not run to its end.
+_RETRYABLE_FINISH = {"abort": "engine_aborted", "error": "engine_error"}
+
+
+def engine_args(options: VllmOptions, known: set[str]) -> dict[str, Any]:
+    """AsyncEngineArgs keyword arguments: the typed options plus every other `[options]` entry,
+    passed through as is; names AsyncEngineArgs does not have are refused, listing the valid ones."""
+    unknown = sorted(set(options.engine_args) - known)
+    if unknown:
+        raise ModelsFileError(f"vllm options {unknown} are not AsyncEngineArgs fields; valid names: {sorted(known)}")
+    typed = {f: getattr(options, f) for f in VllmOptions.__struct_fields__ if f != "engine_args"}
+    return {**{k: v for k, v in typed.items() if v is not None}, **options.engine_args}
 
 
 class VllmEngine:
     def __init__(self, options: VllmOptions) -> None:
         self.options = options
         self.engine = None
-        self.tokenizer = None
-        self._vllm = None  # the imported package's names this engine uses
+        self._vllm: dict[str, Any] = {}  # the imported package's names this engine uses
+        self._has_chat_template = False
 
     async def start(self) -> None:
-        # Imported here: only GPU workers install vLLM.
+        # Imported here: only GPU (or vLLM-CPU) workers install vLLM.
         from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.exceptions import VLLMClientError
+        from vllm.renderers import ChatParams
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        self._vllm = (SamplingParams, RequestOutputKind, EngineDeadError)
-        o = self.options
-        args = AsyncEngineArgs(
-            model=o.model, revision=o.revision, tokenizer=o.tokenizer, dtype=o.dtype, max_model_len=o.max_model_len,
-            gpu_memory_utilization=o.gpu_memory_utilization, tensor_parallel_size=o.tensor_parallel_size,
-            max_num_seqs=o.max_num_seqs, enable_prefix_caching=o.enable_prefix_caching, enforce_eager=o.enforce_eager,
-            quantization=o.quantization, trust_remote_code=o.trust_remote_code,
-        )
+        kwargs = engine_args(self.options, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
+        self._vllm = {"SamplingParams": SamplingParams, "FINAL_ONLY": RequestOutputKind.FINAL_ONLY,
+                      "EngineDeadError": EngineDeadError, "ClientError": VLLMClientError,
+                      # the template's assistant turn opener: what vLLM's chat endpoint adds by default
+                      "chat": ChatParams(chat_template_kwargs={"add_generation_prompt": True})}
         started = time.monotonic()
-        self.engine = AsyncLLM.from_engine_args(args)
-        self.tokenizer = await _maybe_await(self.engine.get_tokenizer())
-        log.info("model loaded", extra={"model_path": o.model, "load_s": round(time.monotonic() - started, 1)})
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        tokenizer = self.engine.renderer.tokenizer
+        self._has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        log.info("model loaded", extra={"model_path": self.options.model, "load_s": round(time.monotonic() - started, 1)})
 
     async def stop(self) -> None:
         if self.engine is not None:
@@ -54,47 +75,61 @@ class VllmEngine:
             self.engine = None
 
     def sampling_params(self, request: InferenceRequest):
-        SamplingParams, RequestOutputKind, _ = self._vllm
+        """vLLM's SamplingParams; it validates on construction (raises VLLMValidationError)."""
         p = request.params
-        kwargs = {"max_tokens": p.max_tokens, "n": 1, "output_kind": RequestOutputKind.FINAL_ONLY}
+        kwargs = {"max_tokens": p.max_tokens, "n": 1, "output_kind": self._vllm["FINAL_ONLY"]}
         for name in ("temperature", "top_p", "stop", "seed"):
             if (value := getattr(p, name)) is not None:
                 kwargs[name] = value
-        return SamplingParams(**kwargs)
+        return self._vllm["SamplingParams"](**kwargs)
+
+    async def render(self, request: InferenceRequest):
+        """The request as vLLM's engine input (token ids), through the engine's renderer."""
+        renderer = self.engine.renderer
+        if request.messages is None:
+            (engine_input,) = await renderer.render_cmpl_async([{"prompt": request.prompt or ""}])
+            return engine_input
+        turns = [{"role": m.role, "content": m.content} for m in request.messages]
+        if not self._has_chat_template:  # a base model: a plain transcript, tokenized as a completion
+            text = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+            (engine_input,) = await renderer.render_cmpl_async([{"prompt": text}])
+            return engine_input
+        _, (engine_input,) = await renderer.render_chat_async([turns], self._vllm["chat"])
+        return engine_input
 
     async def generate(self, request: InferenceRequest) -> Generation:
-        _, _, EngineDeadError = self._vllm
-        if getattr(self.engine, "errored", False):
+        if self.engine is None or getattr(self.engine, "errored", False):
             raise EngineDead("vLLM's engine has stopped")
-        prompt = render_prompt(self.tokenizer, request)
-        params = self.sampling_params(request)
         final = None
         finished = False
+        submitted = False
         try:
-            async for output in self.engine.generate(prompt, params, request.request_id):
+            params = self.sampling_params(request)
+            engine_input = await self.render(request)
+            submitted = True
+            async for output in self.engine.generate(engine_input, params, request.request_id):
                 final = output
             finished = final is not None and final.finished
-        except EngineDeadError as exc:
+        except self._vllm["EngineDeadError"] as exc:
             raise EngineDead(f"vLLM's engine died: {exc}") from None
-        except ValueError as exc:  # vLLM's input validation: prompt too long, bad parameters
+        except self._vllm["ClientError"] as exc:  # prompt too long, invalid sampling values
             raise EngineError("invalid_request", str(exc), retryable=False) from None
         finally:
-            if not finished:  # cancelled, or failed mid-way: free its GPU slot
+            if submitted and not finished:  # cancelled, or failed mid-way: free its slot in vLLM
                 try:
-                    await _maybe_await(self.engine.abort(request.request_id))
+                    await self.engine.abort(request.request_id)
                 except Exception as exc:  # a dead engine has nothing left to abort
                     log.warning("abort of %s failed: %s", request.request_id, exc)
+        if final is None:
+            raise EngineError("engine_error", "vLLM returned no output", retryable=True)
         out = final.outputs[0]
+        reason = str(out.finish_reason) if out.finish_reason is not None else "stop"
+        if reason in _RETRYABLE_FINISH:
+            raise EngineError(_RETRYABLE_FINISH[reason], f"vLLM ended the request with finish_reason {reason!r}",
+                              retryable=True)
         return Generation(
             text=out.text,
-            finish_reason="length" if out.finish_reason == "length" else "stop",
+            finish_reason="length" if reason == "length" else "stop",
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(out.token_ids),
         )
-
-
-async def _maybe_await(value):
-    """vLLM has moved some calls between sync and async across releases; accept either."""
-    if hasattr(value, "__await__"):
-        return await value
-    return value

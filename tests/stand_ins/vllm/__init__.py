@@ -1,4 +1,4 @@
-"""Stand-in for the `vllm` package: the engine-facing names, recording how they are called."""
+"""Stand-in for the `vllm` package: the names the engine imports, enough to kill an engine."""
 
 from vllm.engine_args import AsyncEngineArgs
 from vllm.sampling_params import SamplingParams

@@ -1,4 +1,4 @@
-"""Stand-in AsyncLLM: echoes prompt words after a delay, with controls and records for tests."""
+"""Stand-in AsyncLLM: echoes prompt words after a delay; a prompt containing `die_on` kills it."""
 
 import asyncio
 from dataclasses import dataclass, field
@@ -17,28 +17,24 @@ class CompletionOutput:
 @dataclass
 class RequestOutput:
     request_id: str
-    prompt: str
     prompt_token_ids: list
     outputs: list
     finished: bool
 
 
-class _Tokenizer:
-    chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+class _Renderer:
+    tokenizer = type("Tokenizer", (), {"chat_template": None})()
 
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
-        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
-        return text + ("<assistant>" if add_generation_prompt else "")
+    async def render_cmpl_async(self, prompts):
+        return [{"type": "token", "prompt": p["prompt"]} for p in prompts]
 
 
 @dataclass
 class AsyncLLM:
     args: object
     delay_s: float = 0.05
-    calls: list = field(default_factory=list)  # (prompt, sampling params, request id)
+    renderer: _Renderer = field(default_factory=_Renderer)
     aborted: list = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
     errored: bool = False
     shut_down: bool = False
     die_on: str = ""  # a prompt containing this kills the engine
@@ -51,25 +47,14 @@ class AsyncLLM:
         cls.last = cls(args, **cls.next_settings)
         return cls.last
 
-    async def get_tokenizer(self):
-        return _Tokenizer()
-
-    async def generate(self, prompt, sampling_params, request_id):
-        self.calls.append((prompt, sampling_params, request_id))
+    async def generate(self, engine_input, sampling_params, request_id):
+        prompt = engine_input["prompt"]
         if self.errored or (self.die_on and self.die_on in prompt):
             self.errored = True
             raise EngineDeadError("EngineCore encountered an issue")
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay_s)
-        finally:
-            self.in_flight -= 1
-        words = prompt.split()
-        out = words[: sampling_params.max_tokens]
-        reason = "length" if len(words) > sampling_params.max_tokens else "stop"
-        yield RequestOutput(request_id, prompt, list(range(len(words))),
-                            [CompletionOutput(" ".join(out), list(range(len(out))), reason)], True)
+        await asyncio.sleep(self.delay_s)
+        words = prompt.split()[: sampling_params.max_tokens]
+        yield RequestOutput(request_id, list(range(len(words))), [CompletionOutput(" ".join(words), list(range(len(words))), "length")], True)
 
     async def abort(self, request_id):
         self.aborted.append(request_id)

@@ -1,0 +1,3 @@
+class ChatParams:
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
