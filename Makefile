@@ -31,7 +31,7 @@ bench: $(VENV)/.bench
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	$(BIN)/python bench/run.py
 
-# Deploy the GPU workers of every vllm (or scaling.backend = "modal") model in $(INFERQ_MODELS) to Modal.
+# Deploy the GPU workers of every model with a [models.NAME.modal] table in $(INFERQ_MODELS) to Modal.
 deploy: $(STAMP)
 	@test -n "$(INFERQ_MODELS)" || { echo "set INFERQ_MODELS to your models file"; exit 1; }
 	INFERQ_MODELS=$(INFERQ_MODELS) $(BIN)/modal deploy services/inference/modal_app.py
