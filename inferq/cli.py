@@ -247,6 +247,9 @@ def deploy(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_
             raise
         typer.echo("error: the modal package is not installed: pip install 'inferq[modal]'", err=True)
         raise typer.Exit(UNREACHABLE) from None
+    except RuntimeError as exc:  # the deployment cannot be built from here (e.g. not a checkout)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(UNREACHABLE) from None
     typer.echo(render(plan))
     if not check:
         raise typer.Exit(modal_deploy(models_file))

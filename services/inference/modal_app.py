@@ -48,6 +48,8 @@ def project_requirements() -> list[str]:
     from a local install. Inside a running container the image exists already and the file is not
     there: nothing to install then."""
     if not PYPROJECT.exists():
+        if modal.is_local():  # an installed copy, not a checkout: the image would lack the requirements
+            raise RuntimeError(f"{PYPROJECT} not found: deploy from a checkout (pip install -e '.[modal]')")
         return []
     return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"]
 
