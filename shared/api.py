@@ -208,8 +208,9 @@ class ScalingChange(Struct, kw_only=True):
 
 
 class ScalingFailures(Struct, kw_only=True):
-    """Worker starts that keep failing (a refused Modal spawn, a local worker that exits at once):
-    the backend retries with growing delays instead of at every tick."""
+    """A backend's calls for a model that keep failing (a Modal spawn, cancel or status check that
+    got no answer, a local worker that exits at once): retried after growing delays, not at every
+    tick, and meanwhile nothing is started or stopped for the model."""
 
     count: int  # consecutive failures
     last_error: str | None = None  # e.g. the exception, or the worker's last log line

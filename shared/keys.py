@@ -90,8 +90,9 @@ class Keys:
         return f"{self.prefix}:scaling:modal:{model}"
 
     def scaling_failures(self, model: str) -> str:
-        """Hash of a model's failing worker starts (a refused spawn, a worker that exits at once):
-        count (consecutive), op, error, exit_status, at_ms, retry_ms; deleted once starts succeed."""
+        """Hash of a scaling backend's failing calls for a model (a spawn without an answer, a worker
+        that exits at once): count (consecutive), op, error, exit_status, at_ms, retry_ms; deleted
+        once the failing call succeeds."""
         return f"{self.prefix}:scaling:failures:{model}"
 
     def local_workers(self, model: str) -> str:

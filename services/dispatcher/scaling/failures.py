@@ -1,6 +1,7 @@
-"""Worker starts that keep failing (a refused Modal spawn, a local worker that exits at once) are
-retried after growing delays, not at every half-second tick, and recorded in Redis so
-`GET /v1/models` shows them. One record per model, deleted once starts succeed again."""
+"""A backend's calls for a model that keep failing (a Modal spawn, cancel or status check without
+an answer, a local worker that exits at once) are retried after growing delays, not at every
+half-second tick, and recorded in Redis so `GET /v1/models` shows them. One record per model,
+deleted once the failing call succeeds again."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class _State:
     error: str = ""
 
 
-class StartFailures:
+class BackendFailures:
     """Exponential backoff per model: `first_s`, doubling, capped at `cap_s`. The clock is wall time
     (unix seconds) so the record's retry time needs no conversion; tests pass a fake one."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from services.dispatcher.scaling.failures import StartFailures
+from services.dispatcher.scaling.failures import BackendFailures
 from services.dispatcher.scaling.procs import is_worker, start_ticks, worker_argv
 from shared.keys import Keys
 
@@ -74,7 +74,7 @@ class LocalBackend:
         self.clock = clock
         self.stable_s = stable_s
         self.host = socket.gethostname()
-        self.failures = StartFailures(keys, first_s=1.0, cap_s=60.0, clock=clock)
+        self.failures = BackendFailures(keys, first_s=1.0, cap_s=60.0, clock=clock)
         self.workers: dict[str, list[_Worker]] = {}
         self.crashed: dict[str, int] = {}  # model -> workers that exited without being asked
 

@@ -24,7 +24,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from services.dispatcher.scaling.failures import StartFailures
+from services.dispatcher.scaling.failures import BackendFailures
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, modal_class_name
 
@@ -88,7 +88,7 @@ class ModalBackend:
         self.keys = keys
         self.models = models
         self.app_name = app_name
-        self.failures = StartFailures(keys, first_s=1.0, cap_s=30.0, clock=clock)
+        self.failures = BackendFailures(keys, first_s=1.0, cap_s=30.0, clock=clock)
         self._classes: dict[str, object] = {}
 
     def _instance(self, model: str):
