@@ -89,3 +89,21 @@ def test_warm_containers_used_by_kept_runs_are_accepted():
 def test_missing_file_says_how_to_fix(tmp_path):
     with pytest.raises(ModelsFileError, match="not found .*INFERQ_MODELS"):
         load_models(tmp_path / "nope.toml")
+
+
+def test_max_inflight_defaults_to_what_the_engine_needs():
+    models = parse_models("""
+[models.gpu]
+engine = "vllm"
+options = {model = "m"}
+[models.gpu-capped]
+engine = "vllm"
+max_inflight = 64
+options = {model = "m"}
+[models.echo]
+engine = "dummy"
+""")
+    # vLLM batches from what it holds: a worker keeps it well fed; other engines keep 32
+    assert models.get("gpu").max_inflight == 2048 and models.get("gpu").high_watermark == 4096
+    assert models.get("gpu-capped").max_inflight == 64
+    assert models.get("echo").max_inflight == 32

@@ -17,6 +17,7 @@ non-zero: the platform replaces it and another worker reclaims what it held.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -39,7 +40,10 @@ def engine_args(options: VllmOptions, known: set[str]) -> dict[str, Any]:
     if unknown:
         raise ModelsFileError(f"vllm options {unknown} are not AsyncEngineArgs fields; valid names: {sorted(known)}")
     typed = {f: getattr(options, f) for f in VllmOptions.__struct_fields__ if f != "engine_args"}
-    return {**{k: v for k, v in typed.items() if v is not None}, **options.engine_args}
+    # vLLM's own request statistics cost the worker CPU per token and nothing reads them (the
+    # worker reports its own metrics); `disable_log_stats = false` turns them back on.
+    defaults = {"disable_log_stats": True} if "disable_log_stats" in known else {}
+    return {**defaults, **{k: v for k, v in typed.items() if v is not None}, **options.engine_args}
 
 
 class VllmEngine:
@@ -48,6 +52,7 @@ class VllmEngine:
         self.engine = None
         self._vllm: dict[str, Any] = {}  # the imported package's names this engine uses
         self._has_chat_template = False
+        self._to_render: list[tuple[InferenceRequest, asyncio.Future]] = []  # waiting for the next render call
 
     async def start(self) -> None:
         # Imported here: only GPU (or vLLM-CPU) workers install vLLM.
@@ -55,6 +60,7 @@ class VllmEngine:
         from vllm.exceptions import VLLMClientError
         from vllm.renderers import ChatParams
         from vllm.sampling_params import RequestOutputKind
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -64,7 +70,10 @@ class VllmEngine:
                       # the template's assistant turn opener: what vLLM's chat endpoint adds by default
                       "chat": ChatParams(chat_template_kwargs={"add_generation_prompt": True})}
         started = time.monotonic()
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        # A worker is a batch consumer: it takes the batch sizes vLLM picks for offline use (on
+        # CPU twice the sequences and tokens per step of an engine embedded elsewhere); the models
+        # file's max_num_seqs / max_num_batched_tokens still win.
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS)
         tokenizer = self.engine.renderer.tokenizer
         self._has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         log.info("model loaded", extra={"model_path": self.options.model, "load_s": round(time.monotonic() - started, 1)})
@@ -83,19 +92,56 @@ class VllmEngine:
                 kwargs[name] = value
         return self._vllm["SamplingParams"](**kwargs)
 
-    async def render(self, request: InferenceRequest):
-        """The request as vLLM's engine input (token ids), through the engine's renderer."""
+    def render_soon(self, request: InferenceRequest) -> asyncio.Future:
+        """The request as vLLM's engine input (token ids), through the engine's renderer.
+
+        Requests the worker starts together (one read of its stream) are rendered in one call on
+        the event loop: vLLM's async rendering sends each prompt through a thread pool and a
+        gather of its own, which cost this process more CPU than tokenizing itself, CPU that the
+        engine core would otherwise have."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._to_render.append((request, future))
+        if len(self._to_render) == 1:
+            loop.call_soon(self._render_pending)
+        return future
+
+    def _render_pending(self) -> None:
+        batch, self._to_render = self._to_render, []
+        try:
+            inputs = self._render_many([request for request, _ in batch])
+        except Exception:  # one bad prompt fails the whole call: render each alone to find it
+            inputs = None
+        for i, (request, future) in enumerate(batch):
+            if future.done():
+                continue
+            try:
+                future.set_result(inputs[i] if inputs is not None else self._render_many([request])[0])
+            except Exception as exc:
+                future.set_exception(exc)
+
+    def _render_many(self, requests: list[InferenceRequest]) -> list:
         renderer = self.engine.renderer
-        if request.messages is None:
-            (engine_input,) = await renderer.render_cmpl_async([{"prompt": request.prompt or ""}])
-            return engine_input
-        turns = [{"role": m.role, "content": m.content} for m in request.messages]
-        if not self._has_chat_template:  # a base model: a plain transcript, tokenized as a completion
-            text = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
-            (engine_input,) = await renderer.render_cmpl_async([{"prompt": text}])
-            return engine_input
-        _, (engine_input,) = await renderer.render_chat_async([turns], self._vllm["chat"])
-        return engine_input
+        texts: dict[int, str] = {}
+        chats: dict[int, list[dict]] = {}
+        for i, request in enumerate(requests):
+            if request.messages is None:
+                texts[i] = request.prompt or ""
+                continue
+            turns = [{"role": m.role, "content": m.content} for m in request.messages]
+            if self._has_chat_template:
+                chats[i] = turns
+            else:  # a base model: a plain transcript, tokenized as a completion
+                texts[i] = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+        out: list = [None] * len(requests)
+        if texts:
+            for i, engine_input in zip(texts, renderer.render_cmpl([{"prompt": t} for t in texts.values()])):
+                out[i] = engine_input
+        if chats:
+            _, rendered = renderer.render_chat(list(chats.values()), self._vllm["chat"])
+            for i, engine_input in zip(chats, rendered):
+                out[i] = engine_input
+        return out
 
     async def generate(self, request: InferenceRequest) -> Generation:
         if self.engine is None or getattr(self.engine, "errored", False):
@@ -105,7 +151,7 @@ class VllmEngine:
         submitted = False
         try:
             params = self.sampling_params(request)
-            engine_input = await self.render(request)
+            engine_input = await self.render_soon(request)
             submitted = True
             async for output in self.engine.generate(engine_input, params, request.request_id):
                 final = output

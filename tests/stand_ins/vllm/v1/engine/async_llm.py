@@ -25,7 +25,7 @@ class RequestOutput:
 class _Renderer:
     tokenizer = type("Tokenizer", (), {"chat_template": None})()
 
-    async def render_cmpl_async(self, prompts):
+    def render_cmpl(self, prompts):
         return [{"type": "token", "prompt": p["prompt"]} for p in prompts]
 
 
@@ -43,7 +43,7 @@ class AsyncLLM:
     next_settings: ClassVar[dict] = {}  # fields for the next instance (tests set it before the engine starts)
 
     @classmethod
-    def from_engine_args(cls, args):
+    def from_engine_args(cls, args, usage_context=None):
         cls.last = cls(args, **cls.next_settings)
         return cls.last
 

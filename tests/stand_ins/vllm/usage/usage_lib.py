@@ -1,0 +1,5 @@
+import enum
+
+
+class UsageContext(enum.Enum):
+    LLM_CLASS = "LLM_CLASS"
