@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install deploy clean
+.PHONY: demo test bench bench-vllm install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ endif
 bench: $(VENV)/.bench
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	$(BIN)/python bench/run.py
+
+# The real vLLM engine (CPU build) through the pipeline against offline vLLM, on this machine.
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python bench/vllm_cpu.py
 
 # Deploy the GPU workers of every model with a [models.NAME.modal] table in $(INFERQ_MODELS) to Modal.
 deploy: $(STAMP)

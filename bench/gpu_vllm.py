@@ -30,14 +30,15 @@ import modal  # noqa: E402
 
 from shared.models_config import load_models  # noqa: E402
 
-VLLM_VERSION = "0.33.0"
+from services.inference.modal_app import HF_CACHE, VLLM_VERSION, vllm_image  # noqa: E402
+
 bench_app = modal.App("inferq-bench-offline-vllm")
-bench_image = modal.Image.debian_slim(python_version="3.11").uv_pip_install(f"vllm=={VLLM_VERSION}", "hf_transfer").env(
-    {"HF_HUB_ENABLE_HF_TRANSFER": "1", "HF_HOME": "/root/.cache/huggingface"})
+# the workers' own image (CUDA devel base, the same vLLM pin), with the same hub settings
+bench_image = vllm_image().env({"HF_HOME": HF_CACHE, "HF_XET_HIGH_PERFORMANCE": "1"})
 
 
 @bench_app.cls(image=bench_image, gpu="L4", timeout=3600,
-               volumes={"/root/.cache/huggingface": modal.Volume.from_name("inferq-hf-cache", create_if_missing=True)})
+               volumes={HF_CACHE: modal.Volume.from_name("inferq-hf-cache", create_if_missing=True)})
 class OfflineVllm:
     @modal.method()
     def run(self, model: str, engine_args: dict, prompts: list[str], max_tokens: int) -> dict:

@@ -33,7 +33,7 @@ APP_NAME = os.environ.get("INFERQ_MODAL_APP", "inferq")
 MODELS_FILE = Path(os.environ.get("INFERQ_MODELS", "models.toml"))
 REDIS_SECRET = os.environ.get("INFERQ_MODAL_REDIS_SECRET", "inferq-redis")  # holds INFERQ_REDIS_URL
 HF_SECRET = os.environ.get("INFERQ_MODAL_HF_SECRET", "")  # optional: holds HF_TOKEN for gated models
-CUDA_IMAGE = "nvidia/cuda:13.0.3-devel-ubuntu22.04"
+CUDA_IMAGE = "nvidia/cuda:12.9.1-devel-ubuntu22.04"
 PYTHON_VERSION = "3.11"
 VLLM_VERSION = "0.33.0"
 REMOTE_MODELS_FILE = "/root/inferq-models.toml"
@@ -54,10 +54,18 @@ def project_requirements() -> list[str]:
     return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"]
 
 
+def vllm_image(*requirements: str) -> modal.Image:
+    """NVIDIA's CUDA devel image (vLLM compiles some kernels when it starts; its wheels are built for
+    CUDA 12.9) with Python, the pinned vLLM and `requirements`; the GPU benchmark uses it too."""
+    return (
+        modal.Image.from_registry(CUDA_IMAGE, add_python=PYTHON_VERSION)
+        .entrypoint([])  # the CUDA image's entrypoint only prints a banner
+        .uv_pip_install(f"vllm=={VLLM_VERSION}", *requirements)
+    )
+
+
 image = (
-    modal.Image.from_registry(CUDA_IMAGE, add_python=PYTHON_VERSION)
-    .entrypoint([])  # the CUDA image's entrypoint only prints a banner
-    .uv_pip_install(f"vllm=={VLLM_VERSION}", *project_requirements())
+    vllm_image(*project_requirements())
     .env(IMAGE_ENV)
     .add_local_file(str(MODELS_FILE), REMOTE_MODELS_FILE)
     .add_local_python_source("shared", "services")
