@@ -20,11 +20,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from shared.errors import ModelsFileError
+
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
-
-
-class ModelsFileError(ValueError):
-    """The models file cannot be used; the message names the file and the entry."""
 
 
 class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):

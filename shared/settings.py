@@ -10,14 +10,12 @@ from collections.abc import Mapping
 
 import msgspec
 
+from shared.errors import SettingsError
+
 
 def valid_tenant(name: str) -> bool:
     """`default` is reserved: it is everyone when auth is off, and the owner of records older than tenancy."""
     return name != "default" and 0 < len(name) <= 63 and name[0].isalnum() and all(c.isalnum() or c in "_-" for c in name) and name.isascii()
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the services cannot use."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

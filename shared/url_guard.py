@@ -11,12 +11,10 @@ import socket
 from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.errors import UnsafeURL
+
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
 _METADATA_NAMES = {"metadata.google.internal", "metadata"}
-
-
-class UnsafeURL(ValueError):
-    pass
 
 
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

@@ -14,16 +14,14 @@ import logging
 import signal
 import sys
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from shared.backoff import Backoff
+from shared.errors import TRANSIENT_REDIS_ERRORS, ModelsFileError, SettingsError
 from shared.logs import configure_logging
-from shared.models_config import ModelsFileError, load_models
+from shared.models_config import load_models
 from shared.redis_client import check_server_at_start, connect
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 log = logging.getLogger("inferq.dispatcher")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 async def _wait_for_redis(url: str) -> bool:
@@ -33,18 +31,18 @@ async def _wait_for_redis(url: str) -> bool:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     client = connect(url, socket_connect_timeout=2, socket_timeout=2)
-    delay = 0.1
+    backoff = Backoff(0.1, 2.0)
     try:
         while not stop.is_set():
             try:
                 await client.ping()
                 return True
-            except REDIS_DOWN:
+            except TRANSIENT_REDIS_ERRORS:
                 pass
             try:
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), backoff.next())
             except asyncio.TimeoutError:
-                delay = min(delay * 2, 2.0)
+                pass
         return False
     finally:
         await client.aclose()
@@ -62,12 +60,12 @@ def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
         try:
             worker.run()
             return 0  # stopped by SIGTERM/SIGINT
-        except REDIS_DOWN as exc:
+        except TRANSIENT_REDIS_ERRORS as exc:
             log.warning("lost Redis (%s); stopping the consumers and waiting for it", exc)
         worker.ctx["restarting"] = True  # keep the worker processes it started: it comes back
         try:
             loop.run_until_complete(shutdown(worker.ctx))
-        except REDIS_DOWN:
+        except TRANSIENT_REDIS_ERRORS:
             pass
         if worker._pool is not None:
             loop.run_until_complete(worker._pool.aclose(close_connection_pool=True))

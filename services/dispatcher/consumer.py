@@ -8,9 +8,9 @@ import logging
 import time
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.backoff import Backoff
+from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.streams import Entry, claim_idle, consumer_name, delivery_counts, ensure_group, read_new, trim_acknowledged
 
 log = logging.getLogger("inferq.dispatcher")
@@ -73,7 +73,7 @@ class BatchConsumer:
         await ensure_group(self.r, self.stream, self.group)
         await self.prepare()
         next_claim = next_trim = 0.0
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not stop.is_set():
             try:
                 if time.monotonic() >= next_claim:
@@ -90,8 +90,8 @@ class BatchConsumer:
                     # keep the stream's length near its backlog, so memory stays flat under load
                     next_trim = time.monotonic() + self.trim_every_s
                     await trim_acknowledged(self.r, self.stream)
-                backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.role, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff.reset()
+            except TRANSIENT_REDIS_ERRORS as exc:
+                delay = backoff.next()
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.role, exc, delay)
+                await asyncio.sleep(delay)

@@ -13,11 +13,10 @@ import logging
 import time
 
 import httpx
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.api import DeadLetter
 from shared.deadletters import META_FIELD, meta
+from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.keys import PAYLOAD_FIELD, Keys
 from shared.metrics import WEBHOOK_DELIVERIES
 from shared.settings import Settings
@@ -128,7 +127,7 @@ async def schedule_deliveries(store: WebhookStore, arq_redis, queue_name: str, s
             for did, score in due:
                 await arq_redis.enqueue_job("deliver_webhook", did, _job_id=f"whd:{did}:{score}", _queue_name=queue_name)
                 await store.taken(did, score, lease_ms)
-        except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
+        except TRANSIENT_REDIS_ERRORS as exc:
             log.warning("webhook scheduler: Redis unavailable (%s)", exc)
             due = []
         if not due:

@@ -10,14 +10,14 @@ import time
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
+from shared.backoff import Backoff, exponential_delay
 from shared.api import DeadLetter, ErrorInfo, Output, ResultLine, Timings, Usage
 from shared.deadletters import meta
+from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared import metrics
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
@@ -29,7 +29,6 @@ log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
 PUBLISH_BATCH = 1000
 STOP_CHECK_S = 0.5  # how often in-flight requests' jobs are checked for a cancel or an expiry
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class InferenceWorker:
@@ -105,7 +104,7 @@ class InferenceWorker:
     async def _read_loop(self, stop: asyncio.Event) -> None:
         idle_ms = int(self.model.reclaim_idle_s * 1000)
         next_reclaim = 0.0
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not stop.is_set():
             free = self.free_slots
             if free <= 0:
@@ -119,16 +118,16 @@ class InferenceWorker:
                         continue
                 if not await self._read(free):
                     await self._wait_for_work()
-                backoff = 0.1
+                backoff.reset()
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("consumer group missing (stream deleted?); recreating it")
                 await self._ensure_groups()
-            except _TRANSIENT as exc:
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                delay = backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
 
     async def _read(self, free: int) -> int:
         """Take new work, interactive lane first: batch work is read only with the slots left."""
@@ -190,7 +189,7 @@ class InferenceWorker:
             return
         try:
             verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q in batch])
-        except _TRANSIENT as exc:
+        except TRANSIENT_REDIS_ERRORS as exc:
             # Only the `running` figure depends on this; final counts stay exact without it.
             log.warning("could not mark %d requests running: %s", len(batch), exc)
             verdicts = ["run"] * len(batch)
@@ -236,7 +235,7 @@ class InferenceWorker:
                         self._give_up(lane, entry_id, raw, req, attempt,
                                       f"gave up after {attempt} attempts; last error {exc.code}: {exc.message}")
                         return
-                    delay = min(retry.backoff_max_s, retry.backoff_s * 2 ** (attempt - 1))
+                    delay = exponential_delay(attempt, retry.backoff_s, retry.backoff_max_s)
                     log.info("retrying in %.1fs after %s", delay, exc.code,
                              extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt})
                     await asyncio.sleep(delay)
@@ -315,7 +314,7 @@ class InferenceWorker:
     async def _flush_loop(self) -> None:
         """Publish finished results in batches; a result keeps its slot until published, so a
         worker that cannot publish stops taking work instead of piling results up."""
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
@@ -324,11 +323,11 @@ class InferenceWorker:
                 try:
                     await self.publisher.publish(batch)
                 except Exception as exc:  # READONLY after a failover, MISCONF, lost connection: retry
-                    log.warning("could not publish %d results (%s); retrying in %.1fs", len(batch), exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    delay = backoff.next()
+                    log.warning("could not publish %d results (%s); retrying in %.1fs", len(batch), exc, delay)
+                    await asyncio.sleep(delay)
                     continue
-                backoff = 0.1
+                backoff.reset()
                 del self.outbox[: len(batch)]
                 self.completed += len(batch)
                 self._slot_free.set()
@@ -347,7 +346,7 @@ class InferenceWorker:
                 continue
             try:
                 stopping = await self.jobs.stopping(list(set(self._job_of.values())))
-            except _TRANSIENT as exc:
+            except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("could not check for stopped jobs: %s", exc)
                 continue
             for key, job_id in list(self._job_of.items()):
@@ -363,7 +362,7 @@ class InferenceWorker:
             await asyncio.sleep(self.model.reclaim_idle_s / 3)
             try:
                 await self._refresh_claims()
-            except _TRANSIENT as exc:
+            except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("could not refresh claims: %s", exc)
 
     async def _refresh_claims(self) -> None:
@@ -409,7 +408,7 @@ class InferenceWorker:
             if mine:
                 try:
                     handed += await self.publisher.hand_back(lane, mine)
-                except _TRANSIENT as exc:  # they stay pending and are reclaimed after reclaim_idle_s
+                except TRANSIENT_REDIS_ERRORS as exc:  # they stay pending and are reclaimed after reclaim_idle_s
                     log.warning("could not hand back %d requests: %s", len(mine), exc)
         log.warning("handed back %d unfinished requests", handed, extra={"model": self.model.name})
 

@@ -19,10 +19,9 @@ import logging
 import time
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.dispatcher.scaling.policy import ScalePolicy
+from shared.errors import REDIS_CONNECTION_ERRORS, TRANSIENT_REDIS_ERRORS
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
 from shared.streams import consumer_name
@@ -64,7 +63,7 @@ class Autoscaler:
         while not stop.is_set():
             try:
                 await self.tick()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("autoscaler: Redis unavailable (%s)", exc)
             except Exception:  # a backend failure (Modal API down) must not stop scaling other models
                 log.exception("autoscaler tick failed")
@@ -99,7 +98,7 @@ class Autoscaler:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 leading = await self._renew()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("autoscaler: cannot renew the scaling lease (%s)", exc)
                 self.leading = leading = False  # cannot prove we lead: stop before another may
             if not leading:
@@ -119,7 +118,7 @@ class Autoscaler:
             except asyncio.TimeoutError:
                 log.warning("autoscaler: %s backend gave no answer within %gs", self.models[name].scaling.backend,
                             self.call_timeout_s, extra={"model": name})
-            except (RedisConnectionError, RedisTimeoutError):
+            except REDIS_CONNECTION_ERRORS:
                 raise
             except Exception:  # a backend failure (Modal API down) must not stop scaling the other models
                 log.exception("autoscaler: scaling failed", extra={"model": name})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from shared.backoff import exponential_delay
 from shared.keys import Keys
 
 log = logging.getLogger("inferq.scaling")
@@ -52,7 +53,7 @@ class BackendFailures:
         error changes, not at every retry of the same one."""
         state = await self._load(r, model)
         state.count += 1
-        delay = min(self.cap_s, self.first_s * 2 ** (state.count - 1))
+        delay = exponential_delay(state.count, self.first_s, self.cap_s)
         now = self.clock()
         state.until, state.op = now + delay, op
         error = error[:500]

@@ -14,13 +14,13 @@ import asyncio
 import email.utils
 import logging
 import os
-import random
 import time
 
 import httpx
 import msgspec
 
 from services.inference.engines.base import EngineError, Generation
+from shared.backoff import exponential_delay
 from shared.messages import InferenceRequest
 from shared.models_config import OpenAIOptions
 
@@ -134,7 +134,7 @@ class OpenAIEngine:
                 wait = _retry_after(resp.headers.get("retry-after"))
             if attempt > o.max_retries:
                 raise error
-            delay = min(o.backoff_max_s, o.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            delay = exponential_delay(attempt, o.backoff_s, o.backoff_max_s, jitter=True)
             if wait is not None:
                 delay = max(delay, min(wait, o.backoff_max_s))
             log.info("upstream answered %s; retrying in %.2fs", error.code, delay, extra={"request_id": request_id, "attempt": attempt})

@@ -1,0 +1,123 @@
+"""Every error inferq raises on purpose, in one place, so a caller can tell "try again" from
+"this will never work" without reading the code that raised it.
+
+Hierarchy:
+
+* TRANSIENT_REDIS_ERRORS - a tuple, not a class: Redis (or the network to it) is briefly gone.
+  |                          Loops wait and retry (shared/backoff.py); the API answers 503.
+  ├── REDIS_CONNECTION_ERRORS - Redis did not answer: where other network calls happen too
+  │   │                          (the autoscaler's backends, the API), only these mean Redis.
+  │   ├── redis.exceptions.ConnectionError
+  │   └── redis.exceptions.TimeoutError
+  └── OSError                (sockets, DNS; the builtin ConnectionError is one)
+* Any other redis.exceptions.RedisError is permanent (a script error, NOGROUP, WRONGTYPE): a bug
+  or a deleted stream, handled where it can happen or left to crash the task that met it.
+* InferqError - a domain outcome a caller handles; nothing was changed when one is raised.
+  ├── ConfigError            (ValueError) - the service cannot start with this configuration.
+  │   ├── SettingsError      - an INFERQ_* variable; the message names it.
+  │   └── ModelsFileError    - the models file; the message names the file and the entry.
+  ├── UnsafeURL              (ValueError) - a webhook URL inferq must not call (SSRF guard).
+  ├── JobRefused             - a submission was not accepted; nothing of it was written.
+  │   ├── AdmissionRejected  - a model's (or the overall) backlog would pass its limit.
+  │   ├── TenantLimitReached - the tenant's unfinished requests would pass its limit.
+  │   └── IdempotencyConflict - the Idempotency-Key was used with another body.
+  ├── StopRefused            - cancel or expire of a finished or missing job.
+  ├── RequeueRefused         - a dead-lettered request cannot run again (its job is gone or
+  │                            stopped, or its failure is not recorded).
+  └── DeliveryPending        - a webhook delivery asked to be sent again is already due.
+
+Engine errors (a model's failure, retryable or not; a dead engine) belong to the inference service:
+services/inference/engines/base.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Redis itself did not answer; with OSError, anything on the way to it.
+REDIS_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
+TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_CONNECTION_ERRORS, OSError)
+
+
+class InferqError(Exception):
+    """Base of the domain errors: expected outcomes, each handled by its caller."""
+
+
+class ConfigError(InferqError, ValueError):
+    """The service cannot start with this configuration."""
+
+
+class SettingsError(ConfigError):
+    """An environment variable holds a value the services cannot use; the message names it."""
+
+
+class ModelsFileError(ConfigError):
+    """The models file cannot be used; the message names the file and the entry."""
+
+
+class UnsafeURL(InferqError, ValueError):
+    """A URL inferq must not call: it reaches, or may reach, inferq's own network."""
+
+
+class JobRefused(InferqError):
+    """A job was not accepted; nothing of it was written, and the same job may be sent again."""
+
+
+class AdmissionRejected(JobRefused):
+    """Accepting the job would push a model's (or the overall) unfinished backlog over its limit."""
+
+    def __init__(self, model: str | None, current: int, limit: int) -> None:
+        super().__init__(f"backlog of {model or 'all models'} is {current}; limit {limit}")
+        self.model = model
+        self.current = current
+        self.limit = limit
+
+
+class TenantLimitReached(JobRefused):
+    """Accepting the job would push the tenant's unfinished requests over its limit."""
+
+    def __init__(self, tenant: str, current: int, limit: int) -> None:
+        super().__init__(f"tenant {tenant} has {current} unfinished requests; limit {limit}")
+        self.tenant = tenant
+        self.current = current
+        self.limit = limit
+
+
+class IdempotencyConflict(JobRefused):
+    """The Idempotency-Key was used for a different body within 24 h (`job_id`: the first job)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class StopRefused(InferqError):
+    """Cancel or expire of a job that is finished (`status`) or does not exist (`status` None)."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__(status or "missing")
+        self.status = status
+
+
+class RequeueRefused(InferqError):
+    """A dead-lettered request cannot be staged again. `reason`: `gone` (its job no longer
+    exists), `stopped` (its job is `status`: cancelled or expired) or `not_failed` (no recorded
+    failure to undo: not yet collected, or already requeued)."""
+
+    REASONS = ("gone", "stopped", "not_failed")
+
+    def __init__(self, reason: str, status: str = "") -> None:
+        super().__init__(f"{reason} ({status})" if status else reason)
+        self.reason = reason
+        self.status = status
+
+
+class DeliveryPending(InferqError):
+    """A webhook delivery asked to be sent again already has an attempt scheduled (`rec`)."""
+
+    def __init__(self, rec: Any) -> None:
+        super().__init__(rec.id)
+        self.rec = rec
