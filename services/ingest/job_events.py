@@ -18,7 +18,8 @@ from fastapi import Request
 
 from shared.api import Job
 from shared.events import JobSummary, job_event, request_event_json, rfc3339_ms
-from shared.jobstore import TERMINAL_JOB_STATES, JobStore
+from shared.jobstore import JobStore
+from shared.states import FINAL_JOB_STATES
 from shared.keys import Keys
 
 END_ID = "end"
@@ -68,7 +69,7 @@ async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobS
         job = await jobs.get(job_id)
         if job is None:
             return
-        if job.status in TERMINAL_JOB_STATES:
+        if job.status in FINAL_JOB_STATES:
             # the script that finished the job wrote its last line first: nothing is left unread
             if await r.xrange(stream, min=f"({cursor}", max="+", count=1):
                 continue

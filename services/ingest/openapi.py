@@ -30,6 +30,17 @@ def json_response(t: type, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref(t)}}}
 
 
+# What the job, results and dead-letter routes may answer besides success.
+ERRORS = {
+    400: json_response(ApiError, "Malformed request"),
+    404: json_response(ApiError, "Not found"),
+    413: json_response(ApiError, "Body or job too large"),
+    422: json_response(ApiError, "Invalid field; `error.field` names it"),
+    503: json_response(ApiError, "Redis unavailable; nothing was written"),
+    429: json_response(ApiError, "Over capacity (the model's backlog), or the tenant's rate or queued-request limit; retry after `Retry-After` seconds"),
+}
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -1,0 +1,62 @@
+"""What routes need, as FastAPI dependencies read from `app.state`: `create_app` puts the
+configuration there and the lifespan the Redis-backed stores, so a route module holds no state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+
+from services.ingest.auth import tenant_of
+from services.ingest.limits import TenantLimits
+from shared.jobstore import JobStore
+from shared.keys import Keys
+from shared.models_config import ModelsConfig
+from shared.settings import Settings
+from shared.webhook_store import WebhookStore
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _models(request: Request) -> ModelsConfig:
+    return request.app.state.models
+
+
+def _keys(request: Request) -> Keys:
+    return request.app.state.keys
+
+
+def _redis(request: Request) -> aioredis.Redis:
+    return request.app.state.redis
+
+
+def _jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
+def _webhooks(request: Request) -> WebhookStore:
+    return request.app.state.webhooks
+
+
+def _limits(request: Request) -> TenantLimits:
+    return request.app.state.limits
+
+
+def _model_limits(request: Request) -> dict[str, int]:
+    """Each model's `max_backlog`, for the admission check of a new job."""
+    return request.app.state.model_limits
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ModelsDep = Annotated[ModelsConfig, Depends(_models)]
+KeysDep = Annotated[Keys, Depends(_keys)]
+RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+JobsDep = Annotated[JobStore, Depends(_jobs)]
+WebhooksDep = Annotated[WebhookStore, Depends(_webhooks)]
+LimitsDep = Annotated[TenantLimits, Depends(_limits)]
+ModelLimitsDep = Annotated[dict[str, int], Depends(_model_limits)]
+# The caller's tenant, set by the app-wide authentication dependency that runs first.
+TenantDep = Annotated[str, Depends(tenant_of)]

@@ -1,0 +1,46 @@
+"""Every exception the API answers for, mapped to its handler in one place (given to FastAPI as
+`exception_handlers`). Each answer is an `ApiError` body; nothing escapes as a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.ingest.errors import ApiException, error_response, handle_api_exception
+from shared.api import ApiErrorBody
+from shared.errors import REDIS_CONNECTION_ERRORS
+
+log = logging.getLogger("inferq.ingest")
+
+
+async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
+    """A path, query or header parameter FastAPI rejected: 422 naming it."""
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("path", "query", "body")]
+    field = ".".join(loc) or None
+    return error_response(422, ApiErrorBody(message=f"{field}: {first.get('msg', 'invalid')}", type="invalid_request_error", field=field))
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    """Routing's own answers (unknown path 404, wrong method 405) in the same body as ours."""
+    return error_response(exc.status_code, ApiErrorBody(message=str(exc.detail), type="http_error"))
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    """Redis is down: 503 with Retry-After. Every write is one script call, so nothing was written."""
+    log.warning("Redis unavailable: %s", exc)
+    return error_response(503, ApiErrorBody(message="the queue store (Redis) is unavailable; nothing was written, retry shortly",
+                                            type="unavailable"), {"Retry-After": str(request.app.state.settings.retry_after_s)})
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+    ApiException: handle_api_exception,
+    RequestValidationError: _invalid_request,
+    StarletteHTTPException: _http_error,
+    **{error: _redis_unavailable for error in REDIS_CONNECTION_ERRORS},
+}

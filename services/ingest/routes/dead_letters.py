@@ -1,0 +1,83 @@
+"""/v1/dead-letters: messages no consumer could process, and a second try for a failed request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from services.ingest import openapi
+from services.ingest.access import dead_letter_visible
+from services.ingest.cursors import valid_cursor
+from services.ingest.deps import JobsDep, KeysDep, ModelsDep, RedisDep
+from services.ingest.errors import ApiException
+from services.ingest.paths import DeadLetterId
+from services.ingest.responses import as_json
+from shared.api import ApiError, DeadLetterList, Job
+from shared.deadletters import get_dead_letter, list_dead_letters
+from shared.errors import RequeueRefused
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/dead-letters",
+    response_class=Response,
+    summary="Messages no consumer could process",
+    responses={200: openapi.json_response(DeadLetterList, "Oldest first; pass `next_cursor` as `after` for more"), **openapi.ERRORS},
+)
+async def get_dead_letters(
+    request: Request,
+    r: RedisDep,
+    keys: KeysDep,
+    after: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    if after is not None and not valid_cursor(after):
+        raise ApiException(422, f"after: {after!r} is not a dead-letter cursor", field="after")
+    page = await list_dead_letters(r, keys, after, limit)
+    page.data = [d for d in page.data if await dead_letter_visible(request, d)]
+    return as_json(page)
+
+
+@router.post(
+    "/v1/dead-letters/{dead_id}/requeue",
+    response_class=Response,
+    summary="Give a dead-lettered request another try",
+    description=(
+        "Undoes the request's `max_attempts_exceeded` failure (its count and result line), reopens its job if it "
+        "had completed, and queues the request again. Only requests can be requeued, and only while their job exists "
+        "and was not cancelled or expired."
+    ),
+    responses={200: openapi.json_response(Job, "The request's job"), 409: openapi.json_response(ApiError, "Not requeueable"), **openapi.ERRORS},
+)
+async def requeue_dead_letter(request: Request, dead_id: DeadLetterId, r: RedisDep, keys: KeysDep, models: ModelsDep,
+                              jobs: JobsDep) -> Response:
+    if not valid_cursor(dead_id):
+        raise ApiException(422, f"dead_id: {dead_id!r} is not a dead-letter id", field="dead_id")
+    found = await get_dead_letter(r, keys, dead_id)
+    if found is None:
+        raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
+    info, payload = found
+    if not await dead_letter_visible(request, info):
+        raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
+    if not (info.requeueable and info.job_id and info.request_id and info.model and info.lane):
+        raise ApiException(409, f"dead letter {dead_id} ({info.reason} from {info.source}) is not a request that can be requeued",
+                           type="not_requeueable", field="dead_id")
+    if info.model not in models.models:
+        raise ApiException(409, f"model {info.model!r} is no longer configured", type="not_requeueable", field="dead_id")
+    verdict, status = await jobs.requeue(dead_id, info.job_id, info.request_id, info.model, info.lane, payload)
+    if verdict in RequeueRefused.REASONS:
+        raise _not_requeueable(RequeueRefused(verdict, status), info)
+    return as_json(await jobs.get(info.job_id))
+
+
+def _not_requeueable(exc: RequeueRefused, info) -> ApiException:
+    """409 saying why, in the words of the request and job concerned."""
+    message = {
+        "gone": f"job {info.job_id} no longer exists",
+        "stopped": f"job {info.job_id} is {exc.status}; its requests cannot be requeued",
+        "not_failed": f"request {info.request_id} has no recorded failure to undo (not yet collected, or already requeued)",
+    }[exc.reason]
+    return ApiException(409, message, type="not_requeueable", field="dead_id")

@@ -1,0 +1,148 @@
+"""/v1/jobs: submit a job, read its state, cancel it."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import msgspec
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+
+from services.ingest import openapi
+from services.ingest.access import job_not_found, owned_job
+from services.ingest.body import read_limited
+from services.ingest.deps import JobsDep, LimitsDep, ModelLimitsDep, ModelsDep, SettingsDep, TenantDep, WebhooksDep
+from services.ingest.errors import ApiException, over_capacity
+from services.ingest.limits import tenant_limit_error
+from services.ingest.paths import JobId
+from services.ingest.responses import as_json
+from services.ingest.submission import plan_job
+from services.ingest.webhook_urls import checked_url
+from shared import metrics
+from shared.api import ApiError, Job, JobCreate, JobWebhookInfo, RequestCounts, Usage
+from shared.jobstore import NO_LIMIT, AdmissionRejected, IdempotencyConflict, StopRefused, TenantLimitReached
+from shared.states import JobStatus
+
+router = APIRouter()
+_encoder = msgspec.json.Encoder()
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_class=Response,
+    summary="Submit a job",
+    openapi_extra=openapi.json_body(JobCreate),
+    responses={202: openapi.json_response(Job, "Accepted: every request is queued"), **openapi.ERRORS},
+)
+async def create_job(
+    request: Request,
+    settings: SettingsDep,
+    models: ModelsDep,
+    model_limits: ModelLimitsDep,
+    jobs: JobsDep,
+    webhooks: WebhooksDep,
+    limits: LimitsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+        description="Retrying with the same key returns the same job for 24 h; a different body with it is a 409.",
+    )] = None,
+) -> Response:
+    body = await read_limited(request, settings.max_body_bytes)
+    plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
+    idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
+    extra: dict[str, str] = {}
+    hook = None
+    if plan.webhook is not None:
+        await checked_url(plan.webhook.url, settings, "webhook.url")
+    # the rate limit is charged only for a job that passed validation
+    await limits.admit(tenant, sum(plan.model_totals.values()))
+    if plan.webhook is not None:
+        hook = await webhooks.create(tenant, plan.webhook, job_id=plan.job_id)
+        if "request.completed" in hook.events:
+            extra["wh_req"] = "1"
+        extra.update(webhook_id=hook.id, webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode())
+    try:
+        job_id = await jobs.create(
+            plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks,
+            priority=plan.priority, expires_ms=plan.expires_ms, model_limits=model_limits,
+            global_limit=settings.max_backlog, idempotency=idempotency, extra=extra,
+            tenant=tenant, tenant_limit=settings.tenant_max_queued or NO_LIMIT,
+        )
+        if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
+            await webhooks.delete(tenant, hook.id)
+    except (AdmissionRejected, TenantLimitReached, IdempotencyConflict) as exc:
+        if hook is not None:  # a job that was not created leaves no webhook endpoint behind
+            await webhooks.delete(tenant, hook.id)
+        if isinstance(exc, AdmissionRejected):
+            raise over_capacity(exc, settings.retry_after_s) from None
+        if isinstance(exc, TenantLimitReached):
+            raise tenant_limit_error(exc, settings.retry_after_s) from None
+        raise ApiException(
+            409, f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
+            type="idempotency_conflict", field="Idempotency-Key",
+        ) from None
+    if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
+        existing = await jobs.get(job_id)
+        if existing is not None:
+            resp = as_json(existing, 202)
+            resp.headers["Idempotent-Replayed"] = "true"
+            return resp
+    total = sum(plan.model_totals.values())
+    metrics.REQUESTS_ACCEPTED.inc(total)
+    job = Job(
+        id=plan.job_id,
+        status=JobStatus.QUEUED.value,
+        priority=plan.priority,
+        created_at=plan.created_ms // 1000,
+        expires_at=plan.expires_ms // 1000,
+        request_counts=RequestCounts(total=total, queued=total),
+        models={m: RequestCounts(total=n, queued=n) for m, n in sorted(plan.model_totals.items())},
+        usage=Usage(),
+        metadata=plan.metadata,
+        webhook=JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events, secret=hook.secret) if hook else None,
+    )
+    return as_json(job, 202)
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_class=Response,
+    summary="Get a job's status, counts and usage",
+    responses={200: openapi.json_response(Job, "The job"), **openapi.ERRORS},
+)
+async def get_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:
+    await owned_job(request, job_id)
+    job = await jobs.get(job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return as_json(job)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_class=Response,
+    summary="Cancel a job",
+    description=(
+        "Queued requests are dropped before they reach a model; requests already running finish. The job is "
+        "`cancelling` until then and ends `cancelled`, keeping the results it has. Cancelling again is harmless; "
+        "cancelling a finished job is a 409."
+    ),
+    responses={200: openapi.json_response(Job, "The job, now cancelling"), 409: openapi.json_response(ApiError, "Already finished"), **openapi.ERRORS},
+)
+async def cancel_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:
+    await owned_job(request, job_id)
+    try:
+        await jobs.stop(job_id, JobStatus.CANCELLED.value)
+    except StopRefused as exc:
+        if exc.status is None:
+            raise job_not_found(job_id) from None
+        if exc.status != JobStatus.CANCELLED:  # cancelling a cancelled job again is harmless
+            raise ApiException(409, f"job {job_id} is already {exc.status}; only a queued or running job can be cancelled",
+                               type="job_finished", field="job_id") from None
+    job = await jobs.get(job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return as_json(job)

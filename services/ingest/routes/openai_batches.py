@@ -1,0 +1,259 @@
+"""OpenAI-compatible Files and Batches endpoints, so the official `openai` SDK and existing batch
+pipelines work against inferq by changing the base URL. A batch runs as an inferq job: routing,
+flow control, cancel, expiry and events are the job's."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, AsyncIterator
+
+import msgspec
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+
+from services.ingest import openapi
+from services.ingest.batch_input import parse_batch_file
+from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
+from services.ingest.deps import JobsDep, KeysDep, LimitsDep, ModelLimitsDep, ModelsDep, RedisDep, SettingsDep, TenantDep
+from services.ingest.errors import ApiException, over_capacity
+from services.ingest.limits import tenant_limit_error
+from services.ingest.paths import BatchId, FileId
+from services.ingest.responses import as_json
+from services.ingest.submission import plan_job
+from shared.api import ApiError, ResultLine
+from shared.ids import new_file_id
+from shared.jobstore import NO_LIMIT, AdmissionRejected, JobStore, StopRefused, TenantLimitReached
+from shared.keys import Keys
+from shared.openai_batch import Batch, BatchCreate, BatchError, BatchErrors, BatchList, BatchRequestCounts, FileDeleted, FileObject
+from shared.states import JobStatus, RequestStatus
+
+router = APIRouter()
+_enc = msgspec.json.Encoder()
+_batch_dec = msgspec.json.Decoder(Batch)
+_file_dec = msgspec.json.Decoder(FileObject)
+_create_dec = msgspec.json.Decoder(BatchCreate)
+_line_dec = msgspec.json.Decoder(ResultLine)
+_ERRORS = {
+    400: openapi.json_response(ApiError, "Malformed request"),
+    404: openapi.json_response(ApiError, "Not found"),
+    413: openapi.json_response(ApiError, "Too large"),
+    422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
+    429: openapi.json_response(ApiError, "Over capacity; retry after `Retry-After` seconds"),
+    503: openapi.json_response(ApiError, "Redis unavailable; nothing was written"),
+}
+
+
+def _not_found(what: str, ident: str, field: str) -> ApiException:
+    return ApiException(404, f"{what} {ident} not found", type="not_found", field=field)
+
+
+async def _owned_file(r, keys: Keys, tenant: str, file_id: str) -> None:
+    """404 for a file of another tenant: it is indistinguishable from a missing one."""
+    if await r.zscore(keys.files_index(tenant), file_id) is None:
+        raise _not_found("file", file_id, "file_id")
+
+
+async def _load_batch(r, keys: Keys, tenant: str, batch_id: str) -> Batch:
+    raw = await r.get(keys.batch(batch_id))
+    if raw is None or await r.zscore(keys.batches_index(tenant), batch_id) is None:
+        raise _not_found("batch", batch_id, "batch_id")
+    return _batch_dec.decode(raw)
+
+
+async def _view(jobs: JobStore, record: Batch) -> Batch:
+    job = await jobs.get(record.job_id) if record.job_id else None
+    return batch_view(record, job, int(time.time()))
+
+
+async def _output_file(r, keys: Keys, jobs: JobStore, tenant: str, file_id: str) -> tuple[Batch, Batch, bool]:
+    """A batch's output (`-output`) or error (`-errors`) file: (its batch, the batch's view,
+    whether it is the output file); 404 until the batch has that file."""
+    batch_id = "batch_" + file_id.removeprefix("file-").rsplit("-", 1)[0]
+    record = await _load_batch(r, keys, tenant, batch_id)
+    shown = await _view(jobs, record)
+    wanted = file_id.endswith("-output")
+    if (shown.output_file_id if wanted else shown.error_file_id) != file_id:
+        raise _not_found("file", file_id, "file_id")
+    return record, shown, wanted
+
+
+async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[bytes]:
+    """The output (or error) file's lines, rendered from the job's results a page at a time."""
+    cursor = None
+    while True:
+        page = await jobs.read_results(record.job_id, cursor, 1000)
+        if not page:
+            return
+        out = bytearray()
+        for entry_id, raw in page:
+            line = _line_dec.decode(raw)
+            if (line.status != RequestStatus.SUCCEEDED) == errors:
+                out += _enc.encode(output_line(line, record.endpoint, record.created_at)) + b"\n"
+        cursor = page[-1][0].decode()
+        if out:
+            yield bytes(out)
+
+
+@router.post("/v1/files", response_class=Response, summary="Upload a batch input file (OpenAI Files API)",
+             responses={200: openapi.json_response(FileObject, "The stored file"), **_ERRORS})
+async def upload_file(file: Annotated[UploadFile, File(description="JSONL, one request per line")],
+                      purpose: Annotated[str, Form(description="must be `batch`")],
+                      settings: SettingsDep, r: RedisDep, keys: KeysDep, tenant: TenantDep) -> Response:
+    if purpose != "batch":
+        raise ApiException(422, f"purpose: {purpose!r} is not supported; use 'batch'", field="purpose")
+    content = await file.read(settings.max_body_bytes + 1)
+    if len(content) > settings.max_body_bytes:
+        raise ApiException(413, f"file: larger than the limit of {settings.max_body_bytes} bytes", type="request_too_large", field="file")
+    meta = FileObject(id=new_file_id(), bytes=len(content), created_at=int(time.time()),
+                      filename=file.filename or "input.jsonl", purpose="batch")
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.file(meta.id), mapping={"meta": _enc.encode(meta), "content": content})
+        pipe.expire(keys.file(meta.id), settings.job_ttl_s)
+        pipe.zadd(keys.files_index(tenant), {meta.id: meta.created_at})
+        await pipe.execute()
+    return as_json(meta)
+
+
+@router.get("/v1/files/{file_id}", response_class=Response, summary="A file's metadata",
+            responses={200: openapi.json_response(FileObject, "The file"), **_ERRORS})
+async def get_file(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
+    if file_id.endswith(("-output", "-errors")):
+        record, shown, wanted = await _output_file(r, keys, jobs, tenant, file_id)
+        size = 0
+        async for chunk in _render(jobs, record, errors=not wanted):
+            size += len(chunk)
+        return as_json(FileObject(id=file_id, bytes=size, created_at=shown.completed_at or shown.created_at,
+                                  filename=f"{record.id}_{'output' if wanted else 'errors'}.jsonl", purpose="batch_output"))
+    await _owned_file(r, keys, tenant, file_id)
+    raw = await r.hget(keys.file(file_id), "meta")
+    if raw is None:
+        raise _not_found("file", file_id, "file_id")
+    return as_json(_file_dec.decode(raw))
+
+
+@router.get("/v1/files/{file_id}/content", summary="A file's content (batch input, output or errors, JSONL)",
+            responses={200: {"description": "JSONL", "content": {"application/jsonl": {}}}, **_ERRORS})
+async def get_file_content(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep):
+    if file_id.endswith(("-output", "-errors")):
+        record, _, wanted = await _output_file(r, keys, jobs, tenant, file_id)
+        return StreamingResponse(_render(jobs, record, errors=not wanted), media_type="application/jsonl")
+    await _owned_file(r, keys, tenant, file_id)
+    content = await r.hget(keys.file(file_id), "content")
+    if content is None:
+        raise _not_found("file", file_id, "file_id")
+    return Response(content, media_type="application/jsonl")
+
+
+@router.delete("/v1/files/{file_id}", response_class=Response, summary="Delete an uploaded file",
+               responses={200: openapi.json_response(FileDeleted, "Deleted"), **_ERRORS})
+async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, tenant: TenantDep) -> Response:
+    await _owned_file(r, keys, tenant, file_id)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.file(file_id))
+        pipe.zrem(keys.files_index(tenant), file_id)
+        deleted, _ = await pipe.execute()
+    if not deleted:
+        raise _not_found("file", file_id, "file_id")
+    return as_json(FileDeleted(id=file_id))
+
+
+@router.post("/v1/batches", response_class=Response, summary="Create a batch from an uploaded file (OpenAI Batch API)",
+             description="Valid files start at once as a job (`in_progress`); a file with invalid lines gives a `failed` "
+                         "batch whose `errors` name each line, as OpenAI does.",
+             openapi_extra=openapi.json_body(BatchCreate),
+             responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS})
+async def create_batch(request: Request, settings: SettingsDep, models: ModelsDep, model_limits: ModelLimitsDep,
+                       r: RedisDep, keys: KeysDep, jobs: JobsDep, limits: LimitsDep, tenant: TenantDep) -> Response:
+    try:
+        create = _create_dec.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        msg, _, path = str(exc).rpartition(" - at `")
+        field = path.rstrip("`").removeprefix("$.") or None
+        raise ApiException(422, f"{field}: {msg}" if field else str(exc), field=field) from None
+    except msgspec.DecodeError as exc:
+        raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+    content = await r.hget(keys.file(create.input_file_id), "content")
+    if content is None or await r.zscore(keys.files_index(tenant), create.input_file_id) is None:
+        raise _not_found("file", create.input_file_id, "input_file_id")
+    now = int(time.time())
+    requests, line_of, errors = parse_batch_file(content, create.endpoint, models)
+    job_body = msgspec.json.encode({"requests": requests, "completion_window": create.completion_window,
+                                    "metadata": create.metadata or {}})
+    plan = None
+    if not errors:
+        try:
+            plan = plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars)
+        except ApiException as exc:
+            line = line_of[exc.body.index] if exc.body.index is not None else None
+            message = exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message
+            errors = [BatchError(code=exc.body.type, message=message, line=line)]
+    if plan is None:
+        record = Batch(id=batch_id_of("job_" + new_file_id()[5:]), endpoint=create.endpoint, input_file_id=create.input_file_id,
+                       completion_window=create.completion_window, status="failed", created_at=now, failed_at=now,
+                       errors=BatchErrors(data=errors), metadata=create.metadata)
+    else:
+        record = Batch(id=batch_id_of(plan.job_id), endpoint=create.endpoint, input_file_id=create.input_file_id,
+                       completion_window=create.completion_window, status="validating", created_at=now,
+                       metadata=create.metadata, job_id=plan.job_id,
+                       request_counts=BatchRequestCounts(total=len(requests)))
+    if plan is not None:
+        await limits.admit(tenant, len(requests))
+    async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
+        pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)
+        pipe.zadd(keys.batches_index(tenant), {record.id: now})
+        await pipe.execute()
+    if plan is not None:
+        try:
+            await jobs.create(
+                plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks, priority=plan.priority,
+                expires_ms=plan.expires_ms, model_limits=model_limits, global_limit=settings.max_backlog,
+                tenant=tenant, tenant_limit=settings.tenant_max_queued or NO_LIMIT)
+        except (AdmissionRejected, TenantLimitReached) as exc:
+            await r.delete(keys.batch(record.id))
+            await r.zrem(keys.batches_index(tenant), record.id)
+            if isinstance(exc, TenantLimitReached):
+                raise tenant_limit_error(exc, settings.retry_after_s) from None
+            raise over_capacity(exc, settings.retry_after_s) from None
+    return as_json(await _view(jobs, record))
+
+
+@router.get("/v1/batches/{batch_id}", response_class=Response, summary="A batch",
+            responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS})
+async def get_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
+    return as_json(await _view(jobs, await _load_batch(r, keys, tenant, batch_id)))
+
+
+@router.post("/v1/batches/{batch_id}/cancel", response_class=Response, summary="Cancel a batch",
+             responses={200: openapi.json_response(Batch, "The batch, cancelling"), 409: openapi.json_response(ApiError, "Finished"), **_ERRORS})
+async def cancel_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
+    record = await _load_batch(r, keys, tenant, batch_id)
+    if record.job_id is None or record.status == "failed":
+        raise ApiException(409, f"batch {batch_id} failed validation; there is nothing to cancel", type="batch_finished")
+    try:
+        await jobs.stop(record.job_id, JobStatus.CANCELLED.value)
+    except StopRefused as exc:
+        if exc.status not in (JobStatus.CANCELLED, None):
+            raise ApiException(409, f"batch {batch_id} is already {batch_status(exc.status)}",
+                               type="batch_finished") from None
+    return as_json(await _view(jobs, record))
+
+
+@router.get("/v1/batches", response_class=Response, summary="Batches, newest first",
+            responses={200: openapi.json_response(BatchList, "A page of batches"), **_ERRORS})
+async def list_batches(r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep,
+                       limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                       after: Annotated[str | None, Query(pattern=r"^batch_[0-9a-z]{26}$")] = None) -> Response:
+    index = keys.batches_index(tenant)
+    start = 0
+    if after is not None:
+        rank = await r.zrevrank(index, after)
+        if rank is None:
+            raise ApiException(422, f"after: batch {after} not found", field="after")
+        start = rank + 1
+    ids = [i.decode() for i in await r.zrevrange(index, start, start + limit)]
+    page, more = ids[:limit], len(ids) > limit
+    raws = await r.mget([keys.batch(i) for i in page]) if page else []
+    data = [await _view(jobs, _batch_dec.decode(raw)) for raw in raws if raw is not None]
+    return as_json(BatchList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                             has_more=more))
+

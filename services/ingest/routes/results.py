@@ -1,0 +1,79 @@
+"""A job's output while it runs and after: result lines by cursor (NDJSON), and live events (SSE)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from services.ingest import job_events, openapi
+from services.ingest.access import owned_job
+from services.ingest.cursors import valid_cursor
+from services.ingest.deps import JobsDep, KeysDep, RedisDep
+from services.ingest.errors import ApiException
+from services.ingest.paths import JobId
+from shared.api import ResultLine
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/jobs/{job_id}/results",
+    response_class=Response,
+    summary="Stream finished results as NDJSON",
+    description=(
+        "One JSON line per finished request, in the order they finished. Works while the job runs. "
+        "The `Inferq-Next-Cursor` response header holds the cursor of the last line returned: pass it as "
+        "`after` to continue. `Inferq-Job-Status` carries the job's status at the time of the read."
+    ),
+    responses={
+        200: {"description": "Result lines", "content": {"application/x-ndjson": {"schema": openapi.ref(ResultLine)}}},
+        **openapi.ERRORS,
+    },
+)
+async def get_results(
+    request: Request,
+    job_id: JobId,
+    jobs: JobsDep,
+    after: Annotated[str | None, Query(description="Cursor from a previous read's Inferq-Next-Cursor header")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines to return")] = 1000,
+) -> Response:
+    if after is not None and not valid_cursor(after):
+        raise ApiException(422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after")
+    status = await owned_job(request, job_id)
+    rows = await jobs.read_results(job_id, after, limit)
+    cursor = rows[-1][0].decode() if rows else (after or "")
+    body = b"".join(line + b"\n" for _, line in rows)
+    return Response(
+        body,
+        media_type="application/x-ndjson",
+        headers={"Inferq-Next-Cursor": cursor, "Inferq-Job-Status": status, "Inferq-Result-Count": str(len(rows))},
+    )
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    summary="Follow a job's events live (Server-Sent Events)",
+    description=(
+        "One `request.completed` event per finished request (a CloudEvents 1.0 document, its id a results cursor), "
+        "then the job's own event (`job.completed`, `job.cancelled`, `job.expired`) with id `end`, then the stream "
+        "closes. Reconnect with `Last-Event-ID` to continue where it stopped."
+    ),
+    responses={200: {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **openapi.ERRORS},
+)
+async def follow_job(
+    request: Request,
+    job_id: JobId,
+    jobs: JobsDep,
+    r: RedisDep,
+    keys: KeysDep,
+    last_event_id: Annotated[str | None, Header(description="Id of the last event received, to resume after it")] = None,
+) -> StreamingResponse:
+    if not job_events.valid_last_event_id(last_event_id):
+        raise ApiException(422, f"Last-Event-ID: {last_event_id!r} is not an event id of this stream", field="Last-Event-ID")
+    await owned_job(request, job_id)
+    stream = job_events.job_events(request, r, keys, jobs, job_id, last_event_id)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
