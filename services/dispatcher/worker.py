@@ -89,7 +89,7 @@ def _local_backend(r, keys: Keys) -> LocalBackend:
     """One per process: when the arq worker restarts after a Redis outage, the new autoscaler
     keeps managing the worker processes the old one started, on the new connection."""
     if not _LOCAL:
-        _LOCAL.append(LocalBackend(r, keys, log_dir=os.environ.get("INFERQ_LOCAL_WORKER_LOG_DIR") or None))
+        _LOCAL.append(LocalBackend(r, keys, log_dir=settings.local_worker_log_dir or None))
     _LOCAL[0].r = r
     return _LOCAL[0]
 
@@ -103,7 +103,7 @@ def _backends(r, keys: Keys, models) -> dict:
     if "modal" in used:
         from services.dispatcher.scaling.modal_backend import ModalBackend
 
-        backends["modal"] = ModalBackend(r, keys, models, app_name=os.environ.get("INFERQ_MODAL_APP", "inferq"))
+        backends["modal"] = ModalBackend(r, keys, models, app_name=settings.modal_app)
     return backends
 
 

@@ -28,11 +28,14 @@ from pathlib import Path
 import modal
 
 from shared.models_config import ModelConfig, load_models, modal_class_name
+from shared.settings import Settings
 
-APP_NAME = os.environ.get("INFERQ_MODAL_APP", "inferq")
-MODELS_FILE = Path(os.environ.get("INFERQ_MODELS", "models.toml"))
-REDIS_SECRET = os.environ.get("INFERQ_MODAL_REDIS_SECRET", "inferq-redis")  # holds INFERQ_REDIS_URL
-HF_SECRET = os.environ.get("INFERQ_MODAL_HF_SECRET", "")  # optional: holds HF_TOKEN for gated models
+# Read when the module is imported: by `modal deploy` on the deploying machine, and again in each container.
+_SETTINGS = Settings.from_env()
+APP_NAME = _SETTINGS.modal_app
+MODELS_FILE = Path(_SETTINGS.models_path)
+REDIS_SECRET = _SETTINGS.modal_redis_secret  # holds INFERQ_REDIS_URL
+HF_SECRET = _SETTINGS.modal_hf_secret  # optional: holds HF_TOKEN for gated models
 CUDA_IMAGE = "nvidia/cuda:12.9.1-devel-ubuntu22.04"
 PYTHON_VERSION = "3.11"
 VLLM_VERSION = "0.33.0"
@@ -89,7 +92,7 @@ class GpuWorker:
         from services.inference.container import ContainerWorker
         from shared.logs import configure_logging
 
-        configure_logging(f"inference:{self.model_name}", os.environ.get("INFERQ_LOG_LEVEL", "INFO"))
+        configure_logging(f"inference:{self.model_name}", _SETTINGS.log_level)
         self.container = ContainerWorker(self.model_name)
         await self.container.start()
 
