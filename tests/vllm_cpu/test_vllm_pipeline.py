@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from inferq.localstack import LocalStack
-from tests.vllm.conftest import CONTEXT, vllm_models_file
+from tests.vllm_cpu.conftest import CONTEXT, vllm_models_file
 
 pytestmark = pytest.mark.e2e
 LOAD_S = 240  # the worker loads vLLM and the model before it takes work (tens of seconds on 2 cores)

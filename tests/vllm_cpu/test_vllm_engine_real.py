@@ -14,7 +14,7 @@ from services.inference.engines import EngineError, create_engine
 from shared.api import ChatMessage
 from shared.messages import InferenceRequest, SamplingParams
 from shared.models_config import ModelsFileError, parse_models
-from tests.vllm.conftest import CONTEXT, vllm_models_file
+from tests.vllm_cpu.conftest import CONTEXT, vllm_models_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
