@@ -16,6 +16,7 @@ from services.dispatcher.scaling.local_backend import LocalBackend
 from services.dispatcher.scaling.procs import start_ticks
 from shared.flow import model_scaling
 from shared.models_config import parse_models
+from tests.fakes.clock import Clock
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="adoption reads /proc")
 
@@ -24,14 +25,6 @@ MODELS = """
 engine = "dummy"
 scaling = {backend = "local", max_replicas = 4}
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from shared.flow import model_scaling
 from shared.models_config import parse_models
 from tests.fakes import modal as fake_modal
 from tests.fakes.modal import exception as fake_exc
+from tests.fakes.clock import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = parse_models("""
@@ -28,14 +29,6 @@ modal = {gpu = "L4"}
 """)
 MODEL = "meta-llama/Llama-3.1-8B"
 CLS = "Worker_meta_llama_Llama_3_1_8B"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
