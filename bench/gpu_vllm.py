@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import modal  # noqa: E402
 
 from shared.models_config import load_models  # noqa: E402
+from shared.states import FINAL_JOB_STATES  # noqa: E402
 
 from services.inference.modal_app import HF_CACHE, VLLM_VERSION, vllm_image  # noqa: E402
 
@@ -66,7 +67,7 @@ def through_inferq(api: str, model: str, prompts: list[str], max_tokens: int, ap
         resp = client.post("/v1/jobs", content=json.dumps(body), headers={"Content-Type": "application/json"})
         resp.raise_for_status()
         job = resp.json()
-        while job["status"] not in ("completed", "cancelled", "expired", "failed"):
+        while job["status"] not in FINAL_JOB_STATES:
             time.sleep(1)
             job = client.get(f"/v1/jobs/{job['id']}").json()
             c = job["request_counts"]

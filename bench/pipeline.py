@@ -12,6 +12,7 @@ import psutil
 import redis.asyncio as aioredis
 
 from shared.keys import ROUTER_GROUP, Keys
+from shared.states import JobStatus
 
 MODELS = ("bench-a", "bench-b", "bench-c")
 PARKED = "bench-parked"  # a model with no workers: its requests stay queued (the backlog test)
@@ -38,7 +39,7 @@ async def _wait_done(r: aioredis.Redis, keys: Keys, job_ids: list[str], timeout:
         for job_id in pending:
             pipe.hget(keys.job(job_id), "status")
         statuses = await pipe.execute()
-        pending = [j for j, s in zip(pending, statuses) if s not in (b"completed", b"failed")]
+        pending = [j for j, s in zip(pending, statuses) if s not in (JobStatus.COMPLETED.value.encode(), JobStatus.FAILED.value.encode())]
         if pending:
             await asyncio.sleep(0.005)
 

@@ -42,18 +42,8 @@ high_watermark = 10000000
 low_watermark = 5000000
 """)
 
-PLAIN_FORWARD = """
-local i = 3
-while i <= #ARGV do
-  local id, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local fresh = redis.call('XACK', KEYS[1], ARGV[1], id) == 1
-  for _ = 1, n do
-    if fresh then redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', ARGV[2], ARGV[i + 1]) end
-    i = i + 2
-  end
-end
-"""
+# The baseline: forward without staging (no flow control), one script call per read.
+PLAIN_FORWARD = (Path(__file__).parent / "plain_forward.lua").read_text()
 
 enc = msgspec.msgpack.Encoder()
 

@@ -26,6 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from shared.keys import JobField  # noqa: E402
+from shared.states import JobStatus  # noqa: E402
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -114,7 +118,7 @@ class Pipeline:
         resp.raise_for_status()
         job_id = resp.json()["id"]
         deadline = time.monotonic() + 600
-        while self.r.hget(self.keys.job(job_id), "status") not in (b"completed", b"failed"):
+        while self.r.hget(self.keys.job(job_id), JobField.STATUS) not in (JobStatus.COMPLETED.value.encode(), JobStatus.FAILED.value.encode()):
             self.stack.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError("the job did not finish in 600 s")

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.demo_models import prepare  # noqa: E402
+from shared.states import JobStatus  # noqa: E402
 from inferq.localstack import LocalStack, StackError  # noqa: E402
 
 
@@ -66,10 +67,10 @@ def main() -> int:
                          f"{c['succeeded'] + c['failed']:>3}/{c['total']:<3} running {c['running']:>2}  workers {replicas.get(name, 0)}"
                          for name, c in job["models"].items()]
                 lines.append(f"  status: {job['status']:<12} elapsed {time.monotonic() - started:5.1f}s")
-                if sys.stdout.isatty() or job["status"] == "completed":
+                if sys.stdout.isatty() or job["status"] == JobStatus.COMPLETED:
                     print("\n".join(lines))
                     shown = len(lines)
-                if job["status"] == "completed":
+                if job["status"] == JobStatus.COMPLETED:
                     break
                 stack.check_alive()
                 time.sleep(0.2)

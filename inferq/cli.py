@@ -23,6 +23,7 @@ from rich.table import Table
 
 from inferq.client import Client, InferqError
 from shared.api import Job
+from shared.states import BatchStatus, JobStatus
 
 app = typer.Typer(help="Submit LLM jobs to inferq and follow them.", no_args_is_help=True, add_completion=False)
 out = Console()
@@ -61,7 +62,7 @@ def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path
         if resp.status_code >= 400:
             raise InferqError(resp.status_code, resp.json().get("error", {}).get("message", resp.text))
     batch = resp.json()
-    if batch["status"] == "failed":
+    if batch["status"] == BatchStatus.FAILED:
         for e in batch["errors"]["data"]:
             err.print(f"[red]{e['code']}[/red] {e['message']}")
         raise typer.Exit(REFUSED)
@@ -103,7 +104,7 @@ def _write_results(client: Client, job_id: str, path: Path | None) -> int:
 
 
 def _exit_code(job: Job) -> int:
-    if job.status in ("cancelled", "expired"):
+    if job.status in (JobStatus.CANCELLED, JobStatus.EXPIRED):
         return STOPPED
     return SOME_FAILED if job.request_counts.failed else OK
 

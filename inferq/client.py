@@ -17,9 +17,10 @@ import httpx
 import msgspec
 
 from shared.api import ApiError, Job, ModelInfo, ModelList, ResultLine
+from shared.states import FINAL_JOB_STATES
 
 T = TypeVar("T")
-TERMINAL = frozenset({"completed", "cancelled", "expired", "failed"})
+TERMINAL = FINAL_JOB_STATES
 _results_decoder = msgspec.json.Decoder(ResultLine)
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from shared import states
+
 CustomId = Annotated[str, Meta(min_length=1, max_length=512)]
 ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
 MaxTokens = Annotated[int, Meta(ge=1)]
@@ -15,9 +17,10 @@ TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Stop = Annotated[str, Meta(min_length=1)] | Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=8)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
-JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expiring", "expired"]
+# The status names of shared/states.py, as the API documents them (a Literal keeps the schema inline).
+JobStatus = Literal[tuple(s.value for s in states.JobStatus)]  # type: ignore[valid-type]
 CompletionWindow = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")]
-RequestStatus = Literal["succeeded", "failed", "cancelled", "expired"]
+RequestStatus = Literal[tuple(s.value for s in states.RequestStatus)]  # type: ignore[valid-type]
 Priority = Literal["interactive", "batch"]
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]

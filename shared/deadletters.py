@@ -13,19 +13,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared.api import DeadLetter, DeadLetterList
-from shared.keys import PAYLOAD_FIELD, Keys
-
-META_FIELD = "m"
-
-_DEAD_LETTER = """
--- Move an entry to the dead-letter stream, only if this consumer still held it.
--- KEYS[1] source stream, KEYS[2] dead-letter stream. ARGV: group, entry id, payload field, payload, meta field, meta.
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[4], ARGV[5], ARGV[6])
-  return 1
-end
-return 0
-"""
+from shared.keys import META_FIELD, PAYLOAD_FIELD, Keys
+from shared.stream_scripts import DeadLetter as DeadLetterScript
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(DeadLetter)
@@ -41,8 +30,9 @@ async def dead_letter(
     r: aioredis.Redis, keys: Keys, stream: str, group: str, entry_id: bytes, raw: bytes, info: DeadLetter
 ) -> bool:
     """Acknowledge an entry nobody can process and keep it for an operator, in one step."""
-    return bool(await r.eval(_DEAD_LETTER, 2, stream, keys.dead_letter_stream, group, entry_id,
-                             PAYLOAD_FIELD, raw, META_FIELD, meta(info)))
+    move = DeadLetterScript(r)
+    return await move(stream=stream, group=group, entry_id=entry_id, dead_letter_stream=keys.dead_letter_stream,
+                      payload=raw, meta=meta(info))
 
 
 async def list_dead_letters(r: aioredis.Redis, keys: Keys, after: str | None, limit: int) -> DeadLetterList:

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Struct
 
 from shared.api import EventType, RequestCounts, ResultLine, Usage
+from shared.states import FINAL_JOB_STATES, JobStatus
 
 SPECVERSION = "1.0"
 SOURCE = "/inferq"
@@ -21,6 +22,8 @@ TYPE_PREFIX = "com.inferq."
 JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.expired")
 REQUEST_EVENTS = ("request.completed",)
 EVENT_TYPES = JOB_EVENTS + REQUEST_EVENTS
+# The states a job ends in, in the API's order.
+FinalJobStatus = Literal[tuple(s.value for s in JobStatus if s in FINAL_JOB_STATES)]  # type: ignore[valid-type]
 __all__ = ["EventType", "JobEvent", "JobSummary", "RequestEvent"]
 
 
@@ -29,7 +32,7 @@ class JobSummary(Struct, kw_only=True):
 
     id: str
     object: Literal["job"] = "job"
-    status: Literal["completed", "failed", "cancelled", "expired"]
+    status: FinalJobStatus
     request_counts: RequestCounts
     usage: Usage
     created_at: int
@@ -72,9 +75,18 @@ def request_event_json(job_id: str, request_id: str, cursor: str, line_json: byt
             + time.encode() + b'","datacontenttype":"application/json","data":' + line_json + b"}")
 
 
-def job_event(summary: JobSummary, time: str) -> JobEvent:
-    return JobEvent(id=f"{summary.id}.{summary.status}", source=SOURCE, type=f"{TYPE_PREFIX}job.{summary.status}",
+def job_event(summary: JobSummary, time: str, ended_ms: int | None = None) -> JobEvent:
+    """The job.<status> document. Its id is `<job id>.<status>.<ended ms>` on the events stream
+    (a job reopened by a dead-letter requeue ends again under a new id), and `<job id>.<status>`
+    where the end time is known only to the second (`ended_ms` None: a job's event stream)."""
+    event_id = f"{summary.id}.{summary.status}" if ended_ms is None else f"{summary.id}.{summary.status}.{ended_ms}"
+    return JobEvent(id=event_id, source=SOURCE, type=f"{TYPE_PREFIX}job.{summary.status}",
                     subject=summary.id, time=time, data=summary)
+
+
+def job_event_json(summary: JobSummary, time: str, ended_ms: int) -> bytes:
+    """The job.<status> document as the collector's script writes it to the events stream."""
+    return msgspec.json.encode(job_event(summary, time, ended_ms))
 
 
 def schema() -> dict:

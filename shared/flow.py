@@ -6,7 +6,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.api import LaneQueue, ModelQueue, ModelScaling, ScalingChange, ScalingFailures
-from shared.keys import LANES, WORKER_GROUP, Keys
+from shared.keys import LANES, WORKER_GROUP, FlowField, Keys, staged_field
 from shared.models_config import ModelConfig
 
 
@@ -27,9 +27,9 @@ async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mode
                 if g["name"] in (WORKER_GROUP, WORKER_GROUP.encode()):
                     unread, pending = int(g.get("lag") or 0), int(g["pending"])
                     consumers = max(consumers, int(g["consumers"]))
-        lanes[lane] = LaneQueue(queued=flow.get(f"staged:{lane}", 0), routed_unread=unread, pending=pending)
+        lanes[lane] = LaneQueue(queued=flow.get(staged_field(lane), 0), routed_unread=unread, pending=pending)
     return ModelQueue(
-        unfinished=flow.get("unfinished", 0),
+        unfinished=flow.get(FlowField.UNFINISHED, 0),
         queued=sum(q.queued for q in lanes.values()),
         routed_unread=sum(q.routed_unread for q in lanes.values()),
         pending=sum(q.pending for q in lanes.values()),

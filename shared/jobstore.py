@@ -5,7 +5,7 @@ request_id -> 'r'|'d' that makes each start and each result count exactly once; 
 finished result lines whose entry ids are the results cursor. Counts that can be derived are:
 queued = total - running - terminal.
 
-Every change runs as one Lua script (shared/job_scripts.py), together with the XACK of the message
+Every change runs as one Lua script (shared/lua, called through shared/job_scripts.py), together with the XACK of the message
 that caused it, so a crash never leaves a change half made or a message acknowledged without effect.
 """
 
@@ -20,12 +20,9 @@ import redis.asyncio as aioredis
 from shared import job_scripts, luapack
 from shared.api import Job, JobWebhookInfo, RequestCounts, Usage
 from shared.events import SOURCE as EVENT_SOURCE
-from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, Keys
+from shared.keys import JobField, Keys, model_field
+from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
 
-TERMINAL_REQUEST_STATES = ("succeeded", "failed", "cancelled", "expired")
-TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired")
-# A job being stopped, and the final state its unfinished requests take.
-STOPPING_JOB_STATES = {"cancelling": "cancelled", "expiring": "expired"}
 EVENTS_MAXLEN = 100_000
 NO_LIMIT = 2**62
 
@@ -85,11 +82,11 @@ class JobStore:
         self.keys = keys
         self.job_ttl_s = job_ttl_s
         self.events_maxlen = events_maxlen
-        self._create = r.register_script(job_scripts.CREATE)
-        self._mark_started = r.register_script(job_scripts.MARK_STARTED)
-        self._record_results = r.register_script(job_scripts.RECORD_RESULTS)
-        self._stop = r.register_script(job_scripts.STOP)
-        self._requeue = r.register_script(job_scripts.REQUEUE)
+        self._create = job_scripts.CreateJob(r, keys)
+        self._mark_started = job_scripts.MarkStarted(r, keys)
+        self._record_results = job_scripts.RecordResults(r, keys)
+        self._stop = job_scripts.StopJob(r, keys)
+        self._requeue = job_scripts.Requeue(r, keys)
 
     async def create(
         self,
@@ -116,36 +113,31 @@ class JobStore:
         total = sum(model_totals.values())
         expires_ms = expires_ms or created_ms + 24 * 3600 * 1000
         record: dict[str, str | int] = {
-            "id": job_id,
-            "status": "queued",
-            "priority": priority,
-            "created_ms": created_ms,
-            "expires_ms": expires_ms,
-            "total": total,
-            "done": 0,
-            "metadata": msgspec.json.encode(metadata).decode(),
-            "models": msgspec.json.encode(sorted(model_totals)).decode(),
+            JobField.ID: job_id,
+            JobField.STATUS: JobStatus.QUEUED.value,
+            JobField.PRIORITY: priority,
+            JobField.CREATED_MS: created_ms,
+            JobField.EXPIRES_MS: expires_ms,
+            JobField.TOTAL: total,
+            JobField.DONE: 0,
+            JobField.METADATA: msgspec.json.encode(metadata).decode(),
+            JobField.MODELS: msgspec.json.encode(sorted(model_totals)).decode(),
         }
         for model, n in model_totals.items():
-            record[f"m:{model}:total"] = n
+            record[model_field(model, JobField.TOTAL)] = n
         record.update(extra or {})
-        models = sorted(model_totals)
         limits = model_limits or {}
-        idem_key, idem_value = self.keys.job(job_id), ""
+        idem_key, idem_value = None, ""
         if idempotency:
             tenant, key, body_hash = idempotency
             idem_key, idem_value = self.keys.idempotency(tenant, key), f"{job_id}:{body_hash}"
-        keys = [self.keys.job(job_id), self.keys.jobs_index, self.keys.ingest_stream, self.keys.backlog_total,
-                self.keys.deadlines, idem_key, *(self.keys.flow(m) for m in models), self.keys.tenant_backlog]
-        args: list[str | int | bytes] = [job_id, created_ms, total, global_limit, PAYLOAD_FIELD, expires_ms, idem_value, len(models)]
-        for m in models:
-            args += (m, model_totals[m], limits.get(m, NO_LIMIT))
-        record["tenant"] = tenant
-        args += (tenant, tenant_limit, len(record))
-        for k, v in record.items():
-            args += (k, v)
-        args += chunks
-        verdict, existing, current, limit = (v.decode() for v in await self._create(keys=keys, args=args))
+        record[JobField.TENANT] = tenant
+        v = await self._create(
+            job_id=job_id, created_ms=created_ms, expires_ms=expires_ms, record=record, chunks=chunks,
+            model_totals=model_totals, model_limits={m: limits.get(m, NO_LIMIT) for m in model_totals},
+            global_limit=global_limit, tenant=tenant, tenant_limit=tenant_limit,
+            idempotency_key=idem_key, idempotency_value=idem_value)
+        verdict, existing, current, limit = v.verdict, v.who, v.current, v.limit
         if verdict == "ok" or verdict == "replay":
             return existing
         if verdict == "conflict":
@@ -156,23 +148,20 @@ class JobStore:
 
     async def mark_started(self, started: list[tuple[str, str, str]], now_ms: int | None = None) -> list[str]:
         """Mark (job_id, request_id, model) as running, if its job still runs. Returns a verdict per
-        request: 'run', or 'cancelled' / 'expired' / 'gone' for requests that must not run.
+        request: 'run', or, for requests that must not run, the RequestStatus their job's stop gives
+        them or 'gone'.
         Repeated marks (redeliveries) are no-ops that still answer 'run'."""
         if not started:
             return []
         by_job: dict[str, list[int]] = {}
         for i, (job_id, _, _) in enumerate(started):
             by_job.setdefault(job_id, []).append(i)
-        keys: list[str] = []
-        groups: list[list[tuple[str, str]]] = []
-        for job_id, idx in by_job.items():
-            keys += (self.keys.job(job_id), self.keys.job_requests(job_id))
-            groups.append([(started[i][1], started[i][2]) for i in idx])
-        replies = await self._mark_started(keys=keys, args=[now_ms or _now_ms(), luapack.pack(groups)])
+        groups = {job_id: [(started[i][1], started[i][2]) for i in idx] for job_id, idx in by_job.items()}
+        replies = await self._mark_started(now_ms=now_ms or _now_ms(), by_job=groups)
         verdicts = [""] * len(started)
         for idx, answers in zip(by_job.values(), replies):
             for i, v in zip(idx, answers):
-                verdicts[i] = v.decode()
+                verdicts[i] = v
         return verdicts
 
     async def record_results(
@@ -189,30 +178,16 @@ class JobStore:
             m = models.setdefault(rec.model, len(models) + 1)
             jobs.setdefault(rec.job_id, []).append(
                 (rec.request_id, m, rec.status, rec.prompt_tokens, rec.completion_tokens, luapack.lua_bytes(rec.line), rec.error_code))
-        keys = [self.keys.results_stream, self.keys.events_stream, self.keys.backlog_total, self.keys.deadlines,
-                self.keys.webhook_events, self.keys.webhook_request_subscribers, self.keys.tenant_backlog]
-        for job_id in jobs:
-            keys += self.keys.job_keys(job_id)
-        keys += (self.keys.flow(m) for m in models)
-        batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], list(models), list(jobs.values()), list(jobs)])
-        args = [group, int(now * 1000), _rfc3339(now), self.job_ttl_s, self.events_maxlen, EVENT_SOURCE, EVENT_FIELD, batch]
-        applied, finished = await self._record_results(keys=keys, args=args)
-        pairs = [v.decode() for v in finished]
-        return int(applied), list(zip(pairs[::2], pairs[1::2]))
+        return await self._record_results(
+            group=group, ack_ids=ack_ids, models=list(models), by_job=jobs, now_ms=int(now * 1000),
+            now_rfc3339=_rfc3339(now), ttl_s=self.job_ttl_s, events_maxlen=self.events_maxlen, event_source=EVENT_SOURCE)
 
     async def stop(self, job_id: str, reason: str) -> str:
-        """Cancel (`reason` 'cancelled') or expire ('expired') a job. Returns the status it is in
-        now ('cancelling' / 'expiring'); idempotent. Raises StopRefused for a finished or missing job."""
-        status = {"cancelled": "cancelling", "expired": "expiring"}[reason]
-        models = await self.models_of(job_id)
-        keys = [self.keys.job(job_id), self.keys.results_stream, self.keys.deadlines]
-        fields: list[str] = []
-        for model in models:
-            for lane in LANES:
-                keys += (self.keys.staging_queue(model, lane, job_id), self.keys.staging_ring(model, lane), self.keys.flow(model))
-                fields.append(f"staged:{lane}")
-        verdict, detail = (v.decode() for v in await self._stop(
-            keys=keys, args=[status, reason, _now_ms(), DROP_FIELD, REASON_FIELD, *fields]))
+        """Cancel (`reason` RequestStatus.CANCELLED) or expire (EXPIRED) a job. Returns the status it
+        is in now (its STOPPING_JOB_STATES key); idempotent. Raises StopRefused for a finished or missing job."""
+        status = STOP_FOR_REASON[RequestStatus(reason)]
+        verdict, detail = await self._stop(job_id=job_id, stopping=status, models=await self.models_of(job_id),
+                                           now_ms=_now_ms())
         if verdict == "ok":
             return status
         if verdict == "stopping":
@@ -221,14 +196,11 @@ class JobStore:
 
     async def requeue(self, dead_id: str, job_id: str, request_id: str, model: str, lane: str, payload: bytes) -> tuple[str, str]:
         """Stage a dead-lettered request again, undoing its recorded failure. Returns (verdict, job status)."""
-        job, reqs, results = self.keys.job_keys(job_id)
-        keys = [self.keys.dead_letter_stream, job, reqs, results, self.keys.flow(model), self.keys.backlog_total,
-                self.keys.staging_queue(model, lane, job_id), self.keys.staging_ring(model, lane), self.keys.tenant_backlog]
-        verdict, status = await self._requeue(keys=keys, args=[dead_id, request_id, model, payload, f"staged:{lane}"])
-        return verdict.decode(), status.decode()
+        return await self._requeue(dead_id=dead_id, job_id=job_id, request_id=request_id, model=model, lane=lane,
+                                   payload=payload)
 
     async def models_of(self, job_id: str) -> list[str]:
-        raw = await self.r.hget(self.keys.job(job_id), "models")
+        raw = await self.r.hget(self.keys.job(job_id), JobField.MODELS)
         return msgspec.json.decode(raw, type=list[str]) if raw else []
 
     async def due_for_expiry(self, now_ms: int | None = None, limit: int = 100) -> list[str]:
@@ -242,21 +214,21 @@ class JobStore:
         return job_from_hash({k.decode(): v.decode() for k, v in raw.items()})
 
     async def status_and_tenant(self, job_id: str) -> tuple[str | None, str]:
-        status, tenant = await self.r.hmget(self.keys.job(job_id), "status", "tenant")
+        status, tenant = await self.r.hmget(self.keys.job(job_id), JobField.STATUS, JobField.TENANT)
         return (status.decode() if status else None), (tenant.decode() if tenant else "default")
 
     async def status(self, job_id: str) -> str | None:
-        value = await self.r.hget(self.keys.job(job_id), "status")
+        value = await self.r.hget(self.keys.job(job_id), JobField.STATUS)
         return value.decode() if value else None
 
     async def stopping(self, job_ids: list[str]) -> dict[str, str]:
         """Of these jobs, the ones being stopped, with what their unfinished requests become
-        ('cancelled' / 'expired'): one round trip, for workers that abort what such jobs still run."""
+        (a RequestStatus value): one round trip, for workers that abort what such jobs still run."""
         async with self.r.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hget(self.keys.job(job_id), "status")
+                pipe.hget(self.keys.job(job_id), JobField.STATUS)
             statuses = await pipe.execute()
-        return {job_id: STOPPING_JOB_STATES[st.decode()] for job_id, st in zip(job_ids, statuses)
+        return {job_id: STOPPING_JOB_STATES[st.decode()][1].value for job_id, st in zip(job_ids, statuses)
                 if st is not None and st.decode() in STOPPING_JOB_STATES}
 
     async def read_results(self, job_id: str, after: str | None, limit: int) -> list[tuple[bytes, bytes]]:
@@ -268,32 +240,33 @@ class JobStore:
 
 def job_from_hash(h: dict[str, str]) -> Job:
     def counts(prefix: str) -> RequestCounts:
-        c = {s: int(h.get(f"{prefix}{s}", 0)) for s in ("total", "running", *TERMINAL_REQUEST_STATES)}
-        c["queued"] = c["total"] - c["running"] - sum(c[s] for s in TERMINAL_REQUEST_STATES)
-        return RequestCounts(**c)
+        c = {s: int(h.get(f"{prefix}{s}", 0)) for s in (JobField.TOTAL, JobField.RUNNING, *FINAL_REQUEST_STATES)}
+        queued = c[JobField.TOTAL] - c[JobField.RUNNING] - sum(c[s] for s in FINAL_REQUEST_STATES)
+        return RequestCounts(queued=queued, **c)
 
     def seconds(field: str) -> int | None:
         return int(h[field]) // 1000 if field in h else None
 
-    status = h["status"]
-    ended = seconds("ended_ms")
-    models = msgspec.json.decode(h.get("models", "[]"), type=list[str])
+    status = h[JobField.STATUS]
+    ended = seconds(JobField.ENDED_MS)
+    models = msgspec.json.decode(h.get(JobField.MODELS, "[]"), type=list[str])
     return Job(
-        id=h["id"],
+        id=h[JobField.ID],
         status=status,
-        priority=h.get("priority", "batch"),
-        created_at=int(h["created_ms"]) // 1000,
-        started_at=seconds("started_ms"),
-        expires_at=seconds("expires_ms"),
-        completed_at=ended if status == "completed" else None,
-        cancelling_at=seconds("stop_ms") if status in ("cancelling", "cancelled") else None,
-        cancelled_at=ended if status == "cancelled" else None,
-        expired_at=ended if status == "expired" else None,
+        priority=h.get(JobField.PRIORITY, "batch"),
+        created_at=int(h[JobField.CREATED_MS]) // 1000,
+        started_at=seconds(JobField.STARTED_MS),
+        expires_at=seconds(JobField.EXPIRES_MS),
+        completed_at=ended if status == JobStatus.COMPLETED else None,
+        cancelling_at=seconds(JobField.STOP_MS) if status in (JobStatus.CANCELLING, JobStatus.CANCELLED) else None,
+        cancelled_at=ended if status == JobStatus.CANCELLED else None,
+        expired_at=ended if status == JobStatus.EXPIRED else None,
         request_counts=counts(""),
-        models={m: counts(f"m:{m}:") for m in models},
-        usage=Usage(prompt_tokens=int(h.get("prompt_tokens", 0)), completion_tokens=int(h.get("completion_tokens", 0))),
-        metadata=msgspec.json.decode(h.get("metadata", "{}"), type=dict[str, str]),
-        webhook=msgspec.json.decode(h["webhook"], type=JobWebhookInfo) if "webhook" in h else None,
+        models={m: counts(model_field(m, "")) for m in models},
+        usage=Usage(prompt_tokens=int(h.get(JobField.PROMPT_TOKENS, 0)),
+                    completion_tokens=int(h.get(JobField.COMPLETION_TOKENS, 0))),
+        metadata=msgspec.json.decode(h.get(JobField.METADATA, "{}"), type=dict[str, str]),
+        webhook=msgspec.json.decode(h[JobField.WEBHOOK], type=JobWebhookInfo) if JobField.WEBHOOK in h else None,
     )
 
 

@@ -25,6 +25,59 @@ REASON_FIELD = "r"
 # Field of the public events stream that carries one CloudEvents 1.0 JSON document; the entry also
 # has `type` (e.g. job.completed) and `job` (the job id), so consumers can filter without parsing.
 EVENT_FIELD = "event"
+# Dead-letter stream field of the DeadLetter record (JSON) kept with the original message.
+META_FIELD = "m"
+
+
+class JobField:
+    """Fields of a job's hash (`Keys.job`). Its request counts are fields named by request status
+    (`succeeded`...), and per model by `model_field(model, status)`; `running` likewise."""
+
+    ID = "id"
+    STATUS = "status"
+    PRIORITY = "priority"
+    TENANT = "tenant"
+    MODELS = "models"  # JSON list of the job's model names
+    METADATA = "metadata"
+    TOTAL = "total"
+    DONE = "done"  # requests with a final state
+    RUNNING = "running"
+    PROMPT_TOKENS = "prompt_tokens"
+    COMPLETION_TOKENS = "completion_tokens"
+    CREATED_MS = "created_ms"
+    EXPIRES_MS = "expires_ms"
+    STARTED_MS = "started_ms"
+    STOP_MS = "stop_ms"  # when cancel or expiry began
+    ENDED_MS = "ended_ms"
+    WEBHOOK = "webhook"
+    WEBHOOK_REQUESTS = "wh_req"  # '1' when the job's own webhook wants request events
+
+
+def model_field(model: str, name: str) -> str:
+    """A job-hash count for one of its models (`name`: total, running or a request status)."""
+    return f"m:{model}:{name}"
+
+
+def dead_letter_field(request_id: str) -> str:
+    """Job-hash field: the result-line id of a request that failed into the dead letters."""
+    return f"dl:{request_id}"
+
+
+# Values of a job's requests hash (`Keys.job_requests`).
+REQUEST_RUNNING = "r"
+REQUEST_DONE = "d"
+
+
+class FlowField:
+    """Fields of a model's flow hash (`Keys.flow`)."""
+
+    UNFINISHED = "unfinished"  # accepted, no result yet
+    PAUSED = "paused"  # '1' while the batch lane is over its high watermark
+
+
+def staged_field(lane: str) -> str:
+    """Flow-hash field: the total length of the lane's staging queues."""
+    return f"staged:{lane}"
 
 
 class Keys:

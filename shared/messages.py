@@ -6,6 +6,7 @@ import msgspec
 from msgspec import Struct
 
 from shared.api import ChatMessage, ErrorInfo, ResultLine, Timings, Usage
+from shared.states import RequestStatus
 
 
 class SamplingParams(Struct, kw_only=True, omit_defaults=True):
@@ -52,14 +53,14 @@ result_decoder = msgspec.msgpack.Decoder(ResultEnvelope)
 
 # How a request that ended without running is reported: reason -> (status, error code, message).
 DROP_OUTCOMES: dict[str, tuple[str, str, str]] = {
-    "cancelled": ("cancelled", "job_cancelled", "the job was cancelled before this request ran"),
-    "expired": ("expired", "job_expired", "the job's completion window ended before this request ran"),
-    "max_attempts_exceeded": ("failed", "max_attempts_exceeded", "every attempt to process this request failed; it is in the dead-letter stream"),
+    RequestStatus.CANCELLED: (RequestStatus.CANCELLED, "job_cancelled", "the job was cancelled before this request ran"),
+    RequestStatus.EXPIRED: (RequestStatus.EXPIRED, "job_expired", "the job's completion window ended before this request ran"),
+    "max_attempts_exceeded": (RequestStatus.FAILED, "max_attempts_exceeded", "every attempt to process this request failed; it is in the dead-letter stream"),
 }
 
 
 def dropped_line(req: InferenceRequest, reason: str) -> ResultLine:
-    status, code, message = DROP_OUTCOMES.get(reason, ("failed", reason, reason))
+    status, code, message = DROP_OUTCOMES.get(reason, (RequestStatus.FAILED, reason, reason))
     return ResultLine(
         custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=status, output=None,
         usage=Usage(), error=ErrorInfo(code=code, message=message), timings=Timings(queued_ms=0.0, inference_ms=0.0),

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from shared.flow import model_queue, model_scaling
 from shared.keys import LANES, Keys
+from shared.states import RequestStatus
 from shared.models_config import ModelsConfig
 
 REGISTRY = CollectorRegistry()
@@ -94,8 +95,8 @@ class _WorkerCollector:
             inference.add_metric([model], *st.inference.family_sample())
             tokens.add_metric([model, "prompt"], st.prompt_tokens)
             tokens.add_metric([model, "completion"], st.completion_tokens)
-            results.add_metric([model, "succeeded"], st.succeeded)
-            results.add_metric([model, "failed"], st.failed)
+            results.add_metric([model, RequestStatus.SUCCEEDED.value], st.succeeded)
+            results.add_metric([model, RequestStatus.FAILED.value], st.failed)
         yield from (wait, inference, tokens, results)
 
 

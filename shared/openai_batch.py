@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"]
+from shared import states
+
+BatchStatus = Literal[tuple(s.value for s in states.BatchStatus)]  # type: ignore[valid-type]
 Endpoint = Literal["/v1/chat/completions", "/v1/completions"]
 
 

@@ -17,13 +17,14 @@ from enum import Enum
 
 
 class JobStatus(str, Enum):
+    # (in the order the API documents them)
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
-    CANCELLING = "cancelling"
-    EXPIRING = "expiring"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    EXPIRING = "expiring"
     EXPIRED = "expired"
 
     def __str__(self) -> str:
@@ -40,6 +41,22 @@ class RequestStatus(str, Enum):
         return self.value
 
 
+class BatchStatus(str, Enum):
+    """An OpenAI batch's status (the SDK's names); a batch's job status maps onto it."""
+
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 # Jobs whose requests may still be routed and started.
 RUNNING_JOB_STATES = frozenset({JobStatus.QUEUED, JobStatus.IN_PROGRESS})
 # A job being stopped -> (the state it ends in, the state its unfinished requests take).
@@ -49,6 +66,13 @@ STOPPING_JOB_STATES = {
 }
 FINAL_JOB_STATES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
 FINAL_REQUEST_STATES = tuple(RequestStatus)
+# The state a job ends in once its last request is final, by the state it is in then.
+JOB_END_STATES: dict[JobStatus, JobStatus] = {
+    **{s: JobStatus.COMPLETED for s in RUNNING_JOB_STATES},
+    **{s: end for s, (end, _) in STOPPING_JOB_STATES.items()},
+}
+# What stopping a job with each final request state (`cancelled`, `expired`) marks it first.
+STOP_FOR_REASON: dict[RequestStatus, JobStatus] = {reason: s for s, (_, reason) in STOPPING_JOB_STATES.items()}
 
 # Every move a job can make; anything else is a bug.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {

@@ -8,38 +8,17 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
-from shared import luapack
+from shared import stream_scripts
 from shared.api import JobWebhook
 from shared.ids import new_webhook_id
 from shared.keys import Keys
+from shared.lease_scripts import LeaseDelivery
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
 
 REQUEST_EVENT = "request.completed"
 _endpoint_decoder = msgspec.json.Decoder(WebhookRecord)
 _delivery_decoder = msgspec.json.Decoder(DeliveryRecord)
 _enc = msgspec.json.Encoder()
-
-# KEYS[1] events stream, KEYS[2] due set, then (delivery, endpoint's delivery index) per delivery.
-# ARGV: group, now_ms, msgpack {event ids to acknowledge, per delivery: (id, record JSON)}.
-# A delivery that already exists (its event was delivered to this script before) is left alone.
-_FAN_OUT = """
-local batch = cmsgpack.unpack(ARGV[3])
-local acks, deliveries = batch[1], batch[2]
-for i = 1, #acks, 500 do
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(acks, i, math.min(i + 499, #acks)))
-end
-local created = 0
-for d = 1, #deliveries do
-  local id, record = deliveries[d][1], deliveries[d][2]
-  if redis.call('SET', KEYS[1 + 2 * d], record, 'NX') then
-    redis.call('ZADD', KEYS[2 + 2 * d], ARGV[2], id)
-    redis.call('ZADD', KEYS[2], ARGV[2], id)
-    created = created + 1
-  end
-end
-return created
-"""
-
 
 class DeliveryPending(Exception):
     def __init__(self, rec: DeliveryRecord) -> None:
@@ -52,7 +31,8 @@ class WebhookStore:
         self.r = r
         self.keys = keys
         self.ttl_s = ttl_s  # deliveries are kept this long after their last change
-        self._fan_out = r.register_script(_FAN_OUT)
+        self._fan_out = stream_scripts.FanOut(r)
+        self._lease = LeaseDelivery(r)
 
     # Endpoints.
     async def create(self, tenant: str, body: WebhookCreate | JobWebhook, *, job_id: str | None = None) -> WebhookRecord:
@@ -140,13 +120,10 @@ class WebhookStore:
     # Deliveries.
     async def fan_out(self, stream: str, group: str, ack_ids: list[bytes], deliveries: list[DeliveryRecord]) -> int:
         """Create deliveries and acknowledge the events they came from, in one step."""
-        keys = [stream, self.keys.webhook_due]
-        items = []
-        for d in deliveries:
-            keys += (self.keys.webhook_delivery(d.id), self.keys.webhook_deliveries(d.endpoint_id))
-            items.append((d.id, luapack.lua_bytes(_enc.encode(d))))
-        now = int(time.time() * 1000)
-        return int(await self._fan_out(keys=keys, args=[group, now, luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], items])]))
+        targets = [(self.keys.webhook_delivery(d.id), self.keys.webhook_deliveries(d.endpoint_id), d.id, _enc.encode(d))
+                   for d in deliveries]
+        return await self._fan_out(stream=stream, group=group, ack_ids=ack_ids, due=self.keys.webhook_due,
+                                   now_ms=int(time.time() * 1000), deliveries=targets)
 
     async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
         raw = await self.r.get(self.keys.webhook_delivery(delivery_id))
@@ -166,9 +143,8 @@ class WebhookStore:
     async def taken(self, delivery_id: str, score: int, lease_ms: int) -> None:
         """Handed to an attempt: due again after `lease_ms` unless the attempt records its outcome
         first (or the delivery was rescheduled meanwhile)."""
-        await self.r.eval("if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then "
-                          "return redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1]) end return 0", 1,
-                          self.keys.webhook_due, delivery_id, score, score + lease_ms)
+        await self._lease(due=self.keys.webhook_due, delivery_id=delivery_id, seen_score=score,
+                          lease_until=score + lease_ms)
 
     async def save_delivery(self, rec: DeliveryRecord, *, extra=None) -> None:
         """Store the delivery after an attempt and schedule its next one, if any. `extra` adds

@@ -7,6 +7,7 @@ import logging
 from shared.jobstore import JobStore, StopRefused
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
+from shared.states import RequestStatus
 from shared.streams import trim_acknowledged
 
 
@@ -20,7 +21,7 @@ async def expire_due_jobs(ctx: dict) -> int:
     expired = 0
     for job_id in await jobs.due_for_expiry():
         try:
-            await jobs.stop(job_id, "expired")
+            await jobs.stop(job_id, RequestStatus.EXPIRED)
             expired += 1
             log.info("job expiring: completion window passed", extra={"job_id": job_id})
         except StopRefused:  # finished meanwhile, or gone

@@ -23,6 +23,7 @@ from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.messages import InferenceRequest, ResultEnvelope, request_decoder
 from shared.models_config import ModelConfig
+from shared.states import RequestStatus
 from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new
 
 log = logging.getLogger("inferq.worker")
@@ -251,7 +252,7 @@ class InferenceWorker:
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
         inference_s = time.time() - started
-        status = "failed" if error else "succeeded"
+        status = RequestStatus.FAILED if error else RequestStatus.SUCCEEDED
         self.stats.record(queued_ms / 1000, inference_s, usage.prompt_tokens, usage.completion_tokens, error is not None)
         line = ResultLine(
             custom_id=req.custom_id,
@@ -277,7 +278,7 @@ class InferenceWorker:
         """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""
         log.warning("dead-lettered: %s", why, extra={"request_id": req.request_id, "job_id": req.job_id})
         line = ResultLine(
-            custom_id=req.custom_id, request_id=req.request_id, model=req.model, status="failed", output=None,
+            custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=RequestStatus.FAILED, output=None,
             usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="max_attempts_exceeded", message=why),
         )
@@ -306,7 +307,7 @@ class InferenceWorker:
             return
         line = ResultLine(
             custom_id=str(doc.get("custom_id", request_id)), request_id=request_id, model=self.model.name,
-            status="failed", output=None, usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+            status=RequestStatus.FAILED, output=None, usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="invalid_request", message=f"the worker could not read this request: {exc}"),
         )
         self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(job_id, line))))

@@ -22,22 +22,13 @@ import redis.asyncio as aioredis
 
 from services.dispatcher.scaling.policy import ScalePolicy
 from shared.errors import REDIS_CONNECTION_ERRORS, TRANSIENT_REDIS_ERRORS
-from shared.keys import Keys
+from shared.keys import FlowField, Keys
+from shared.lease_scripts import Lead
 from shared.models_config import ModelsConfig
 from shared.streams import consumer_name
 
 log = logging.getLogger("inferq.scaling")
 EVENTS_MAXLEN = 10_000
-
-# Take the lease if free, or renew it if ours: 1 = we lead.
-_LEAD = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 class Autoscaler:
@@ -54,7 +45,7 @@ class Autoscaler:
         self.call_timeout_s = call_timeout_s
         self.clock = clock
         self.me = consumer_name("scaler")
-        self._lead = r.register_script(_LEAD)
+        self._lead = Lead(r)
         self.leading = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,7 +80,7 @@ class Autoscaler:
     async def _renew(self) -> bool:
         """Take the lease if free, renew it if ours; whether we lead."""
         lease_ms = int(self.lease_s * 1000)
-        self.leading = bool(await self._lead(keys=[self.keys.scaler_leader], args=[self.me, lease_ms]))
+        self.leading = await self._lead(lease=self.keys.scaler_leader, holder=self.me, lease_ms=lease_ms)
         return self.leading
 
     async def _keep_lease(self, work: asyncio.Task) -> None:
@@ -109,7 +100,7 @@ class Autoscaler:
         names = list(self.models)
         async with self.r.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.hget(self.keys.flow(name), "unfinished")
+                pipe.hget(self.keys.flow(name), FlowField.UNFINISHED)
             backlogs = [max(0, int(v or 0)) for v in await pipe.execute()]
         now = self.clock()
         for name, backlog in zip(names, backlogs):

@@ -1,0 +1,53 @@
+-- uses: hash keys
+-- Create a job: idempotency, admission, then the whole job, or nothing.
+-- KEYS: job, jobs index, ingest stream, backlog total, deadlines, idempotency key (the job key
+--       again when there is none), tenant backlog hash, then the flow hash of each model.
+-- ARGV[1] msgpack map: job_id, created_ms, total, global_limit, payload_field, expires_ms,
+--       idempotency ('' = none), tenant, tenant_limit, models (list of (model, count, limit), in
+--       flow-key order), record (flat list of field, value), chunks (list of ingest entries).
+-- Guarantees: returns {'replay' | 'conflict', job id} for a seen idempotency key, or
+-- {'global' | 'tenant' | 'model', who, current, limit} for a limit the job would pass, having
+-- written nothing; otherwise writes the record, its ingest entries and every counter, {'ok', job id}.
+local job, jobs_index, ingest, backlog, deadlines, idem_key, tenant_backlog =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local a = cmsgpack.unpack(ARGV[1])
+local flows = key_groups(8, 1)
+local total, idem = tonumber(a.total), a.idempotency
+if idem ~= '' then
+  local seen = redis.call('GET', idem_key)
+  if seen then
+    local sep = string.find(seen, ':', 1, true)
+    local same = string.sub(seen, sep + 1) == string.sub(idem, string.find(idem, ':', 1, true) + 1)
+    return {same and 'replay' or 'conflict', string.sub(seen, 1, sep - 1), '', ''}
+  end
+end
+local current = tonumber(redis.call('GET', backlog) or '0')
+if current + total > tonumber(a.global_limit) then
+  return {'global', '', tostring(current), a.global_limit}
+end
+local queued = tonumber(redis.call('HGET', tenant_backlog, a.tenant) or '0')
+if queued + total > tonumber(a.tenant_limit) then
+  return {'tenant', a.tenant, tostring(queued), a.tenant_limit}
+end
+for m, spec in ipairs(a.models) do
+  local model, n, limit = spec[1], tonumber(spec[2]), spec[3]
+  local c = tonumber(redis.call('HGET', flows[m][1], F.UNFINISHED) or '0')
+  if c + n > tonumber(limit) then
+    return {'model', model, tostring(c), limit}
+  end
+end
+hset_all(job, a.record)
+redis.call('ZADD', jobs_index, a.created_ms, a.job_id)
+redis.call('ZADD', deadlines, a.expires_ms, a.job_id)
+for _, chunk in ipairs(a.chunks) do
+  redis.call('XADD', ingest, '*', a.payload_field, chunk)
+end
+for m, spec in ipairs(a.models) do
+  redis.call('HINCRBY', flows[m][1], F.UNFINISHED, spec[2])
+end
+redis.call('INCRBY', backlog, total)
+redis.call('HINCRBY', tenant_backlog, a.tenant, total)
+if idem ~= '' then
+  redis.call('SET', idem_key, idem, 'EX', 86400)
+end
+return {'ok', a.job_id, '', ''}

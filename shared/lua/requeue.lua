@@ -1,0 +1,34 @@
+-- uses: staging
+-- Give a dead-lettered request another chance: undo its `max_attempts_exceeded` failure (the
+-- job's counts and its result line), reopen a completed job, and stage the request again.
+-- KEYS: dead stream, job, reqs, job results, flow, backlog total, staging queue, staging ring,
+--       tenant backlog hash.
+-- ARGV: dead entry id, request_id, model, payload, lane.
+-- Returns {'ok', status before}, {'gone', ''}, {'stopped', status} (its job is being stopped or
+-- ended otherwise) or {'not_failed', status} (no recorded dead-letter failure to undo).
+local dead, job, reqs, results, flow, backlog, queue, ring, tenant_backlog =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local dead_id, rid, model, payload, lane = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local st = redis.call('HGET', job, F.STATUS)
+if not st then return {'gone', ''} end
+if not RUNNING[st] and st ~= JOB.COMPLETED then return {'stopped', st} end
+local line = redis.call('HGET', job, dead_letter_field(rid))
+if not line then return {'not_failed', st} end
+redis.call('XDEL', results, line)
+redis.call('HDEL', job, dead_letter_field(rid))
+redis.call('HINCRBY', job, REQUEST.FAILED, -1)
+redis.call('HINCRBY', job, model_field(model, REQUEST.FAILED), -1)
+redis.call('HINCRBY', job, F.DONE, -1)
+redis.call('HDEL', reqs, rid)
+if st == JOB.COMPLETED then
+  redis.call('HSET', job, F.STATUS, JOB.IN_PROGRESS)
+  redis.call('HDEL', job, F.ENDED_MS)
+  redis.call('PERSIST', job)
+  redis.call('PERSIST', results)
+end
+redis.call('HINCRBY', flow, F.UNFINISHED, 1)
+redis.call('INCRBY', backlog, 1)
+redis.call('HINCRBY', tenant_backlog, redis.call('HGET', job, F.TENANT) or 'default', 1)
+stage(queue, ring, flow, lane, {payload})
+redis.call('XDEL', dead, dead_id)
+return {'ok', st}

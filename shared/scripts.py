@@ -1,0 +1,77 @@
+"""The one loader of inferq's Lua scripts (the `.lua` files in shared/lua).
+
+A script's source is, in order: a preamble generated here, the helper files it names on its first
+line (`-- uses: hash keys` includes shared/lua/lib/hash.lua and lib/keys.lua), then its own file.
+The preamble defines, as Lua tables, the job and request status names from shared/states.py and
+the hash field names from shared/keys.py, so no script spells them: states and fields reach Lua
+by substitution at load time, not as ARGV. Each source is built once per process and registered
+with redis-py's `register_script` (EVALSHA, falling back to EVAL after a Redis restart).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from shared.keys import LANES, REQUEST_DONE, REQUEST_RUNNING, FlowField, JobField, dead_letter_field, model_field, staged_field
+from shared.states import JOB_END_STATES, RUNNING_JOB_STATES, STOPPING_JOB_STATES, JobStatus, RequestStatus
+
+_USES = "-- uses:"
+
+
+def _lua(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _table(pairs) -> str:
+    return "{" + ", ".join(f"[{_lua(str(k))}] = {v}" for k, v in pairs) + "}"
+
+
+def _names(pairs) -> str:
+    return _table((k, _lua(str(v))) for k, v in pairs)
+
+
+@cache
+def preamble() -> str:
+    """The Lua constants every script starts with."""
+    fields = {**{k: v for k, v in vars(JobField).items() if k.isupper()},
+              **{k: v for k, v in vars(FlowField).items() if k.isupper()}}
+    return "\n".join([
+        "-- generated from shared/states.py and shared/keys.py",
+        f"local JOB = {_names((s.name, s) for s in JobStatus)}",
+        f"local REQUEST = {_names((s.name, s) for s in RequestStatus)}",
+        "-- job states whose requests may still be routed and started",
+        f"local RUNNING = {_table((s, 'true') for s in RUNNING_JOB_STATES)}",
+        "-- stopping job state -> {the state it ends in, the state its unfinished requests take}",
+        f"local STOPPING = {_table((s, '{' + _lua(end) + ', ' + _lua(req) + '}') for s, (end, req) in STOPPING_JOB_STATES.items())}",
+        "-- the state a job ends in once its last request is final, by the state it is in then",
+        f"local FINAL_OF = {_names(JOB_END_STATES.items())}",
+        f"local F = {_names(fields.items())}",
+        f"local LANE = {_names((lane.upper(), lane) for lane in LANES)}",
+        f"local STAGED = {_names((lane, staged_field(lane)) for lane in LANES)}",
+        f"local REQ_MARK = {_names([('RUNNING', REQUEST_RUNNING), ('DONE', REQUEST_DONE)])}",
+        f"local function model_field(model, name) return string.format({_lua(model_field('%s', '%s'))}, model, name) end",
+        f"local function dead_letter_field(request_id) return {_lua(dead_letter_field('%s').replace('%s', ''))} .. request_id end",
+        "",
+    ])
+
+
+def _read(name: str) -> str:
+    return resources.files("shared").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@cache
+def source(name: str) -> str:
+    """The full source of script `name` (its file in shared/lua, without `.lua`)."""
+    body = _read(f"{name}.lua")
+    first, _, _ = body.partition("\n")
+    libs = first[len(_USES):].split() if first.startswith(_USES) else []
+    return preamble() + "".join(_read(f"lib/{lib}.lua") for lib in libs) + body
+
+
+def register(r: aioredis.Redis, name: str) -> AsyncScript:
+    """Script `name`, registered on `r` (called with keys=..., args=..., client=...)."""
+    return r.register_script(source(name))

@@ -1,0 +1,72 @@
+"""Wrappers of the router's scripts (shared/lua/admit.lua, feed.lua), which with stop_job.lua and
+requeue.lua are the only writers of the staging queues (shared/lua/lib/staging.lua)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from shared import luapack, scripts
+from shared.keys import DROP_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, ROUTER_GROUP, WORKER_GROUP, Keys
+
+
+class AdmitBatch:
+    """One admit call: per ingest entry, the operations to apply if its XACK succeeds."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.k = keys
+        self.keys = [keys.ingest_stream, keys.results_stream]
+        self.entries: list[list] = []
+        self._index: dict[str, int] = {}
+
+    def _key(self, name: str) -> int:
+        if name not in self._index:
+            self.keys.append(name)
+            self._index[name] = len(self.keys)
+        return self._index[name]
+
+    def entry(self, entry_id: bytes, ops: list[list]) -> None:
+        self.entries.append([luapack.lua_bytes(entry_id), ops])
+
+    def stage(self, model: str, lane: str, job_id: str, payloads: list[bytes]) -> list:
+        """Stage `payloads` if the job still runs (drop notices if it is being stopped)."""
+        k = self.k
+        return ["q", self._key(k.staging_queue(model, lane, job_id)), self._key(k.staging_ring(model, lane)),
+                self._key(k.flow(model)), self._key(k.job(job_id)), lane, [luapack.lua_bytes(p) for p in payloads]]
+
+    def append(self, stream: str, fields: dict[str, bytes | str]) -> list:
+        """Append one entry to `stream`."""
+        flat: list = []
+        for name, value in fields.items():
+            flat += (name, luapack.lua_bytes(value) if isinstance(value, bytes) else value)
+        return ["f", self._key(stream), flat]
+
+    def result(self, payload: bytes) -> list:
+        return self.append(self.k.results_stream, {PAYLOAD_FIELD: payload})
+
+    def drop(self, payload: bytes, reason: str) -> list:
+        return self.append(self.k.results_stream, {DROP_FIELD: payload, REASON_FIELD: reason})
+
+
+class Admit:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self._script = scripts.register(r, "admit")
+
+    async def __call__(self, batch: AdmitBatch) -> int:
+        """Returns how many requests were staged."""
+        args = [ROUTER_GROUP, DROP_FIELD, REASON_FIELD, luapack.pack(batch.entries)]
+        return int(await self._script(keys=batch.keys, args=args))
+
+
+class Feed:
+    def __init__(self, r: aioredis.Redis, keys: Keys) -> None:
+        self.k = keys
+        self._script = scripts.register(r, "feed")
+
+    async def __call__(self, *, model: str, high_watermark: int, low_watermark: int, max_move: int, quantum: int,
+                       client=None):
+        """(interactive moved, batch moved, paused 0/1, staging queues waiting); with a pipeline as
+        `client`, queued there and answered by its execute()."""
+        k = self.k
+        keys = [*k.model_streams(model), *(k.staging_ring(model, lane) for lane in LANES), k.flow(model)]
+        args = [WORKER_GROUP, PAYLOAD_FIELD, high_watermark, low_watermark, max_move, quantum]
+        return await self._script(keys=keys, args=args, client=client)

@@ -1,0 +1,95 @@
+"""The collector's script (shared/lua/record_results.lua) writes the CloudEvents documents by
+concatenation; shared/events.py builds them in Python. Both must give the same bytes: each event
+type is produced through the real collector on a real Redis, read back from the events stream,
+and compared with shared/events.py's document for the same input. (No code path ends a job
+`failed`, so job.failed cannot be produced.)"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from services.dispatcher.collector import Collector
+from services.dispatcher.router import Router
+from shared import jobstore
+from shared.api import Output, ResultLine, Timings, Usage
+from shared.events import JobSummary, job_event_json, request_event_json, rfc3339_ms
+from shared.jobstore import JobStore
+from shared.keys import COLLECTOR_GROUP, EVENT_FIELD, PAYLOAD_FIELD, ROUTER_GROUP
+from shared.messages import IngestChunk, InferenceRequest, ResultEnvelope, SamplingParams
+from shared.states import JobStatus, RequestStatus
+from shared.streams import ensure_group
+
+enc = msgspec.msgpack.Encoder()
+NOW_MS = 1_795_413_662_345
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch):
+    monkeypatch.setattr(jobstore.time, "time", lambda: NOW_MS / 1000)
+
+
+async def _create(store: JobStore, job_id: str, n: int) -> list[InferenceRequest]:
+    reqs = [InferenceRequest(request_id=f"{job_id}_{i}", job_id=job_id, custom_id=f"c{i}", model="alpha",
+                             accepted_ms=0, prompt="p", params=SamplingParams(max_tokens=4)) for i in range(n)]
+    chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
+    await store.create(job_id, 1_795_413_600_999, {"alpha": n}, {}, [chunk])
+    return reqs
+
+
+async def _collect(r, keys, store: JobStore) -> None:
+    await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
+    collector = Collector(r, keys, store)
+    while reply := await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}, count=100):
+        await collector.handle(reply[0][1])
+
+
+async def _events(r, keys) -> list[tuple[str, str, bytes]]:
+    return [(f[b"type"].decode(), f[b"job"].decode(), f[EVENT_FIELD.encode()]) for _, f in await r.xrange(keys.events_stream)]
+
+
+async def _python_job_event(store: JobStore, job_id: str) -> bytes:
+    job = await store.get(job_id)
+    summary = JobSummary(id=job.id, status=job.status, request_counts=job.request_counts, usage=job.usage,
+                         created_at=job.created_at, ended_at=NOW_MS // 1000, results_url=f"/v1/jobs/{job.id}/results")
+    return job_event_json(summary, rfc3339_ms(NOW_MS), NOW_MS)
+
+
+async def test_request_and_job_completed_documents_match_shared_events(r, keys):
+    store = JobStore(r, keys)
+    reqs = await _create(store, "job_ok", 2)
+    for i, req in enumerate(reqs):
+        line = ResultLine(custom_id=req.custom_id, request_id=req.request_id, model=req.model,
+                          status=RequestStatus.SUCCEEDED, output=Output(text=f"out \"{i}\" é", finish_reason="stop"),
+                          usage=Usage(prompt_tokens=3, completion_tokens=i + 1), error=None,
+                          timings=Timings(queued_ms=1.5, inference_ms=2))
+        await r.xadd(keys.results_stream, {PAYLOAD_FIELD: enc.encode(ResultEnvelope(req.job_id, line))})
+    await _collect(r, keys, store)
+
+    events = await _events(r, keys)
+    assert [t for t, _, _ in events] == ["request.completed", "request.completed", "job.completed"]
+    lines = await store.read_results("job_ok", None, 10)
+    for (_, _, doc), (cursor, line) in zip(events, lines):
+        request_id = msgspec.json.decode(line, type=ResultLine).request_id
+        assert doc == request_event_json("job_ok", request_id, cursor.decode(), line, rfc3339_ms(NOW_MS))
+    assert (await store.get("job_ok")).status == JobStatus.COMPLETED
+    assert events[-1][2] == await _python_job_event(store, "job_ok")
+
+
+@pytest.mark.parametrize("reason", [RequestStatus.CANCELLED, RequestStatus.EXPIRED])
+async def test_stopped_job_documents_match_shared_events(r, keys, models, reason):
+    store = JobStore(r, keys)
+    await _create(store, "job_stop", 3)
+    router = Router(r, keys, models)
+    await ensure_group(r, keys.ingest_stream, ROUTER_GROUP)
+    await router.admit((await r.xreadgroup(ROUTER_GROUP, router.consumer, {keys.ingest_stream: ">"}))[0][1])
+    await store.stop("job_stop", reason)
+    await _collect(r, keys, store)
+
+    events = await _events(r, keys)
+    assert [t for t, _, _ in events] == ["request.completed"] * 3 + [f"job.{reason}"]
+    lines = await store.read_results("job_stop", None, 10)
+    for (_, _, doc), (cursor, line) in zip(events, lines):
+        request_id = msgspec.json.decode(line, type=ResultLine).request_id
+        assert doc == request_event_json("job_stop", request_id, cursor.decode(), line, rfc3339_ms(NOW_MS))
+    assert events[-1][2] == await _python_job_event(store, "job_stop")
