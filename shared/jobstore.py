@@ -22,6 +22,7 @@ from shared.api import Job, JobWebhookInfo, RequestCounts, Usage
 from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import JobField, Keys, model_field
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
+from shared.errors import AdmissionRejected, IdempotencyConflict, RequeueRefused, StopRefused, TenantLimitReached
 
 EVENTS_MAXLEN = 100_000
 NO_LIMIT = 2**62
@@ -38,42 +39,6 @@ class ResultRecord(msgspec.Struct, array_like=True):
     completion_tokens: int
     line: bytes
     error_code: str = ""
-
-
-class AdmissionRejected(Exception):
-    """Accepting the job would push a model's (or the overall) unfinished backlog over its limit."""
-
-    def __init__(self, model: str | None, current: int, limit: int) -> None:
-        super().__init__(f"backlog of {model or 'all models'} is {current}; limit {limit}")
-        self.model = model
-        self.current = current
-        self.limit = limit
-
-
-class TenantLimitReached(Exception):
-    """Accepting the job would push the tenant's unfinished requests over its limit."""
-
-    def __init__(self, tenant: str, current: int, limit: int) -> None:
-        super().__init__(f"tenant {tenant} has {current} unfinished requests; limit {limit}")
-        self.tenant = tenant
-        self.current = current
-        self.limit = limit
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used for a different body within 24 h."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
-
-
-class StopRefused(Exception):
-    """Cancel or expire of a job that is finished (`status`) or does not exist (`status` None)."""
-
-    def __init__(self, status: str | None) -> None:
-        super().__init__(status or "missing")
-        self.status = status
 
 
 class JobStore:
@@ -194,10 +159,15 @@ class JobStore:
             return detail
         raise StopRefused(detail or None)
 
-    async def requeue(self, dead_id: str, job_id: str, request_id: str, model: str, lane: str, payload: bytes) -> tuple[str, str]:
-        """Stage a dead-lettered request again, undoing its recorded failure. Returns (verdict, job status)."""
-        return await self._requeue(dead_id=dead_id, job_id=job_id, request_id=request_id, model=model, lane=lane,
-                                   payload=payload)
+    async def requeue(self, dead_id: str, job_id: str, request_id: str, model: str, lane: str, payload: bytes) -> str:
+        """Stage a dead-lettered request again, undoing its recorded failure. Returns the status the job
+        had (a completed one is reopened); raises RequeueRefused when the request cannot run again
+        (nothing is changed then)."""
+        verdict, status = await self._requeue(dead_id=dead_id, job_id=job_id, request_id=request_id, model=model,
+                                              lane=lane, payload=payload)
+        if verdict in RequeueRefused.REASONS:
+            raise RequeueRefused(verdict, status)
+        return status
 
     async def models_of(self, job_id: str) -> list[str]:
         raw = await self.r.hget(self.keys.job(job_id), JobField.MODELS)

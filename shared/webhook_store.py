@@ -14,17 +14,12 @@ from shared.ids import new_webhook_id
 from shared.keys import Keys
 from shared.lease_scripts import LeaseDelivery
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
+from shared.errors import DeliveryPending
 
 REQUEST_EVENT = "request.completed"
 _endpoint_decoder = msgspec.json.Decoder(WebhookRecord)
 _delivery_decoder = msgspec.json.Decoder(DeliveryRecord)
 _enc = msgspec.json.Encoder()
-
-class DeliveryPending(Exception):
-    def __init__(self, rec: DeliveryRecord) -> None:
-        super().__init__(rec.id)
-        self.rec = rec
-
 
 class WebhookStore:
     def __init__(self, r: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600) -> None:

@@ -12,6 +12,7 @@ from services.dispatcher.collector import Collector
 from services.inference.engines.dummy import DummyEngine
 from services.inference.worker import InferenceWorker
 from shared.deadletters import list_dead_letters
+from shared.errors import RequeueRefused
 from shared.jobstore import JobStore
 from shared.keys import COLLECTOR_GROUP, PAYLOAD_FIELD, WORKER_GROUP
 from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
@@ -22,14 +23,27 @@ enc = msgspec.msgpack.Encoder()
 
 
 def _model(**kw) -> ModelConfig:
-    return ModelConfig(name="m", engine="dummy", max_inflight=8, retry=RetryConfig(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05), **kw)
+    return ModelConfig(
+        name="m",
+        engine="dummy",
+        max_inflight=8,
+        retry=RetryConfig(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05),
+        **kw,
+    )
 
 
 async def _enqueue(r, keys, prompts: list[str], job_id="job_r") -> None:
     await JobStore(r, keys).create(job_id, 0, {"m": len(prompts)}, {}, [])
     for i, p in enumerate(prompts):
-        req = InferenceRequest(request_id=f"req_{i}", job_id=job_id, custom_id=f"c{i}", model="m", accepted_ms=0,
-                               prompt=p, params=SamplingParams(max_tokens=4))
+        req = InferenceRequest(
+            request_id=f"req_{i}",
+            job_id=job_id,
+            custom_id=f"c{i}",
+            model="m",
+            accepted_ms=0,
+            prompt=p,
+            params=SamplingParams(max_tokens=4),
+        )
         await r.xadd(keys.model_stream("m", "batch"), {PAYLOAD_FIELD: enc.encode(req)})
 
 
@@ -42,8 +56,10 @@ async def _run_until(r, keys, worker, n_results: int, timeout=10.0):
         await asyncio.sleep(0.02)
     stop.set()
     await task
-    return {e.line.custom_id: e.line for e in
-            (msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream))}
+    return {
+        e.line.custom_id: e.line
+        for e in (msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream))
+    }
 
 
 async def test_retryable_errors_are_retried_until_success(r, keys):
@@ -64,7 +80,13 @@ async def test_exhausted_retries_dead_letter_and_fail_the_request(r, keys):
     assert "after 3 attempts" in bad.error.message and "simulated_overload" in bad.error.message
     (dead,) = (await list_dead_letters(r, keys, None, 10)).data
     assert (dead.reason, dead.attempts, dead.request_id, dead.custom_id, dead.lane, dead.requeueable) == (
-        "max_attempts_exceeded", 3, "req_1", "c1", "batch", True)
+        "max_attempts_exceeded",
+        3,
+        "req_1",
+        "c1",
+        "batch",
+        True,
+    )
     assert (await r.xpending(keys.model_stream("m", "batch"), WORKER_GROUP))["pending"] == 0
 
 
@@ -79,7 +101,9 @@ async def test_permanent_errors_fail_at_once_without_dead_letter(r, keys):
 
 async def test_a_request_over_its_timeout_fails(r, keys):
     await _enqueue(r, keys, ["slow one"])
-    worker = InferenceWorker(r, keys, _model(request_timeout_s=0.05), DummyEngine(DummyOptions(latency_ms=1000)), block_ms=50)
+    worker = InferenceWorker(
+        r, keys, _model(request_timeout_s=0.05), DummyEngine(DummyOptions(latency_ms=1000)), block_ms=50
+    )
     lines = await _run_until(r, keys, worker, 1)
     assert lines["c0"].status == "failed" and lines["c0"].error.code == "request_timeout"
 
@@ -91,7 +115,13 @@ async def test_a_request_delivered_too_often_is_dead_lettered_without_running(r,
     entry_id = (await r.xreadgroup(WORKER_GROUP, "w0", {stream: ">"}))[0][1][0][0]
     for k in range(1, 5):  # four more workers took it and died: five deliveries
         await r.xclaim(stream, WORKER_GROUP, f"w{k}", 0, [entry_id])
-    worker = InferenceWorker(r, keys, _model(max_deliveries=5, reclaim_idle_s=0.05), DummyEngine(DummyOptions(crash_text="kills")), block_ms=50)
+    worker = InferenceWorker(
+        r,
+        keys,
+        _model(max_deliveries=5, reclaim_idle_s=0.05),
+        DummyEngine(DummyOptions(crash_text="kills")),
+        block_ms=50,
+    )
     await asyncio.sleep(0.06)
     lines = await _run_until(r, keys, worker, 1)  # the sixth delivery: not run (it would kill this worker)
     assert lines["c0"].error.code == "max_attempts_exceeded" and "delivered 6 times" in lines["c0"].error.message
@@ -112,14 +142,16 @@ async def test_requeue_undoes_the_failure_and_reopens_the_job(r, keys):
     (dead,) = (await list_dead_letters(r, keys, None, 10)).data
     payload = (await r.xrange(keys.dead_letter_stream))[0][1][b"d"]
 
-    assert await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload) == ("ok", "completed")
+    assert await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload) == "completed"  # the job was completed: it reopens
     job = await store.get("job_r")
     assert job.status == "in_progress" and job.request_counts.failed == 0 and job.request_counts.queued == 1
     assert len(await store.read_results("job_r", None, 10)) == 1  # the failed line is gone
     assert await r.xlen(keys.dead_letter_stream) == 0
     assert await r.llen(keys.staging_queue("m", "batch", "job_r")) == 1
     # a second requeue of the same dead letter has nothing to undo
-    assert (await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload))[0] == "not_failed"
+    with pytest.raises(RequeueRefused) as refused:
+        await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload)
+    assert refused.value.reason == "not_failed"
 
 
 async def test_a_result_that_keeps_killing_the_collector_is_dead_lettered_and_counted_failed(r, keys):

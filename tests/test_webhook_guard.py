@@ -64,8 +64,17 @@ async def api(r, settings, models):
             yield client
 
 
-@pytest.mark.parametrize("url", ["https://127.0.0.1/x", "https://10.0.0.7/x", "https://169.254.169.254/x", "https://localhost/x",
-                                 "https://example.com:99999/x", "https://[::1/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/x",
+        "https://10.0.0.7/x",
+        "https://169.254.169.254/x",
+        "https://localhost/x",
+        "https://example.com:99999/x",
+        "https://[::1/x",
+    ],
+)
 async def test_api_refuses_private_urls_with_the_field_named(api, url):
     resp = await api.post("/v1/webhooks", json={"url": url})
     assert resp.status_code == 422
@@ -90,9 +99,22 @@ async def test_delivery_rechecks_the_address(r, keys, settings):
     one) is not called once they are not: the attempt fails as refused."""
     store = WebhookStore(r, keys)
     endpoint = await store.create("default", WebhookCreate(url="https://localhost:9/hook"))
-    await store.fan_out(keys.events_stream, "webhooks", [], [DeliveryRecord(
-        id="msg_0123456789abcdef0123456789", endpoint_id=endpoint.id, event_type="job.completed", event_id="e1",
-        payload="{}", created_at=0, next_attempt_at=0)])
+    await store.fan_out(
+        keys.events_stream,
+        "webhooks",
+        [],
+        [
+            DeliveryRecord(
+                id="msg_0123456789abcdef0123456789",
+                endpoint_id=endpoint.id,
+                event_type="job.completed",
+                event_id="e1",
+                payload="{}",
+                created_at=0,
+                next_attempt_at=0,
+            )
+        ],
+    )
     calls = []
 
     class NoNetwork:
@@ -100,27 +122,50 @@ async def test_delivery_rechecks_the_address(r, keys, settings):
             calls.append(a)
             raise AssertionError("must not be called")
 
-    ctx = {"webhooks": store, "keys": keys, "http": NoNetwork(),
-           "settings": msgspec.structs.replace(settings, webhook_retry_schedule="0")}
+    ctx = {
+        "webhooks": store,
+        "keys": keys,
+        "http": NoNetwork(),
+        "settings": msgspec.structs.replace(settings, webhook_retry_schedule="0"),
+    }
     assert await deliver_webhook(ctx, "msg_0123456789abcdef0123456789") == "dead_lettered"
     rec = await store.get_delivery("msg_0123456789abcdef0123456789")
     assert calls == [] and rec.attempts[0].error.startswith("refused: localhost resolves to 127.0.0.1")
 
 
 async def test_an_unexpected_failure_is_a_failed_attempt_not_a_stalled_delivery(r, keys, settings):
-    from shared.webhook_store import DeliveryPending
+    from shared.errors import DeliveryPending
 
     store = WebhookStore(r, keys)
     endpoint = await store.create("default", WebhookCreate(url="https://93.184.216.34/hook"))
     did = "msg_abcdef0123456789abcdef0123"
-    await store.fan_out(keys.events_stream, "webhooks", [], [DeliveryRecord(
-        id=did, endpoint_id=endpoint.id, event_type="job.completed", event_id="e2", payload="{}", created_at=0, next_attempt_at=0)])
+    await store.fan_out(
+        keys.events_stream,
+        "webhooks",
+        [],
+        [
+            DeliveryRecord(
+                id=did,
+                endpoint_id=endpoint.id,
+                event_type="job.completed",
+                event_id="e2",
+                payload="{}",
+                created_at=0,
+                next_attempt_at=0,
+            )
+        ],
+    )
 
     class Broken:
         async def post(self, *a, **kw):
             raise OverflowError("port out of range")
 
-    ctx = {"webhooks": store, "keys": keys, "http": Broken(), "settings": msgspec.structs.replace(settings, webhook_retry_schedule="0,30")}
+    ctx = {
+        "webhooks": store,
+        "keys": keys,
+        "http": Broken(),
+        "settings": msgspec.structs.replace(settings, webhook_retry_schedule="0,30"),
+    }
     assert await deliver_webhook(ctx, did) == "pending"
     rec = await store.get_delivery(did)
     assert rec.attempts[0].error == "OverflowError: port out of range" and rec.next_attempt_at is not None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from shared.jobstore import JobStore, StopRefused
+from shared.errors import StopRefused
+from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
 from shared.states import RequestStatus

@@ -25,7 +25,10 @@ router = APIRouter()
     "/v1/dead-letters",
     response_class=Response,
     summary="Messages no consumer could process",
-    responses={200: openapi.json_response(DeadLetterList, "Oldest first; pass `next_cursor` as `after` for more"), **openapi.ERRORS},
+    responses={
+        200: openapi.json_response(DeadLetterList, "Oldest first; pass `next_cursor` as `after` for more"),
+        **openapi.ERRORS,
+    },
 )
 async def get_dead_letters(
     request: Request,
@@ -50,10 +53,15 @@ async def get_dead_letters(
         "had completed, and queues the request again. Only requests can be requeued, and only while their job exists "
         "and was not cancelled or expired."
     ),
-    responses={200: openapi.json_response(Job, "The request's job"), 409: openapi.json_response(ApiError, "Not requeueable"), **openapi.ERRORS},
+    responses={
+        200: openapi.json_response(Job, "The request's job"),
+        409: openapi.json_response(ApiError, "Not requeueable"),
+        **openapi.ERRORS,
+    },
 )
-async def requeue_dead_letter(request: Request, dead_id: DeadLetterId, r: RedisDep, keys: KeysDep, models: ModelsDep,
-                              jobs: JobsDep) -> Response:
+async def requeue_dead_letter(
+    request: Request, dead_id: DeadLetterId, r: RedisDep, keys: KeysDep, models: ModelsDep, jobs: JobsDep
+) -> Response:
     if not valid_cursor(dead_id):
         raise ApiException(422, f"dead_id: {dead_id!r} is not a dead-letter id", field="dead_id")
     found = await get_dead_letter(r, keys, dead_id)
@@ -63,13 +71,20 @@ async def requeue_dead_letter(request: Request, dead_id: DeadLetterId, r: RedisD
     if not await dead_letter_visible(request, info):
         raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
     if not (info.requeueable and info.job_id and info.request_id and info.model and info.lane):
-        raise ApiException(409, f"dead letter {dead_id} ({info.reason} from {info.source}) is not a request that can be requeued",
-                           type="not_requeueable", field="dead_id")
+        raise ApiException(
+            409,
+            f"dead letter {dead_id} ({info.reason} from {info.source}) is not a request that can be requeued",
+            type="not_requeueable",
+            field="dead_id",
+        )
     if info.model not in models.models:
-        raise ApiException(409, f"model {info.model!r} is no longer configured", type="not_requeueable", field="dead_id")
-    verdict, status = await jobs.requeue(dead_id, info.job_id, info.request_id, info.model, info.lane, payload)
-    if verdict in RequeueRefused.REASONS:
-        raise _not_requeueable(RequeueRefused(verdict, status), info)
+        raise ApiException(
+            409, f"model {info.model!r} is no longer configured", type="not_requeueable", field="dead_id"
+        )
+    try:
+        await jobs.requeue(dead_id, info.job_id, info.request_id, info.model, info.lane, payload)
+    except RequeueRefused as exc:
+        raise _not_requeueable(exc, info) from None
     return as_json(await jobs.get(info.job_id))
 
 
@@ -78,6 +93,7 @@ def _not_requeueable(exc: RequeueRefused, info) -> ApiException:
     message = {
         "gone": f"job {info.job_id} no longer exists",
         "stopped": f"job {info.job_id} is {exc.status}; its requests cannot be requeued",
-        "not_failed": f"request {info.request_id} has no recorded failure to undo (not yet collected, or already requeued)",
+        "not_failed": f"request {info.request_id} has no recorded failure to undo"
+        " (not yet collected, or already requeued)",
     }[exc.reason]
     return ApiException(409, message, type="not_requeueable", field="dead_id")

@@ -21,7 +21,8 @@ from services.ingest.submission import plan_job
 from services.ingest.webhook_urls import checked_url
 from shared import metrics
 from shared.api import ApiError, Job, JobCreate, JobWebhookInfo, RequestCounts, Usage
-from shared.jobstore import NO_LIMIT, AdmissionRejected, IdempotencyConflict, StopRefused, TenantLimitReached
+from shared.errors import AdmissionRejected, IdempotencyConflict, StopRefused, TenantLimitReached
+from shared.jobstore import NO_LIMIT
 from shared.states import JobStatus
 
 router = APIRouter()
@@ -45,10 +46,15 @@ async def create_job(
     webhooks: WebhooksDep,
     limits: LimitsDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header(
-        min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
-        description="Retrying with the same key returns the same job for 24 h; a different body with it is a 409.",
-    )] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Retrying with the same key returns the same job for 24 h; a different body with it is a 409.",
+        ),
+    ] = None,
 ) -> Response:
     body = await read_limited(request, settings.max_body_bytes)
     plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
@@ -63,13 +69,25 @@ async def create_job(
         hook = await webhooks.create(tenant, plan.webhook, job_id=plan.job_id)
         if "request.completed" in hook.events:
             extra["wh_req"] = "1"
-        extra.update(webhook_id=hook.id, webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode())
+        extra.update(
+            webhook_id=hook.id,
+            webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode(),
+        )
     try:
         job_id = await jobs.create(
-            plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks,
-            priority=plan.priority, expires_ms=plan.expires_ms, model_limits=model_limits,
-            global_limit=settings.max_backlog, idempotency=idempotency, extra=extra,
-            tenant=tenant, tenant_limit=settings.tenant_max_queued or NO_LIMIT,
+            plan.job_id,
+            plan.created_ms,
+            plan.model_totals,
+            plan.metadata,
+            plan.chunks,
+            priority=plan.priority,
+            expires_ms=plan.expires_ms,
+            model_limits=model_limits,
+            global_limit=settings.max_backlog,
+            idempotency=idempotency,
+            extra=extra,
+            tenant=tenant,
+            tenant_limit=settings.tenant_max_queued or NO_LIMIT,
         )
         if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
             await webhooks.delete(tenant, hook.id)
@@ -81,8 +99,10 @@ async def create_job(
         if isinstance(exc, TenantLimitReached):
             raise tenant_limit_error(exc, settings.retry_after_s) from None
         raise ApiException(
-            409, f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
-            type="idempotency_conflict", field="Idempotency-Key",
+            409,
+            f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
+            type="idempotency_conflict",
+            field="Idempotency-Key",
         ) from None
     if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
         existing = await jobs.get(job_id)
@@ -130,7 +150,11 @@ async def get_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:
         "`cancelling` until then and ends `cancelled`, keeping the results it has. Cancelling again is harmless; "
         "cancelling a finished job is a 409."
     ),
-    responses={200: openapi.json_response(Job, "The job, now cancelling"), 409: openapi.json_response(ApiError, "Already finished"), **openapi.ERRORS},
+    responses={
+        200: openapi.json_response(Job, "The job, now cancelling"),
+        409: openapi.json_response(ApiError, "Already finished"),
+        **openapi.ERRORS,
+    },
 )
 async def cancel_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:
     await owned_job(request, job_id)
@@ -140,8 +164,12 @@ async def cancel_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response
         if exc.status is None:
             raise job_not_found(job_id) from None
         if exc.status != JobStatus.CANCELLED:  # cancelling a cancelled job again is harmless
-            raise ApiException(409, f"job {job_id} is already {exc.status}; only a queued or running job can be cancelled",
-                               type="job_finished", field="job_id") from None
+            raise ApiException(
+                409,
+                f"job {job_id} is already {exc.status}; only a queued or running job can be cancelled",
+                type="job_finished",
+                field="job_id",
+            ) from None
     job = await jobs.get(job_id)
     if job is None:
         raise job_not_found(job_id)

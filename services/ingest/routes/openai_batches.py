@@ -5,7 +5,8 @@ flow control, cancel, expiry and events are the job's."""
 from __future__ import annotations
 
 import time
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -14,17 +15,36 @@ from fastapi.responses import Response, StreamingResponse
 from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
-from services.ingest.deps import JobsDep, KeysDep, LimitsDep, ModelLimitsDep, ModelsDep, RedisDep, SettingsDep, TenantDep
+from services.ingest.deps import (
+    JobsDep,
+    KeysDep,
+    LimitsDep,
+    ModelLimitsDep,
+    ModelsDep,
+    RedisDep,
+    SettingsDep,
+    TenantDep,
+)
 from services.ingest.errors import ApiException, over_capacity
 from services.ingest.limits import tenant_limit_error
 from services.ingest.paths import BatchId, FileId
 from services.ingest.responses import as_json
 from services.ingest.submission import plan_job
 from shared.api import ApiError, ResultLine
+from shared.errors import AdmissionRejected, StopRefused, TenantLimitReached
 from shared.ids import new_file_id
-from shared.jobstore import NO_LIMIT, AdmissionRejected, JobStore, StopRefused, TenantLimitReached
+from shared.jobstore import NO_LIMIT, JobStore
 from shared.keys import Keys
-from shared.openai_batch import Batch, BatchCreate, BatchError, BatchErrors, BatchList, BatchRequestCounts, FileDeleted, FileObject
+from shared.openai_batch import (
+    Batch,
+    BatchCreate,
+    BatchError,
+    BatchErrors,
+    BatchList,
+    BatchRequestCounts,
+    FileDeleted,
+    FileObject,
+)
 from shared.states import JobStatus, RequestStatus
 
 router = APIRouter()
@@ -33,7 +53,7 @@ _batch_dec = msgspec.json.Decoder(Batch)
 _file_dec = msgspec.json.Decoder(FileObject)
 _create_dec = msgspec.json.Decoder(BatchCreate)
 _line_dec = msgspec.json.Decoder(ResultLine)
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: openapi.json_response(ApiError, "Malformed request"),
     404: openapi.json_response(ApiError, "Not found"),
     413: openapi.json_response(ApiError, "Too large"),
@@ -79,13 +99,14 @@ async def _output_file(r, keys: Keys, jobs: JobStore, tenant: str, file_id: str)
 
 async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[bytes]:
     """The output (or error) file's lines, rendered from the job's results a page at a time."""
+    assert record.job_id is not None  # only a batch that runs as a job has output files
     cursor = None
     while True:
         page = await jobs.read_results(record.job_id, cursor, 1000)
         if not page:
             return
         out = bytearray()
-        for entry_id, raw in page:
+        for _entry_id, raw in page:
             line = _line_dec.decode(raw)
             if (line.status != RequestStatus.SUCCEEDED) == errors:
                 out += _enc.encode(output_line(line, record.endpoint, record.created_at)) + b"\n"
@@ -94,18 +115,37 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
             yield bytes(out)
 
 
-@router.post("/v1/files", response_class=Response, summary="Upload a batch input file (OpenAI Files API)",
-             responses={200: openapi.json_response(FileObject, "The stored file"), **_ERRORS})
-async def upload_file(file: Annotated[UploadFile, File(description="JSONL, one request per line")],
-                      purpose: Annotated[str, Form(description="must be `batch`")],
-                      settings: SettingsDep, r: RedisDep, keys: KeysDep, tenant: TenantDep) -> Response:
+@router.post(
+    "/v1/files",
+    response_class=Response,
+    summary="Upload a batch input file (OpenAI Files API)",
+    responses={200: openapi.json_response(FileObject, "The stored file"), **_ERRORS},
+)
+async def upload_file(
+    file: Annotated[UploadFile, File(description="JSONL, one request per line")],
+    purpose: Annotated[str, Form(description="must be `batch`")],
+    settings: SettingsDep,
+    r: RedisDep,
+    keys: KeysDep,
+    tenant: TenantDep,
+) -> Response:
     if purpose != "batch":
         raise ApiException(422, f"purpose: {purpose!r} is not supported; use 'batch'", field="purpose")
     content = await file.read(settings.max_body_bytes + 1)
     if len(content) > settings.max_body_bytes:
-        raise ApiException(413, f"file: larger than the limit of {settings.max_body_bytes} bytes", type="request_too_large", field="file")
-    meta = FileObject(id=new_file_id(), bytes=len(content), created_at=int(time.time()),
-                      filename=file.filename or "input.jsonl", purpose="batch")
+        raise ApiException(
+            413,
+            f"file: larger than the limit of {settings.max_body_bytes} bytes",
+            type="request_too_large",
+            field="file",
+        )
+    meta = FileObject(
+        id=new_file_id(),
+        bytes=len(content),
+        created_at=int(time.time()),
+        filename=file.filename or "input.jsonl",
+        purpose="batch",
+    )
     async with r.pipeline(transaction=True) as pipe:
         pipe.hset(keys.file(meta.id), mapping={"meta": _enc.encode(meta), "content": content})
         pipe.expire(keys.file(meta.id), settings.job_ttl_s)
@@ -114,38 +154,56 @@ async def upload_file(file: Annotated[UploadFile, File(description="JSONL, one r
     return as_json(meta)
 
 
-@router.get("/v1/files/{file_id}", response_class=Response, summary="A file's metadata",
-            responses={200: openapi.json_response(FileObject, "The file"), **_ERRORS})
+@router.get(
+    "/v1/files/{file_id}",
+    response_class=Response,
+    summary="A file's metadata",
+    responses={200: openapi.json_response(FileObject, "The file"), **_ERRORS},
+)
 async def get_file(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     if file_id.endswith(("-output", "-errors")):
         record, shown, wanted = await _output_file(r, keys, jobs, tenant, file_id)
         size = 0
         async for chunk in _render(jobs, record, errors=not wanted):
             size += len(chunk)
-        return as_json(FileObject(id=file_id, bytes=size, created_at=shown.completed_at or shown.created_at,
-                                  filename=f"{record.id}_{'output' if wanted else 'errors'}.jsonl", purpose="batch_output"))
+        return as_json(
+            FileObject(
+                id=file_id,
+                bytes=size,
+                created_at=shown.completed_at or shown.created_at,
+                filename=f"{record.id}_{'output' if wanted else 'errors'}.jsonl",
+                purpose="batch_output",
+            )
+        )
     await _owned_file(r, keys, tenant, file_id)
-    raw = await r.hget(keys.file(file_id), "meta")
+    raw = await r.hget(keys.file(file_id), "meta")  # type: ignore[misc]
     if raw is None:
         raise _not_found("file", file_id, "file_id")
     return as_json(_file_dec.decode(raw))
 
 
-@router.get("/v1/files/{file_id}/content", summary="A file's content (batch input, output or errors, JSONL)",
-            responses={200: {"description": "JSONL", "content": {"application/jsonl": {}}}, **_ERRORS})
+@router.get(
+    "/v1/files/{file_id}/content",
+    summary="A file's content (batch input, output or errors, JSONL)",
+    responses={200: {"description": "JSONL", "content": {"application/jsonl": {}}}, **_ERRORS},
+)
 async def get_file_content(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep):
     if file_id.endswith(("-output", "-errors")):
         record, _, wanted = await _output_file(r, keys, jobs, tenant, file_id)
         return StreamingResponse(_render(jobs, record, errors=not wanted), media_type="application/jsonl")
     await _owned_file(r, keys, tenant, file_id)
-    content = await r.hget(keys.file(file_id), "content")
+    content = await r.hget(keys.file(file_id), "content")  # type: ignore[misc]
     if content is None:
         raise _not_found("file", file_id, "file_id")
     return Response(content, media_type="application/jsonl")
 
 
-@router.delete("/v1/files/{file_id}", response_class=Response, summary="Delete an uploaded file",
-               responses={200: openapi.json_response(FileDeleted, "Deleted"), **_ERRORS})
+@router.delete(
+    "/v1/files/{file_id}",
+    response_class=Response,
+    summary="Delete an uploaded file",
+    responses={200: openapi.json_response(FileDeleted, "Deleted"), **_ERRORS},
+)
 async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, tenant: TenantDep) -> Response:
     await _owned_file(r, keys, tenant, file_id)
     async with r.pipeline(transaction=True) as pipe:
@@ -157,13 +215,26 @@ async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, tenant: Tenan
     return as_json(FileDeleted(id=file_id))
 
 
-@router.post("/v1/batches", response_class=Response, summary="Create a batch from an uploaded file (OpenAI Batch API)",
-             description="Valid files start at once as a job (`in_progress`); a file with invalid lines gives a `failed` "
-                         "batch whose `errors` name each line, as OpenAI does.",
-             openapi_extra=openapi.json_body(BatchCreate),
-             responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS})
-async def create_batch(request: Request, settings: SettingsDep, models: ModelsDep, model_limits: ModelLimitsDep,
-                       r: RedisDep, keys: KeysDep, jobs: JobsDep, limits: LimitsDep, tenant: TenantDep) -> Response:
+@router.post(
+    "/v1/batches",
+    response_class=Response,
+    summary="Create a batch from an uploaded file (OpenAI Batch API)",
+    description="Valid files start at once as a job (`in_progress`); a file with invalid lines gives a `failed` "
+    "batch whose `errors` name each line, as OpenAI does.",
+    openapi_extra=openapi.json_body(BatchCreate),
+    responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS},
+)
+async def create_batch(
+    request: Request,
+    settings: SettingsDep,
+    models: ModelsDep,
+    model_limits: ModelLimitsDep,
+    r: RedisDep,
+    keys: KeysDep,
+    jobs: JobsDep,
+    limits: LimitsDep,
+    tenant: TenantDep,
+) -> Response:
     try:
         create = _create_dec.decode(await request.body())
     except msgspec.ValidationError as exc:
@@ -172,30 +243,48 @@ async def create_batch(request: Request, settings: SettingsDep, models: ModelsDe
         raise ApiException(422, f"{field}: {msg}" if field else str(exc), field=field) from None
     except msgspec.DecodeError as exc:
         raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
-    content = await r.hget(keys.file(create.input_file_id), "content")
+    content = await r.hget(keys.file(create.input_file_id), "content")  # type: ignore[misc]
     if content is None or await r.zscore(keys.files_index(tenant), create.input_file_id) is None:
         raise _not_found("file", create.input_file_id, "input_file_id")
     now = int(time.time())
     requests, line_of, errors = parse_batch_file(content, create.endpoint, models)
-    job_body = msgspec.json.encode({"requests": requests, "completion_window": create.completion_window,
-                                    "metadata": create.metadata or {}})
+    job_body = msgspec.json.encode(
+        {"requests": requests, "completion_window": create.completion_window, "metadata": create.metadata or {}}
+    )
     plan = None
     if not errors:
         try:
             plan = plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars)
         except ApiException as exc:
             line = line_of[exc.body.index] if exc.body.index is not None else None
-            message = exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message
+            message = (
+                exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message
+            )
             errors = [BatchError(code=exc.body.type, message=message, line=line)]
     if plan is None:
-        record = Batch(id=batch_id_of("job_" + new_file_id()[5:]), endpoint=create.endpoint, input_file_id=create.input_file_id,
-                       completion_window=create.completion_window, status="failed", created_at=now, failed_at=now,
-                       errors=BatchErrors(data=errors), metadata=create.metadata)
+        record = Batch(
+            id=batch_id_of("job_" + new_file_id()[5:]),
+            endpoint=create.endpoint,
+            input_file_id=create.input_file_id,
+            completion_window=create.completion_window,
+            status="failed",
+            created_at=now,
+            failed_at=now,
+            errors=BatchErrors(data=errors),
+            metadata=create.metadata,
+        )
     else:
-        record = Batch(id=batch_id_of(plan.job_id), endpoint=create.endpoint, input_file_id=create.input_file_id,
-                       completion_window=create.completion_window, status="validating", created_at=now,
-                       metadata=create.metadata, job_id=plan.job_id,
-                       request_counts=BatchRequestCounts(total=len(requests)))
+        record = Batch(
+            id=batch_id_of(plan.job_id),
+            endpoint=create.endpoint,
+            input_file_id=create.input_file_id,
+            completion_window=create.completion_window,
+            status="validating",
+            created_at=now,
+            metadata=create.metadata,
+            job_id=plan.job_id,
+            request_counts=BatchRequestCounts(total=len(requests)),
+        )
     if plan is not None:
         await limits.admit(tenant, len(requests))
     async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
@@ -205,9 +294,18 @@ async def create_batch(request: Request, settings: SettingsDep, models: ModelsDe
     if plan is not None:
         try:
             await jobs.create(
-                plan.job_id, plan.created_ms, plan.model_totals, plan.metadata, plan.chunks, priority=plan.priority,
-                expires_ms=plan.expires_ms, model_limits=model_limits, global_limit=settings.max_backlog,
-                tenant=tenant, tenant_limit=settings.tenant_max_queued or NO_LIMIT)
+                plan.job_id,
+                plan.created_ms,
+                plan.model_totals,
+                plan.metadata,
+                plan.chunks,
+                priority=plan.priority,
+                expires_ms=plan.expires_ms,
+                model_limits=model_limits,
+                global_limit=settings.max_backlog,
+                tenant=tenant,
+                tenant_limit=settings.tenant_max_queued or NO_LIMIT,
+            )
         except (AdmissionRejected, TenantLimitReached) as exc:
             await r.delete(keys.batch(record.id))
             await r.zrem(keys.batches_index(tenant), record.id)
@@ -217,32 +315,56 @@ async def create_batch(request: Request, settings: SettingsDep, models: ModelsDe
     return as_json(await _view(jobs, record))
 
 
-@router.get("/v1/batches/{batch_id}", response_class=Response, summary="A batch",
-            responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS})
+@router.get(
+    "/v1/batches/{batch_id}",
+    response_class=Response,
+    summary="A batch",
+    responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS},
+)
 async def get_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     return as_json(await _view(jobs, await _load_batch(r, keys, tenant, batch_id)))
 
 
-@router.post("/v1/batches/{batch_id}/cancel", response_class=Response, summary="Cancel a batch",
-             responses={200: openapi.json_response(Batch, "The batch, cancelling"), 409: openapi.json_response(ApiError, "Finished"), **_ERRORS})
+@router.post(
+    "/v1/batches/{batch_id}/cancel",
+    response_class=Response,
+    summary="Cancel a batch",
+    responses={
+        200: openapi.json_response(Batch, "The batch, cancelling"),
+        409: openapi.json_response(ApiError, "Finished"),
+        **_ERRORS,
+    },
+)
 async def cancel_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     record = await _load_batch(r, keys, tenant, batch_id)
     if record.job_id is None or record.status == "failed":
-        raise ApiException(409, f"batch {batch_id} failed validation; there is nothing to cancel", type="batch_finished")
+        raise ApiException(
+            409, f"batch {batch_id} failed validation; there is nothing to cancel", type="batch_finished"
+        )
     try:
         await jobs.stop(record.job_id, JobStatus.CANCELLED.value)
     except StopRefused as exc:
         if exc.status not in (JobStatus.CANCELLED, None):
-            raise ApiException(409, f"batch {batch_id} is already {batch_status(exc.status)}",
-                               type="batch_finished") from None
+            raise ApiException(
+                409, f"batch {batch_id} is already {batch_status(exc.status)}", type="batch_finished"
+            ) from None
     return as_json(await _view(jobs, record))
 
 
-@router.get("/v1/batches", response_class=Response, summary="Batches, newest first",
-            responses={200: openapi.json_response(BatchList, "A page of batches"), **_ERRORS})
-async def list_batches(r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep,
-                       limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                       after: Annotated[str | None, Query(pattern=r"^batch_[0-9a-z]{26}$")] = None) -> Response:
+@router.get(
+    "/v1/batches",
+    response_class=Response,
+    summary="Batches, newest first",
+    responses={200: openapi.json_response(BatchList, "A page of batches"), **_ERRORS},
+)
+async def list_batches(
+    r: RedisDep,
+    keys: KeysDep,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(pattern=r"^batch_[0-9a-z]{26}$")] = None,
+) -> Response:
     index = keys.batches_index(tenant)
     start = 0
     if after is not None:
@@ -254,6 +376,8 @@ async def list_batches(r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: Tenant
     page, more = ids[:limit], len(ids) > limit
     raws = await r.mget([keys.batch(i) for i in page]) if page else []
     data = [await _view(jobs, _batch_dec.decode(raw)) for raw in raws if raw is not None]
-    return as_json(BatchList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                             has_more=more))
-
+    return as_json(
+        BatchList(
+            data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=more
+        )
+    )

@@ -3,7 +3,7 @@ see (and redo) their deliveries."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Query, Request
@@ -17,12 +17,20 @@ from services.ingest.paths import DeliveryId, WebhookId
 from services.ingest.responses import as_json
 from services.ingest.webhook_urls import checked_url
 from shared.api import ApiError
-from shared.webhook_store import DeliveryPending
-from shared.webhooks import Delivery, DeliveryList, WebhookCreate, WebhookEndpoint, WebhookEndpointList, delivery_view, endpoint_view
+from shared.errors import DeliveryPending
+from shared.webhooks import (
+    Delivery,
+    DeliveryList,
+    WebhookCreate,
+    WebhookEndpoint,
+    WebhookEndpointList,
+    delivery_view,
+    endpoint_view,
+)
 
 router = APIRouter()
 _create_decoder = msgspec.json.Decoder(WebhookCreate)
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     404: openapi.json_response(ApiError, "Not found"),
     422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
 }
@@ -33,11 +41,16 @@ def _not_found(endpoint_id: str) -> ApiException:
     return ApiException(404, f"webhook endpoint {endpoint_id} not found", type="not_found", field="webhook_id")
 
 
-@router.post("/v1/webhooks", status_code=201, response_class=Response, summary="Register a webhook endpoint",
-             description="Events are signed per Standard Webhooks with the returned `secret` (shown only now and on rotation). "
-                         "URLs must be https and must not resolve to private, loopback or link-local addresses.",
-             openapi_extra=openapi.json_body(WebhookCreate),
-             responses={201: openapi.json_response(WebhookEndpoint, "Created, with its secret"), **_ERRORS})
+@router.post(
+    "/v1/webhooks",
+    status_code=201,
+    response_class=Response,
+    summary="Register a webhook endpoint",
+    description="Events are signed per Standard Webhooks with the returned `secret` (shown only now and on rotation). "
+    "URLs must be https and must not resolve to private, loopback or link-local addresses.",
+    openapi_extra=openapi.json_body(WebhookCreate),
+    responses={201: openapi.json_response(WebhookEndpoint, "Created, with its secret"), **_ERRORS},
+)
 async def create_webhook(request: Request, settings: SettingsDep, store: WebhooksDep, tenant: TenantDep) -> Response:
     body = await read_limited(request, MAX_BODY_BYTES)
     spec = decode_body(_create_decoder, body)
@@ -46,14 +59,22 @@ async def create_webhook(request: Request, settings: SettingsDep, store: Webhook
     return as_json(endpoint_view(rec, with_secret=True), 201)
 
 
-@router.get("/v1/webhooks", response_class=Response, summary="List webhook endpoints",
-            responses={200: openapi.json_response(WebhookEndpointList, "Endpoints, oldest first")})
+@router.get(
+    "/v1/webhooks",
+    response_class=Response,
+    summary="List webhook endpoints",
+    responses={200: openapi.json_response(WebhookEndpointList, "Endpoints, oldest first")},
+)
 async def list_webhooks(store: WebhooksDep, tenant: TenantDep) -> Response:
     return as_json(WebhookEndpointList(data=[endpoint_view(r) for r in await store.list(tenant)]))
 
 
-@router.get("/v1/webhooks/{webhook_id}", response_class=Response, summary="Get a webhook endpoint",
-            responses={200: openapi.json_response(WebhookEndpoint, "The endpoint"), **_ERRORS})
+@router.get(
+    "/v1/webhooks/{webhook_id}",
+    response_class=Response,
+    summary="Get a webhook endpoint",
+    responses={200: openapi.json_response(WebhookEndpoint, "The endpoint"), **_ERRORS},
+)
 async def get_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep) -> Response:
     rec = await store.get(webhook_id, tenant)
     if rec is None:
@@ -61,9 +82,13 @@ async def get_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantD
     return as_json(endpoint_view(rec))
 
 
-@router.delete("/v1/webhooks/{webhook_id}", response_class=Response, summary="Delete a webhook endpoint",
-               description="Pending deliveries to it end `endpoint_disabled`.",
-               responses={200: openapi.json_response(WebhookEndpoint, "The deleted endpoint"), **_ERRORS})
+@router.delete(
+    "/v1/webhooks/{webhook_id}",
+    response_class=Response,
+    summary="Delete a webhook endpoint",
+    description="Pending deliveries to it end `endpoint_disabled`.",
+    responses={200: openapi.json_response(WebhookEndpoint, "The deleted endpoint"), **_ERRORS},
+)
 async def delete_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep) -> Response:
     rec = await store.get(webhook_id, tenant)
     if rec is None or not await store.delete(tenant, webhook_id):
@@ -71,9 +96,13 @@ async def delete_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: Tena
     return as_json(endpoint_view(rec))
 
 
-@router.post("/v1/webhooks/{webhook_id}/rotate", response_class=Response, summary="Rotate the signing secret",
-             description="Returns the new secret. For 24 hours events carry signatures with both the old and the new secret.",
-             responses={200: openapi.json_response(WebhookEndpoint, "The endpoint with its new secret"), **_ERRORS})
+@router.post(
+    "/v1/webhooks/{webhook_id}/rotate",
+    response_class=Response,
+    summary="Rotate the signing secret",
+    description="Returns the new secret. For 24 hours events carry signatures with both the old and the new secret.",
+    responses={200: openapi.json_response(WebhookEndpoint, "The endpoint with its new secret"), **_ERRORS},
+)
 async def rotate_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep) -> Response:
     rec = await store.rotate(tenant, webhook_id)
     if rec is None:
@@ -81,33 +110,54 @@ async def rotate_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: Tena
     return as_json(endpoint_view(rec, with_secret=True))
 
 
-@router.get("/v1/webhooks/{webhook_id}/deliveries", response_class=Response, summary="Deliveries to an endpoint",
-            responses={200: openapi.json_response(DeliveryList, "Newest first, with every attempt"), **_ERRORS})
-async def list_deliveries(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+@router.get(
+    "/v1/webhooks/{webhook_id}/deliveries",
+    response_class=Response,
+    summary="Deliveries to an endpoint",
+    responses={200: openapi.json_response(DeliveryList, "Newest first, with every attempt"), **_ERRORS},
+)
+async def list_deliveries(
+    webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> Response:
     if await store.get(webhook_id, tenant) is None:
         raise _not_found(webhook_id)
     records = await store.list_deliveries(webhook_id, limit)
     return as_json(DeliveryList(data=[delivery_view(d) for d in records]))
 
 
-@router.post("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", response_class=Response,
-             summary="Send a delivery again", description="Schedules a new attempt now, with the same webhook-id.",
-             responses={200: openapi.json_response(Delivery, "The delivery, pending again"),
-                        409: openapi.json_response(ApiError, "The endpoint is disabled, or the delivery is still pending"), **_ERRORS})
+@router.post(
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    response_class=Response,
+    summary="Send a delivery again",
+    description="Schedules a new attempt now, with the same webhook-id.",
+    responses={
+        200: openapi.json_response(Delivery, "The delivery, pending again"),
+        409: openapi.json_response(ApiError, "The endpoint is disabled, or the delivery is still pending"),
+        **_ERRORS,
+    },
+)
 async def redeliver(webhook_id: WebhookId, delivery_id: DeliveryId, store: WebhooksDep, tenant: TenantDep) -> Response:
     endpoint = await store.get(webhook_id, tenant)
     if endpoint is None:
         raise _not_found(webhook_id)
     if endpoint.status != "enabled":
-        raise ApiException(409, f"webhook endpoint {webhook_id} is disabled ({endpoint.disabled_reason})",
-                           type="endpoint_disabled", field="webhook_id")
+        raise ApiException(
+            409,
+            f"webhook endpoint {webhook_id} is disabled ({endpoint.disabled_reason})",
+            type="endpoint_disabled",
+            field="webhook_id",
+        )
     try:
         rec = await store.redeliver(webhook_id, delivery_id)
     except DeliveryPending as exc:
         due = exc.rec.next_attempt_at
-        raise ApiException(409, f"delivery {delivery_id} is pending: its next attempt is scheduled"
-                                + (f" for {due} (Unix ms)" if due else ""), type="delivery_pending", field="delivery_id") from None
+        raise ApiException(
+            409,
+            f"delivery {delivery_id} is pending: its next attempt is scheduled"
+            + (f" for {due} (Unix ms)" if due else ""),
+            type="delivery_pending",
+            field="delivery_id",
+        ) from None
     if rec is None:
         raise ApiException(404, f"delivery {delivery_id} not found", type="not_found", field="delivery_id")
     return as_json(delivery_view(rec))
