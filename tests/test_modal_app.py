@@ -82,12 +82,14 @@ def test_one_class_per_gpu_model_with_its_settings(modal_app):
     assert not hasattr(modal_app, "Worker_vllm_cpu") and not hasattr(modal_app, "Worker_echo")
     assert modal_app.app.name == "inferq"
     llama, qwen = classes["meta-llama/Llama-3.1-8B-Instruct"], classes["qwen-72b"]
-    assert getattr(modal_app, "Worker_meta_llama_Llama_3_1_8B_Instruct") is llama  # importable by name in a container
+    assert modal_app.Worker_meta_llama_Llama_3_1_8B_Instruct is llama  # importable by name in a container
     assert _spec(llama).gpus == "L40S" and _spec(qwen).gpus == "H100:4"
     for cls in (llama, qwen):
         spec = _spec(cls)
         assert {path: vol.name for path, vol in spec.volumes.items()} == {
-            "/root/.cache/huggingface": "inferq-hf-cache", "/root/.cache/vllm": "inferq-vllm-cache"}
+            "/root/.cache/huggingface": "inferq-hf-cache",
+            "/root/.cache/vllm": "inferq-vllm-cache",
+        }
         assert [s.name for s in spec.secrets] == ["inferq-redis"]
         assert set(cls._get_method_names()) == {"run"}
 
@@ -98,8 +100,18 @@ def test_scaling_settings_come_from_the_models_file(modal_app):
     models = load_models(modal_app.MODELS_FILE).models
     llama = modal_app.class_options(models["meta-llama/Llama-3.1-8B-Instruct"])
     qwen = modal_app.class_options(models["qwen-72b"])
-    assert (llama["gpu"], llama["min_containers"], llama["max_containers"], llama["scaledown_window"]) == ("L40S", 0, 4, 120)
-    assert (qwen["gpu"], qwen["min_containers"], qwen["max_containers"], qwen["scaledown_window"]) == ("H100:4", 1, 2, 300)
+    assert (llama["gpu"], llama["min_containers"], llama["max_containers"], llama["scaledown_window"]) == (
+        "L40S",
+        0,
+        4,
+        120,
+    )
+    assert (qwen["gpu"], qwen["min_containers"], qwen["max_containers"], qwen["scaledown_window"]) == (
+        "H100:4",
+        1,
+        2,
+        300,
+    )
 
 
 def test_the_image_is_cuda_devel_with_pinned_vllm_and_fast_hub_downloads(tmp_path, monkeypatch):
@@ -163,7 +175,9 @@ def test_a_bad_modal_setting_is_refused_when_the_app_is_defined(tmp_path, monkey
     sys.modules.pop("services.inference.modal_app", None)
     from shared.models_config import ModelsFileError
 
-    with pytest.raises(ModelsFileError, match=r"model 'qwen-72b': modal.min_containers \(5\) exceeds modal.max_containers \(2\)"):
+    with pytest.raises(
+        ModelsFileError, match=r"model 'qwen-72b': modal.min_containers \(5\) exceeds modal.max_containers \(2\)"
+    ):
         importlib.import_module("services.inference.modal_app")
     sys.modules.pop("services.inference.modal_app", None)
 
@@ -191,17 +205,24 @@ async def test_the_container_body_serves_until_idle_and_drains(r, keys, redis_se
     await JobStore(r, keys).create("job_m", 0, {"echo-gpu": 20}, {}, [])
     enc = msgspec.msgpack.Encoder()
     for i in range(20):
-        req = InferenceRequest(request_id=f"req_{i}", job_id="job_m", custom_id=f"c{i}", model="echo-gpu",
-                               accepted_ms=0, prompt=f"w{i} x y", params=SamplingParams(max_tokens=2))
+        req = InferenceRequest(
+            request_id=f"req_{i}",
+            job_id="job_m",
+            custom_id=f"c{i}",
+            model="echo-gpu",
+            accepted_ms=0,
+            prompt=f"w{i} x y",
+            params=SamplingParams(max_tokens=2),
+        )
         await r.xadd(keys.model_stream("echo-gpu", "batch"), {PAYLOAD_FIELD: enc.encode(req)})
     container = ContainerWorker("echo-gpu", settings)
     await container.start()
     engine = container.engine
     assert loads == [engine]
     first = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # returns once the stream is idle
-    assert first["completed"] == 20
+    assert first["served"] == 20
     second = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # same container, same engine
-    assert second["completed"] == 0 and container.engine is engine and loads == [engine]  # loaded once
+    assert second["served"] == 0 and container.engine is engine and loads == [engine]  # loaded once
     results = [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
     assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(20))
     assert (await r.xpending(keys.model_stream("echo-gpu", "batch"), WORKER_GROUP))["pending"] == 0

@@ -8,6 +8,8 @@ import asyncio
 import logging
 import time
 
+import redis.asyncio as aioredis
+
 from services.inference.engines import Engine, EngineDead, create_engine
 from services.inference.worker import InferenceWorker
 from shared.keys import Keys
@@ -23,7 +25,7 @@ class ContainerWorker:
         self.settings = settings or Settings.from_env()
         self.model: ModelConfig = load_models(self.settings.models_path).models[model_name]
         self.engine: Engine | None = None
-        self.redis = None
+        self.redis: aioredis.Redis | None = None
         self._stop = asyncio.Event()
         self._runs: set[asyncio.Task] = set()
 
@@ -39,11 +41,19 @@ class ContainerWorker:
         """Serve the model's streams until nothing has arrived for `idle_exit_s`, `max_s` has passed,
         or the container is told to stop; then return what was done. Raises EngineDead when the
         engine died (the container must then be replaced)."""
-        worker = InferenceWorker(self.redis, Keys(self.settings.key_prefix), self.model, self.engine,
-                                 grace_s=self.settings.shutdown_grace_s, owns_engine=False)
+        assert self.redis is not None and self.engine is not None, "run() before start()"
+        worker = InferenceWorker(
+            self.redis,
+            Keys(self.settings.key_prefix),
+            self.model,
+            self.engine,
+            grace_s=self.settings.shutdown_grace_s,
+            owns_engine=False,
+        )
         stop = asyncio.Event()
         started = time.monotonic()
         task = asyncio.current_task()
+        assert task is not None  # run() is awaited inside a task
         self._runs.add(task)
         watcher = asyncio.create_task(self._watch(worker, stop, idle_exit_s, max_s))
         try:
@@ -53,9 +63,15 @@ class ContainerWorker:
             self._runs.discard(task)
         if worker.fatal is not None:
             raise worker.fatal
-        return {"model": self.model.name, "completed": worker.completed, "seconds": round(time.monotonic() - started, 1)}
+        return {
+            "model": self.model.name,
+            "served": worker.completed,
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
-    async def _watch(self, worker: InferenceWorker, stop: asyncio.Event, idle_exit_s: float, max_s: float | None) -> None:
+    async def _watch(
+        self, worker: InferenceWorker, stop: asyncio.Event, idle_exit_s: float, max_s: float | None
+    ) -> None:
         started = last_busy = time.monotonic()
         seen = -1
         while not stop.is_set():

@@ -14,11 +14,11 @@ from redis.exceptions import ResponseError
 
 from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
-from shared.backoff import Backoff, exponential_delay
+from shared import metrics
 from shared.api import DeadLetter, ErrorInfo, Output, ResultLine, Timings, Usage
+from shared.backoff import Backoff, exponential_delay
 from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
-from shared import metrics
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.messages import InferenceRequest, ResultEnvelope, request_decoder
@@ -91,12 +91,12 @@ class InferenceWorker:
             self._outbox_ready.set()
             try:
                 await asyncio.wait_for(flusher, timeout=self.grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # Unpublished means unacknowledged: the requests stay pending and are redone elsewhere.
                 log.error("could not publish %d results before the grace period ended", len(self.outbox))
             if self.owns_engine:
                 await self.engine.stop()
-            log.info("worker stopped", extra={"model": self.model.name, "completed": self.completed})
+            log.info("worker stopped", extra={"model": self.model.name, "served": self.completed})
 
     async def _ensure_groups(self) -> None:
         for stream in self.streams:
@@ -182,8 +182,14 @@ class InferenceWorker:
                 continue
             times = (deliveries or {}).get(entry_id, 1)
             if times > self.model.max_deliveries:
-                self._give_up(lane, entry_id, raw, req, times,
-                              f"delivered {times} times; each worker that took it stopped before finishing")
+                self._give_up(
+                    lane,
+                    entry_id,
+                    raw,
+                    req,
+                    times,
+                    f"delivered {times} times; each worker that took it stopped before finishing",
+                )
                 continue
             batch.append((entry_id, raw, req))
         if not batch:
@@ -220,8 +226,10 @@ class InferenceWorker:
                     output = Output(text=gen.text, finish_reason=gen.finish_reason)
                     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
                     break
-                except asyncio.TimeoutError:
-                    error = ErrorInfo(code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s")
+                except TimeoutError:
+                    error = ErrorInfo(
+                        code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s"
+                    )
                     break
                 except EngineDead as exc:
                     self._engine_died(exc)
@@ -233,12 +241,22 @@ class InferenceWorker:
                         error = ErrorInfo(code=exc.code, message=exc.message)
                         break
                     if attempt >= retry.max_attempts:
-                        self._give_up(lane, entry_id, raw, req, attempt,
-                                      f"gave up after {attempt} attempts; last error {exc.code}: {exc.message}")
+                        self._give_up(
+                            lane,
+                            entry_id,
+                            raw,
+                            req,
+                            attempt,
+                            f"gave up after {attempt} attempts; last error {exc.code}: {exc.message}",
+                        )
                         return
                     delay = exponential_delay(attempt, retry.backoff_s, retry.backoff_max_s)
-                    log.info("retrying in %.1fs after %s", delay, exc.code,
-                             extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt})
+                    log.info(
+                        "retrying in %.1fs after %s",
+                        delay,
+                        exc.code,
+                        extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt},
+                    )
                     await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.inflight.pop((lane, entry_id), None)
@@ -253,7 +271,9 @@ class InferenceWorker:
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
         inference_s = time.time() - started
         status = RequestStatus.FAILED if error else RequestStatus.SUCCEEDED
-        self.stats.record(queued_ms / 1000, inference_s, usage.prompt_tokens, usage.completion_tokens, error is not None)
+        self.stats.record(
+            queued_ms / 1000, inference_s, usage.prompt_tokens, usage.completion_tokens, error is not None
+        )
         line = ResultLine(
             custom_id=req.custom_id,
             request_id=req.request_id,
@@ -269,8 +289,11 @@ class InferenceWorker:
     def _engine_died(self, exc: EngineDead) -> None:
         if self.fatal is None:
             self.fatal = exc
-            log.critical("the engine died (%s); stopping without acknowledging held requests", exc,
-                         extra={"model": self.model.name})
+            log.critical(
+                "the engine died (%s); stopping without acknowledging held requests",
+                exc,
+                extra={"model": self.model.name},
+            )
             if self._stop is not None:
                 self._stop.set()
 
@@ -278,15 +301,32 @@ class InferenceWorker:
         """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""
         log.warning("dead-lettered: %s", why, extra={"request_id": req.request_id, "job_id": req.job_id})
         line = ResultLine(
-            custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=RequestStatus.FAILED, output=None,
-            usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+            custom_id=req.custom_id,
+            request_id=req.request_id,
+            model=req.model,
+            status=RequestStatus.FAILED,
+            output=None,
+            usage=Usage(),
+            timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="max_attempts_exceeded", message=why),
         )
-        info = DeadLetter(source=self.streams[lane], reason="max_attempts_exceeded", attempts=attempts, error=why,
-                          job_id=req.job_id, request_id=req.request_id, custom_id=req.custom_id, model=req.model,
-                          lane=LANES[lane], requeueable=True)
-        self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line)),
-                             dead=raw, dead_meta=meta(info)))
+        info = DeadLetter(
+            source=self.streams[lane],
+            reason="max_attempts_exceeded",
+            attempts=attempts,
+            error=why,
+            job_id=req.job_id,
+            request_id=req.request_id,
+            custom_id=req.custom_id,
+            model=req.model,
+            lane=LANES[lane],
+            requeueable=True,
+        )
+        self._settle(
+            Outcome(
+                lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line)), dead=raw, dead_meta=meta(info)
+            )
+        )
 
     def _settle(self, outcome: Outcome) -> None:
         self.outbox.append(outcome)
@@ -306,8 +346,13 @@ class InferenceWorker:
             self._settle(Outcome(lane, entry_id, dead=raw, dead_meta=meta(info)))
             return
         line = ResultLine(
-            custom_id=str(doc.get("custom_id", request_id)), request_id=request_id, model=self.model.name,
-            status=RequestStatus.FAILED, output=None, usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+            custom_id=str(doc.get("custom_id", request_id)),
+            request_id=request_id,
+            model=self.model.name,
+            status=RequestStatus.FAILED,
+            output=None,
+            usage=Usage(),
+            timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="invalid_request", message=f"the worker could not read this request: {exc}"),
         )
         self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(job_id, line))))
@@ -371,12 +416,14 @@ class InferenceWorker:
             mine = {entry_id for (l, entry_id) in self.inflight if l == lane}
             if not mine:
                 continue
-            rows = await self.r.xpending_range(stream, WORKER_GROUP, min="-", max="+", count=len(mine) + 1000,
-                                               consumername=self.consumer)
+            rows = await self.r.xpending_range(
+                stream, WORKER_GROUP, min="-", max="+", count=len(mine) + 1000, consumername=self.consumer
+            )
             still_mine = mine & {row["message_id"] for row in rows}
             if still_mine:
-                await self.r.xclaim(stream, WORKER_GROUP, self.consumer, min_idle_time=0,
-                                    message_ids=list(still_mine), justid=True)
+                await self.r.xclaim(
+                    stream, WORKER_GROUP, self.consumer, min_idle_time=0, message_ids=list(still_mine), justid=True
+                )
             for entry_id in mine - still_mine:
                 task = self.inflight.get((lane, entry_id))
                 self._payloads.pop((lane, entry_id), None)

@@ -45,7 +45,7 @@ from shared.openai_batch import (
     FileDeleted,
     FileObject,
 )
-from shared.states import JobStatus, RequestStatus
+from shared.states import BatchStatus, JobStatus, RequestStatus
 
 router = APIRouter()
 _enc = msgspec.json.Encoder()
@@ -267,7 +267,7 @@ async def create_batch(
             endpoint=create.endpoint,
             input_file_id=create.input_file_id,
             completion_window=create.completion_window,
-            status="failed",
+            status=BatchStatus.FAILED,
             created_at=now,
             failed_at=now,
             errors=BatchErrors(data=errors),
@@ -279,7 +279,7 @@ async def create_batch(
             endpoint=create.endpoint,
             input_file_id=create.input_file_id,
             completion_window=create.completion_window,
-            status="validating",
+            status=BatchStatus.VALIDATING,
             created_at=now,
             metadata=create.metadata,
             job_id=plan.job_id,
@@ -337,7 +337,7 @@ async def get_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep
 )
 async def cancel_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     record = await _load_batch(r, keys, tenant, batch_id)
-    if record.job_id is None or record.status == "failed":
+    if record.job_id is None or record.status == BatchStatus.FAILED:
         raise ApiException(
             409, f"batch {batch_id} failed validation; there is nothing to cancel", type="batch_finished"
         )
