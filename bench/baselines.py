@@ -17,9 +17,20 @@ _enc = msgspec.msgpack.Encoder()
 
 def sample_payloads(n: int) -> list[bytes]:
     """Encoded requests the size of the ones inferq moves (prompt ~25 chars)."""
-    return [_enc.encode(InferenceRequest(request_id=f"req_{i:012d}", job_id="job_baseline", custom_id=str(i), model="m",
-                                         accepted_ms=0, prompt=f"benchmark prompt number {i}",
-                                         params=SamplingParams(max_tokens=8))) for i in range(n)]
+    return [
+        _enc.encode(
+            InferenceRequest(
+                request_id=f"req_{i:012d}",
+                job_id="job_baseline",
+                custom_id=str(i),
+                model="m",
+                accepted_ms=0,
+                prompt=f"benchmark prompt number {i}",
+                params=SamplingParams(max_tokens=8),
+            )
+        )
+        for i in range(n)
+    ]
 
 
 async def _xadd_batch(r: aioredis.Redis, stream: str, payloads: list[bytes]) -> None:
@@ -34,7 +45,7 @@ async def raw_xadd(r: aioredis.Redis, payloads: list[bytes]) -> float:
     stream = "baseline:xadd"
     t0 = time.perf_counter()
     for k in range(0, len(payloads), BATCH):
-        await _xadd_batch(r, stream, payloads[k:k + BATCH])
+        await _xadd_batch(r, stream, payloads[k : k + BATCH])
     elapsed = time.perf_counter() - t0
     await r.delete(stream)
     return len(payloads) / elapsed
@@ -47,7 +58,7 @@ async def raw_hop(r: aioredis.Redis, payloads: list[bytes]) -> float:
     decoder = msgspec.msgpack.Decoder(InferenceRequest)
     t0 = time.perf_counter()
     for k in range(0, len(payloads), BATCH):
-        await _xadd_batch(r, stream, payloads[k:k + BATCH])
+        await _xadd_batch(r, stream, payloads[k : k + BATCH])
         reply = await r.xreadgroup(group, "c", {stream: ">"}, count=BATCH)
         entries = reply[0][1]
         for _, fields in entries:
@@ -74,8 +85,15 @@ async def arq_per_prompt(redis_url: str, n: int) -> float:
     t0 = time.perf_counter()
     for p in payloads:
         await pool.enqueue_job("_noop", p)
-    worker = Worker(functions=[_noop], redis_settings=settings, burst=True, max_jobs=200, poll_delay=0.05,
-                    keep_result=0, handle_signals=False)
+    worker = Worker(
+        functions=[_noop],
+        redis_settings=settings,
+        burst=True,
+        max_jobs=200,
+        poll_delay=0.05,
+        keep_result=0,
+        handle_signals=False,
+    )
     worker.logger_disabled = True
     await worker.main()
     elapsed = time.perf_counter() - t0

@@ -28,18 +28,21 @@ sys.path.insert(0, str(ROOT))
 
 import modal  # noqa: E402
 
+from services.inference.modal_app import HF_CACHE, VLLM_VERSION, vllm_image  # noqa: E402
 from shared.models_config import load_models  # noqa: E402
 from shared.states import FINAL_JOB_STATES  # noqa: E402
-
-from services.inference.modal_app import HF_CACHE, VLLM_VERSION, vllm_image  # noqa: E402
 
 bench_app = modal.App("inferq-bench-offline-vllm")
 # the workers' own image (CUDA devel base, the same vLLM pin), with the same hub settings
 bench_image = vllm_image().env({"HF_HOME": HF_CACHE, "HF_XET_HIGH_PERFORMANCE": "1"})
 
 
-@bench_app.cls(image=bench_image, gpu="L4", timeout=3600,
-               volumes={HF_CACHE: modal.Volume.from_name("inferq-hf-cache", create_if_missing=True)})
+@bench_app.cls(
+    image=bench_image,
+    gpu="L4",
+    timeout=3600,
+    volumes={HF_CACHE: modal.Volume.from_name("inferq-hf-cache", create_if_missing=True)},
+)
 class OfflineVllm:
     @modal.method()
     def run(self, model: str, engine_args: dict, prompts: list[str], max_tokens: int) -> dict:
@@ -54,15 +57,31 @@ class OfflineVllm:
 
 
 def make_prompts(n: int) -> list[str]:
-    topics = ["the ocean", "a lighthouse", "autumn leaves", "a quiet library", "mountain trains", "city rain",
-              "a chess match", "the first snow", "an old radio", "desert stars", "a bakery at dawn", "migrating birds"]
+    topics = [
+        "the ocean",
+        "a lighthouse",
+        "autumn leaves",
+        "a quiet library",
+        "mountain trains",
+        "city rain",
+        "a chess match",
+        "the first snow",
+        "an old radio",
+        "desert stars",
+        "a bakery at dawn",
+        "migrating birds",
+    ]
     return [f"Write a detailed paragraph about {topics[i % len(topics)]} (variation {i})." for i in range(n)]
 
 
 def through_inferq(api: str, model: str, prompts: list[str], max_tokens: int, api_key: str | None) -> dict:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    body = {"requests": [{"custom_id": str(i), "model": model, "prompt": p, "max_tokens": max_tokens, "temperature": 0.0}
-                         for i, p in enumerate(prompts)]}
+    body = {
+        "requests": [
+            {"custom_id": str(i), "model": model, "prompt": p, "max_tokens": max_tokens, "temperature": 0.0}
+            for i, p in enumerate(prompts)
+        ]
+    }
     with httpx.Client(base_url=api, headers=headers, timeout=120) as client:
         resp = client.post("/v1/jobs", content=json.dumps(body), headers={"Content-Type": "application/json"})
         resp.raise_for_status()
@@ -74,7 +93,11 @@ def through_inferq(api: str, model: str, prompts: list[str], max_tokens: int, ap
             print(f"\r  inferq: {c['succeeded'] + c['failed']}/{c['total']} done", end="", flush=True)
     print()
     seconds = max(1, job["completed_at"] - job["created_at"])
-    return {"seconds": seconds, "completion_tokens": job["usage"]["completion_tokens"], "failed": job["request_counts"]["failed"]}
+    return {
+        "seconds": seconds,
+        "completion_tokens": job["usage"]["completion_tokens"],
+        "failed": job["request_counts"]["failed"],
+    }
 
 
 def main() -> int:
@@ -93,14 +116,23 @@ def main() -> int:
     if entry.modal is None:
         parser.error(f"model {args.model!r} has no modal table; this benchmark runs it on Modal")
     options = entry.engine_options()
-    engine_args = {k: v for k, v in {"max_model_len": options.max_model_len, "tensor_parallel_size": options.tensor_parallel_size,
-                                     "gpu_memory_utilization": options.gpu_memory_utilization, "dtype": options.dtype}.items()
-                   if v is not None}
+    engine_args = {
+        k: v
+        for k, v in {
+            "max_model_len": options.max_model_len,
+            "tensor_parallel_size": options.tensor_parallel_size,
+            "gpu_memory_utilization": options.gpu_memory_utilization,
+            "dtype": options.dtype,
+        }.items()
+        if v is not None
+    }
     prompts = make_prompts(args.prompts)
 
     print(f"offline vLLM {VLLM_VERSION} on {entry.modal.gpu}: {len(prompts)} prompts, max_tokens {args.max_tokens}")
     with bench_app.run():
-        offline = OfflineVllm.with_options(gpu=entry.modal.gpu)().run.remote(options.model, engine_args, prompts, args.max_tokens)
+        offline = OfflineVllm.with_options(gpu=entry.modal.gpu)().run.remote(
+            options.model, engine_args, prompts, args.max_tokens
+        )
     print(f"inferq → Modal ({entry.modal.gpu}): the same prompts as one job")
     piped = through_inferq(args.api, args.model, prompts, args.max_tokens, args.api_key)
 
@@ -109,7 +141,10 @@ def main() -> int:
     print(f"\n{'':<16}{'tokens':>10}{'seconds':>10}{'tokens/s':>12}")
     print(f"{'offline vLLM':<16}{offline['completion_tokens']:>10}{offline['seconds']:>10.1f}{off_tps:>12.0f}")
     print(f"{'inferq':<16}{piped['completion_tokens']:>10}{piped['seconds']:>10.1f}{pipe_tps:>12.0f}")
-    print(f"ratio inferq / offline: {pipe_tps / off_tps:.2f}" + (f"  ({piped['failed']} requests failed)" if piped["failed"] else ""))
+    print(
+        f"ratio inferq / offline: {pipe_tps / off_tps:.2f}"
+        + (f"  ({piped['failed']} requests failed)" if piped["failed"] else "")
+    )
     return 0
 
 

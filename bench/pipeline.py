@@ -20,9 +20,19 @@ PARKED = "bench-parked"  # a model with no workers: its requests stay queued (th
 
 def job_body(n: int, models: tuple[str, ...] = MODELS, offset: int = 0) -> bytes:
     """A job of `n` requests spread over `models`, encoded once so the client's JSON work is not timed."""
-    return json.dumps({"requests": [
-        {"custom_id": str(offset + i), "model": models[i % len(models)], "prompt": f"benchmark prompt number {offset + i}",
-         "max_tokens": 8} for i in range(n)]}).encode()
+    return json.dumps(
+        {
+            "requests": [
+                {
+                    "custom_id": str(offset + i),
+                    "model": models[i % len(models)],
+                    "prompt": f"benchmark prompt number {offset + i}",
+                    "max_tokens": 8,
+                }
+                for i in range(n)
+            ]
+        }
+    ).encode()
 
 
 async def _job_hash(r: aioredis.Redis, keys: Keys, job_id: str) -> dict[bytes, bytes]:
@@ -39,7 +49,11 @@ async def _wait_done(r: aioredis.Redis, keys: Keys, job_ids: list[str], timeout:
         for job_id in pending:
             pipe.hget(keys.job(job_id), "status")
         statuses = await pipe.execute()
-        pending = [j for j, s in zip(pending, statuses) if s not in (JobStatus.COMPLETED.value.encode(), JobStatus.FAILED.value.encode())]
+        pending = [
+            j
+            for j, s in zip(pending, statuses)
+            if s not in (JobStatus.COMPLETED.value.encode(), JobStatus.FAILED.value.encode())
+        ]
         if pending:
             await asyncio.sleep(0.005)
 
@@ -58,26 +72,36 @@ async def throughput(base_url: str, r: aioredis.Redis, keys: Keys, n: int, runs:
             resp.raise_for_status()
             job_id = resp.json()["id"]
             await _wait_done(r, keys, [job_id], timeout=300)
-            ended_ms = int((await r.hget(keys.job(job_id), "ended_ms")))
-            out.append({"ingest_rps": n / accepted_s, "e2e_rps": n / ((ended_ms - sent_ms) / 1000),
-                        "accepted_ms": accepted_s * 1000, "e2e_s": (ended_ms - sent_ms) / 1000})
+            ended_ms = int(await r.hget(keys.job(job_id), "ended_ms"))
+            out.append(
+                {
+                    "ingest_rps": n / accepted_s,
+                    "e2e_rps": n / ((ended_ms - sent_ms) / 1000),
+                    "accepted_ms": accepted_s * 1000,
+                    "e2e_s": (ended_ms - sent_ms) / 1000,
+                }
+            )
     return out
 
 
-async def open_loop_latency(base_url: str, r: aioredis.Redis, keys: Keys, rate: float, seconds: float,
-                            per_job: int) -> dict:
+async def open_loop_latency(
+    base_url: str, r: aioredis.Redis, keys: Keys, rate: float, seconds: float, per_job: int
+) -> dict:
     """Submit jobs of `per_job` requests at a fixed arrival rate (requests/s), whatever the replies
     do (open loop), then take each request's latency as the time its result was recorded (the
     entry id of the job's results stream) minus the job's acceptance time."""
     interval = per_job / rate
     job_ids: list[str] = []
     lag_ms: list[float] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=60,
-                                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    ) as client:
         bodies = [job_body(per_job, offset=k * per_job) for k in range(64)]
 
         async def submit(k: int) -> None:
-            resp = await client.post("/v1/jobs", content=bodies[k % len(bodies)], headers={"content-type": "application/json"})
+            resp = await client.post(
+                "/v1/jobs", content=bodies[k % len(bodies)], headers={"content-type": "application/json"}
+            )
             resp.raise_for_status()
             job_ids.append(resp.json()["id"])
 
@@ -97,7 +121,7 @@ async def open_loop_latency(base_url: str, r: aioredis.Redis, keys: Keys, rate: 
     latencies: list[float] = []
     for k in range(0, len(job_ids), 200):
         pipe = r.pipeline(transaction=False)
-        for job_id in job_ids[k:k + 200]:
+        for job_id in job_ids[k : k + 200]:
             pipe.hget(keys.job(job_id), "created_ms")
             pipe.xrange(keys.job_results(job_id), count=per_job + 10)
         replies = await pipe.execute()
@@ -106,10 +130,16 @@ async def open_loop_latency(base_url: str, r: aioredis.Redis, keys: Keys, rate: 
                 latencies.append(int(entry_id.split(b"-")[0]) - int(created))
     latencies.sort()
     return {
-        "offered_rps": rate, "achieved_rps": len(job_ids) * per_job / sent_s, "requests": len(latencies),
-        "per_job": per_job, "send_lag_p99_ms": sorted(lag_ms)[int(0.99 * (len(lag_ms) - 1))],
-        "p50_ms": _pct(latencies, 0.50), "p95_ms": _pct(latencies, 0.95), "p99_ms": _pct(latencies, 0.99),
-        "max_ms": latencies[-1], "latencies_ms": latencies,
+        "offered_rps": rate,
+        "achieved_rps": len(job_ids) * per_job / sent_s,
+        "requests": len(latencies),
+        "per_job": per_job,
+        "send_lag_p99_ms": sorted(lag_ms)[int(0.99 * (len(lag_ms) - 1))],
+        "p50_ms": _pct(latencies, 0.50),
+        "p95_ms": _pct(latencies, 0.95),
+        "p99_ms": _pct(latencies, 0.99),
+        "max_ms": latencies[-1],
+        "latencies_ms": latencies,
     }
 
 
@@ -117,8 +147,9 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return float(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))])
 
 
-async def dispatcher_memory(base_url: str, r: aioredis.Redis, keys: Keys, pid: int, backlog: int,
-                            per_job: int = 50_000) -> dict:
+async def dispatcher_memory(
+    base_url: str, r: aioredis.Redis, keys: Keys, pid: int, backlog: int, per_job: int = 50_000
+) -> dict:
     """RSS of the dispatcher while a backlog of `backlog` requests for a model without workers is
     admitted and held (staged in Redis, not in the dispatcher), sampled as it grows."""
     proc = psutil.Process(pid)
@@ -126,7 +157,7 @@ async def dispatcher_memory(base_url: str, r: aioredis.Redis, keys: Keys, pid: i
     samples: list[tuple[int, int]] = []  # (requests admitted so far, rss)
     body = job_body(per_job, models=(PARKED,))
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
-        for k in range(backlog // per_job):
+        for _ in range(backlog // per_job):
             resp = await client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
             resp.raise_for_status()
             samples.append((await _admitted(r, keys), proc.memory_info().rss))
@@ -138,9 +169,15 @@ async def dispatcher_memory(base_url: str, r: aioredis.Redis, keys: Keys, pid: i
     queued = int(await r.hget(keys.flow(PARKED), "unfinished") or 0)
     peak = max(rss for _, rss in samples)
     at_tenth = next((rss for a, rss in samples if a >= backlog // 10), peak)
-    return {"backlog": queued, "admitted": samples[-1][0], "idle_rss_mb": idle / 2**20,
-            "rss_at_10pct_mb": at_tenth / 2**20, "rss_at_full_mb": samples[-1][1] / 2**20, "peak_rss_mb": peak / 2**20,
-            "redis_used_mb": (await r.info("memory"))["used_memory"] / 2**20}
+    return {
+        "backlog": queued,
+        "admitted": samples[-1][0],
+        "idle_rss_mb": idle / 2**20,
+        "rss_at_10pct_mb": at_tenth / 2**20,
+        "rss_at_full_mb": samples[-1][1] / 2**20,
+        "peak_rss_mb": peak / 2**20,
+        "redis_used_mb": (await r.info("memory"))["used_memory"] / 2**20,
+    }
 
 
 async def _admitted(r: aioredis.Redis, keys: Keys) -> int:

@@ -15,15 +15,27 @@ def table(res: dict) -> str:
         ("baseline: raw pipelined XADD", f"{b['raw_xadd']:,.0f} msg/s", ""),
         ("baseline: one raw stream hop", f"{hop:,.0f} msg/s", ""),
         ("baseline: arq, one job per prompt", f"{arq:,.0f} jobs/s", ""),
-        (f"ingest acceptance ({q['job_requests']:,}-request job)", f"{q['ingest_rps']:,.0f} req/s",
-         f"{q['ingest_rps'] / b['raw_xadd']:.2f} × raw XADD (target ≥ 50,000 req/s)"),
-        ("end to end (POST sent → last result recorded)", f"{q['e2e_rps']:,.0f} req/s",
-         f"{q['e2e_rps'] / hop:.2f} × raw hop (target ≥ 0.5); {q['e2e_rps'] / arq:,.0f} × arq (target ≥ 20)"),
-        (f"latency at {lat['achieved_rps']:,.0f} req/s open loop", f"p50 {lat['p50_ms']:.0f} ms",
-         f"p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms (target p50 ≤ 5 ms)"),
-        (f"dispatcher RSS, backlog {mem['backlog']:,}", f"{mem['rss_at_full_mb']:.1f} MiB",
-         f"idle {mem['idle_rss_mb']:.1f}, at 10% {mem['rss_at_10pct_mb']:.1f}, peak {mem['peak_rss_mb']:.1f} MiB; "
-         f"Redis {mem['redis_used_mb']:,.0f} MiB"),
+        (
+            f"ingest acceptance ({q['job_requests']:,}-request job)",
+            f"{q['ingest_rps']:,.0f} req/s",
+            f"{q['ingest_rps'] / b['raw_xadd']:.2f} × raw XADD (target ≥ 50,000 req/s)",
+        ),
+        (
+            "end to end (POST sent → last result recorded)",
+            f"{q['e2e_rps']:,.0f} req/s",
+            f"{q['e2e_rps'] / hop:.2f} × raw hop (target ≥ 0.5); {q['e2e_rps'] / arq:,.0f} × arq (target ≥ 20)",
+        ),
+        (
+            f"latency at {lat['achieved_rps']:,.0f} req/s open loop",
+            f"p50 {lat['p50_ms']:.0f} ms",
+            f"p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms (target p50 ≤ 5 ms)",
+        ),
+        (
+            f"dispatcher RSS, backlog {mem['backlog']:,}",
+            f"{mem['rss_at_full_mb']:.1f} MiB",
+            f"idle {mem['idle_rss_mb']:.1f}, at 10% {mem['rss_at_10pct_mb']:.1f}, peak {mem['peak_rss_mb']:.1f} MiB; "
+            f"Redis {mem['redis_used_mb']:,.0f} MiB",
+        ),
     ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

@@ -25,7 +25,7 @@ from inferq.localstack import RedisServer  # noqa: E402
 from services.dispatcher.router import Router  # noqa: E402
 from shared.jobstore import JobStore  # noqa: E402
 from shared.keys import PAYLOAD_FIELD, ROUTER_GROUP, Keys  # noqa: E402
-from shared.messages import IngestChunk, InferenceRequest, SamplingParams, chunk_decoder  # noqa: E402
+from shared.messages import InferenceRequest, IngestChunk, SamplingParams, chunk_decoder  # noqa: E402
 from shared.models_config import parse_models  # noqa: E402
 from shared.streams import ensure_group, read_new  # noqa: E402
 
@@ -56,10 +56,17 @@ async def fill(r, keys: Keys, n: int, jobs: int) -> None:
         items = []
         for i in range(per_job):
             model = "m1" if i % 2 else "m2"
-            req = InferenceRequest(request_id=f"req_{j}_{i}", job_id=job_id, custom_id=str(i), model=model,
-                                   accepted_ms=0, prompt=f"benchmark prompt number {i}", params=SamplingParams(max_tokens=16))
+            req = InferenceRequest(
+                request_id=f"req_{j}_{i}",
+                job_id=job_id,
+                custom_id=str(i),
+                model=model,
+                accepted_ms=0,
+                prompt=f"benchmark prompt number {i}",
+                params=SamplingParams(max_tokens=16),
+            )
             items.append((model, "batch", enc.encode(req)))
-        chunks = [enc.encode(IngestChunk(job_id, items[k:k + 500])) for k in range(0, len(items), 500)]
+        chunks = [enc.encode(IngestChunk(job_id, items[k : k + 500])) for k in range(0, len(items), 500)]
         await store.create(job_id, 0, {"m1": per_job // 2, "m2": per_job - per_job // 2}, {}, chunks)
 
 
@@ -120,7 +127,19 @@ async def main() -> None:
         print(f"flow-controlled router  : {n / total:10,.0f} requests/s  (admit {n / admit:,.0f}/s, then feed)")
         print(f"ratio flow / plain      : {plain / total:10.2f}")
         print(f"Redis memory per request in the ingest stream: {ingest_bytes / n:.0f} bytes")
-        print(f"Redis memory per staged request: {staged_bytes / n:.0f} bytes (payload ~{len(enc.encode(InferenceRequest(request_id='req_0_0', job_id='job_bench0', custom_id='0', model='m1', accepted_ms=0, prompt='benchmark prompt number 0', params=SamplingParams(max_tokens=16)))):d} bytes)")
+        sample = InferenceRequest(
+            request_id="req_0_0",
+            job_id="job_bench0",
+            custom_id="0",
+            model="m1",
+            accepted_ms=0,
+            prompt="benchmark prompt number 0",
+            params=SamplingParams(max_tokens=16),
+        )
+        print(
+            f"Redis memory per staged request: {staged_bytes / n:.0f} bytes"
+            f" (payload ~{len(enc.encode(sample)):d} bytes)"
+        )
         await r.aclose()
     finally:
         server.stop()

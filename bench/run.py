@@ -35,17 +35,32 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
         runs = await pipeline.throughput(stack.base_url, r, keys, args.requests, runs=args.runs)
         ingest = statistics.median(x["ingest_rps"] for x in runs)
         e2e = statistics.median(x["e2e_rps"] for x in runs)
-        print(f"  throughput runs: {[round(x['e2e_rps']) for x in runs]} req/s end to end; "
-              f"ingest {[round(x['ingest_rps']) for x in runs]} req/s", flush=True)
+        print(
+            f"  throughput runs: {[round(x['e2e_rps']) for x in runs]} req/s end to end; "
+            f"ingest {[round(x['ingest_rps']) for x in runs]} req/s",
+            flush=True,
+        )
         rate = e2e * args.load
         per_job = max(1, round(rate / args.jobs_per_s))
-        latency = await pipeline.open_loop_latency(stack.base_url, r, keys, rate=rate, seconds=args.latency_s,
-                                                   per_job=per_job)
-        print(f"  latency: {latency['requests']:,} requests at {latency['achieved_rps']:,.0f} req/s: "
-              f"p50 {latency['p50_ms']:.0f} ms p99 {latency['p99_ms']:.0f} ms", flush=True)
-        memory = await pipeline.dispatcher_memory(stack.base_url, r, keys, stack.procs["dispatcher-0"].pid, args.backlog)
-        return {"job_requests": args.requests, "ingest_rps": ingest, "e2e_rps": e2e, "runs": runs,
-                "latency": latency, "dispatcher_memory": memory}
+        latency = await pipeline.open_loop_latency(
+            stack.base_url, r, keys, rate=rate, seconds=args.latency_s, per_job=per_job
+        )
+        print(
+            f"  latency: {latency['requests']:,} requests at {latency['achieved_rps']:,.0f} req/s: "
+            f"p50 {latency['p50_ms']:.0f} ms p99 {latency['p99_ms']:.0f} ms",
+            flush=True,
+        )
+        memory = await pipeline.dispatcher_memory(
+            stack.base_url, r, keys, stack.procs["dispatcher-0"].pid, args.backlog
+        )
+        return {
+            "job_requests": args.requests,
+            "ingest_rps": ingest,
+            "e2e_rps": e2e,
+            "runs": runs,
+            "latency": latency,
+            "dispatcher_memory": memory,
+        }
     finally:
         await r.aclose()
 
@@ -56,8 +71,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--load", type=float, default=0.5, help="latency test arrival rate, share of end-to-end maximum")
     ap.add_argument("--latency-s", type=float, default=10.0)
-    ap.add_argument("--jobs-per-s", type=float, default=100.0,
-                    help="latency test: jobs submitted per second (requests per job follow from the rate)")
+    ap.add_argument(
+        "--jobs-per-s",
+        type=float,
+        default=100.0,
+        help="latency test: jobs submitted per second (requests per job follow from the rate)",
+    )
     ap.add_argument("--backlog", type=int, default=1_000_000)
     ap.add_argument("--out", default=str(ROOT / "bench/results"))
     args = ap.parse_args()
@@ -72,9 +91,12 @@ def main() -> None:
     env = {"INFERQ_LOG_LEVEL": "WARNING"}
     with LocalStack(ROOT / "bench/models.bench.toml", workdir=work, models=list(pipeline.MODELS), env=env) as stack:
         ours = asyncio.run(measure_inferq(stack, args))
-    res = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-           "baselines": base, "inferq": ours}
+    res = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "baselines": base,
+        "inferq": ours,
+    }
     print()
     print(report.table(res))
     out = Path(args.out)

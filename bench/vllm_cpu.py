@@ -63,13 +63,22 @@ if __name__ == "__main__":
 
 def make_prompts(n: int, words: int) -> list[str]:
     """Distinct prompts of `words` words each (no shared prefixes beyond chance)."""
-    return [" ".join(WORDS[(i * 7 + j * 5 + i // len(WORDS)) % len(WORDS)] for j in range(words)) + f" {i}" for i in range(n)]
+    return [
+        " ".join(WORDS[(i * 7 + j * 5 + i // len(WORDS)) % len(WORDS)] for j in range(words)) + f" {i}"
+        for i in range(n)
+    ]
 
 
 class Offline:
     def __init__(self, model: str, prompts: list[str], max_tokens: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", OFFLINE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", OFFLINE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
         self.proc.stdin.write(json.dumps([model, ENGINE, prompts, max_tokens]) + "\n")
         self.proc.stdin.flush()
         self._expect("READY")
@@ -77,7 +86,7 @@ class Offline:
     def _expect(self, prefix: str) -> str:
         for line in self.proc.stdout:
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
         raise RuntimeError(f"offline vLLM exited with status {self.proc.wait()}")
 
     def run(self) -> dict:
@@ -91,7 +100,9 @@ class Offline:
 
 
 class Pipeline:
-    def __init__(self, model: str, prompts: list[str], max_tokens: int, max_inflight: int | None, workdir: Path) -> None:
+    def __init__(
+        self, model: str, prompts: list[str], max_tokens: int, max_inflight: int | None, workdir: Path
+    ) -> None:
         import httpx
         import redis
 
@@ -101,10 +112,18 @@ class Pipeline:
         models = workdir / "models.toml"
         options = "\n".join(f"{k} = {json.dumps(v)}" for k, v in ENGINE.items())
         inflight = f"max_inflight = {max_inflight}\n" if max_inflight else ""
-        models.write_text(f'[models.tiny]\nengine = "vllm"\n{inflight}[models.tiny.options]\nmodel = "{model}"\n{options}\n')
+        models.write_text(
+            f'[models.tiny]\nengine = "vllm"\n{inflight}[models.tiny.options]\nmodel = "{model}"\n{options}\n'
+        )
         self.n = len(prompts)
-        self.body = json.dumps({"requests": [{"custom_id": str(i), "model": "tiny", "prompt": p, "max_tokens": max_tokens,
-                                              "temperature": 0} for i, p in enumerate(prompts)]}).encode()
+        self.body = json.dumps(
+            {
+                "requests": [
+                    {"custom_id": str(i), "model": "tiny", "prompt": p, "max_tokens": max_tokens, "temperature": 0}
+                    for i, p in enumerate(prompts)
+                ]
+            }
+        ).encode()
         self.keys = Keys("inferq")
         self.stack = LocalStack(models, workdir=workdir / "stack").start()
         self.client = httpx.Client(base_url=self.stack.base_url, timeout=300)
@@ -118,7 +137,10 @@ class Pipeline:
         resp.raise_for_status()
         job_id = resp.json()["id"]
         deadline = time.monotonic() + 600
-        while self.r.hget(self.keys.job(job_id), JobField.STATUS) not in (JobStatus.COMPLETED.value.encode(), JobStatus.FAILED.value.encode()):
+        while self.r.hget(self.keys.job(job_id), JobField.STATUS) not in (
+            JobStatus.COMPLETED.value.encode(),
+            JobStatus.FAILED.value.encode(),
+        ):
             self.stack.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError("the job did not finish in 600 s")
@@ -132,7 +154,12 @@ class Pipeline:
         job = self.client.get(f"/v1/jobs/{job_id}").json()
         if job["request_counts"]["succeeded"] != self.n:
             raise RuntimeError(f"not every request succeeded: {job['request_counts']}")
-        return {"seconds": seconds, "tokens": job["usage"]["completion_tokens"], "stages": self._stages(job_id), "cpu_s": used}
+        return {
+            "seconds": seconds,
+            "tokens": job["usage"]["completion_tokens"],
+            "stages": self._stages(job_id),
+            "cpu_s": used,
+        }
 
     def _cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by each process of the stack (a worker's vLLM engine core,
@@ -154,7 +181,9 @@ class Pipeline:
         """Where the job's wall time went, from its result lines' timings (ms from acceptance)."""
         lines, after = [], None
         while True:
-            resp = self.client.get(f"/v1/jobs/{job_id}/results", params={"limit": 1000, **({"after": after} if after else {})})
+            resp = self.client.get(
+                f"/v1/jobs/{job_id}/results", params={"limit": 1000, **({"after": after} if after else {})}
+            )
             resp.raise_for_status()
             page = [json.loads(line) for line in resp.text.splitlines()]
             if not page:
@@ -164,8 +193,12 @@ class Pipeline:
         starts = sorted(line["timings"]["queued_ms"] for line in lines)
         ends = sorted(line["timings"]["queued_ms"] + line["timings"]["inference_ms"] for line in lines)
         created, ended = (int(v) for v in self.r.hmget(self.keys.job(job_id), "created_ms", "ended_ms"))
-        return {"first_start_ms": starts[0], "last_start_ms": starts[-1], "last_generated_ms": ends[-1],
-                "recorded_ms": ended - created}
+        return {
+            "first_start_ms": starts[0],
+            "last_start_ms": starts[-1],
+            "last_generated_ms": ends[-1],
+            "recorded_ms": ended - created,
+        }
 
     def close(self) -> None:
         self.client.close()
@@ -178,7 +211,9 @@ def main() -> int:
     parser.add_argument("--prompt-words", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-inflight", type=int, help="the model's max_inflight in the pipeline (default: the engine's)")
+    parser.add_argument(
+        "--max-inflight", type=int, help="the model's max_inflight in the pipeline (default: the engine's)"
+    )
     args = parser.parse_args()
 
     from inferq.tinymodel import build_tiny_llama
@@ -187,8 +222,10 @@ def main() -> int:
     try:
         model = str(build_tiny_llama(workdir / "model", context=ENGINE["max_model_len"]))
         prompts = make_prompts(args.prompts, args.prompt_words)
-        print(f"{len(prompts)} prompts of {args.prompt_words} words, {args.max_tokens} tokens each, greedy; tiny random "
-              f"Llama (2 layers, head_dim 64) on vLLM's CPU build, {os.cpu_count()} cores; {args.rounds} rounds")
+        print(
+            f"{len(prompts)} prompts of {args.prompt_words} words, {args.max_tokens} tokens each, greedy; tiny random "
+            f"Llama (2 layers, head_dim 64) on vLLM's CPU build, {os.cpu_count()} cores; {args.rounds} rounds"
+        )
         offline = Offline(model, prompts, args.max_tokens)
         pipeline = Pipeline(model, prompts, args.max_tokens, args.max_inflight, workdir)
         try:
@@ -197,7 +234,10 @@ def main() -> int:
                 off, piped = offline.run(), pipeline.run()
                 ratio = (piped["tokens"] / piped["seconds"]) / (off["tokens"] / off["seconds"])
                 rounds.append((ratio, off, piped))
-                print(f"  round {i + 1}: offline {off['seconds']:.2f} s, inferq {piped['seconds']:.2f} s, ratio {ratio:.2f}")
+                print(
+                    f"  round {i + 1}: offline {off['seconds']:.2f} s, inferq {piped['seconds']:.2f} s,"
+                    f" ratio {ratio:.2f}"
+                )
         finally:
             pipeline.close()
             offline.close()
@@ -208,11 +248,16 @@ def main() -> int:
     print(f"\nmedian round{'':<4}{'tokens':>10}{'seconds':>10}{'tokens/s':>12}")
     print(f"{'offline vLLM':<16}{off['tokens']:>10}{off['seconds']:>10.2f}{off_tps:>12.0f}")
     print(f"{'inferq':<16}{piped['tokens']:>10}{piped['seconds']:>10.2f}{pipe_tps:>12.0f}")
-    print(f"ratio inferq / offline: {ratio:.2f} (rounds: {', '.join(f'{r[0]:.2f}' for r in rounds)}; "
-          f"mean {statistics.mean(r[0] for r in rounds):.2f})")
+    print(
+        f"ratio inferq / offline: {ratio:.2f} (rounds: {', '.join(f'{r[0]:.2f}' for r in rounds)}; "
+        f"mean {statistics.mean(r[0] for r in rounds):.2f})"
+    )
     st = piped["stages"]
-    print(f"inferq, ms after acceptance: first request inside vLLM {st['first_start_ms']:.0f}, last {st['last_start_ms']:.0f}; "
-          f"last generation done {st['last_generated_ms']:.0f}; last result recorded {st['recorded_ms']:.0f}")
+    print(
+        f"inferq, ms after acceptance: first request inside vLLM {st['first_start_ms']:.0f},"
+        f" last {st['last_start_ms']:.0f}; "
+        f"last generation done {st['last_generated_ms']:.0f}; last result recorded {st['recorded_ms']:.0f}"
+    )
     print("CPU seconds, offline vLLM: " + ", ".join(f"{k} {v:.2f}" for k, v in off["cpu_s"].items()))
     print("CPU seconds, inferq: " + ", ".join(f"{k} {v:.2f}" for k, v in piped["cpu_s"].items()))
     return 0

@@ -38,7 +38,9 @@ def main() -> None:
     while not args.max_events or seen < args.max_events:
         # our own pending entries first (a previous run died holding them), then new ones
         for start in ("0", ">"):
-            reply = r.xreadgroup(args.group, args.consumer, {stream: start}, count=100, block=None if start == "0" else 5000)
+            reply = r.xreadgroup(
+                args.group, args.consumer, {stream: start}, count=100, block=None if start == "0" else 5000
+            )
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     if not fields:
@@ -53,8 +55,17 @@ def main() -> None:
 
 def handle(event: dict) -> None:
     """Replace with your own: forward to Kafka, a queue, a database..."""
-    print(json.dumps({"type": event["type"], "id": event["id"], "subject": event["subject"],
-                      "status": event["data"].get("status")}), flush=True)
+    print(
+        json.dumps(
+            {
+                "type": event["type"],
+                "id": event["id"],
+                "subject": event["subject"],
+                "status": event["data"].get("status"),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

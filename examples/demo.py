@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.demo_models import prepare  # noqa: E402
-from shared.states import JobStatus  # noqa: E402
 from inferq.localstack import LocalStack, StackError  # noqa: E402
+from shared.states import JobStatus  # noqa: E402
 
 
 def bar(done: int, total: int, width: int = 24) -> str:
@@ -41,10 +41,15 @@ def main() -> int:
     noise = any("NOISE" in n for n in notes)
     for note in notes:
         print(f"  {note}")
-    print(f"starting inferq: {'Redis at ' + redis_url if redis_url else 'a private redis-server'}, ingest and the dispatcher "
-          "(it starts workers as requests arrive)")
+    print(
+        f"starting inferq: {'Redis at ' + redis_url if redis_url else 'a private redis-server'},"
+        " ingest and the dispatcher "
+        "(it starts workers as requests arrive)"
+    )
     try:
-        stack = LocalStack(models_path, redis_url=redis_url, workdir=workdir, env={"TOKENIZERS_PARALLELISM": "false"}).start()
+        stack = LocalStack(
+            models_path, redis_url=redis_url, workdir=workdir, env={"TOKENIZERS_PARALLELISM": "false"}
+        ).start()
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -63,9 +68,12 @@ def main() -> int:
                 replicas = _replicas(client)
                 if shown:
                     sys.stdout.write(f"\x1b[{shown}F") if sys.stdout.isatty() else None
-                lines = [f"  {name:<12} [{bar(c['succeeded'] + c['failed'], c['total'])}] "
-                         f"{c['succeeded'] + c['failed']:>3}/{c['total']:<3} running {c['running']:>2}  workers {replicas.get(name, 0)}"
-                         for name, c in job["models"].items()]
+                lines = [
+                    f"  {name:<12} [{bar(c['succeeded'] + c['failed'], c['total'])}] "
+                    f"{c['succeeded'] + c['failed']:>3}/{c['total']:<3} running {c['running']:>2}"
+                    f"  workers {replicas.get(name, 0)}"
+                    for name, c in job["models"].items()
+                ]
                 lines.append(f"  status: {job['status']:<12} elapsed {time.monotonic() - started:5.1f}s")
                 if sys.stdout.isatty() or job["status"] == JobStatus.COMPLETED:
                     print("\n".join(lines))
@@ -75,24 +83,36 @@ def main() -> int:
                 stack.check_alive()
                 time.sleep(0.2)
 
-            results = [json.loads(line) for line in client.get(f"/v1/jobs/{job['id']}/results", params={"limit": 10_000}).text.splitlines()]
-            print(f"\n{len(results)} results (the echo-* models are simulators that echo the prompt"
-                  f"{'; smol is an untrained stand-in, its text is noise' if noise else ''}):")
+            results = [
+                json.loads(line)
+                for line in client.get(f"/v1/jobs/{job['id']}/results", params={"limit": 10_000}).text.splitlines()
+            ]
+            print(
+                f"\n{len(results)} results (the echo-* models are simulators that echo the prompt"
+                f"{'; smol is an untrained stand-in, its text is noise' if noise else ''}):"
+            )
             for r in sorted(results, key=lambda r: r["custom_id"]):
                 text = r["output"]["text"] if r["output"] else f"error {r['error']['code']}"
                 text = " ".join(text.split())
                 label = " [noise]" if noise and r["model"] == "smol" else ""
-                print(f"  {r['custom_id']:<9} {r['model']:<12} {r['status']:<9} {r['timings']['inference_ms']:6.0f} ms  {text[:70]}{label}")
+                print(
+                    f"  {r['custom_id']:<9} {r['model']:<12} {r['status']:<9}"
+                    f" {r['timings']['inference_ms']:6.0f} ms  {text[:70]}{label}"
+                )
             print("\nwaiting for the autoscaler to stop the idle workers ...")
             idle_since = time.monotonic()
             while any(_replicas(client).values()) and time.monotonic() - idle_since < 60:
                 time.sleep(0.5)
-            print(f"workers: {_replicas(client)} after {time.monotonic() - idle_since:.1f}s idle "
-                  "(scaled to zero; they start again when work arrives)")
+            print(
+                f"workers: {_replicas(client)} after {time.monotonic() - idle_since:.1f}s idle "
+                "(scaled to zero; they start again when work arrives)"
+            )
             usage = job["usage"]
             c = job["request_counts"]
-            print(f"\njob {job['status']}: {c['succeeded']} succeeded, {c['failed']} failed; "
-                  f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens")
+            print(
+                f"\njob {job['status']}: {c['succeeded']} succeeded, {c['failed']} failed; "
+                f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
+            )
     except (httpx.HTTPError, StackError) as exc:
         print(f"error: {exc} (logs in {workdir})", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import httpx
 import msgspec
@@ -29,7 +29,9 @@ app = typer.Typer(help="Submit LLM jobs to inferq and follow them.", no_args_is_
 out = Console()
 err = Console(stderr=True)
 Url = Annotated[str, typer.Option("--url", envvar="INFERQ_URL", help="The inferq API")]
-ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="INFERQ_API_KEY", help="Bearer key, if the API needs one")]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="INFERQ_API_KEY", help="Bearer key, if the API needs one")
+]
 DEFAULT_URL = "http://127.0.0.1:8000"
 OK, UNREACHABLE, REFUSED, SOME_FAILED, STOPPED = 0, 1, 2, 3, 4
 
@@ -58,7 +60,9 @@ def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path
         up = http.post("/v1/files", files={"file": (path.name, text.encode())}, data={"purpose": "batch"})
         if up.status_code >= 400:
             raise InferqError(up.status_code, up.json().get("error", {}).get("message", up.text))
-        resp = http.post("/v1/batches", json={"input_file_id": up.json()["id"], "endpoint": endpoint, "completion_window": window})
+        resp = http.post(
+            "/v1/batches", json={"input_file_id": up.json()["id"], "endpoint": endpoint, "completion_window": window}
+        )
         if resp.status_code >= 400:
             raise InferqError(resp.status_code, resp.json().get("error", {}).get("message", resp.text))
     batch = resp.json()
@@ -72,8 +76,14 @@ def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path
 
 def _follow(client: Client, job: Job) -> Job:
     """A live progress bar per model (done/total, rate, ETA) until the job finishes."""
-    columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:>8.1f}/s"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.1f}/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     started = time.monotonic()
     with Progress(*columns, console=err, transient=False) as progress:
         tasks = {m: progress.add_task(m, total=c.total, rate=0.0) for m, c in job.models.items()}
@@ -111,12 +121,17 @@ def _exit_code(job: Job) -> int:
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Native JSON, {\"prompts\": …} JSON, or OpenAI batch JSONL")],
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help='Native JSON, {"prompts": …} JSON, or OpenAI batch JSONL'),
+    ],
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job finishes")] = False,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the results (JSONL) here; implies --wait")] = None,
-    priority: Annotated[Optional[str], typer.Option(help="interactive or batch")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the results (JSONL) here; implies --wait")
+    ] = None,
+    priority: Annotated[str | None, typer.Option(help="interactive or batch")] = None,
     completion_window: Annotated[str, typer.Option(help="e.g. 24h, 90m")] = "24h",
-    idempotency_key: Annotated[Optional[str], typer.Option(help="Retry-safe submission key")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
@@ -136,8 +151,10 @@ def submit(
                 raise typer.Exit(OK)
             job = _follow(client, job)
             c = job.request_counts
-            out.print(f"job {job.id} {job.status}: {c.succeeded} succeeded, {c.failed} failed, "
-                      f"{c.cancelled} cancelled, {c.expired} expired")
+            out.print(
+                f"job {job.id} {job.status}: {c.succeeded} succeeded, {c.failed} failed, "
+                f"{c.cancelled} cancelled, {c.expired} expired"
+            )
             if out_path:
                 n = _write_results(client, job.id, out_path)
                 out.print(f"wrote {n} results to {out_path}")
@@ -161,8 +178,12 @@ def status(job_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
 
 
 @app.command()
-def results(job_id: str, out_path: Annotated[Optional[Path], typer.Option("--out", help="File to write (default: stdout)")] = None,
-            url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+def results(
+    job_id: str,
+    out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout)")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
     """A job's results so far, one JSON line per finished request."""
     try:
         with Client(url, api_key=api_key) as client:
@@ -196,15 +217,30 @@ def models(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
     for m in data:
         s = m.scaling
         replicas = "-" if s.current is None else f"{s.current}/{s.max_replicas}"
-        table.add_row(m.id, m.engine, str(m.queue.queued), str(m.queue.routed_unread), str(m.queue.pending),
-                      m.queue.flow, replicas, s.backend)
+        table.add_row(
+            m.id,
+            m.engine,
+            str(m.queue.queued),
+            str(m.queue.routed_unread),
+            str(m.queue.pending),
+            m.queue.flow,
+            replicas,
+            s.backend,
+        )
     out.print(table)
 
 
 @app.command()
-def up(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path("examples/models.demo.toml"),
-       port: Annotated[int, typer.Option(help="API port")] = 8000,
-       redis_url: Annotated[Optional[str], typer.Option("--redis-url", envvar="INFERQ_REDIS_URL", help="Use this Redis instead of starting one")] = None) -> None:
+def up(
+    models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path(
+        "examples/models.demo.toml"
+    ),
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", envvar="INFERQ_REDIS_URL", help="Use this Redis instead of starting one"),
+    ] = None,
+) -> None:
     """Run the local stack (Redis, ingest, dispatcher, workers) in the foreground until Ctrl-C."""
     from inferq.localstack import LocalStack, StackError
 
@@ -230,8 +266,14 @@ def up(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODE
 
 
 @app.command()
-def deploy(models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path("models.toml"),
-           check: Annotated[bool, typer.Option("--check", help="Only print the plan: no Modal account needed, nothing deployed")] = False) -> None:
+def deploy(
+    models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path(
+        "models.toml"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Only print the plan: no Modal account needed, nothing deployed")
+    ] = False,
+) -> None:
     """Deploy the GPU workers of every model with a modal table to Modal, after printing the plan
     (GPU, containers, secrets, volumes, image, and what drives each)."""
     from inferq.deploy_plan import NothingToDeploy, build_plan, render
@@ -282,16 +324,21 @@ def _run(coro):
 
 
 @keys_app.command("create")
-def keys_create(tenant: Annotated[str, typer.Option("--tenant", help="Who the key acts for: their jobs, files, webhooks")],
-                name: Annotated[str, typer.Option("--name", help="A label, e.g. the team or system using it")] = "",
-                redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix = "inferq") -> None:
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Who the key acts for: their jobs, files, webhooks")],
+    name: Annotated[str, typer.Option("--name", help="A label, e.g. the team or system using it")] = "",
+    redis_url: RedisUrl = "redis://localhost:6379/0",
+    prefix: Prefix = "inferq",
+) -> None:
     """Create a key. It is printed once; only its SHA-256 is stored."""
+
     async def go():
         store = _key_store(redis_url, prefix)
         try:
             return await store.create(tenant, name)
         finally:
             await store.r.aclose()
+
     try:
         key, rec = _run(go())
     except ValueError as exc:
@@ -304,12 +351,14 @@ def keys_create(tenant: Annotated[str, typer.Option("--tenant", help="Who the ke
 @keys_app.command("list")
 def keys_list(redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix = "inferq") -> None:
     """Every key: id, tenant, name, created (never the key itself)."""
+
     async def go():
         store = _key_store(redis_url, prefix)
         try:
             return await store.list()
         finally:
             await store.r.aclose()
+
     table = Table("id", "tenant", "name", "created")
     for rec in _run(go()):
         table.add_row(rec.id, rec.tenant, rec.name, time.strftime("%Y-%m-%d %H:%M", time.gmtime(rec.created_at)))
@@ -317,15 +366,20 @@ def keys_list(redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix =
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The id `inferq keys list` shows")],
-                redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix = "inferq") -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The id `inferq keys list` shows")],
+    redis_url: RedisUrl = "redis://localhost:6379/0",
+    prefix: Prefix = "inferq",
+) -> None:
     """Revoke a key: requests with it are refused (401) within a few seconds."""
+
     async def go():
         store = _key_store(redis_url, prefix)
         try:
             return await store.revoke(key_id)
         finally:
             await store.r.aclose()
+
     rec = _run(go())
     if rec is None:
         err.print(f"[red]error[/red]: no key with id {key_id}")

@@ -1,17 +1,18 @@
 """Python clients for the inferq API: `Client` (blocking) and `AsyncClient`.
 
-    with Client("http://127.0.0.1:8000") as client:
-        job = client.submit([{"model": "echo-small", "prompt": "Hello"}])
-        job = client.wait(job.id, on_progress=lambda j: print(j.request_counts))
-        for line in client.results(job.id):
-            print(line.custom_id, line.output.text if line.output else line.error.message)
+with Client("http://127.0.0.1:8000") as client:
+    job = client.submit([{"model": "echo-small", "prompt": "Hello"}])
+    job = client.wait(job.id, on_progress=lambda j: print(j.request_counts))
+    for line in client.results(job.id):
+        print(line.custom_id, line.output.text if line.output else line.error.message)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Callable, Iterator, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 import httpx
 import msgspec
@@ -61,16 +62,22 @@ def _decode(resp: httpx.Response, type_: type[T]) -> T:
 def _page(resp: httpx.Response) -> tuple[list[ResultLine], str | None]:
     if resp.status_code >= 400:
         _decode(resp, dict)
-    lines = [_results_decoder.decode(l) for l in resp.content.splitlines() if l.strip()]
+    lines = [_results_decoder.decode(raw) for raw in resp.content.splitlines() if raw.strip()]
     return lines, resp.headers.get("inferq-next-cursor")
 
 
 class Client:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,10 +86,21 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def submit(self, requests=None, *, body: dict | None = None, priority: str | None = None, completion_window: str | None = None,
-               metadata: dict[str, str] | None = None, idempotency_key: str | None = None) -> Job:
+    def submit(
+        self,
+        requests=None,
+        *,
+        body: dict | None = None,
+        priority: str | None = None,
+        completion_window: str | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
         """Submit a job: a list of requests, or a whole body (`{"requests": ...}` or `{"prompts": ...}`)."""
-        headers = {"Content-Type": "application/json", **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+        headers = {
+            "Content-Type": "application/json",
+            **({"Idempotency-Key": idempotency_key} if idempotency_key else {}),
+        }
         content = _job_body(requests, body, priority, completion_window, metadata)
         return _decode(self._http.post("/v1/jobs", content=content, headers=headers), Job)
 
@@ -95,8 +113,14 @@ class Client:
     def models(self) -> list[ModelInfo]:
         return _decode(self._http.get("/v1/models"), ModelList).data
 
-    def wait(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None,
-             on_progress: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Poll until the job is finished (completed, cancelled or expired); TimeoutError after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -112,7 +136,7 @@ class Client:
     def results(self, job_id: str, *, after: str | None = None, page_size: int = 1000) -> Iterator[ResultLine]:
         """Every result line so far, in the order they finished (resumable with `after`)."""
         while True:
-            params = {"limit": page_size, **({"after": after} if after else {})}
+            params: dict[str, str | int] = {"limit": page_size, **({"after": after} if after else {})}
             lines, cursor = _page(self._http.get(f"/v1/jobs/{job_id}/results", params=params))
             if not lines:
                 return
@@ -121,11 +145,19 @@ class Client:
 
 
 class AsyncClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+        )
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -134,10 +166,20 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def submit(self, requests=None, *, body: dict | None = None, priority: str | None = None,
-                     completion_window: str | None = None, metadata: dict[str, str] | None = None,
-                     idempotency_key: str | None = None) -> Job:
-        headers = {"Content-Type": "application/json", **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+    async def submit(
+        self,
+        requests=None,
+        *,
+        body: dict | None = None,
+        priority: str | None = None,
+        completion_window: str | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        headers = {
+            "Content-Type": "application/json",
+            **({"Idempotency-Key": idempotency_key} if idempotency_key else {}),
+        }
         content = _job_body(requests, body, priority, completion_window, metadata)
         return _decode(await self._http.post("/v1/jobs", content=content, headers=headers), Job)
 
@@ -150,8 +192,14 @@ class AsyncClient:
     async def models(self) -> list[ModelInfo]:
         return _decode(await self._http.get("/v1/models"), ModelList).data
 
-    async def wait(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None,
-                   on_progress: Callable[[Job], None] | None = None) -> Job:
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = await self.get(job_id)
@@ -163,9 +211,11 @@ class AsyncClient:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
             await asyncio.sleep(poll_s)
 
-    async def results(self, job_id: str, *, after: str | None = None, page_size: int = 1000) -> AsyncIterator[ResultLine]:
+    async def results(
+        self, job_id: str, *, after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ResultLine]:
         while True:
-            params = {"limit": page_size, **({"after": after} if after else {})}
+            params: dict[str, str | int] = {"limit": page_size, **({"after": after} if after else {})}
             lines, cursor = _page(await self._http.get(f"/v1/jobs/{job_id}/results", params=params))
             if not lines:
                 return

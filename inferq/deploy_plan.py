@@ -70,15 +70,19 @@ def _deployment(models_file: Path):
 def _driven_by(cfg: ModelConfig) -> str:
     s = cfg.scaling
     kept = f"{s.min_replicas} kept going" if s.min_replicas else f"none after {s.idle_cooldown_s:g} s without work"
-    return (f"{s.backend}: the dispatcher spawns runs by queue depth (one per {s.target_per_replica} waiting "
-            f"requests), up to {s.max_replicas} at a time; {kept}")
+    return (
+        f"{s.backend}: the dispatcher spawns runs by queue depth (one per {s.target_per_replica} waiting "
+        f"requests), up to {s.max_replicas} at a time; {kept}"
+    )
 
 
 def _notes(cfg: ModelConfig) -> list[str]:
     runs, cap = cfg.scaling.max_replicas, cfg.modal_max_containers
+    assert cap is not None  # only models with a modal table are planned
     if runs < cap:
-        return [f"scaling.max_replicas is {runs}: at most {runs} of the {cap} containers is ever used; "
-                f"raise it to use them"]
+        return [
+            f"scaling.max_replicas is {runs}: at most {runs} of the {cap} containers is ever used; raise it to use them"
+        ]
     if runs > cap:
         return [f"runs beyond {cap} (modal.max_containers) wait for a free container"]
     return []
@@ -86,8 +90,10 @@ def _notes(cfg: ModelConfig) -> list[str]:
 
 def _image(module: ModuleType) -> str:
     env = " ".join(f"{k}={v}" for k, v in module.IMAGE_ENV.items())
-    return (f"{module.CUDA_IMAGE} + Python {module.PYTHON_VERSION}; vllm=={module.VLLM_VERSION} and the "
-            f"{len(module.project_requirements())} requirements of pyproject.toml; env {env}")
+    return (
+        f"{module.CUDA_IMAGE} + Python {module.PYTHON_VERSION}; vllm=={module.VLLM_VERSION} and the "
+        f"{len(module.project_requirements())} requirements of pyproject.toml; env {env}"
+    )
 
 
 def build_plan(models_file: str | Path) -> DeployPlan:
@@ -101,16 +107,29 @@ def build_plan(models_file: str | Path) -> DeployPlan:
         for name in module.WORKER_CLASSES:
             cfg = config.models[name]
             options = module.class_options(cfg)
-            classes.append(ClassPlan(
-                model=name, cls=modal_class_name(name), gpu=options["gpu"],
-                min_containers=options["min_containers"], max_containers=options["max_containers"],
-                scaledown_window_s=options["scaledown_window"], timeout_s=options["timeout"],
-                startup_timeout_s=options["startup_timeout"],
-                secrets=[f"{s.name} (holds {holds[s.name]})" for s in options["secrets"]],
-                volumes={p: v.name for p, v in options["volumes"].items()},
-                driven_by=_driven_by(cfg), notes=_notes(cfg)))
-        plan = DeployPlan(app=module.app.name, models_file=str(models_file), image=_image(module), classes=classes,
-                          elsewhere={n: c.scaling.backend for n, c in config.models.items() if c.modal is None})
+            classes.append(
+                ClassPlan(
+                    model=name,
+                    cls=modal_class_name(name),
+                    gpu=options["gpu"],
+                    min_containers=options["min_containers"],
+                    max_containers=options["max_containers"],
+                    scaledown_window_s=options["scaledown_window"],
+                    timeout_s=options["timeout"],
+                    startup_timeout_s=options["startup_timeout"],
+                    secrets=[f"{s.name} (holds {holds[s.name]})" for s in options["secrets"]],
+                    volumes={p: v.name for p, v in options["volumes"].items()},
+                    driven_by=_driven_by(cfg),
+                    notes=_notes(cfg),
+                )
+            )
+        plan = DeployPlan(
+            app=module.app.name,
+            models_file=str(models_file),
+            image=_image(module),
+            classes=classes,
+            elsewhere={n: str(c.scaling.backend) for n, c in config.models.items() if c.modal is None},
+        )
     if not plan.classes:
         raise NothingToDeploy(f"nothing to deploy: no model of {models_file} has a [models.NAME.modal] table")
     return plan
@@ -136,12 +155,16 @@ def render(plan: DeployPlan) -> str:
         ]
     if plan.elsewhere:
         lines += ["", "not on Modal:"]
-        lines += [f"  {name}: {backend} ({ELSEWHERE.get(backend, backend)})" for name, backend in plan.elsewhere.items()]
+        lines += [
+            f"  {name}: {backend} ({ELSEWHERE.get(backend, backend)})" for name, backend in plan.elsewhere.items()
+        ]
     return "\n".join(lines)
 
 
 def deploy(models_file: str | Path) -> int:
     """`modal deploy` of the deployment module for this models file; returns its exit status."""
-    module_path = Path(importlib.util.find_spec(APP_MODULE).origin)
+    spec = importlib.util.find_spec(APP_MODULE)
+    assert spec is not None and spec.origin is not None, f"{APP_MODULE} is not importable"
+    module_path = Path(spec.origin)
     env = {**os.environ, "INFERQ_MODELS": str(Path(models_file).resolve())}
     return subprocess.run([sys.executable, "-m", "modal", "deploy", str(module_path)], env=env).returncode

@@ -35,12 +35,13 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port, with AOF on as in production."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
+        binary = shutil.which("redis-server")
+        if binary is None:
             raise StackError(
                 "redis-server not found. Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; "
                 "macOS: brew install redis) or point INFERQ_REDIS_URL at a running Redis."
             )
+        self.binary = binary
         self.port = port or free_port()
         self.dir = workdir
         self.proc: subprocess.Popen | None = None
@@ -49,12 +50,28 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction"],
-            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=open(self.dir / "redis.log", "ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -76,7 +93,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """Stop and start again on the same port and data directory (it reloads its AOF)."""
         self.stop()
         return self.start()
@@ -114,11 +131,16 @@ class LocalStack:
         env = {**os.environ, **self.extra_env}
         env.setdefault("INFERQ_LOCAL_WORKER_LOG_DIR", str(self.workdir))
         env.setdefault("INFERQ_AUTH", "off")  # a local stack on loopback: pass INFERQ_AUTH=on to try keys
-        env.update(INFERQ_REDIS_URL=self.redis_url or "", INFERQ_MODELS=self.models_path, INFERQ_PORT=str(self.port),
-                   INFERQ_HOST="127.0.0.1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        env.update(
+            INFERQ_REDIS_URL=self.redis_url or "",
+            INFERQ_MODELS=self.models_path,
+            INFERQ_PORT=str(self.port),
+            INFERQ_HOST="127.0.0.1",
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        )
         return env
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         if self.redis_url is None:
             self.redis = RedisServer(self.workdir / "redis").start()
             self.redis_url = self.redis.url
@@ -140,8 +162,9 @@ class LocalStack:
 
     def spawn(self, name: str, module: str, *args: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name.replace('/', '_')}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
         self.procs[name] = proc
         return proc
 
@@ -160,7 +183,9 @@ class LocalStack:
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise StackError(f"{name} exited with code {proc.returncode}; log: {self.log_path(name)}\n{self.log_tail(name)}")
+                raise StackError(
+                    f"{name} exited with code {proc.returncode}; log: {self.log_path(name)}\n{self.log_tail(name)}"
+                )
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name.replace('/', '_')}.log"
@@ -195,7 +220,7 @@ class LocalStack:
             self.redis.stop()
         return codes
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         try:
             return self.start()
         except BaseException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -18,13 +18,20 @@ Stop = Annotated[str, Meta(min_length=1)] | Annotated[list[Annotated[str, Meta(m
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 # The status names of shared/states.py, as the API documents them (a Literal keeps the schema inline).
-JobStatus = Literal[tuple(s.value for s in states.JobStatus)]  # type: ignore[valid-type]
-CompletionWindow = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")]
-RequestStatus = Literal[tuple(s.value for s in states.RequestStatus)]  # type: ignore[valid-type]
+# The Literals are built at run time; the type checker sees plain strings.
+if TYPE_CHECKING:
+    JobStatus = str
+    RequestStatus = str
+else:
+    JobStatus = Literal[tuple(s.value for s in states.JobStatus)]
+    RequestStatus = Literal[tuple(s.value for s in states.RequestStatus)]
+CompletionWindow = Annotated[
+    str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")
+]
 Priority = Literal["interactive", "batch"]
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
-JOB_EVENT_TYPES = ("job.completed", "job.failed", "job.cancelled", "job.expired")
+JOB_EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled", "job.expired")
 WebhookUrl = Annotated[str, Meta(min_length=8, max_length=2048, description="https URL that receives the events")]
 
 
@@ -32,7 +39,9 @@ class JobWebhook(Struct, forbid_unknown_fields=True, kw_only=True):
     """`webhook` of a job: an endpoint for that job's events only. `request.completed` is opt-in."""
 
     url: WebhookUrl
-    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(default_factory=lambda: list(JOB_EVENT_TYPES))
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(
+        default_factory=lambda: list(JOB_EVENT_TYPES)
+    )
 
 
 class JobWebhookInfo(Struct, kw_only=True, omit_defaults=True):
@@ -271,6 +280,6 @@ class Health(Struct, kw_only=True):
     detail: str | None = None
 
 
-def schema_components(types: list[type]) -> tuple[list[dict], dict[str, dict]]:
+def schema_components(types: list[type]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
     """JSON Schema of msgspec types, with refs pointing into OpenAPI's components."""
     return msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")

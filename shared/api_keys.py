@@ -38,8 +38,10 @@ class ApiKeyStore:
 
     async def create(self, tenant: str, name: str = "") -> tuple[str, ApiKeyRecord]:
         if not valid_tenant(tenant):
-            raise ValueError(f"tenant {tenant!r}: use 1-63 characters a-z, 0-9, _ or -, starting with a letter or digit "
-                             "(`default` is reserved)")
+            raise ValueError(
+                f"tenant {tenant!r}: use 1-63 characters a-z, 0-9, _ or -, starting with a letter or digit "
+                "(`default` is reserved)"
+            )
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         sha = digest(key)
         rec = ApiKeyRecord(id=sha[:16], tenant=tenant, name=name, created_at=int(time.time()))

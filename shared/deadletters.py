@@ -31,8 +31,14 @@ async def dead_letter(
 ) -> bool:
     """Acknowledge an entry nobody can process and keep it for an operator, in one step."""
     move = DeadLetterScript(r)
-    return await move(stream=stream, group=group, entry_id=entry_id, dead_letter_stream=keys.dead_letter_stream,
-                      payload=raw, meta=meta(info))
+    return await move(
+        stream=stream,
+        group=group,
+        entry_id=entry_id,
+        dead_letter_stream=keys.dead_letter_stream,
+        payload=raw,
+        meta=meta(info),
+    )
 
 
 async def list_dead_letters(r: aioredis.Redis, keys: Keys, after: str | None, limit: int) -> DeadLetterList:

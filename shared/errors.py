@@ -38,8 +38,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Redis itself did not answer; with OSError, anything on the way to it.
-REDIS_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
-TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_CONNECTION_ERRORS, OSError)
+REDIS_CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (*REDIS_CONNECTION_ERRORS, OSError)
 
 
 class InferqError(Exception):

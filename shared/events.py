@@ -6,8 +6,8 @@ These Structs are their schema (docs/events.schema.json is generated from them).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, cast
 
 import msgspec
 from msgspec import Struct
@@ -23,7 +23,14 @@ JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.expired")
 REQUEST_EVENTS = ("request.completed",)
 EVENT_TYPES = JOB_EVENTS + REQUEST_EVENTS
 # The states a job ends in, in the API's order.
-FinalJobStatus = Literal[tuple(s.value for s in JobStatus if s in FINAL_JOB_STATES)]  # type: ignore[valid-type]
+# Built at run time from shared/states.py; the type checker sees a plain string.
+if TYPE_CHECKING:
+    FinalJobStatus = str
+else:
+    FinalJobStatus = Literal[tuple(s.value for s in JobStatus if s in FINAL_JOB_STATES)]
+JobEventType = Literal[
+    "com.inferq.job.completed", "com.inferq.job.failed", "com.inferq.job.cancelled", "com.inferq.job.expired"
+]
 __all__ = ["EventType", "JobEvent", "JobSummary", "RequestEvent"]
 
 
@@ -44,7 +51,7 @@ class JobEvent(Struct, kw_only=True):
     specversion: Literal["1.0"] = "1.0"
     id: str  # <job id>.<status>
     source: str
-    type: Literal["com.inferq.job.completed", "com.inferq.job.failed", "com.inferq.job.cancelled", "com.inferq.job.expired"]
+    type: JobEventType
     subject: str  # the job id
     time: str  # RFC 3339
     datacontenttype: Literal["application/json"] = "application/json"
@@ -63,16 +70,28 @@ class RequestEvent(Struct, kw_only=True):
 
 
 def rfc3339_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def request_event_json(job_id: str, request_id: str, cursor: str, line_json: bytes, time: str) -> bytes:
     """The request.completed document around an already-encoded result line (no re-encoding); the
     collector's script builds the identical bytes. Its id is `<request id>.<results cursor>`:
     unique per result, even for a request that runs again after a dead-letter requeue."""
-    return (b'{"specversion":"1.0","id":"' + request_id.encode() + b"." + cursor.encode() + b'","source":"' + SOURCE.encode()
-            + b'","type":"com.inferq.request.completed","subject":"' + job_id.encode() + b'","time":"'
-            + time.encode() + b'","datacontenttype":"application/json","data":' + line_json + b"}")
+    return (
+        b'{"specversion":"1.0","id":"'
+        + request_id.encode()
+        + b"."
+        + cursor.encode()
+        + b'","source":"'
+        + SOURCE.encode()
+        + b'","type":"com.inferq.request.completed","subject":"'
+        + job_id.encode()
+        + b'","time":"'
+        + time.encode()
+        + b'","datacontenttype":"application/json","data":'
+        + line_json
+        + b"}"
+    )
 
 
 def job_event(summary: JobSummary, time: str, ended_ms: int | None = None) -> JobEvent:
@@ -80,8 +99,14 @@ def job_event(summary: JobSummary, time: str, ended_ms: int | None = None) -> Jo
     (a job reopened by a dead-letter requeue ends again under a new id), and `<job id>.<status>`
     where the end time is known only to the second (`ended_ms` None: a job's event stream)."""
     event_id = f"{summary.id}.{summary.status}" if ended_ms is None else f"{summary.id}.{summary.status}.{ended_ms}"
-    return JobEvent(id=event_id, source=SOURCE, type=f"{TYPE_PREFIX}job.{summary.status}",
-                    subject=summary.id, time=time, data=summary)
+    return JobEvent(
+        id=event_id,
+        source=SOURCE,
+        type=cast(JobEventType, f"{TYPE_PREFIX}job.{summary.status}"),  # a final status
+        subject=summary.id,
+        time=time,
+        data=summary,
+    )
 
 
 def job_event_json(summary: JobSummary, time: str, ended_ms: int) -> bytes:
@@ -92,5 +117,9 @@ def job_event_json(summary: JobSummary, time: str, ended_ms: int) -> bytes:
 def schema() -> dict:
     """JSON Schema of every event document (what docs/events.schema.json holds)."""
     (job, req), components = msgspec.json.schema_components([JobEvent, RequestEvent], ref_template="#/$defs/{name}")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "inferq events (CloudEvents 1.0 JSON)",
-            "oneOf": [job, req], "$defs": components}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "inferq events (CloudEvents 1.0 JSON)",
+        "oneOf": [job, req],
+        "$defs": components,
+    }

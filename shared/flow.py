@@ -45,6 +45,7 @@ async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mode
 async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> ModelScaling:
     """The autoscaler's last decision for a model, and its backend's failing starts, as recorded."""
     c = model.scaling
+    assert c.backend is not None  # resolved when the models file is loaded
     scaling = ModelScaling(backend=c.backend, min_replicas=c.min_replicas, max_replicas=c.max_replicas)
     if c.backend == "static":
         return scaling
@@ -58,8 +59,12 @@ async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mo
     scaling.current, scaling.desired, scaling.backlog = int(h["current"]), int(h["desired"]), int(h["backlog"])
     scaling.reason, scaling.decided_at = h["reason"], int(h["decided_ms"]) / 1000
     if "change_ms" in h:
-        scaling.last_change = ScalingChange(from_replicas=int(h["change_from"]), to_replicas=int(h["change_to"]),
-                                            reason=h["change_reason"], at=int(h["change_ms"]) / 1000)
+        scaling.last_change = ScalingChange(
+            from_replicas=int(h["change_from"]),
+            to_replicas=int(h["change_to"]),
+            reason=h["change_reason"],
+            at=int(h["change_ms"]) / 1000,
+        )
     return scaling
 
 
@@ -67,7 +72,9 @@ def _failures(h: dict[str, str]) -> ScalingFailures | None:
     if not h:
         return None
     return ScalingFailures(
-        count=int(h["count"]), last_error=h.get("error") or None, last_at=int(h["at_ms"]) / 1000,
+        count=int(h["count"]),
+        last_error=h.get("error") or None,
+        last_at=int(h["at_ms"]) / 1000,
         last_exit_status=int(h["exit_status"]) if h.get("exit_status") else None,
         next_attempt_at=int(h["retry_ms"]) / 1000 if h.get("retry_ms") else None,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from shared import luapack, scripts
 from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, Keys
@@ -26,23 +27,51 @@ class CreateJob:
         self.k = keys
         self._script = scripts.register(r, "create_job")
 
-    async def __call__(self, *, job_id: str, created_ms: int, expires_ms: int, record: dict[str, str | int],
-                       chunks: list[bytes], model_totals: dict[str, int], model_limits: dict[str, int],
-                       global_limit: int, tenant: str, tenant_limit: int, idempotency_key: str | None,
-                       idempotency_value: str) -> CreateVerdict:
+    async def __call__(
+        self,
+        *,
+        job_id: str,
+        created_ms: int,
+        expires_ms: int,
+        record: dict[str, str | int],
+        chunks: list[bytes],
+        model_totals: dict[str, int],
+        model_limits: dict[str, int],
+        global_limit: int,
+        tenant: str,
+        tenant_limit: int,
+        idempotency_key: str | None,
+        idempotency_value: str,
+    ) -> CreateVerdict:
         models = sorted(model_totals)
         k = self.k
-        keys = [k.job(job_id), k.jobs_index, k.ingest_stream, k.backlog_total, k.deadlines,
-                idempotency_key or k.job(job_id), k.tenant_backlog, *(k.flow(m) for m in models)]
+        keys = [
+            k.job(job_id),
+            k.jobs_index,
+            k.ingest_stream,
+            k.backlog_total,
+            k.deadlines,
+            idempotency_key or k.job(job_id),
+            k.tenant_backlog,
+            *(k.flow(m) for m in models),
+        ]
         fields: list = []
         for name, value in record.items():
             fields += (name, str(value))
-        args = {"job_id": job_id, "created_ms": str(created_ms), "expires_ms": str(expires_ms),
-                "total": str(sum(model_totals.values())), "global_limit": str(global_limit),
-                "payload_field": PAYLOAD_FIELD, "idempotency": idempotency_value, "tenant": tenant,
-                "tenant_limit": str(tenant_limit),
-                "models": [(m, str(model_totals[m]), str(model_limits[m])) for m in models],
-                "record": fields, "chunks": [luapack.lua_bytes(c) for c in chunks]}
+        args = {
+            "job_id": job_id,
+            "created_ms": str(created_ms),
+            "expires_ms": str(expires_ms),
+            "total": str(sum(model_totals.values())),
+            "global_limit": str(global_limit),
+            "payload_field": PAYLOAD_FIELD,
+            "idempotency": idempotency_value,
+            "tenant": tenant,
+            "tenant_limit": str(tenant_limit),
+            "models": [(m, str(model_totals[m]), str(model_limits[m])) for m in models],
+            "record": fields,
+            "chunks": [luapack.lua_bytes(c) for c in chunks],
+        }
         reply = await self._script(keys=keys, args=[luapack.pack(args)])
         return CreateVerdict(*(v.decode() for v in reply))
 
@@ -66,19 +95,36 @@ class RecordResults:
         self.k = keys
         self._script = scripts.register(r, "record_results")
 
-    async def __call__(self, *, group: str, ack_ids: list[bytes], models: list[str], by_job: dict[str, list],
-                       now_ms: int, now_rfc3339: str, ttl_s: int, events_maxlen: int,
-                       event_source: str) -> tuple[int, list[tuple[str, str]]]:
+    async def __call__(
+        self,
+        *,
+        group: str,
+        ack_ids: list[bytes],
+        models: list[str],
+        by_job: dict[str, list],
+        now_ms: int,
+        now_rfc3339: str,
+        ttl_s: int,
+        events_maxlen: int,
+        event_source: str,
+    ) -> tuple[int, list[tuple[str, str]]]:
         """`by_job`: job id -> [(request_id, model index (1-based, in `models`), status, prompt
         tokens, completion tokens, line, error code)]. Returns (applied, [(job id, final status)])."""
         k = self.k
-        keys = [k.results_stream, k.events_stream, k.backlog_total, k.deadlines, k.webhook_events,
-                k.webhook_request_subscribers, k.tenant_backlog]
+        keys = [
+            k.results_stream,
+            k.events_stream,
+            k.backlog_total,
+            k.deadlines,
+            k.webhook_events,
+            k.webhook_request_subscribers,
+            k.tenant_backlog,
+        ]
         for job_id in by_job:
             keys += k.job_keys(job_id)
         keys += (k.flow(m) for m in models)
         batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], models, list(by_job.values()), list(by_job)])
-        args = [group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, EVENT_FIELD, batch]
+        args: list[EncodableT] = [group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, EVENT_FIELD, batch]
         applied, finished = await self._script(keys=keys, args=args)
         pairs = [v.decode() for v in finished]
         return int(applied), list(zip(pairs[::2], pairs[1::2]))
@@ -99,7 +145,8 @@ class StopJob:
                 keys += (k.staging_queue(model, lane, job_id), k.staging_ring(model, lane), k.flow(model))
                 lanes.append(lane)
         verdict, detail = await self._script(
-            keys=keys, args=[stopping.value, now_ms, DROP_FIELD, REASON_FIELD, luapack.pack(lanes)])
+            keys=keys, args=[stopping.value, now_ms, DROP_FIELD, REASON_FIELD, luapack.pack(lanes)]
+        )
         return verdict.decode(), detail.decode()
 
 
@@ -108,12 +155,22 @@ class Requeue:
         self.k = keys
         self._script = scripts.register(r, "requeue")
 
-    async def __call__(self, *, dead_id: str, job_id: str, request_id: str, model: str, lane: str,
-                       payload: bytes) -> tuple[str, str]:
+    async def __call__(
+        self, *, dead_id: str, job_id: str, request_id: str, model: str, lane: str, payload: bytes
+    ) -> tuple[str, str]:
         """Returns (verdict: ok | gone | stopped | not_failed, the job's status before)."""
         k = self.k
         job, reqs, results = k.job_keys(job_id)
-        keys = [k.dead_letter_stream, job, reqs, results, k.flow(model), k.backlog_total,
-                k.staging_queue(model, lane, job_id), k.staging_ring(model, lane), k.tenant_backlog]
+        keys = [
+            k.dead_letter_stream,
+            job,
+            reqs,
+            results,
+            k.flow(model),
+            k.backlog_total,
+            k.staging_queue(model, lane, job_id),
+            k.staging_ring(model, lane),
+            k.tenant_backlog,
+        ]
         verdict, status = await self._script(keys=keys, args=[dead_id, request_id, model, payload, lane])
         return verdict.decode(), status.decode()

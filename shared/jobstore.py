@@ -5,24 +5,26 @@ request_id -> 'r'|'d' that makes each start and each result count exactly once; 
 finished result lines whose entry ids are the results cursor. Counts that can be derived are:
 queued = total - running - terminal.
 
-Every change runs as one Lua script (shared/lua, called through shared/job_scripts.py), together with the XACK of the message
-that caused it, so a crash never leaves a change half made or a message acknowledged without effect.
+Every change runs as one Lua script (shared/lua, called through shared/job_scripts.py), together
+with the XACK of the message that caused it, so a crash never leaves a change half made or a message
+acknowledged without effect.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
 
 from shared import job_scripts, luapack
-from shared.api import Job, JobWebhookInfo, RequestCounts, Usage
+from shared.api import Job, JobWebhookInfo, Priority, RequestCounts, Usage
+from shared.errors import AdmissionRejected, IdempotencyConflict, RequeueRefused, StopRefused, TenantLimitReached
 from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import JobField, Keys, model_field
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
-from shared.errors import AdmissionRejected, IdempotencyConflict, RequeueRefused, StopRefused, TenantLimitReached
 
 EVENTS_MAXLEN = 100_000
 NO_LIMIT = 2**62
@@ -42,7 +44,9 @@ class ResultRecord(msgspec.Struct, array_like=True):
 
 
 class JobStore:
-    def __init__(self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600, events_maxlen: int = EVENTS_MAXLEN) -> None:
+    def __init__(
+        self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600, events_maxlen: int = EVENTS_MAXLEN
+    ) -> None:
         self.r = r
         self.keys = keys
         self.job_ttl_s = job_ttl_s
@@ -98,10 +102,19 @@ class JobStore:
             idem_key, idem_value = self.keys.idempotency(tenant, key), f"{job_id}:{body_hash}"
         record[JobField.TENANT] = tenant
         v = await self._create(
-            job_id=job_id, created_ms=created_ms, expires_ms=expires_ms, record=record, chunks=chunks,
-            model_totals=model_totals, model_limits={m: limits.get(m, NO_LIMIT) for m in model_totals},
-            global_limit=global_limit, tenant=tenant, tenant_limit=tenant_limit,
-            idempotency_key=idem_key, idempotency_value=idem_value)
+            job_id=job_id,
+            created_ms=created_ms,
+            expires_ms=expires_ms,
+            record=record,
+            chunks=chunks,
+            model_totals=model_totals,
+            model_limits={m: limits.get(m, NO_LIMIT) for m in model_totals},
+            global_limit=global_limit,
+            tenant=tenant,
+            tenant_limit=tenant_limit,
+            idempotency_key=idem_key,
+            idempotency_value=idem_value,
+        )
         verdict, existing, current, limit = v.verdict, v.who, v.current, v.limit
         if verdict == "ok" or verdict == "replay":
             return existing
@@ -142,17 +155,35 @@ class JobStore:
         for rec in records:
             m = models.setdefault(rec.model, len(models) + 1)
             jobs.setdefault(rec.job_id, []).append(
-                (rec.request_id, m, rec.status, rec.prompt_tokens, rec.completion_tokens, luapack.lua_bytes(rec.line), rec.error_code))
+                (
+                    rec.request_id,
+                    m,
+                    rec.status,
+                    rec.prompt_tokens,
+                    rec.completion_tokens,
+                    luapack.lua_bytes(rec.line),
+                    rec.error_code,
+                )
+            )
         return await self._record_results(
-            group=group, ack_ids=ack_ids, models=list(models), by_job=jobs, now_ms=int(now * 1000),
-            now_rfc3339=_rfc3339(now), ttl_s=self.job_ttl_s, events_maxlen=self.events_maxlen, event_source=EVENT_SOURCE)
+            group=group,
+            ack_ids=ack_ids,
+            models=list(models),
+            by_job=jobs,
+            now_ms=int(now * 1000),
+            now_rfc3339=_rfc3339(now),
+            ttl_s=self.job_ttl_s,
+            events_maxlen=self.events_maxlen,
+            event_source=EVENT_SOURCE,
+        )
 
     async def stop(self, job_id: str, reason: str) -> str:
         """Cancel (`reason` RequestStatus.CANCELLED) or expire (EXPIRED) a job. Returns the status it
         is in now (its STOPPING_JOB_STATES key); idempotent. Raises StopRefused for a finished or missing job."""
         status = STOP_FOR_REASON[RequestStatus(reason)]
-        verdict, detail = await self._stop(job_id=job_id, stopping=status, models=await self.models_of(job_id),
-                                           now_ms=_now_ms())
+        verdict, detail = await self._stop(
+            job_id=job_id, stopping=status, models=await self.models_of(job_id), now_ms=_now_ms()
+        )
         if verdict == "ok":
             return status
         if verdict == "stopping":
@@ -163,14 +194,15 @@ class JobStore:
         """Stage a dead-lettered request again, undoing its recorded failure. Returns the status the job
         had (a completed one is reopened); raises RequeueRefused when the request cannot run again
         (nothing is changed then)."""
-        verdict, status = await self._requeue(dead_id=dead_id, job_id=job_id, request_id=request_id, model=model,
-                                              lane=lane, payload=payload)
+        verdict, status = await self._requeue(
+            dead_id=dead_id, job_id=job_id, request_id=request_id, model=model, lane=lane, payload=payload
+        )
         if verdict in RequeueRefused.REASONS:
             raise RequeueRefused(verdict, status)
         return status
 
     async def models_of(self, job_id: str) -> list[str]:
-        raw = await self.r.hget(self.keys.job(job_id), JobField.MODELS)
+        raw = await self.r.hget(self.keys.job(job_id), JobField.MODELS)  # type: ignore[misc]
         return msgspec.json.decode(raw, type=list[str]) if raw else []
 
     async def due_for_expiry(self, now_ms: int | None = None, limit: int = 100) -> list[str]:
@@ -178,17 +210,17 @@ class JobStore:
         return [d.decode() for d in due]
 
     async def get(self, job_id: str) -> Job | None:
-        raw = await self.r.hgetall(self.keys.job(job_id))
+        raw = await self.r.hgetall(self.keys.job(job_id))  # type: ignore[misc]
         if not raw:
             return None
         return job_from_hash({k.decode(): v.decode() for k, v in raw.items()})
 
     async def status_and_tenant(self, job_id: str) -> tuple[str | None, str]:
-        status, tenant = await self.r.hmget(self.keys.job(job_id), JobField.STATUS, JobField.TENANT)
+        status, tenant = await self.r.hmget(self.keys.job(job_id), [JobField.STATUS, JobField.TENANT])  # type: ignore[misc]
         return (status.decode() if status else None), (tenant.decode() if tenant else "default")
 
     async def status(self, job_id: str) -> str | None:
-        value = await self.r.hget(self.keys.job(job_id), JobField.STATUS)
+        value = await self.r.hget(self.keys.job(job_id), JobField.STATUS)  # type: ignore[misc]
         return value.decode() if value else None
 
     async def stopping(self, job_ids: list[str]) -> dict[str, str]:
@@ -198,8 +230,11 @@ class JobStore:
             for job_id in job_ids:
                 pipe.hget(self.keys.job(job_id), JobField.STATUS)
             statuses = await pipe.execute()
-        return {job_id: STOPPING_JOB_STATES[st.decode()][1].value for job_id, st in zip(job_ids, statuses)
-                if st is not None and st.decode() in STOPPING_JOB_STATES}
+        return {
+            job_id: STOPPING_JOB_STATES[st.decode()][1].value
+            for job_id, st in zip(job_ids, statuses)
+            if st is not None and st.decode() in STOPPING_JOB_STATES
+        }
 
     async def read_results(self, job_id: str, after: str | None, limit: int) -> list[tuple[bytes, bytes]]:
         """Result lines after cursor `after` (exclusive), oldest first: [(cursor, json line)]."""
@@ -223,7 +258,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
     return Job(
         id=h[JobField.ID],
         status=status,
-        priority=h.get(JobField.PRIORITY, "batch"),
+        priority=cast(Priority, h.get(JobField.PRIORITY, "batch")),  # as the job was created
         created_at=int(h[JobField.CREATED_MS]) // 1000,
         started_at=seconds(JobField.STARTED_MS),
         expires_at=seconds(JobField.EXPIRES_MS),
@@ -233,8 +268,10 @@ def job_from_hash(h: dict[str, str]) -> Job:
         expired_at=ended if status == JobStatus.EXPIRED else None,
         request_counts=counts(""),
         models={m: counts(model_field(m, "")) for m in models},
-        usage=Usage(prompt_tokens=int(h.get(JobField.PROMPT_TOKENS, 0)),
-                    completion_tokens=int(h.get(JobField.COMPLETION_TOKENS, 0))),
+        usage=Usage(
+            prompt_tokens=int(h.get(JobField.PROMPT_TOKENS, 0)),
+            completion_tokens=int(h.get(JobField.COMPLETION_TOKENS, 0)),
+        ),
         metadata=msgspec.json.decode(h.get(JobField.METADATA, "{}"), type=dict[str, str]),
         webhook=msgspec.json.decode(h[JobField.WEBHOOK], type=JobWebhookInfo) if JobField.WEBHOOK in h else None,
     )
@@ -245,4 +282,4 @@ def _now_ms() -> int:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

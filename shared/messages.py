@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import msgspec
 from msgspec import Struct
 
@@ -53,15 +55,44 @@ result_decoder = msgspec.msgpack.Decoder(ResultEnvelope)
 
 # How a request that ended without running is reported: reason -> (status, error code, message).
 DROP_OUTCOMES: dict[str, tuple[str, str, str]] = {
-    RequestStatus.CANCELLED: (RequestStatus.CANCELLED, "job_cancelled", "the job was cancelled before this request ran"),
-    RequestStatus.EXPIRED: (RequestStatus.EXPIRED, "job_expired", "the job's completion window ended before this request ran"),
-    "max_attempts_exceeded": (RequestStatus.FAILED, "max_attempts_exceeded", "every attempt to process this request failed; it is in the dead-letter stream"),
+    RequestStatus.CANCELLED: (
+        RequestStatus.CANCELLED,
+        "job_cancelled",
+        "the job was cancelled before this request ran",
+    ),
+    RequestStatus.EXPIRED: (
+        RequestStatus.EXPIRED,
+        "job_expired",
+        "the job's completion window ended before this request ran",
+    ),
+    "max_attempts_exceeded": (
+        RequestStatus.FAILED,
+        "max_attempts_exceeded",
+        "every attempt to process this request failed; it is in the dead-letter stream",
+    ),
 }
 
 
-def dropped_line(req: InferenceRequest, reason: str) -> ResultLine:
+class RequestNames(Protocol):
+    """What a result line names of its request (an InferenceRequest, or what a result recorded)."""
+
+    @property
+    def custom_id(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+
+
+def dropped_line(req: RequestNames, reason: str) -> ResultLine:
     status, code, message = DROP_OUTCOMES.get(reason, (RequestStatus.FAILED, reason, reason))
     return ResultLine(
-        custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=status, output=None,
-        usage=Usage(), error=ErrorInfo(code=code, message=message), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+        custom_id=req.custom_id,
+        request_id=req.request_id,
+        model=req.model,
+        status=status,
+        output=None,
+        usage=Usage(),
+        error=ErrorInfo(code=code, message=message),
+        timings=Timings(queued_ms=0.0, inference_ms=0.0),
     )

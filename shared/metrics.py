@@ -20,20 +20,33 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from shared.flow import model_queue, model_scaling
 from shared.keys import LANES, Keys
-from shared.states import RequestStatus
 from shared.models_config import ModelsConfig
+from shared.states import RequestStatus
 
 REGISTRY = CollectorRegistry()
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-BACKLOG = Gauge("inferq_backlog", "Requests of a model and lane by where they wait", ["model", "lane", "state"], registry=REGISTRY)
-UNFINISHED = Gauge("inferq_unfinished", "Accepted requests of a model without a result yet", ["model"], registry=REGISTRY)
+BACKLOG = Gauge(
+    "inferq_backlog", "Requests of a model and lane by where they wait", ["model", "lane", "state"], registry=REGISTRY
+)
+UNFINISHED = Gauge(
+    "inferq_unfinished", "Accepted requests of a model without a result yet", ["model"], registry=REGISTRY
+)
 REPLICAS = Gauge("inferq_replicas", "Worker replicas running, per the autoscaler", ["model"], registry=REGISTRY)
-REPLICAS_DESIRED = Gauge("inferq_replicas_desired", "Worker replicas the autoscaler wants", ["model"], registry=REGISTRY)
+REPLICAS_DESIRED = Gauge(
+    "inferq_replicas_desired", "Worker replicas the autoscaler wants", ["model"], registry=REGISTRY
+)
 WEBHOOK_DELIVERIES = Counter("inferq_webhook_deliveries", "Webhook attempts by outcome", ["outcome"], registry=REGISTRY)
-HTTP_REQUESTS = Counter("inferq_http_requests", "HTTP requests served", ["method", "route", "status"], registry=REGISTRY)
-HTTP_DURATION = Histogram("inferq_http_request_duration_seconds", "HTTP request handling time", ["method", "route"],
-                          buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "inferq_http_requests", "HTTP requests served", ["method", "route", "status"], registry=REGISTRY
+)
+HTTP_DURATION = Histogram(
+    "inferq_http_request_duration_seconds",
+    "HTTP request handling time",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 REQUESTS_ACCEPTED = Counter("inferq_requests_accepted", "Requests accepted in jobs", registry=REGISTRY)
 
 
@@ -69,7 +82,9 @@ class WorkerStats:
         self.inference = _Buckets()
         self.prompt_tokens = self.completion_tokens = self.succeeded = self.failed = 0
 
-    def record(self, wait_s: float, inference_s: float, prompt_tokens: int, completion_tokens: int, failed: bool) -> None:
+    def record(
+        self, wait_s: float, inference_s: float, prompt_tokens: int, completion_tokens: int, failed: bool
+    ) -> None:
         self.wait.observe(wait_s)
         self.inference.observe(inference_s)
         self.prompt_tokens += prompt_tokens
@@ -86,8 +101,12 @@ class _WorkerCollector:
         REGISTRY.register(self)
 
     def collect(self):
-        wait = HistogramMetricFamily("inferq_request_queue_wait_seconds", "Acceptance to the start of inference", labels=["model"])
-        inference = HistogramMetricFamily("inferq_request_inference_seconds", "Time in the engine, retries included", labels=["model"])
+        wait = HistogramMetricFamily(
+            "inferq_request_queue_wait_seconds", "Acceptance to the start of inference", labels=["model"]
+        )
+        inference = HistogramMetricFamily(
+            "inferq_request_inference_seconds", "Time in the engine, retries included", labels=["model"]
+        )
         tokens = CounterMetricFamily("inferq_tokens", "Tokens processed", labels=["model", "kind"])
         results = CounterMetricFamily("inferq_results", "Requests finished by a worker", labels=["model", "status"])
         for model, st in self.models.items():

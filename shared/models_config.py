@@ -95,7 +95,7 @@ class VllmOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     engine_args: dict[str, Any] = {}  # every other entry of the table
 
     @classmethod
-    def from_table(cls, table: dict[str, Any]) -> "VllmOptions":
+    def from_table(cls, table: dict[str, Any]) -> VllmOptions:
         fields = set(cls.__struct_fields__) - {"engine_args"}
         known = {k: v for k, v in table.items() if k in fields}
         rest = {k: v for k, v in table.items() if k not in fields}
@@ -213,6 +213,7 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 
     @property
     def high_watermark(self) -> int:
+        assert self.max_inflight is not None  # resolved by __post_init__
         return self.flow.high_watermark or max(64, 2 * self.max_inflight * max(1, self.scaling.max_replicas))
 
     @property
@@ -249,7 +250,9 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
         raise ModelsFileError(f"models file {source}: not valid TOML: {exc}") from None
     unknown = sorted(set(doc) - {"models"})
     if unknown:
-        raise ModelsFileError(f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME] tables")
+        raise ModelsFileError(
+            f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME] tables"
+        )
     table = doc.get("models")
     if not isinstance(table, dict) or not table:
         raise ModelsFileError(f"models file {source}: no models defined; add at least one [models.NAME] table")
@@ -273,7 +276,9 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
         if cfg.default_max_tokens > cfg.max_tokens_limit:
             raise ModelsFileError(f"{where}: default_max_tokens exceeds max_tokens_limit")
         if cfg.low_watermark >= cfg.high_watermark:
-            raise ModelsFileError(f"{where}: flow.low_watermark must be below flow.high_watermark ({cfg.high_watermark})")
+            raise ModelsFileError(
+                f"{where}: flow.low_watermark must be below flow.high_watermark ({cfg.high_watermark})"
+            )
         if cfg.scaling.min_replicas > cfg.scaling.max_replicas:
             raise ModelsFileError(f"{where}: scaling.min_replicas exceeds scaling.max_replicas")
         _check_modal(cfg, name, where)
@@ -288,22 +293,32 @@ def _check_modal(cfg: ModelConfig, name: str, where: str) -> None:
     table = f"[models.{key}.modal]"
     if modal is None:
         if backend == "modal":
-            raise ModelsFileError(f"{where}: scaling.backend = \"modal\" needs a {table} table (at least "
-                                  f"gpu = \"...\"): without it no Modal class is deployed for the model")
+            raise ModelsFileError(
+                f'{where}: scaling.backend = "modal" needs a {table} table (at least '
+                f'gpu = "..."): without it no Modal class is deployed for the model'
+            )
         return
     if backend != "modal":
-        raise ModelsFileError(f"{where}: has a {table} table but scaling.backend = \"{backend}\", so its Modal "
-                              f"class would never be called; remove scaling.backend (a modal table means the modal "
-                              f"backend) or remove the modal table to run the model's workers another way")
-    if modal.min_containers > cfg.modal_max_containers:
-        raise ModelsFileError(f"{where}: modal.min_containers ({modal.min_containers}) exceeds "
-                              f"modal.max_containers ({cfg.modal_max_containers})")
+        raise ModelsFileError(
+            f'{where}: has a {table} table but scaling.backend = "{backend}", so its Modal '
+            f"class would never be called; remove scaling.backend (a modal table means the modal "
+            f"backend) or remove the modal table to run the model's workers another way"
+        )
+    cap = cfg.modal_max_containers
+    assert cap is not None  # the model has a modal table
+    if modal.min_containers > cap:
+        raise ModelsFileError(
+            f"{where}: modal.min_containers ({modal.min_containers}) exceeds "
+            f"modal.max_containers ({cfg.modal_max_containers})"
+        )
     if modal.min_containers > cfg.scaling.min_replicas:
-        raise ModelsFileError(f"{where}: modal.min_containers ({modal.min_containers}) exceeds scaling.min_replicas "
-                              f"({cfg.scaling.min_replicas}): only runs the dispatcher spawns serve requests, so the "
-                              f"extra containers would stay idle and be billed; to keep {modal.min_containers} warm, "
-                              f"set scaling.min_replicas = {modal.min_containers} (the dispatcher keeps that many "
-                              f"runs going), or lower modal.min_containers")
+        raise ModelsFileError(
+            f"{where}: modal.min_containers ({modal.min_containers}) exceeds scaling.min_replicas "
+            f"({cfg.scaling.min_replicas}): only runs the dispatcher spawns serve requests, so the "
+            f"extra containers would stay idle and be billed; to keep {modal.min_containers} warm, "
+            f"set scaling.min_replicas = {modal.min_containers} (the dispatcher keeps that many "
+            f"runs going), or lower modal.min_containers"
+        )
 
 
 def load_models(path: str | Path) -> ModelsConfig:

@@ -3,14 +3,18 @@ them; a batch is an inferq job underneath."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
 from shared import states
 
-BatchStatus = Literal[tuple(s.value for s in states.BatchStatus)]  # type: ignore[valid-type]
+# Built at run time from shared/states.py; the type checker sees a plain string.
+if TYPE_CHECKING:
+    BatchStatus = str
+else:
+    BatchStatus = Literal[tuple(s.value for s in states.BatchStatus)]
 Endpoint = Literal["/v1/chat/completions", "/v1/completions"]
 
 
@@ -97,7 +101,10 @@ class BatchCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     input_file_id: Annotated[str, Meta(min_length=1, max_length=128)]
     endpoint: Endpoint
     completion_window: Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$")] = "24h"
-    metadata: Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]], Meta(max_length=16)] | None = None
+    metadata: (
+        Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]], Meta(max_length=16)]
+        | None
+    ) = None
     output_expires_after: dict[str, Any] | None = None  # accepted for compatibility; outputs follow the job TTL
 
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis.asyncio as aioredis
 
-EVICTING_POLICIES = {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
+EVICTING_POLICIES = {
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+}
 
 
 def connect(url: str, **kwargs) -> aioredis.Redis:
@@ -20,7 +30,9 @@ def check_server_at_start(url: str) -> str | None:
 
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        # the sync client's commands are typed as possibly awaitable; this one returns a dict
+        config = cast(dict, client.config_get("maxmemory-policy"))
+        policy = config.get("maxmemory-policy", "")
     except redis.ConnectionError:
         return None
     except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot check
@@ -28,6 +40,8 @@ def check_server_at_start(url: str) -> str | None:
     finally:
         client.close()
     if policy in EVICTING_POLICIES:
-        return (f"Redis at {url} has maxmemory-policy {policy!r}, which can evict queued requests and job "
-                "records; set it to 'noeviction' (redis-server --maxmemory-policy noeviction)")
+        return (
+            f"Redis at {url} has maxmemory-policy {policy!r}, which can evict queued requests and job "
+            "records; set it to 'noeviction' (redis-server --maxmemory-policy noeviction)"
+        )
     return None

@@ -16,7 +16,16 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from shared.keys import LANES, REQUEST_DONE, REQUEST_RUNNING, FlowField, JobField, dead_letter_field, model_field, staged_field
+from shared.keys import (
+    LANES,
+    REQUEST_DONE,
+    REQUEST_RUNNING,
+    FlowField,
+    JobField,
+    dead_letter_field,
+    model_field,
+    staged_field,
+)
 from shared.states import JOB_END_STATES, RUNNING_JOB_STATES, STOPPING_JOB_STATES, JobStatus, RequestStatus
 
 _USES = "-- uses:"
@@ -30,6 +39,10 @@ def _table(pairs) -> str:
     return "{" + ", ".join(f"[{_lua(str(k))}] = {v}" for k, v in pairs) + "}"
 
 
+def _pair(first: str, second: str) -> str:
+    return "{" + _lua(first) + ", " + _lua(second) + "}"
+
+
 def _names(pairs) -> str:
     return _table((k, _lua(str(v))) for k, v in pairs)
 
@@ -37,26 +50,32 @@ def _names(pairs) -> str:
 @cache
 def preamble() -> str:
     """The Lua constants every script starts with."""
-    fields = {**{k: v for k, v in vars(JobField).items() if k.isupper()},
-              **{k: v for k, v in vars(FlowField).items() if k.isupper()}}
-    return "\n".join([
-        "-- generated from shared/states.py and shared/keys.py",
-        f"local JOB = {_names((s.name, s) for s in JobStatus)}",
-        f"local REQUEST = {_names((s.name, s) for s in RequestStatus)}",
-        "-- job states whose requests may still be routed and started",
-        f"local RUNNING = {_table((s, 'true') for s in RUNNING_JOB_STATES)}",
-        "-- stopping job state -> {the state it ends in, the state its unfinished requests take}",
-        f"local STOPPING = {_table((s, '{' + _lua(end) + ', ' + _lua(req) + '}') for s, (end, req) in STOPPING_JOB_STATES.items())}",
-        "-- the state a job ends in once its last request is final, by the state it is in then",
-        f"local FINAL_OF = {_names(JOB_END_STATES.items())}",
-        f"local F = {_names(fields.items())}",
-        f"local LANE = {_names((lane.upper(), lane) for lane in LANES)}",
-        f"local STAGED = {_names((lane, staged_field(lane)) for lane in LANES)}",
-        f"local REQ_MARK = {_names([('RUNNING', REQUEST_RUNNING), ('DONE', REQUEST_DONE)])}",
-        f"local function model_field(model, name) return string.format({_lua(model_field('%s', '%s'))}, model, name) end",
-        f"local function dead_letter_field(request_id) return {_lua(dead_letter_field('%s').replace('%s', ''))} .. request_id end",
-        "",
-    ])
+    fields = {
+        **{k: v for k, v in vars(JobField).items() if k.isupper()},
+        **{k: v for k, v in vars(FlowField).items() if k.isupper()},
+    }
+    return "\n".join(
+        [
+            "-- generated from shared/states.py and shared/keys.py",
+            f"local JOB = {_names((s.name, s) for s in JobStatus)}",
+            f"local REQUEST = {_names((s.name, s) for s in RequestStatus)}",
+            "-- job states whose requests may still be routed and started",
+            f"local RUNNING = {_table((s, 'true') for s in RUNNING_JOB_STATES)}",
+            "-- stopping job state -> {the state it ends in, the state its unfinished requests take}",
+            f"local STOPPING = {_table((s, _pair(end, req)) for s, (end, req) in STOPPING_JOB_STATES.items())}",
+            "-- the state a job ends in once its last request is final, by the state it is in then",
+            f"local FINAL_OF = {_names(JOB_END_STATES.items())}",
+            f"local F = {_names(fields.items())}",
+            f"local LANE = {_names((lane.upper(), lane) for lane in LANES)}",
+            f"local STAGED = {_names((lane, staged_field(lane)) for lane in LANES)}",
+            f"local REQ_MARK = {_names([('RUNNING', REQUEST_RUNNING), ('DONE', REQUEST_DONE)])}",
+            "local function model_field(model, name)"
+            f" return string.format({_lua(model_field('%s', '%s'))}, model, name) end",
+            "local function dead_letter_field(request_id)"
+            f" return {_lua(dead_letter_field('%s').replace('%s', ''))} .. request_id end",
+            "",
+        ]
+    )
 
 
 def _read(name: str) -> str:
@@ -68,7 +87,7 @@ def source(name: str) -> str:
     """The full source of script `name` (its file in shared/lua, without `.lua`)."""
     body = _read(f"{name}.lua")
     first, _, _ = body.partition("\n")
-    libs = first[len(_USES):].split() if first.startswith(_USES) else []
+    libs = first[len(_USES) :].split() if first.startswith(_USES) else []
     return preamble() + "".join(_read(f"lib/{lib}.lua") for lib in libs) + body
 
 

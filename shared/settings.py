@@ -26,7 +26,13 @@ _ENV_NAMES = {"models_path": "INFERQ_MODELS"}
 
 def valid_tenant(name: str) -> bool:
     """`default` is reserved: it is everyone when auth is off, and the owner of records older than tenancy."""
-    return name != "default" and 0 < len(name) <= 63 and name[0].isalnum() and all(c.isalnum() or c in "_-" for c in name) and name.isascii()
+    return (
+        name != "default"
+        and 0 < len(name) <= 63
+        and name[0].isalnum()
+        and all(c.isalnum() or c in "_-" for c in name)
+        and name.isascii()
+    )
 
 
 Positive = Annotated[int, Meta(ge=1, description="positive")]
@@ -35,8 +41,9 @@ Port = Annotated[int, Meta(ge=1, le=65535, description="positive (a TCP port, at
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    redis_url: Annotated[str, Meta(pattern=r"^(redis|rediss|unix)://",
-                                   description="a redis://, rediss:// or unix:// URL")] = "redis://localhost:6379/0"
+    redis_url: Annotated[
+        str, Meta(pattern=r"^(redis|rediss|unix)://", description="a redis://, rediss:// or unix:// URL")
+    ] = "redis://localhost:6379/0"
     models_path: str = "models.toml"
     key_prefix: Annotated[str, Meta(pattern=r"^[^:]+$", description="non-empty, without ':'")] = "inferq"
     host: str = "127.0.0.1"
@@ -71,8 +78,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: Annotated[int, Meta(ge=0, le=65535, description="0 (off) or a TCP port, at most 65535")] = 0
     # Webhooks: seconds before each attempt (the first is the delay after the event), per timeout,
     # and whether private addresses and plain http are allowed (both off: SSRF protection).
-    webhook_retry_schedule: Annotated[str, Meta(pattern=_SECONDS_LIST,
-                                                description="comma-separated non-negative seconds (e.g. 0,5,300)")] = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_retry_schedule: Annotated[
+        str, Meta(pattern=_SECONDS_LIST, description="comma-separated non-negative seconds (e.g. 0,5,300)")
+    ] = "0,5,300,1800,7200,18000,36000,36000"
     webhook_timeout_s: Annotated[float, Meta(gt=0, description="positive")] = 15.0
     webhook_allow_private: bool = False
     webhook_allow_http: bool = False
@@ -91,7 +99,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for item in filter(None, (x.strip() for x in self.api_keys.split(","))):
             tenant, sep, key = item.partition(":")
             if not sep or not valid_tenant(tenant) or len(key) < 16:
-                raise ValueError("expected `tenant:key` pairs (tenant: a-z, 0-9, _ or -, not `default`; key: at least 16 characters)")
+                raise ValueError(
+                    "expected `tenant:key` pairs (tenant: a-z, 0-9, _ or -, not `default`; key: at least 16 characters)"
+                )
             out[key] = tenant
         return out
 
@@ -99,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return [float(x) for x in self.webhook_retry_schedule.split(",")]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings from the environment (unset or empty variables keep their defaults);
         SettingsError naming the variable for a value of the wrong type or out of bounds."""
         env = os.environ if env is None else env

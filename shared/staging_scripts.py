@@ -4,6 +4,7 @@ requeue.lua are the only writers of the staging queues (shared/lua/lib/staging.l
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from shared import luapack, scripts
 from shared.keys import DROP_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, ROUTER_GROUP, WORKER_GROUP, Keys
@@ -30,8 +31,15 @@ class AdmitBatch:
     def stage(self, model: str, lane: str, job_id: str, payloads: list[bytes]) -> list:
         """Stage `payloads` if the job still runs (drop notices if it is being stopped)."""
         k = self.k
-        return ["q", self._key(k.staging_queue(model, lane, job_id)), self._key(k.staging_ring(model, lane)),
-                self._key(k.flow(model)), self._key(k.job(job_id)), lane, [luapack.lua_bytes(p) for p in payloads]]
+        return [
+            "q",
+            self._key(k.staging_queue(model, lane, job_id)),
+            self._key(k.staging_ring(model, lane)),
+            self._key(k.flow(model)),
+            self._key(k.job(job_id)),
+            lane,
+            [luapack.lua_bytes(p) for p in payloads],
+        ]
 
     def append(self, stream: str, fields: dict[str, bytes | str]) -> list:
         """Append one entry to `stream`."""
@@ -53,7 +61,7 @@ class Admit:
 
     async def __call__(self, batch: AdmitBatch) -> int:
         """Returns how many requests were staged."""
-        args = [ROUTER_GROUP, DROP_FIELD, REASON_FIELD, luapack.pack(batch.entries)]
+        args: list[EncodableT] = [ROUTER_GROUP, DROP_FIELD, REASON_FIELD, luapack.pack(batch.entries)]
         return int(await self._script(keys=batch.keys, args=args))
 
 
@@ -62,11 +70,12 @@ class Feed:
         self.k = keys
         self._script = scripts.register(r, "feed")
 
-    async def __call__(self, *, model: str, high_watermark: int, low_watermark: int, max_move: int, quantum: int,
-                       client=None):
+    async def __call__(
+        self, *, model: str, high_watermark: int, low_watermark: int, max_move: int, quantum: int, client=None
+    ):
         """(interactive moved, batch moved, paused 0/1, staging queues waiting); with a pipeline as
         `client`, queued there and answered by its execute()."""
         k = self.k
         keys = [*k.model_streams(model), *(k.staging_ring(model, lane) for lane in LANES), k.flow(model)]
-        args = [WORKER_GROUP, PAYLOAD_FIELD, high_watermark, low_watermark, max_move, quantum]
+        args: list[EncodableT] = [WORKER_GROUP, PAYLOAD_FIELD, high_watermark, low_watermark, max_move, quantum]
         return await self._script(keys=keys, args=args, client=client)

@@ -13,10 +13,10 @@ The Lua scripts receive these names from here (see shared/scripts.py); nothing e
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     # (in the order the API documents them)
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
@@ -27,21 +27,15 @@ class JobStatus(str, Enum):
     EXPIRING = "expiring"
     EXPIRED = "expired"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RequestStatus(str, Enum):
+class RequestStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class BatchStatus(str, Enum):
+class BatchStatus(StrEnum):
     """An OpenAI batch's status (the SDK's names); a batch's job status maps onto it."""
 
     VALIDATING = "validating"
@@ -52,9 +46,6 @@ class BatchStatus(str, Enum):
     EXPIRED = "expired"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Jobs whose requests may still be routed and started.
@@ -76,8 +67,9 @@ STOP_FOR_REASON: dict[RequestStatus, JobStatus] = {reason: s for s, (_, reason) 
 
 # Every move a job can make; anything else is a bug.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.IN_PROGRESS, JobStatus.CANCELLING, JobStatus.EXPIRING, JobStatus.COMPLETED,
-                                 JobStatus.FAILED}),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.IN_PROGRESS, JobStatus.CANCELLING, JobStatus.EXPIRING, JobStatus.COMPLETED, JobStatus.FAILED}
+    ),
     JobStatus.IN_PROGRESS: frozenset({JobStatus.CANCELLING, JobStatus.EXPIRING, JobStatus.COMPLETED}),
     JobStatus.CANCELLING: frozenset({JobStatus.CANCELLED}),
     JobStatus.EXPIRING: frozenset({JobStatus.EXPIRED}),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from shared import luapack, scripts
 from shared.keys import DROP_FIELD, META_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP
@@ -13,12 +14,20 @@ class Publish:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "publish")
 
-    async def __call__(self, *, streams: list[str], results_stream: str, dead_letter_stream: str,
-                       outcomes: list[tuple]) -> int:
+    async def __call__(
+        self, *, streams: list[str], results_stream: str, dead_letter_stream: str, outcomes: list[tuple]
+    ) -> int:
         """`outcomes`: per entry, (index in `streams` + 1, entry id, result, dropped request, drop
         reason, dead letter, dead-letter meta), bytes as `luapack.lua_bytes`, b'' for none.
         Returns how many were still pending here and published."""
-        args = [WORKER_GROUP, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD, META_FIELD, luapack.pack(outcomes)]
+        args: list[EncodableT] = [
+            WORKER_GROUP,
+            PAYLOAD_FIELD,
+            DROP_FIELD,
+            REASON_FIELD,
+            META_FIELD,
+            luapack.pack(outcomes),
+        ]
         return int(await self._script(keys=[*streams, results_stream, dead_letter_stream], args=args))
 
 
@@ -36,10 +45,11 @@ class DeadLetter:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "dead_letter")
 
-    async def __call__(self, *, stream: str, group: str, entry_id: bytes, dead_letter_stream: str, payload: bytes,
-                       meta: bytes) -> bool:
+    async def __call__(
+        self, *, stream: str, group: str, entry_id: bytes, dead_letter_stream: str, payload: bytes, meta: bytes
+    ) -> bool:
         """Whether the entry was still held by `group` and moved."""
-        args = [group, entry_id, PAYLOAD_FIELD, payload, META_FIELD, meta]
+        args: list[EncodableT] = [group, entry_id, PAYLOAD_FIELD, payload, META_FIELD, meta]
         return bool(await self._script(keys=[stream, dead_letter_stream], args=args))
 
 
@@ -47,8 +57,16 @@ class FanOut:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "fan_out")
 
-    async def __call__(self, *, stream: str, group: str, ack_ids: list[bytes], due: str, now_ms: int,
-                       deliveries: list[tuple[str, str, str, bytes]]) -> int:
+    async def __call__(
+        self,
+        *,
+        stream: str,
+        group: str,
+        ack_ids: list[bytes],
+        due: str,
+        now_ms: int,
+        deliveries: list[tuple[str, str, str, bytes]],
+    ) -> int:
         """`deliveries`: (delivery key, endpoint's delivery index key, delivery id, record JSON).
         Returns how many were created (not there before)."""
         keys = [stream, due]

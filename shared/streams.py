@@ -43,15 +43,18 @@ async def claim_idle(
     claimed: list[Entry] = []
     start = "0-0"
     while True:
-        reply = await r.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start,
-                                   count=count - len(claimed))
+        reply = await r.xautoclaim(
+            stream, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count - len(claimed)
+        )
         start, entries = reply[0], reply[1]
         claimed.extend(e for e in entries if e[1] is not None)
         if start in (b"0-0", "0-0") or len(claimed) >= count:
             return claimed
 
 
-async def delivery_counts(r: aioredis.Redis, stream: str, group: str, consumer: str, ids: list[bytes]) -> dict[bytes, int]:
+async def delivery_counts(
+    r: aioredis.Redis, stream: str, group: str, consumer: str, ids: list[bytes]
+) -> dict[bytes, int]:
     """How many times each entry (pending for `consumer`) has been delivered, reclaims included."""
     if not ids:
         return {}

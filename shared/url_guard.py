@@ -20,9 +20,14 @@ _METADATA_NAMES = {"metadata.google.internal", "metadata"}
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    for attr, what in (("is_loopback", "loopback"), ("is_link_local", "link-local (cloud metadata)"),
-                       ("is_private", "private"), ("is_multicast", "multicast"), ("is_reserved", "reserved"),
-                       ("is_unspecified", "unspecified")):
+    for attr, what in (
+        ("is_loopback", "loopback"),
+        ("is_link_local", "link-local (cloud metadata)"),
+        ("is_private", "private"),
+        ("is_multicast", "multicast"),
+        ("is_reserved", "reserved"),
+        ("is_unspecified", "unspecified"),
+    ):
         if getattr(ip, attr):
             return what
     if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED:
@@ -71,12 +76,14 @@ async def check_url(url: str, *, allow_private: bool, allow_http: bool) -> Targe
             infos = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise UnsafeURL(f"{host} does not resolve ({getattr(exc, 'strerror', None) or exc})") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for ip in addresses:
         why = _blocked(ip)
         if why:
-            raise UnsafeURL(f"{host} resolves to {ip}, a {why} address; webhooks may not call private networks "
-                            "(INFERQ_WEBHOOK_ALLOW_PRIVATE=1 allows it)")
+            raise UnsafeURL(
+                f"{host} resolves to {ip}, a {why} address; webhooks may not call private networks "
+                "(INFERQ_WEBHOOK_ALLOW_PRIVATE=1 allows it)"
+            )
     return Target(url) if literal else pin(url, addresses[0])
 
 
@@ -85,5 +92,8 @@ def pin(url: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Target:
     parts = urlsplit(url)
     port, host = parts.port, parts.hostname or ""
     netloc = (f"[{ip}]" if ip.version == 6 else str(ip)) + (f":{port}" if port else "")
-    return Target(urlunsplit(parts._replace(netloc=netloc)), host + (f":{port}" if port else ""),
-                  host if parts.scheme == "https" else None)
+    return Target(
+        urlunsplit(parts._replace(netloc=netloc)),
+        host + (f":{port}" if port else ""),
+        host if parts.scheme == "https" else None,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 
 import msgspec
@@ -10,16 +11,17 @@ from redis.exceptions import WatchError
 
 from shared import stream_scripts
 from shared.api import JobWebhook
+from shared.errors import DeliveryPending
 from shared.ids import new_webhook_id
 from shared.keys import Keys
 from shared.lease_scripts import LeaseDelivery
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
-from shared.errors import DeliveryPending
 
 REQUEST_EVENT = "request.completed"
 _endpoint_decoder = msgspec.json.Decoder(WebhookRecord)
 _delivery_decoder = msgspec.json.Decoder(DeliveryRecord)
 _enc = msgspec.json.Encoder()
+
 
 class WebhookStore:
     def __init__(self, r: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600) -> None:
@@ -30,10 +32,19 @@ class WebhookStore:
         self._lease = LeaseDelivery(r)
 
     # Endpoints.
-    async def create(self, tenant: str, body: WebhookCreate | JobWebhook, *, job_id: str | None = None) -> WebhookRecord:
-        rec = WebhookRecord(id=new_webhook_id(), tenant=tenant, url=body.url, events=list(body.events),
-                            secret=new_secret(), created_at=int(time.time()), job_id=job_id,
-                            description=getattr(body, "description", ""))
+    async def create(
+        self, tenant: str, body: WebhookCreate | JobWebhook, *, job_id: str | None = None
+    ) -> WebhookRecord:
+        rec = WebhookRecord(
+            id=new_webhook_id(),
+            tenant=tenant,
+            url=body.url,
+            events=list(body.events),
+            secret=new_secret(),
+            created_at=int(time.time()),
+            job_id=job_id,
+            description=getattr(body, "description", ""),
+        )
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.keys.webhook(rec.id), _enc.encode(rec))
         if job_id is None:  # a job's own endpoint is found through its job, not listed with the tenant's
@@ -77,16 +88,20 @@ class WebhookStore:
 
     async def rotate(self, tenant: str, endpoint_id: str) -> WebhookRecord | None:
         """A new secret; the old one keeps signing for ROTATION_OVERLAP_S so receivers can switch."""
+
         def change(rec: WebhookRecord) -> None:
             now = int(time.time())
             rec.old_secrets = [o for o in rec.old_secrets if o.expires_at > now] + [
-                OldSecret(secret=rec.secret, expires_at=now + ROTATION_OVERLAP_S)]
+                OldSecret(secret=rec.secret, expires_at=now + ROTATION_OVERLAP_S)
+            ]
             rec.secret = new_secret()
+
         return await self._update_endpoint(endpoint_id, change, tenant)
 
     async def disable(self, endpoint_id: str, reason: str) -> WebhookRecord | None:
         def change(rec: WebhookRecord) -> None:
             rec.status, rec.disabled_reason = "disabled", reason
+
         return await self._update_endpoint(endpoint_id, change)
 
     async def _update_endpoint(self, endpoint_id: str, change, tenant: str | None = None) -> WebhookRecord | None:
@@ -113,33 +128,44 @@ class WebhookStore:
                     continue
 
     # Deliveries.
-    async def fan_out(self, stream: str, group: str, ack_ids: list[bytes], deliveries: list[DeliveryRecord]) -> int:
+    async def fan_out(
+        self, stream: str, group: str, ack_ids: builtins.list[bytes], deliveries: builtins.list[DeliveryRecord]
+    ) -> int:
         """Create deliveries and acknowledge the events they came from, in one step."""
-        targets = [(self.keys.webhook_delivery(d.id), self.keys.webhook_deliveries(d.endpoint_id), d.id, _enc.encode(d))
-                   for d in deliveries]
-        return await self._fan_out(stream=stream, group=group, ack_ids=ack_ids, due=self.keys.webhook_due,
-                                   now_ms=int(time.time() * 1000), deliveries=targets)
+        targets = [
+            (self.keys.webhook_delivery(d.id), self.keys.webhook_deliveries(d.endpoint_id), d.id, _enc.encode(d))
+            for d in deliveries
+        ]
+        return await self._fan_out(
+            stream=stream,
+            group=group,
+            ack_ids=ack_ids,
+            due=self.keys.webhook_due,
+            now_ms=int(time.time() * 1000),
+            deliveries=targets,
+        )
 
     async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
         raw = await self.r.get(self.keys.webhook_delivery(delivery_id))
         return _delivery_decoder.decode(raw) if raw is not None else None
 
-    async def list_deliveries(self, endpoint_id: str, limit: int = 100) -> list[DeliveryRecord]:
+    async def list_deliveries(self, endpoint_id: str, limit: int = 100) -> builtins.list[DeliveryRecord]:
         ids = await self.r.zrevrange(self.keys.webhook_deliveries(endpoint_id), 0, limit - 1)
         if not ids:
             return []
         raws = await self.r.mget([self.keys.webhook_delivery(i.decode()) for i in ids])
         return [_delivery_decoder.decode(raw) for raw in raws if raw is not None]
 
-    async def due(self, now_ms: int, limit: int = 200) -> list[tuple[str, int]]:
+    async def due(self, now_ms: int, limit: int = 200) -> builtins.list[tuple[str, int]]:
         rows = await self.r.zrangebyscore(self.keys.webhook_due, "-inf", now_ms, start=0, num=limit, withscores=True)
         return [(m.decode(), int(score)) for m, score in rows]
 
     async def taken(self, delivery_id: str, score: int, lease_ms: int) -> None:
         """Handed to an attempt: due again after `lease_ms` unless the attempt records its outcome
         first (or the delivery was rescheduled meanwhile)."""
-        await self._lease(due=self.keys.webhook_due, delivery_id=delivery_id, seen_score=score,
-                          lease_until=score + lease_ms)
+        await self._lease(
+            due=self.keys.webhook_due, delivery_id=delivery_id, seen_score=score, lease_until=score + lease_ms
+        )
 
     async def save_delivery(self, rec: DeliveryRecord, *, extra=None) -> None:
         """Store the delivery after an attempt and schedule its next one, if any. `extra` adds

@@ -28,7 +28,9 @@ class WebhookCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     """Body of POST /v1/webhooks. `request.completed` is opt-in: one call per request."""
 
     url: WebhookUrl
-    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(default_factory=lambda: list(DEFAULT_EVENTS))
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_EVENTS)
+    )
     description: Annotated[str, Meta(max_length=256)] = ""
 
 
@@ -121,16 +123,33 @@ class DeliveryList(Struct, kw_only=True):
 
 def delivery_view(rec: DeliveryRecord) -> Delivery:
     last = rec.attempts[-1] if rec.attempts else None
-    return Delivery(id=rec.id, endpoint_id=rec.endpoint_id, event_type=rec.event_type, event_id=rec.event_id,
-                    status=rec.status, attempts=len(rec.attempts), last_status_code=last.status_code if last else None,
-                    last_error=last.error if last else None, next_attempt_at=rec.next_attempt_at,
-                    created_at=rec.created_at, history=rec.attempts)
+    return Delivery(
+        id=rec.id,
+        endpoint_id=rec.endpoint_id,
+        event_type=rec.event_type,
+        event_id=rec.event_id,
+        status=rec.status,
+        attempts=len(rec.attempts),
+        last_status_code=last.status_code if last else None,
+        last_error=last.error if last else None,
+        next_attempt_at=rec.next_attempt_at,
+        created_at=rec.created_at,
+        history=rec.attempts,
+    )
 
 
 def endpoint_view(rec: WebhookRecord, *, with_secret: bool = False) -> WebhookEndpoint:
-    return WebhookEndpoint(id=rec.id, url=rec.url, events=rec.events, description=rec.description, status=rec.status,
-                           disabled_reason=rec.disabled_reason, job_id=rec.job_id, created_at=rec.created_at,
-                           secret=rec.secret if with_secret else None)
+    return WebhookEndpoint(
+        id=rec.id,
+        url=rec.url,
+        events=rec.events,
+        description=rec.description,
+        status=rec.status,
+        disabled_reason=rec.disabled_reason,
+        job_id=rec.job_id,
+        created_at=rec.created_at,
+        secret=rec.secret if with_secret else None,
+    )
 
 
 def new_secret() -> str:

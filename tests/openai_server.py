@@ -48,7 +48,9 @@ class OpenAIStub:
         return app
 
     async def _answer(self, request: Request, body: dict, text: str, *, chat: bool):
-        self.calls.append({"path": request.url.path, "body": body, "headers": dict(request.headers), "at": time.monotonic()})
+        self.calls.append(
+            {"path": request.url.path, "body": body, "headers": dict(request.headers), "at": time.monotonic()}
+        )
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -56,22 +58,45 @@ class OpenAIStub:
         finally:
             self.in_flight -= 1
         if "BAD" in text:
-            return JSONResponse({"error": {"message": "This model's maximum context length is 8 tokens", "type": "invalid_request_error"}}, 400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "This model's maximum context length is 8 tokens",
+                        "type": "invalid_request_error",
+                    }
+                },
+                400,
+            )
         if "DOWN" in text:
             return JSONResponse({"error": {"message": "upstream is down"}}, 503)
         if "RATE-LIMIT" in text and text not in self._rate_limited:
             self._rate_limited.add(text)
-            return JSONResponse({"error": {"message": "Rate limit reached"}}, 429, headers={"Retry-After": self.retry_after})
+            return JSONResponse(
+                {"error": {"message": "Rate limit reached"}}, 429, headers={"Retry-After": self.retry_after}
+            )
         words = text.split()[: body["max_tokens"]]
         finish = "length" if len(text.split()) > body["max_tokens"] else "stop"
-        usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(words), "total_tokens": len(text.split()) + len(words)}
+        usage = {
+            "prompt_tokens": len(text.split()),
+            "completion_tokens": len(words),
+            "total_tokens": len(text.split()) + len(words),
+        }
         answer = " ".join(reversed(words))
-        choice = ({"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish} if chat
-                  else {"index": 0, "text": answer, "finish_reason": finish})
-        return {"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": body["model"], "choices": [choice], "usage": usage}
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}
+            if chat
+            else {"index": 0, "text": answer, "finish_reason": finish}
+        )
+        return {
+            "id": "cmpl-1",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [choice],
+            "usage": usage,
+        }
 
-    def __enter__(self) -> "OpenAIStub":
+    def __enter__(self) -> OpenAIStub:
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -8,7 +8,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from inferq.localstack import LocalStack
 
@@ -40,8 +44,9 @@ def test_no_server_errors_and_responses_match_the_schema(stack, key, examples):
         @given(case=operation.as_strategy())
         @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def fuzz(case):
-            case.call_and_validate(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10,
-                                   checks=checks)
+            case.call_and_validate(
+                base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10, checks=checks
+            )
 
         fuzz()
         tested.append(operation.label)

@@ -16,8 +16,10 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 # examples/prompts.json names these models; here they all run the dummy engine
-MODELS = "".join(f'[models.{m}]\nengine = "dummy"\nmax_inflight = 32\n[models.{m}.options]\nlatency_ms = 2\n\n'
-                 for m in ("smol", "echo-small", "echo-medium", "echo-large"))
+MODELS = "".join(
+    f'[models.{m}]\nengine = "dummy"\nmax_inflight = 32\n[models.{m}.options]\nlatency_ms = 2\n\n'
+    for m in ("smol", "echo-small", "echo-medium", "echo-large")
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def stack(tmp_path_factory):
 
 def _cli(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "INFERQ_URL": stack.base_url, "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-m", "inferq.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "inferq.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_submit_wait_out_writes_one_line_per_prompt(stack, tmp_path):
@@ -48,9 +52,20 @@ def test_submit_wait_out_writes_one_line_per_prompt(stack, tmp_path):
 
 def test_submit_an_openai_batch_file_and_refuse_an_invalid_one(stack, tmp_path):
     good = tmp_path / "good.jsonl"
-    good.write_text("".join(json.dumps({"custom_id": f"b{i}", "method": "POST", "url": "/v1/chat/completions",
-                                        "body": {"model": "echo-small", "messages": [{"role": "user", "content": f"hi {i}"}]}}) + "\n"
-                            for i in range(5)))
+    good.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "custom_id": f"b{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "echo-small", "messages": [{"role": "user", "content": f"hi {i}"}]},
+                }
+            )
+            + "\n"
+            for i in range(5)
+        )
+    )
     out = tmp_path / "out.jsonl"
     proc = _cli(stack, "submit", str(good), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -77,8 +92,13 @@ def test_status_models_cancel_and_exit_codes(stack, tmp_path):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{nope")
     assert _cli(stack, "submit", str(bad_json)).returncode == 2
-    unreachable = subprocess.run([sys.executable, "-m", "inferq.cli", "models", "--url", "http://127.0.0.1:9"],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "inferq.cli", "models", "--url", "http://127.0.0.1:9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unreachable.returncode == 1 and "cannot reach inferq" in unreachable.stderr
     for command in ("submit", "status", "results", "cancel", "models", "up"):
         assert _cli(stack, command, "--help").returncode == 0
@@ -87,10 +107,16 @@ def test_status_models_cancel_and_exit_codes(stack, tmp_path):
 def test_python_clients_submit_wait_iterate_and_cancel(stack):
     seen = []
     with Client(stack.base_url) as client:
-        job = client.submit([{"custom_id": f"c{i}", "model": "echo-large", "prompt": f"w{i} x"} for i in range(50)],
-                            metadata={"via": "client"}, idempotency_key="client-test")
-        again = client.submit([{"custom_id": f"c{i}", "model": "echo-large", "prompt": f"w{i} x"} for i in range(50)],
-                              metadata={"via": "client"}, idempotency_key="client-test")
+        job = client.submit(
+            [{"custom_id": f"c{i}", "model": "echo-large", "prompt": f"w{i} x"} for i in range(50)],
+            metadata={"via": "client"},
+            idempotency_key="client-test",
+        )
+        again = client.submit(
+            [{"custom_id": f"c{i}", "model": "echo-large", "prompt": f"w{i} x"} for i in range(50)],
+            metadata={"via": "client"},
+            idempotency_key="client-test",
+        )
         assert again.id == job.id
         done = client.wait(job.id, poll_s=0.05, on_progress=lambda j: seen.append(j.request_counts.succeeded))
         assert done.status == "completed" and seen[-1] == 50 and seen == sorted(seen)

@@ -16,7 +16,7 @@ from shared.api import Output, ResultLine, Timings, Usage
 from shared.events import JobSummary, job_event_json, request_event_json, rfc3339_ms
 from shared.jobstore import JobStore
 from shared.keys import COLLECTOR_GROUP, EVENT_FIELD, PAYLOAD_FIELD, ROUTER_GROUP
-from shared.messages import IngestChunk, InferenceRequest, ResultEnvelope, SamplingParams
+from shared.messages import InferenceRequest, IngestChunk, ResultEnvelope, SamplingParams
 from shared.states import JobStatus, RequestStatus
 from shared.streams import ensure_group
 
@@ -30,8 +30,18 @@ def fixed_clock(monkeypatch):
 
 
 async def _create(store: JobStore, job_id: str, n: int) -> list[InferenceRequest]:
-    reqs = [InferenceRequest(request_id=f"{job_id}_{i}", job_id=job_id, custom_id=f"c{i}", model="alpha",
-                             accepted_ms=0, prompt="p", params=SamplingParams(max_tokens=4)) for i in range(n)]
+    reqs = [
+        InferenceRequest(
+            request_id=f"{job_id}_{i}",
+            job_id=job_id,
+            custom_id=f"c{i}",
+            model="alpha",
+            accepted_ms=0,
+            prompt="p",
+            params=SamplingParams(max_tokens=4),
+        )
+        for i in range(n)
+    ]
     chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
     await store.create(job_id, 1_795_413_600_999, {"alpha": n}, {}, [chunk])
     return reqs
@@ -45,13 +55,23 @@ async def _collect(r, keys, store: JobStore) -> None:
 
 
 async def _events(r, keys) -> list[tuple[str, str, bytes]]:
-    return [(f[b"type"].decode(), f[b"job"].decode(), f[EVENT_FIELD.encode()]) for _, f in await r.xrange(keys.events_stream)]
+    return [
+        (f[b"type"].decode(), f[b"job"].decode(), f[EVENT_FIELD.encode()])
+        for _, f in await r.xrange(keys.events_stream)
+    ]
 
 
 async def _python_job_event(store: JobStore, job_id: str) -> bytes:
     job = await store.get(job_id)
-    summary = JobSummary(id=job.id, status=job.status, request_counts=job.request_counts, usage=job.usage,
-                         created_at=job.created_at, ended_at=NOW_MS // 1000, results_url=f"/v1/jobs/{job.id}/results")
+    summary = JobSummary(
+        id=job.id,
+        status=job.status,
+        request_counts=job.request_counts,
+        usage=job.usage,
+        created_at=job.created_at,
+        ended_at=NOW_MS // 1000,
+        results_url=f"/v1/jobs/{job.id}/results",
+    )
     return job_event_json(summary, rfc3339_ms(NOW_MS), NOW_MS)
 
 
@@ -59,10 +79,16 @@ async def test_request_and_job_completed_documents_match_shared_events(r, keys):
     store = JobStore(r, keys)
     reqs = await _create(store, "job_ok", 2)
     for i, req in enumerate(reqs):
-        line = ResultLine(custom_id=req.custom_id, request_id=req.request_id, model=req.model,
-                          status=RequestStatus.SUCCEEDED, output=Output(text=f"out \"{i}\" é", finish_reason="stop"),
-                          usage=Usage(prompt_tokens=3, completion_tokens=i + 1), error=None,
-                          timings=Timings(queued_ms=1.5, inference_ms=2))
+        line = ResultLine(
+            custom_id=req.custom_id,
+            request_id=req.request_id,
+            model=req.model,
+            status=RequestStatus.SUCCEEDED,
+            output=Output(text=f'out "{i}" é', finish_reason="stop"),
+            usage=Usage(prompt_tokens=3, completion_tokens=i + 1),
+            error=None,
+            timings=Timings(queued_ms=1.5, inference_ms=2),
+        )
         await r.xadd(keys.results_stream, {PAYLOAD_FIELD: enc.encode(ResultEnvelope(req.job_id, line))})
     await _collect(r, keys, store)
 

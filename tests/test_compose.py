@@ -131,7 +131,13 @@ def test_the_modal_override_requires_exactly_what_it_needs():
 
     text = (ROOT / "docker-compose.modal.yml").read_text()
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    assert required == {"INFERQ_REDIS_PASSWORD", "INFERQ_REDIS_HOST", "INFERQ_MODELS", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"}
+    assert required == {
+        "INFERQ_REDIS_PASSWORD",
+        "INFERQ_REDIS_HOST",
+        "INFERQ_MODELS",
+        "MODAL_TOKEN_ID",
+        "MODAL_TOKEN_SECRET",
+    }
 
 
 def test_the_dockerfile_installs_the_extras_it_is_built_with():
@@ -143,9 +149,16 @@ def test_the_dockerfile_installs_the_extras_it_is_built_with():
     assert text.index('ARG INFERQ_EXTRAS=""') < text.index(run)
     target = run.removeprefix("RUN pip install ").split(" &&")[0]
     for extras, expected in (("", "."), ("modal", ".[modal]"), ("dev,modal", ".[dev,modal]")):
-        words = subprocess.run(["sh", "-c", f'printf "%s\\n" {target}'], env={"INFERQ_EXTRAS": extras},
-                               capture_output=True, text=True, check=True).stdout.splitlines()
+        words = subprocess.run(
+            ["sh", "-c", f'printf "%s\\n" {target}'],
+            env={"INFERQ_EXTRAS": extras},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
         assert words == [expected], extras
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    args = yaml.load((ROOT / "docker-compose.modal.yml").read_text(), Loader=_ComposeLoader)["services"]["dispatcher"]["build"]["args"]
+    args = yaml.load((ROOT / "docker-compose.modal.yml").read_text(), Loader=_ComposeLoader)["services"]["dispatcher"][
+        "build"
+    ]["args"]
     assert args["INFERQ_EXTRAS"] in extras and any(r.startswith("modal") for r in extras["modal"])

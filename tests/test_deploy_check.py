@@ -71,7 +71,9 @@ def test_the_plan_shows_each_modal_model_and_who_drives_it(models_file):
     assert lines[0] == f'Modal app "inferq" from {models_file}'
     assert lines[1].startswith("image: nvidia/cuda:") and "-devel-ubuntu" in lines[1] and "+ Python 3.11" in lines[1]
     assert "vllm==0.33.0" in lines[1] and "HF_XET_HIGH_PERFORMANCE=1" in lines[1] and "HF_TRANSFER" not in lines[1]
-    llama = lines[lines.index("meta-llama/Llama-3.1-8B-Instruct -> class Worker_meta_llama_Llama_3_1_8B_Instruct") + 1:][:8]
+    llama = lines[
+        lines.index("meta-llama/Llama-3.1-8B-Instruct -> class Worker_meta_llama_Llama_3_1_8B_Instruct") + 1 :
+    ][:8]
     assert llama == [
         "  gpu               L40S",
         "  containers        min 0, max 4",
@@ -83,12 +85,14 @@ def test_the_plan_shows_each_modal_model_and_who_drives_it(models_file):
         "up to 4 at a time; none after 60 s without work",
         "",
     ]
-    qwen = lines[lines.index("qwen-72b -> class Worker_qwen_72b") + 1:][:9]
+    qwen = lines[lines.index("qwen-72b -> class Worker_qwen_72b") + 1 :][:9]
     assert qwen[0] == "  gpu               H100:4" and qwen[1] == "  containers        min 1, max 2"
-    assert qwen[6] == ("  driven by         modal: the dispatcher spawns runs by queue depth (one per 256 waiting "
-                       "requests), up to 3 at a time; 1 kept going")
+    assert qwen[6] == (
+        "  driven by         modal: the dispatcher spawns runs by queue depth (one per 256 waiting "
+        "requests), up to 3 at a time; 1 kept going"
+    )
     assert qwen[7] == "  note              runs beyond 2 (modal.max_containers) wait for a free container"
-    assert lines[lines.index("not on Modal:") + 1:] == [
+    assert lines[lines.index("not on Modal:") + 1 :] == [
         "  vllm-cpu: static (you start its workers)",
         "  echo: local (the dispatcher starts worker processes on its machine)",
     ]
@@ -101,11 +105,16 @@ def test_the_plan_follows_the_deployment_settings_of_the_environment(models_file
     assert "  secrets           inferq-redis (holds INFERQ_REDIS_URL), huggingface (holds HF_TOKEN)" in result.stdout
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (("min_replicas = 1\n", ""), "model 'qwen-72b': modal.min_containers (1) exceeds scaling.min_replicas (0)"),
-    (('scaling = {backend = "local"}', 'scaling = {backend = "modal"}'),
-     "model 'echo': scaling.backend = \"modal\" needs a [models.echo.modal] table"),
-])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (("min_replicas = 1\n", ""), "model 'qwen-72b': modal.min_containers (1) exceeds scaling.min_replicas (0)"),
+        (
+            ('scaling = {backend = "local"}', 'scaling = {backend = "modal"}'),
+            "model 'echo': scaling.backend = \"modal\" needs a [models.echo.modal] table",
+        ),
+    ],
+)
 def test_a_file_the_services_refuse_fails_the_check_with_the_reason(models_file, edit, reason):
     models_file.write_text(MODELS.replace(*edit, 1))
     result = _check(models_file)
@@ -135,18 +144,34 @@ def test_without_check_it_runs_modal_deploy_on_the_deployment_module(models_file
     result = CliRunner().invoke(app, ["deploy", "--models", str(models_file)])
     assert result.exit_code == 7  # modal deploy's own status
     assert "qwen-72b -> class Worker_qwen_72b" in result.stdout  # the plan comes first
-    assert calls == [([sys.executable, "-m", "modal", "deploy", str(ROOT / "services/inference/modal_app.py")],
-                      str(models_file.resolve()))]
+    assert calls == [
+        (
+            [sys.executable, "-m", "modal", "deploy", str(ROOT / "services/inference/modal_app.py")],
+            str(models_file.resolve()),
+        )
+    ]
 
 
 def test_make_deploy_check_runs_the_check(models_file):
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_TOKEN")}
-    ok = subprocess.run(["make", "-s", "-o", ".venv/.installed", "deploy-check", f"BIN={bin_dir}",
-                         f"INFERQ_MODELS={models_file}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "deploy-check", f"BIN={bin_dir}", f"INFERQ_MODELS={models_file}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "qwen-72b -> class Worker_qwen_72b" in ok.stdout
     models_file.write_text(MODELS.replace("min_replicas = 1\n", "", 1))
-    refused = subprocess.run(["make", "-s", "-o", ".venv/.installed", "deploy-check", f"BIN={bin_dir}",
-                              f"INFERQ_MODELS={models_file}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "deploy-check", f"BIN={bin_dir}", f"INFERQ_MODELS={models_file}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "modal.min_containers (1) exceeds scaling.min_replicas (0)" in refused.stderr

@@ -5,13 +5,26 @@ from shared.models_config import DummyOptions
 
 
 def _req(prompt=None, messages=None, max_tokens=16, stop=None):
-    return InferenceRequest(request_id="r", job_id="j", custom_id="c", model="m", accepted_ms=0, prompt=prompt,
-                            messages=messages, params=SamplingParams(max_tokens=max_tokens, stop=stop))
+    return InferenceRequest(
+        request_id="r",
+        job_id="j",
+        custom_id="c",
+        model="m",
+        accepted_ms=0,
+        prompt=prompt,
+        messages=messages,
+        params=SamplingParams(max_tokens=max_tokens, stop=stop),
+    )
 
 
 async def test_echoes_prompt_and_counts_words():
     gen = await DummyEngine(DummyOptions()).generate(_req("the quick brown fox"))
-    assert (gen.text, gen.finish_reason, gen.prompt_tokens, gen.completion_tokens) == ("the quick brown fox", "stop", 4, 4)
+    assert (gen.text, gen.finish_reason, gen.prompt_tokens, gen.completion_tokens) == (
+        "the quick brown fox",
+        "stop",
+        4,
+        4,
+    )
 
 
 async def test_max_tokens_cuts_with_length():

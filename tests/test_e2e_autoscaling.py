@@ -48,8 +48,16 @@ def _events(rdb) -> list[dict]:
 
 def _worker_consumers(rdb) -> int:
     try:
-        return max((g["consumers"] for s in keys.model_streams("m") if rdb.exists(s)
-                    for g in rdb.xinfo_groups(s) if g["name"] == b"workers"), default=0)
+        return max(
+            (
+                g["consumers"]
+                for s in keys.model_streams("m")
+                if rdb.exists(s)
+                for g in rdb.xinfo_groups(s)
+                if g["name"] == b"workers"
+            ),
+            default=0,
+        )
     except redis.ResponseError:
         return 0
 
@@ -95,7 +103,10 @@ def test_zero_to_many_and_back_to_zero(tmp_path):
 def test_scale_down_while_busy_loses_nothing(tmp_path):
     # target 500 per replica, no stabilization window: as the backlog drains 4 → 3 → 2 → 1 replicas,
     # each step SIGTERMs a worker that is mid-generation
-    with _stack(tmp_path, latency=50, target=500, window=0) as stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
+    with (
+        _stack(tmp_path, latency=50, target=500, window=0) as stack,
+        httpx.Client(base_url=stack.base_url, timeout=60) as client,
+    ):
         rdb = redis.Redis.from_url(stack.redis_url)
         job_id, ids = _submit(client, 3000, "d")
         _wait(client, job_id, stack, timeout=120)

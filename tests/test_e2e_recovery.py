@@ -3,7 +3,6 @@ and when a stalled one wakes up, its late work has no effect. Real processes, re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -33,7 +32,12 @@ reclaim_idle_s = 1.0
 
 def _submit(client: httpx.Client, n: int, tag: str) -> tuple[str, set[str]]:
     ids = {f"{tag}-{i}" for i in range(n)}
-    body = {"requests": [{"custom_id": c, "model": "alpha" if i % 2 else "beta", "prompt": f"p {c}"} for i, c in enumerate(sorted(ids))]}
+    body = {
+        "requests": [
+            {"custom_id": c, "model": "alpha" if i % 2 else "beta", "prompt": f"p {c}"}
+            for i, c in enumerate(sorted(ids))
+        ]
+    }
     resp = client.post("/v1/jobs", json=body)
     assert resp.status_code == 202, resp.text
     return resp.json()["id"], ids

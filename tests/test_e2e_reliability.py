@@ -45,7 +45,9 @@ def _stack(tmp_path: Path, latency: float = 5, inflight: int = 32, **kw) -> Loca
 
 def _submit(client: httpx.Client, n: int, tag: str, **extra) -> tuple[str, list[str]]:
     ids = [f"{tag}-{i}" for i in range(n)]
-    resp = client.post("/v1/jobs", json={"requests": [{"custom_id": c, "model": "m", "prompt": f"p {c}"} for c in ids], **extra})
+    resp = client.post(
+        "/v1/jobs", json={"requests": [{"custom_id": c, "model": "m", "prompt": f"p {c}"} for c in ids], **extra}
+    )
     assert resp.status_code == 202, resp.text
     return resp.json()["id"], ids
 
@@ -99,8 +101,13 @@ def _kill9(stack: LocalStack, name: str) -> None:
 def _pending_of(rdb: redis.Redis, consumer_part: str) -> int:
     """Requests a worker (found by the pid in its consumer name) has read and not acknowledged."""
     try:
-        return sum(c["pending"] for s in keys.model_streams("m") if rdb.exists(s)
-                   for c in rdb.xinfo_consumers(s, "workers") if consumer_part in c["name"].decode())
+        return sum(
+            c["pending"]
+            for s in keys.model_streams("m")
+            if rdb.exists(s)
+            for c in rdb.xinfo_consumers(s, "workers")
+            if consumer_part in c["name"].decode()
+        )
     except redis.ResponseError:  # the group is not created yet
         return 0
 
@@ -150,7 +157,10 @@ def test_dispatcher_killed_while_routing_and_while_collecting(tmp_path):
 
 
 def test_worker_killed_mid_job(tmp_path):
-    with _stack(tmp_path, latency=20, workers_per_model=2) as stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
+    with (
+        _stack(tmp_path, latency=20, workers_per_model=2) as stack,
+        httpx.Client(base_url=stack.base_url, timeout=60) as client,
+    ):
         rdb = redis.Redis.from_url(stack.redis_url)
         job_id, ids = _submit(client, 3000, "w")
         victim = f"-{stack.procs['worker-m-0'].pid}-"
@@ -183,7 +193,11 @@ def test_redis_restart_mid_job(tmp_path):
 def test_poison_request_is_dead_lettered_and_its_job_completes(tmp_path):
     with _stack(tmp_path) as stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
         ids = [f"q-{i}" for i in range(200)]
-        body = {"requests": [{"custom_id": c, "model": "m", "prompt": "a POISON pill" if c == "q-77" else f"fine {c}"} for c in ids]}
+        body = {
+            "requests": [
+                {"custom_id": c, "model": "m", "prompt": "a POISON pill" if c == "q-77" else f"fine {c}"} for c in ids
+            ]
+        }
         job_id = client.post("/v1/jobs", json=body).json()["id"]
         job = _wait(client, job_id, stack)
         _assert_exact(client, job_id, ids, succeeded=199)
@@ -245,7 +259,9 @@ def test_expiry_ends_unfinished_requests_and_keeps_results(tmp_path):
         assert set(stack.stop().values()) == {0}
 
 
-@pytest.mark.parametrize("latency, grace", [(200, 30.0), (3000, 0.3)], ids=["finishes-in-flight", "hands-back-after-grace"])
+@pytest.mark.parametrize(
+    "latency, grace", [(200, 30.0), (3000, 0.3)], ids=["finishes-in-flight", "hands-back-after-grace"]
+)
 def test_sigterm_to_a_busy_worker(tmp_path, latency, grace):
     stack = _stack(tmp_path, latency=latency, inflight=16, env={"INFERQ_SHUTDOWN_GRACE_S": str(grace)})
     with stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
@@ -275,7 +291,9 @@ def test_services_refuse_a_redis_that_can_evict(tmp_path):
         models.write_text(MODELS.format(latency=0))
         env = {**os.environ, "INFERQ_REDIS_URL": server.url, "INFERQ_MODELS": str(models)}
         for args in (["services.ingest"], ["services.dispatcher"], ["services.inference", "--model", "m"]):
-            proc = subprocess.run([sys.executable, "-m", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(
+                [sys.executable, "-m", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+            )
             assert proc.returncode == 2, (args, proc.stderr)
             assert "maxmemory-policy 'allkeys-lru'" in proc.stderr and "noeviction" in proc.stderr
     finally:

@@ -37,8 +37,10 @@ def stack(tmp_path_factory):
 
 
 def submit(base_url: str, n: int) -> str:
-    resp = httpx.post(f"{base_url}/v1/jobs", json={"requests": [{"model": "slow", "prompt": f"event {i}", "custom_id": f"c{i}"}
-                                                                 for i in range(n)]})
+    resp = httpx.post(
+        f"{base_url}/v1/jobs",
+        json={"requests": [{"model": "slow", "prompt": f"event {i}", "custom_id": f"c{i}"} for i in range(n)]},
+    )
     assert resp.status_code == 202, resp.text
     return resp.json()["id"]
 
@@ -103,16 +105,34 @@ def test_events_stream_is_cloudevents_and_the_example_consumer_reads_it(stack):
     entries = r.xrange(Keys().events_stream)
     fmt = JSONFormat()
     parsed = [fmt.read(None, fields[b"event"]) for _, fields in entries]
-    assert all(e.get_specversion() == "1.0" and e.get_source() == "/inferq" and e.get_time() is not None for e in parsed)
-    assert all(fields[b"type"].decode() == e.get_type().removeprefix("com.inferq.") for (_, fields), e in zip(entries, parsed))
+    assert all(
+        e.get_specversion() == "1.0" and e.get_source() == "/inferq" and e.get_time() is not None for e in parsed
+    )
+    assert all(
+        fields[b"type"].decode() == e.get_type().removeprefix("com.inferq.") for (_, fields), e in zip(entries, parsed)
+    )
     mine = [e for e in parsed if e.get_subject() == job_id]
     assert [e.get_type() for e in mine].count("com.inferq.request.completed") == 12
     assert [e.get_type() for e in mine][-1] == "com.inferq.job.completed"
     assert len({e.get_id() for e in parsed}) == len(parsed)
 
-    out = subprocess.run([sys.executable, str(ROOT / "examples/consume_events.py"), "--redis-url", stack.redis_url,
-                          "--from-start", "--group", "test-consumer", "--max-events", str(len(entries))],
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples/consume_events.py"),
+            "--redis-url",
+            stack.redis_url,
+            "--from-start",
+            "--group",
+            "test-consumer",
+            "--max-events",
+            str(len(entries)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     lines = [json.loads(l) for l in out.stdout.splitlines()]
     assert len(lines) == len(entries) and {l["id"] for l in lines} == {e.get_id() for e in parsed}
     assert r.xpending(Keys().events_stream, "test-consumer")["pending"] == 0  # all acknowledged

@@ -13,15 +13,22 @@ from services.inference.publisher import Outcome, ResultPublisher
 from shared.api import Output, ResultLine, Timings, Usage
 from shared.jobstore import JobStore
 from shared.keys import COLLECTOR_GROUP, EVENT_FIELD, PAYLOAD_FIELD, ROUTER_GROUP, WORKER_GROUP
-from shared.messages import IngestChunk, InferenceRequest, ResultEnvelope, SamplingParams
+from shared.messages import InferenceRequest, IngestChunk, ResultEnvelope, SamplingParams
 from shared.streams import ensure_group
 
 enc = msgspec.msgpack.Encoder()
 
 
 def _request(job_id: str, i: int, model: str) -> InferenceRequest:
-    return InferenceRequest(request_id=f"req_{i}", job_id=job_id, custom_id=f"c{i}", model=model,
-                            accepted_ms=0, prompt=f"p{i}", params=SamplingParams(max_tokens=4))
+    return InferenceRequest(
+        request_id=f"req_{i}",
+        job_id=job_id,
+        custom_id=f"c{i}",
+        model=model,
+        accepted_ms=0,
+        prompt=f"p{i}",
+        params=SamplingParams(max_tokens=4),
+    )
 
 
 async def _create_job(store: JobStore, job_id: str, per_model: dict[str, int]) -> list[InferenceRequest]:
@@ -32,9 +39,16 @@ async def _create_job(store: JobStore, job_id: str, per_model: dict[str, int]) -
 
 
 def _result(req: InferenceRequest, status="succeeded", tokens=(3, 2)) -> bytes:
-    line = ResultLine(custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=status,
-                      output=Output(text="x", finish_reason="stop"), usage=Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1]),
-                      error=None, timings=Timings(queued_ms=1, inference_ms=1))
+    line = ResultLine(
+        custom_id=req.custom_id,
+        request_id=req.request_id,
+        model=req.model,
+        status=status,
+        output=Output(text="x", finish_reason="stop"),
+        usage=Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1]),
+        error=None,
+        timings=Timings(queued_ms=1, inference_ms=1),
+    )
     return enc.encode(ResultEnvelope(req.job_id, line))
 
 

@@ -24,7 +24,12 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def _submit(client: httpx.Client, model: str, n: int, tag: str, priority: str = "batch") -> str:
-    body = {"priority": priority, "requests": [{"custom_id": f"{tag}-{i}", "model": model, "prompt": f"{tag} {i}", "max_tokens": 4} for i in range(n)]}
+    body = {
+        "priority": priority,
+        "requests": [
+            {"custom_id": f"{tag}-{i}", "model": model, "prompt": f"{tag} {i}", "max_tokens": 4} for i in range(n)
+        ],
+    }
     resp = client.post("/v1/jobs", json=body)
     assert resp.status_code == 202, resp.text
     return resp.json()["id"]
@@ -90,7 +95,10 @@ def test_a_flooded_model_neither_blocks_another_nor_grows_its_stream(tmp_path):
         assert queue["unfinished"] >= 180_000 and queue["flow"] in ("flowing", "paused")
         # the bound stated in docs/architecture.md: one read batch, whatever the backlog
         assert rss_peak - rss_start < 64 * 1024, f"router RSS grew by {(rss_peak - rss_start) // 1024} MiB"
-        print(f"\nslow stream max length {max_len}; router RSS {rss_start // 1024} -> {rss_peak // 1024} MiB; A done {a_done}")
+        print(
+            f"\nslow stream max length {max_len}; router RSS {rss_start // 1024} -> {rss_peak // 1024} MiB;"
+            f" A done {a_done}"
+        )
         stack.stop()
 
 
@@ -143,7 +151,9 @@ engine = "dummy"
 
 
 def test_admission_control_answers_429_and_accepts_once_drained(tmp_path):
-    with LocalStack(_write(tmp_path, ADMISSION_MODELS), workdir=tmp_path / "stack", env={"INFERQ_MAX_BACKLOG": "1500"}) as stack:
+    with LocalStack(
+        _write(tmp_path, ADMISSION_MODELS), workdir=tmp_path / "stack", env={"INFERQ_MAX_BACKLOG": "1500"}
+    ) as stack:
         rdb = redis.Redis.from_url(stack.redis_url)
         with httpx.Client(base_url=stack.base_url, timeout=60) as client:
             first = _submit(client, "capped", 800, "first")
@@ -200,7 +210,12 @@ def test_streams_and_memory_return_to_baseline_after_a_100k_job(tmp_path):
                 lengths = {s: rdb.xlen(s) for s in streams}
                 used = rdb.info("memory")["used_memory"]
                 events = rdb.xlen(keys.events_stream)  # capped, approximately (whole nodes of ~100 entries)
-                if max(lengths.values()) <= 200 and events <= 1200 and used - baseline < 3 * 1024 * 1024 and not rdb.exists(keys.job(jobs[0])):
+                if (
+                    max(lengths.values()) <= 200
+                    and events <= 1200
+                    and used - baseline < 3 * 1024 * 1024
+                    and not rdb.exists(keys.job(jobs[0]))
+                ):
                     break
                 assert time.monotonic() < deadline, (lengths, events, used - baseline)
                 time.sleep(0.5)

@@ -30,24 +30,115 @@ BAD_INPUTS = [
     # (name, body bytes or json, status, field, index, message fragment)
     ("malformed json", b'{"requests": [', 400, "body", None, "malformed JSON"),
     ("not an object", b"[]", 422, None, None, "Expected `object`, got `array`"),
-    ("unknown model", {"requests": [_ok(), _ok(model="nope")]}, 422, "requests[1].model", 1, "unknown model 'nope'; known models: alpha, beta, gamma"),
-    ("neither prompt nor messages", {"requests": [{"model": "alpha"}]}, 422, "requests[0].prompt", 0, "exactly one of `prompt` or `messages`"),
-    ("both prompt and messages", {"requests": [_ok(), _ok(messages=[{"role": "user", "content": "x"}])]}, 422, "requests[1].prompt", 1, "not both"),
+    (
+        "unknown model",
+        {"requests": [_ok(), _ok(model="nope")]},
+        422,
+        "requests[1].model",
+        1,
+        "unknown model 'nope'; known models: alpha, beta, gamma",
+    ),
+    (
+        "neither prompt nor messages",
+        {"requests": [{"model": "alpha"}]},
+        422,
+        "requests[0].prompt",
+        0,
+        "exactly one of `prompt` or `messages`",
+    ),
+    (
+        "both prompt and messages",
+        {"requests": [_ok(), _ok(messages=[{"role": "user", "content": "x"}])]},
+        422,
+        "requests[1].prompt",
+        1,
+        "not both",
+    ),
     ("wrong type", {"requests": [_ok(), _ok(), _ok(max_tokens="ten")]}, 422, "requests[2].max_tokens", 2, "got `str`"),
     ("max_tokens below 1", {"requests": [_ok(max_tokens=0)]}, 422, "requests[0].max_tokens", 0, ">= 1"),
-    ("max_tokens above model limit", {"requests": [_ok(model="gamma", max_tokens=101)]}, 422, "requests[0].max_tokens", 0, "exceeds the limit of 100"),
+    (
+        "max_tokens above model limit",
+        {"requests": [_ok(model="gamma", max_tokens=101)]},
+        422,
+        "requests[0].max_tokens",
+        0,
+        "exceeds the limit of 100",
+    ),
     ("temperature out of range", {"requests": [_ok(temperature=3.5)]}, 422, "requests[0].temperature", 0, "<= 2.0"),
-    ("bad role", {"requests": [{"model": "alpha", "messages": [{"role": "robot", "content": "x"}]}]}, 422, "requests[0].messages[0].role", 0, "Invalid enum value 'robot'"),
-    ("unknown request field", {"requests": [_ok(max_token=5)]}, 422, "requests[0].max_token", 0, "unknown field `max_token`"),
-    ("duplicate custom_id", {"requests": [_ok(custom_id="a"), _ok(custom_id="b"), _ok(custom_id="a")]}, 422, "requests[2].custom_id", 2, "duplicate custom_id 'a' (also used by requests[0])"),
+    (
+        "bad role",
+        {"requests": [{"model": "alpha", "messages": [{"role": "robot", "content": "x"}]}]},
+        422,
+        "requests[0].messages[0].role",
+        0,
+        "Invalid enum value 'robot'",
+    ),
+    (
+        "unknown request field",
+        {"requests": [_ok(max_token=5)]},
+        422,
+        "requests[0].max_token",
+        0,
+        "unknown field `max_token`",
+    ),
+    (
+        "duplicate custom_id",
+        {"requests": [_ok(custom_id="a"), _ok(custom_id="b"), _ok(custom_id="a")]},
+        422,
+        "requests[2].custom_id",
+        2,
+        "duplicate custom_id 'a' (also used by requests[0])",
+    ),
     ("empty list", {"requests": []}, 422, "requests", None, "at least one request"),
     ("no requests at all", {"metadata": {}}, 422, "requests", None, "must contain a `requests` list"),
-    ("requests and prompts", {"requests": [_ok()], "prompts": [{"model": "alpha", "prompt": "x"}]}, 422, "requests", None, "not both"),
-    ("prompts shape missing prompt", {"prompts": [{"id": "p1", "model": "alpha"}]}, 422, "prompts[0].prompt", 0, "missing required field `prompt`"),
-    ("prompts shape unknown model", {"prompts": [{"id": "p1", "model": "zeta", "prompt": "x"}]}, 422, "prompts[0].model", 0, "unknown model 'zeta'"),
-    ("metadata value not a string", {"requests": [_ok()], "metadata": {"k": 1}}, 422, "metadata[...]", None, "Expected `str`, got `int`"),
-    ("over the per-job limit", {"requests": [_ok() for _ in range(21)]}, 413, "requests", None, "the job has 21 requests; the limit is 20"),
-    ("over the body limit", {"requests": [_ok(prompt="x" * 70_000)]}, 413, "body", None, "larger than the limit of 65536 bytes"),
+    (
+        "requests and prompts",
+        {"requests": [_ok()], "prompts": [{"model": "alpha", "prompt": "x"}]},
+        422,
+        "requests",
+        None,
+        "not both",
+    ),
+    (
+        "prompts shape missing prompt",
+        {"prompts": [{"id": "p1", "model": "alpha"}]},
+        422,
+        "prompts[0].prompt",
+        0,
+        "missing required field `prompt`",
+    ),
+    (
+        "prompts shape unknown model",
+        {"prompts": [{"id": "p1", "model": "zeta", "prompt": "x"}]},
+        422,
+        "prompts[0].model",
+        0,
+        "unknown model 'zeta'",
+    ),
+    (
+        "metadata value not a string",
+        {"requests": [_ok()], "metadata": {"k": 1}},
+        422,
+        "metadata[...]",
+        None,
+        "Expected `str`, got `int`",
+    ),
+    (
+        "over the per-job limit",
+        {"requests": [_ok() for _ in range(21)]},
+        413,
+        "requests",
+        None,
+        "the job has 21 requests; the limit is 20",
+    ),
+    (
+        "over the body limit",
+        {"requests": [_ok(prompt="x" * 70_000)]},
+        413,
+        "body",
+        None,
+        "larger than the limit of 65536 bytes",
+    ),
 ]
 
 
@@ -83,12 +174,24 @@ async def test_accepted_job_is_queued_with_counts(api, r, keys):
     assert resp.status_code == 202
     job = resp.json()
     assert job["id"].startswith("job_") and job["status"] == "queued"
-    assert job["request_counts"] == {"total": 3, "queued": 3, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "expired": 0}
+    assert job["request_counts"] == {
+        "total": 3,
+        "queued": 3,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "expired": 0,
+    }
     assert {m: c["total"] for m, c in job["models"].items()} == {"alpha": 1, "beta": 2}
     assert job["metadata"] == {"team": "search"}
 
     got = (await api.get(f"/v1/jobs/{job['id']}")).json()
-    assert got["status"] == "queued" and got["request_counts"] == job["request_counts"] and got["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert (
+        got["status"] == "queued"
+        and got["request_counts"] == job["request_counts"]
+        and got["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    )
 
     entries = await r.xrange(keys.ingest_stream)
     assert len(entries) == 1
@@ -96,14 +199,22 @@ async def test_accepted_job_is_queued_with_counts(api, r, keys):
     reqs = [request_decoder.decode(p) for _, _, p in chunk.items]
     assert chunk.job_id == job["id"]
     first = reqs[0]
-    assert first.custom_id == "first" and first.params.max_tokens == 5 and first.params.stop == ["END"] and first.params.seed == 7
+    assert (
+        first.custom_id == "first"
+        and first.params.max_tokens == 5
+        and first.params.stop == ["END"]
+        and first.params.seed == 7
+    )
     assert reqs[1].messages[0].content == "hi" and reqs[1].params.max_tokens == 256  # model default
     assert reqs[2].custom_id == reqs[2].request_id  # generated when absent
     assert len({q.request_id for q in reqs}) == 3
 
 
 async def test_prompts_shape_maps_id_to_custom_id(api, r, keys):
-    resp = await api.post("/v1/jobs", json={"prompts": [{"id": "p-1", "model": "alpha", "prompt": "a"}, {"model": "gamma", "prompt": "b"}]})
+    resp = await api.post(
+        "/v1/jobs",
+        json={"prompts": [{"id": "p-1", "model": "alpha", "prompt": "a"}, {"model": "gamma", "prompt": "b"}]},
+    )
     assert resp.status_code == 202
     chunk = chunk_decoder.decode((await r.xrange(keys.ingest_stream))[0][1][b"d"])
     reqs = [request_decoder.decode(p) for _, _, p in chunk.items]
@@ -153,7 +264,14 @@ async def test_models_health_and_readiness(api):
     models = (await api.get("/v1/models")).json()["data"]
     assert [m["id"] for m in models] == ["alpha", "beta", "gamma"]
     q = models[0]["queue"]
-    assert (q["unfinished"], q["queued"], q["routed_unread"], q["pending"], q["consumers"], q["flow"]) == (0, 0, 0, 0, 0, "flowing")
+    assert (q["unfinished"], q["queued"], q["routed_unread"], q["pending"], q["consumers"], q["flow"]) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+        "flowing",
+    )
     assert q["high_watermark"] == 128 and q["low_watermark"] == 64  # automatic: 2 x max_inflight 64
     assert set(q["lanes"]) == {"interactive", "batch"}
     assert (await api.get("/healthz")).json() == {"status": "ok", "detail": None}
@@ -177,7 +295,17 @@ async def test_openapi_documents_msgspec_bodies(api):
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobCreate"}
     assert post["responses"]["202"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Job"}
     schemas = doc["components"]["schemas"]
-    assert set(schemas["RequestSpec"]["properties"]) >= {"custom_id", "model", "prompt", "messages", "max_tokens", "temperature", "top_p", "stop", "seed"}
+    assert set(schemas["RequestSpec"]["properties"]) >= {
+        "custom_id",
+        "model",
+        "prompt",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+    }
     results = doc["paths"]["/v1/jobs/{job_id}/results"]["get"]
     assert "application/x-ndjson" in results["responses"]["200"]["content"]
     # every reference resolves

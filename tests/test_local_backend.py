@@ -49,6 +49,7 @@ def make(r, keys, redis_server, tmp_path, made):
         env = {"INFERQ_REDIS_URL": redis_server.url, "INFERQ_MODELS": str(models_path), "INFERQ_SHUTDOWN_GRACE_S": "5"}
         made.append(LocalBackend(r, keys, env=env, log_dir=str(tmp_path / "logs"), **kw))
         return made[-1]
+
     return make
 
 
@@ -110,7 +111,13 @@ async def test_a_new_backend_adopts_running_workers_and_stops_them(r, keys, make
     records = {  # a worker that has exited; an earlier process whose pid a worker now has; another host's worker
         "dead": {"host": first.host, "pid": exited.pid, "ticks": start_ticks(pid), "started": 0.0, "stopping": False},
         "reused": {"host": first.host, "pid": pid, "ticks": start_ticks(pid) - 1, "started": 0.0, "stopping": False},
-        "other-host:1": {"host": "other-host", "pid": pid, "ticks": start_ticks(pid), "started": 0.0, "stopping": False},
+        "other-host:1": {
+            "host": "other-host",
+            "pid": pid,
+            "ticks": start_ticks(pid),
+            "started": 0.0,
+            "stopping": False,
+        },
     }
     for field, rec in records.items():
         await r.hset(key, field, json.dumps(rec))
@@ -118,7 +125,9 @@ async def test_a_new_backend_adopts_running_workers_and_stops_them(r, keys, make
     leader = make(models_path)  # another dispatcher on this host leads now
     assert await leader.replicas("m") == 2
     assert sorted(w.pid for w in leader.workers["m"]) == sorted(p.pid for p in theirs)
-    assert sorted(k.decode() for k in await r.hkeys(key)) == sorted([f"{first.host}:{p.pid}" for p in theirs] + ["other-host:1"])
+    assert sorted(k.decode() for k in await r.hkeys(key)) == sorted(
+        [f"{first.host}:{p.pid}" for p in theirs] + ["other-host:1"]
+    )
 
     assert await leader.scale("m", 3) == 3 and _started(tmp_path) == 3  # only the difference is started
     _wait_until(lambda: _up(tmp_path) == 3)

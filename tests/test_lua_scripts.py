@@ -7,7 +7,6 @@ import re
 
 from shared import scripts
 from shared.states import BatchStatus, JobStatus, RequestStatus
-
 from tests.conftest import ROOT
 
 LUA = ROOT / "shared" / "lua"

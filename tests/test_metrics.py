@@ -34,7 +34,9 @@ def test_every_service_serves_prometheus_metrics(tmp_path):
     path = tmp_path / "models.toml"
     path.write_text(MODELS)
     dispatcher_port, worker_port = free_port(), free_port()
-    stack = LocalStack(path, workdir=tmp_path / "stack", models=["fast"], env={"INFERQ_METRICS_PORT": str(dispatcher_port)})
+    stack = LocalStack(
+        path, workdir=tmp_path / "stack", models=["fast"], env={"INFERQ_METRICS_PORT": str(dispatcher_port)}
+    )
     with stack:
         # the worker is started by hand to give it its own metrics port
         stack.stop_processes([n for n in stack.procs if n.startswith("worker")])
@@ -42,7 +44,10 @@ def test_every_service_serves_prometheus_metrics(tmp_path):
         stack.spawn("worker-fast-0", "services.inference", "--model", "fast")
         with httpx.Client(base_url=stack.base_url, timeout=10) as api:
             api.post("/v1/jobs", json={"requests": [{"model": "idle", "prompt": "wait"} for _ in range(7)]})
-            job = api.post("/v1/jobs", json={"requests": [{"model": "fast", "prompt": "one two SECRET-PROMPT-7431"} for _ in range(20)]}).json()
+            job = api.post(
+                "/v1/jobs",
+                json={"requests": [{"model": "fast", "prompt": "one two SECRET-PROMPT-7431"} for _ in range(20)]},
+            ).json()
             deadline = time.monotonic() + 20
             while api.get(f"/v1/jobs/{job['id']}").json()["status"] != "completed":
                 assert time.monotonic() < deadline

@@ -16,8 +16,8 @@ from services.dispatcher.scaling.modal_backend import ModalBackend, Outcome, pol
 from shared.flow import model_scaling
 from shared.models_config import parse_models
 from tests.fakes import modal as fake_modal
-from tests.fakes.modal import exception as fake_exc
 from tests.fakes.clock import Clock
+from tests.fakes.modal import exception as fake_exc
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = parse_models("""
@@ -65,7 +65,9 @@ async def test_spawns_counts_and_cancels_runs_with_the_modal_api(r, keys, world,
 
     assert await backend.scale(MODEL, 3) == 3
     spawns = _calls(tmp_path, "spawn")
-    assert [(c["app"], c["cls"], c["kwargs"], c["error"]) for c in spawns] == [("inferq", CLS, {"idle_exit_s": 45.0}, None)] * 3
+    assert [(c["app"], c["cls"], c["kwargs"], c["error"]) for c in spawns] == [
+        ("inferq", CLS, {"idle_exit_s": 45.0}, None)
+    ] * 3
     first, second, third = (c["id"] for c in spawns)
     assert await _ids(r, keys) == sorted([first, second, third])
 
@@ -78,10 +80,19 @@ async def test_spawns_counts_and_cancels_runs_with_the_modal_api(r, keys, world,
     assert await _ids(r, keys) == [first]
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("CUDA error: out of memory"), OSError("gated repo"),
-                                 fake_exc.RemoteError("the function call was cancelled"), fake_exc.FunctionTimeoutError("24h"),
-                                 fake_exc.InternalFailure("container died"), fake_exc.OutputExpiredError(),
-                                 fake_exc.ExecutionError("cannot unpickle"), fake_exc.NotFoundError("no such call")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("CUDA error: out of memory"),
+        OSError("gated repo"),
+        fake_exc.RemoteError("the function call was cancelled"),
+        fake_exc.FunctionTimeoutError("24h"),
+        fake_exc.InternalFailure("container died"),
+        fake_exc.OutputExpiredError(),
+        fake_exc.ExecutionError("cannot unpickle"),
+        fake_exc.NotFoundError("no such call"),
+    ],
+)
 async def test_a_run_that_failed_in_modal_has_ended(r, keys, world, clock, exc):
     backend = _backend(r, keys, clock)
     await backend.scale(MODEL, 2)
@@ -91,10 +102,18 @@ async def test_a_run_that_failed_in_modal_has_ended(r, keys, world, clock, exc):
     assert await _ids(r, keys) == [other]
 
 
-@pytest.mark.parametrize("exc", [fake_exc.ConnectionError("Could not connect to the Modal server."), fake_exc.AuthError("token"),
-                                 fake_exc.ResourceExhaustedError("rate limit"), fake_exc.ServiceError("UNAVAILABLE"),
-                                 fake_exc.InternalError("INTERNAL"), fake_exc.ClientClosed(),
-                                 fake_exc.TimeoutError("the operation timed out after repeated failures")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        fake_exc.ConnectionError("Could not connect to the Modal server."),
+        fake_exc.AuthError("token"),
+        fake_exc.ResourceExhaustedError("rate limit"),
+        fake_exc.ServiceError("UNAVAILABLE"),
+        fake_exc.InternalError("INTERNAL"),
+        fake_exc.ClientClosed(),
+        fake_exc.TimeoutError("the operation timed out after repeated failures"),
+    ],
+)
 async def test_a_client_error_while_polling_keeps_every_run(r, keys, world, clock, tmp_path, exc):
     backend = _backend(r, keys, clock)
     await backend.scale(MODEL, 2)
@@ -108,9 +127,23 @@ async def test_a_client_error_while_polling_keeps_every_run(r, keys, world, cloc
 def test_the_classification_holds_for_the_real_modal_exceptions():
     """The fake's classes have the real names and bases, so the backend sorts the real ones alike."""
     real = pytest.importorskip("modal.exception")
-    for name in ("RemoteError", "FunctionTimeoutError", "InternalFailure", "OutputExpiredError", "ExecutionError", "NotFoundError",
-                 "ConnectionError", "AuthError", "ResourceExhaustedError", "ServiceError", "InternalError", "ClientClosed",
-                 "TimeoutError", "InvalidError", "PermissionDeniedError"):
+    for name in (
+        "RemoteError",
+        "FunctionTimeoutError",
+        "InternalFailure",
+        "OutputExpiredError",
+        "ExecutionError",
+        "NotFoundError",
+        "ConnectionError",
+        "AuthError",
+        "ResourceExhaustedError",
+        "ServiceError",
+        "InternalError",
+        "ClientClosed",
+        "TimeoutError",
+        "InvalidError",
+        "PermissionDeniedError",
+    ):
         fake_cls, real_cls = getattr(fake_exc, name), getattr(real, name)
         assert [b.__name__ for b in fake_cls.__mro__] == [b.__name__ for b in real_cls.__mro__], name
         assert poll_outcome(fake_cls("x"), fake_exc) is poll_outcome(real_cls("x"), real), name
@@ -167,7 +200,11 @@ async def test_a_failing_spawn_shows_in_the_models_api(r, keys, world, clock):
     world.fail_next("spawn", fake_exc.NotFoundError("App 'inferq' not found"))
     assert await backend.scale(MODEL, 1) == 0
     failures = (await model_scaling(r, keys, MODELS.get(MODEL))).failures
-    assert (failures.count, failures.last_error, failures.last_exit_status) == (1, "NotFoundError: App 'inferq' not found", None)
+    assert (failures.count, failures.last_error, failures.last_exit_status) == (
+        1,
+        "NotFoundError: App 'inferq' not found",
+        None,
+    )
     assert (failures.last_at, failures.next_attempt_at) == (clock.now, clock.now + 1)
 
 
@@ -207,21 +244,31 @@ async def test_a_failed_cancel_keeps_the_run(r, keys, world, clock, tmp_path):
 def test_the_fake_is_the_modal_package_of_a_subprocess(tmp_path):
     """The contract another process relies on: `tests/fakes` on PYTHONPATH makes it `modal`, and
     its calls land in INFERQ_FAKE_MODAL_LOG."""
-    script = ("import asyncio, modal\n"
-              "async def main():\n"
-              "    call = await modal.Cls.from_name('inferq', 'Worker_m')().run.spawn.aio(idle_exit_s=3)\n"
-              "    try:\n"
-              "        await modal.FunctionCall.from_id(call.object_id).get.aio(timeout=0)\n"
-              "    except TimeoutError:\n"
-              "        await modal.FunctionCall.from_id(call.object_id).cancel.aio()\n"
-              "    print(modal.__file__)\n"
-              "asyncio.run(main())\n")
+    script = (
+        "import asyncio, modal\n"
+        "async def main():\n"
+        "    call = await modal.Cls.from_name('inferq', 'Worker_m')().run.spawn.aio(idle_exit_s=3)\n"
+        "    try:\n"
+        "        await modal.FunctionCall.from_id(call.object_id).get.aio(timeout=0)\n"
+        "    except TimeoutError:\n"
+        "        await modal.FunctionCall.from_id(call.object_id).cancel.aio()\n"
+        "    print(modal.__file__)\n"
+        "asyncio.run(main())\n"
+    )
     log_path = tmp_path / "calls.jsonl"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'fakes'}{os.pathsep}{ROOT}", "INFERQ_FAKE_MODAL_LOG": str(log_path)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'tests' / 'fakes'}{os.pathsep}{ROOT}",
+        "INFERQ_FAKE_MODAL_LOG": str(log_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == str(ROOT / "tests" / "fakes" / "modal" / "__init__.py")
     calls = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [(c["op"], c["app"], c["cls"], c["kwargs"]) for c in calls] == [
-        ("spawn", "inferq", "Worker_m", {"idle_exit_s": 3}), ("get", "inferq", "Worker_m", {"timeout": 0}),
-        ("cancel", "inferq", "Worker_m", {})]
+        ("spawn", "inferq", "Worker_m", {"idle_exit_s": 3}),
+        ("get", "inferq", "Worker_m", {"timeout": 0}),
+        ("cancel", "inferq", "Worker_m", {}),
+    ]
     assert calls[0]["id"] == calls[1]["id"] == calls[2]["id"] and calls[0]["id"].startswith("fc-")

@@ -26,7 +26,7 @@ FAKES = ROOT / "tests" / "fakes"
 def readme_models_table() -> str:
     """The ```toml block of the README's Modal section, as a user would copy it."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("\n## Run on Modal GPUs\n"):]
+    section = readme[readme.index("\n## Run on Modal GPUs\n") :]
     section = section[: section.index("\n## ", 1)]
     [block] = re.findall(r"```toml\n(.*?)\n\s*```", section, flags=re.S)
     return block + "\n"
@@ -44,8 +44,10 @@ def test_the_readme_table_is_driven_by_modal_as_is(tmp_path):
     [name] = re.findall(r"^\s*\[models\.([\w-]+)\]$", models.read_text(), flags=re.M)
     log = tmp_path / "modal-calls.jsonl"
     env = {"PYTHONPATH": str(FAKES), "INFERQ_FAKE_MODAL_LOG": str(log)}
-    with LocalStack(models, workdir=tmp_path / "stack", models=[], env=env) as stack, \
-            httpx.Client(base_url=stack.base_url, timeout=30) as client:
+    with (
+        LocalStack(models, workdir=tmp_path / "stack", models=[], env=env) as stack,
+        httpx.Client(base_url=stack.base_url, timeout=30) as client,
+    ):
         assert stack.procs.keys() == {"ingest", "dispatcher-0"}  # no worker here: they run on Modal
         info = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == name)
         assert info["scaling"]["backend"] == "modal" and info["scaling"]["max_replicas"] == 4
@@ -62,8 +64,9 @@ def test_the_readme_table_is_driven_by_modal_as_is(tmp_path):
             time.sleep(0.1)
         time.sleep(2.0)  # the fake's runs keep running: the dispatcher must not spawn more
         spawns = _spawns(log)
-        assert [(s["app"], s["cls"], s["kwargs"], s["error"]) for s in spawns] == \
-            [("inferq", modal_class_name(name), {"idle_exit_s": 60.0}, None)] * 3
+        assert [(s["app"], s["cls"], s["kwargs"], s["error"]) for s in spawns] == [
+            ("inferq", modal_class_name(name), {"idle_exit_s": 60.0}, None)
+        ] * 3
         assert modal_class_name(name) == "Worker_llama_8b"
         scaling = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == name)["scaling"]
         assert (scaling["current"], scaling["desired"]) == (3, 3), scaling
@@ -75,13 +78,19 @@ def test_the_deploy_check_of_the_readme_table_prints_that_plan(tmp_path):
     models.write_text(readme_models_table())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "INFERQ_MODAL_"))}
     env.pop("PYTHONPATH", None)  # the real modal package, not the fake
-    check = subprocess.run([sys.executable, "-m", "inferq.cli", "deploy", "--check", "--models", str(models)],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-m", "inferq.cli", "deploy", "--check", "--models", str(models)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stderr
     lines = check.stdout.splitlines()
     assert lines[0] == f'Modal app "inferq" from {models}'
     at = lines.index("llama-8b -> class Worker_llama_8b")
-    assert lines[at + 1:at + 8] == [
+    assert lines[at + 1 : at + 8] == [
         "  gpu               L40S",
         "  containers        min 0, max 4",
         "  scaledown window  300 s",

@@ -21,26 +21,55 @@ def test_example_models_file_is_valid():
     "text, expected",
     [
         ('[models.a]\nengine = "dummy"\nmax_inflight = 0', "model 'a': max_inflight: Expected `int` >= 1"),
-        ('[models.a]\nengine = "gpt"', "model 'a': unknown engine 'gpt'; known engines: ['dummy', 'openai', 'transformers', 'vllm']"),
-        ('[models.a]\nengine = "transformers"', "model 'a': engine 'transformers' options: Object missing required field `model`"),
-        ('[models.a]\nengine = "openai"\noptions = {base_url = "ftp://x"}', "model 'a': engine 'openai' options: base_url: Expected `str` matching regex '^https?://'"),
+        (
+            '[models.a]\nengine = "gpt"',
+            "model 'a': unknown engine 'gpt'; known engines: ['dummy', 'openai', 'transformers', 'vllm']",
+        ),
+        (
+            '[models.a]\nengine = "transformers"',
+            "model 'a': engine 'transformers' options: Object missing required field `model`",
+        ),
+        (
+            '[models.a]\nengine = "openai"\noptions = {base_url = "ftp://x"}',
+            "model 'a': engine 'openai' options: base_url: Expected `str` matching regex '^https?://'",
+        ),
         ('[models.a]\nengine = "dummy"\nmax_inflihgt = 3', "model 'a': Object contains unknown field `max_inflihgt`"),
-        ('[models.a]\nengine = "dummy"\n[models.a.options]\nlatency = 3', "model 'a': engine 'dummy' options: Object contains unknown field `latency`"),
-        ('[models.ok]\nengine = "dummy"\n[models.b]\nmax_inflight = 3', "model 'b': Object missing required field `engine`"),
+        (
+            '[models.a]\nengine = "dummy"\n[models.a.options]\nlatency = 3',
+            "model 'a': engine 'dummy' options: Object contains unknown field `latency`",
+        ),
+        (
+            '[models.ok]\nengine = "dummy"\n[models.b]\nmax_inflight = 3',
+            "model 'b': Object missing required field `engine`",
+        ),
         ('[models."bad name"]\nengine = "dummy"', "model 'bad name': invalid name"),
-        ('[models.a]\nengine = "dummy"\n[models.a.scaling]\nmin_replicas = 3\nmax_replicas = 2', "model 'a': scaling.min_replicas exceeds"),
-        ('[models.a]\nengine = "dummy"\n[models.a.modal]\n[models.a.scaling]\nbackend = "static"',
-         "model 'a': has a [models.a.modal] table but scaling.backend = \"static\""),
-        ('[models.a]\nengine = "dummy"\n[models.a.modal]\n[models.a.scaling]\nbackend = "local"',
-         "model 'a': has a [models.a.modal] table but scaling.backend = \"local\""),
-        ('[models."org/m-1"]\nengine = "dummy"\n[models."org/m-1".scaling]\nbackend = "modal"',
-         "model 'org/m-1': scaling.backend = \"modal\" needs a [models.\"org/m-1\".modal] table"),
-        ('[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 1\n[models.a.scaling]\nmax_replicas = 2',
-         "model 'a': modal.min_containers (1) exceeds scaling.min_replicas (0): only runs the dispatcher spawns "
-         "serve requests, so the extra containers would stay idle and be billed; to keep 1 warm, set "
-         "scaling.min_replicas = 1"),
-        ('[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 3\nmax_containers = 2\n[models.a.scaling]\nmin_replicas = 3\nmax_replicas = 4',
-         "model 'a': modal.min_containers (3) exceeds modal.max_containers (2)"),
+        (
+            '[models.a]\nengine = "dummy"\n[models.a.scaling]\nmin_replicas = 3\nmax_replicas = 2',
+            "model 'a': scaling.min_replicas exceeds",
+        ),
+        (
+            '[models.a]\nengine = "dummy"\n[models.a.modal]\n[models.a.scaling]\nbackend = "static"',
+            "model 'a': has a [models.a.modal] table but scaling.backend = \"static\"",
+        ),
+        (
+            '[models.a]\nengine = "dummy"\n[models.a.modal]\n[models.a.scaling]\nbackend = "local"',
+            "model 'a': has a [models.a.modal] table but scaling.backend = \"local\"",
+        ),
+        (
+            '[models."org/m-1"]\nengine = "dummy"\n[models."org/m-1".scaling]\nbackend = "modal"',
+            'model \'org/m-1\': scaling.backend = "modal" needs a [models."org/m-1".modal] table',
+        ),
+        (
+            '[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 1\n[models.a.scaling]\nmax_replicas = 2',
+            "model 'a': modal.min_containers (1) exceeds scaling.min_replicas (0): only runs the dispatcher spawns "
+            "serve requests, so the extra containers would stay idle and be billed; to keep 1 warm, set "
+            "scaling.min_replicas = 1",
+        ),
+        (
+            '[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 3\nmax_containers = 2\n'
+            "[models.a.scaling]\nmin_replicas = 3\nmax_replicas = 4",
+            "model 'a': modal.min_containers (3) exceeds modal.max_containers (2)",
+        ),
         ("models = 3", "no models defined"),
         ("[other]\nx = 1", "unknown top-level key(s) ['other']"),
         ("[models.a\n", "not valid TOML"),
@@ -80,8 +109,10 @@ options = {model = "org/m"}
 
 
 def test_warm_containers_used_by_kept_runs_are_accepted():
-    text = ('[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 2\n'
-            '[models.a.scaling]\nmin_replicas = 2\nmax_replicas = 4')
+    text = (
+        '[models.a]\nengine = "dummy"\n[models.a.modal]\nmin_containers = 2\n'
+        "[models.a.scaling]\nmin_replicas = 2\nmax_replicas = 4"
+    )
     a = parse_models(text).models["a"]
     assert (a.modal.min_containers, a.scaling.min_replicas, a.modal_max_containers) == (2, 2, 4)
 

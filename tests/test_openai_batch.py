@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import openai
 import pytest
 
@@ -33,9 +32,16 @@ def _jsonl(lines: list[dict]) -> bytes:
 
 
 def _chat_line(i: int, model: str = "chat-m") -> dict:
-    return {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": model, "messages": [{"role": "system", "content": "be brief"},
-                                                  {"role": "user", "content": f"hello number {i}"}], "max_tokens": 10}}
+    return {
+        "custom_id": f"req-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": model,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"hello number {i}"}],
+            "max_tokens": 10,
+        },
+    }
 
 
 @pytest.mark.e2e
@@ -48,9 +54,15 @@ def test_the_official_sdk_runs_a_batch_end_to_end(tmp_path):
         assert upload.object == "file" and upload.purpose == "batch" and upload.bytes > 0
         assert client.files.retrieve(upload.id).filename == "batch.jsonl"
 
-        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h", metadata={"team": "search"})
-        assert batch.status == "in_progress" and batch.request_counts.total == 300 and batch.metadata == {"team": "search"}
+        batch = client.batches.create(
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"team": "search"},
+        )
+        assert (
+            batch.status == "in_progress" and batch.request_counts.total == 300 and batch.metadata == {"team": "search"}
+        )
         deadline = time.monotonic() + 60
         while (batch := client.batches.retrieve(batch.id)).status != "completed":
             assert batch.status in ("validating", "in_progress", "finalizing") and time.monotonic() < deadline, batch
@@ -70,7 +82,9 @@ def test_the_official_sdk_runs_a_batch_end_to_end(tmp_path):
         assert client.files.retrieve(batch.output_file_id).purpose == "batch_output"
 
         # a slow batch, cancelled while running: partial results kept, the rest in the error file
-        slow = client.files.create(file=("slow.jsonl", _jsonl([_chat_line(i, "slow-m") for i in range(200)])), purpose="batch")
+        slow = client.files.create(
+            file=("slow.jsonl", _jsonl([_chat_line(i, "slow-m") for i in range(200)])), purpose="batch"
+        )
         running = client.batches.create(input_file_id=slow.id, endpoint="/v1/chat/completions", completion_window="24h")
         time.sleep(0.5)
         cancelling = client.batches.cancel(running.id)
@@ -96,28 +110,53 @@ def test_the_official_sdk_runs_a_batch_end_to_end(tmp_path):
 async def _batch_for(api, content: bytes, endpoint="/v1/chat/completions") -> dict:
     upload = await api.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
     assert upload.status_code == 200, upload.text
-    resp = await api.post("/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": endpoint,
-                                                "completion_window": "24h"})
+    resp = await api.post(
+        "/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": endpoint, "completion_window": "24h"}
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()
 
 
 def _ok_line(i, **body) -> dict:
-    return {"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "alpha", "messages": [{"role": "user", "content": "hi"}], **body}}
+    return {
+        "custom_id": f"c{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "alpha", "messages": [{"role": "user", "content": "hi"}], **body},
+    }
 
 
 INVALID_FILES = [
-    ("bad json line", _jsonl([_ok_line(0)]) + b'{"custom_id": "c1", "method": \n', [(2, "invalid_json_line", "not valid JSON")]),
-    ("unknown model", _jsonl([_ok_line(0), _ok_line(1, model="nope")]), [(2, "model_not_found", "unknown model 'nope'")]),
-    ("duplicate custom_id", _jsonl([_ok_line(0), _ok_line(1), _ok_line(0)]),
-     [(3, "duplicate_custom_id", "custom_id 'c0' is also used on line 1")]),
-    ("unsupported url", _jsonl([_ok_line(0), {**_ok_line(1), "url": "/v1/embeddings"}]),
-     [(2, "invalid_url", "url '/v1/embeddings' does not match the batch's endpoint '/v1/chat/completions'")]),
-    ("several at once", _jsonl([_ok_line(0, model="x"), _ok_line(1), {**_ok_line(2), "method": "GET"}]),
-     [(1, "model_not_found", "unknown model 'x'"), (3, "invalid_request", "method")]),
-    ("max_tokens over the model's limit", _jsonl([_ok_line(0), _ok_line(1, model="gamma", max_tokens=1000)]),
-     [(2, "invalid_request_error", "line 2.max_tokens: 1000 exceeds the limit of 100")]),
+    (
+        "bad json line",
+        _jsonl([_ok_line(0)]) + b'{"custom_id": "c1", "method": \n',
+        [(2, "invalid_json_line", "not valid JSON")],
+    ),
+    (
+        "unknown model",
+        _jsonl([_ok_line(0), _ok_line(1, model="nope")]),
+        [(2, "model_not_found", "unknown model 'nope'")],
+    ),
+    (
+        "duplicate custom_id",
+        _jsonl([_ok_line(0), _ok_line(1), _ok_line(0)]),
+        [(3, "duplicate_custom_id", "custom_id 'c0' is also used on line 1")],
+    ),
+    (
+        "unsupported url",
+        _jsonl([_ok_line(0), {**_ok_line(1), "url": "/v1/embeddings"}]),
+        [(2, "invalid_url", "url '/v1/embeddings' does not match the batch's endpoint '/v1/chat/completions'")],
+    ),
+    (
+        "several at once",
+        _jsonl([_ok_line(0, model="x"), _ok_line(1), {**_ok_line(2), "method": "GET"}]),
+        [(1, "model_not_found", "unknown model 'x'"), (3, "invalid_request", "method")],
+    ),
+    (
+        "max_tokens over the model's limit",
+        _jsonl([_ok_line(0), _ok_line(1, model="gamma", max_tokens=1000)]),
+        [(2, "invalid_request_error", "line 2.max_tokens: 1000 exceeds the limit of 100")],
+    ),
 ]
 
 
@@ -135,11 +174,21 @@ async def test_an_invalid_file_gives_a_failed_batch_naming_the_lines(api, r, key
 
 
 async def test_completions_endpoint_and_wrong_purpose(api, r, keys):  # noqa: F811
-    line = {"custom_id": "p", "method": "POST", "url": "/v1/completions", "body": {"model": "alpha", "prompt": "hi there"}}
+    line = {
+        "custom_id": "p",
+        "method": "POST",
+        "url": "/v1/completions",
+        "body": {"model": "alpha", "prompt": "hi there"},
+    }
     batch = await _batch_for(api, _jsonl([line]), endpoint="/v1/completions")
     assert batch["status"] == "in_progress" and batch["request_counts"]["total"] == 1
-    chat_on_completions = await _batch_for(api, _jsonl([_ok_line(0) | {"url": "/v1/completions"}]), endpoint="/v1/completions")
-    assert chat_on_completions["errors"]["data"][0]["message"] == "line 1: body.prompt must be a string (one prompt per line)"
+    chat_on_completions = await _batch_for(
+        api, _jsonl([_ok_line(0) | {"url": "/v1/completions"}]), endpoint="/v1/completions"
+    )
+    assert (
+        chat_on_completions["errors"]["data"][0]["message"]
+        == "line 1: body.prompt must be a string (one prompt per line)"
+    )
     wrong = await api.post("/v1/files", files={"file": ("x.jsonl", b"{}")}, data={"purpose": "fine-tune"})
     assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "purpose"
     missing = await api.post("/v1/batches", json={"input_file_id": "file-nope", "endpoint": "/v1/completions"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 import pytest
 
 from services.inference.engines import EngineError, create_engine
@@ -17,8 +18,6 @@ from shared.keys import PAYLOAD_FIELD
 from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
 from shared.models_config import OpenAIOptions, parse_models
 from tests.openai_server import OpenAIStub
-
-import msgspec
 
 
 @pytest.fixture
@@ -32,9 +31,16 @@ def _engine(stub, **kw) -> OpenAIEngine:
 
 
 def _req(i=0, prompt: str | None = "one two three", messages=None, **params) -> InferenceRequest:
-    return InferenceRequest(request_id=f"req_{i}", job_id="job_o", custom_id=f"c{i}", model="m", accepted_ms=0,
-                            prompt=None if messages else prompt, messages=messages,
-                            params=SamplingParams(**{"max_tokens": 16, **params}))
+    return InferenceRequest(
+        request_id=f"req_{i}",
+        job_id="job_o",
+        custom_id=f"c{i}",
+        model="m",
+        accepted_ms=0,
+        prompt=None if messages else prompt,
+        messages=messages,
+        params=SamplingParams(**{"max_tokens": 16, **params}),
+    )
 
 
 async def test_chat_and_completions_map_fields_both_ways(stub, monkeypatch):
@@ -42,17 +48,37 @@ async def test_chat_and_completions_map_fields_both_ways(stub, monkeypatch):
     eng = _engine(stub, model="upstream-model", api_key_env="UPSTREAM_KEY")
     await eng.start()
     try:
-        chat = await eng.generate(_req(0, messages=[ChatMessage("system", "be kind"), ChatMessage("user", "hello there")],
-                                       temperature=0.2, top_p=0.9, stop=["\n"], seed=3, max_tokens=2))
+        chat = await eng.generate(
+            _req(
+                0,
+                messages=[ChatMessage("system", "be kind"), ChatMessage("user", "hello there")],
+                temperature=0.2,
+                top_p=0.9,
+                stop=["\n"],
+                seed=3,
+                max_tokens=2,
+            )
+        )
         text = await eng.generate(_req(1, "alpha beta gamma"))
     finally:
         await eng.stop()
-    assert chat.text == "kind be" and chat.finish_reason == "length" and (chat.prompt_tokens, chat.completion_tokens) == (4, 2)
+    assert (
+        chat.text == "kind be"
+        and chat.finish_reason == "length"
+        and (chat.prompt_tokens, chat.completion_tokens) == (4, 2)
+    )
     assert text.text == "gamma beta alpha" and text.finish_reason == "stop" and text.completion_tokens == 3
     first, second = stub.calls
     assert first["path"] == "/v1/chat/completions" and second["path"] == "/v1/completions"
-    assert first["body"] == {"model": "upstream-model", "max_tokens": 2, "temperature": 0.2, "top_p": 0.9, "stop": ["\n"],
-                             "seed": 3, "messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hello there"}]}
+    assert first["body"] == {
+        "model": "upstream-model",
+        "max_tokens": 2,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\n"],
+        "seed": 3,
+        "messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hello there"}],
+    }
     assert second["body"] == {"model": "upstream-model", "max_tokens": 16, "prompt": "alpha beta gamma"}
     assert first["headers"]["authorization"] == "Bearer sk-test-123"
     assert first["headers"]["x-request-id"] == "req_0"
@@ -163,8 +189,10 @@ backoff_s = 0.01
         await asyncio.sleep(0.02)
     stop.set()
     await task
-    lines = {e.line.custom_id: e.line for e in (msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope)
-                                                for _, f in await r.xrange(keys.results_stream))}
+    lines = {
+        e.line.custom_id: e.line
+        for e in (msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream))
+    }
     assert lines["c0"].status == "succeeded" and lines["c0"].output.text == "here words fine"
     assert lines["c1"].status == "failed" and lines["c1"].error.code == "upstream_400"
     assert "maximum context length" in lines["c1"].error.message

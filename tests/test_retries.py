@@ -142,7 +142,8 @@ async def test_requeue_undoes_the_failure_and_reopens_the_job(r, keys):
     (dead,) = (await list_dead_letters(r, keys, None, 10)).data
     payload = (await r.xrange(keys.dead_letter_stream))[0][1][b"d"]
 
-    assert await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload) == "completed"  # the job was completed: it reopens
+    # the job was completed: it reopens
+    assert await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload) == "completed"
     job = await store.get("job_r")
     assert job.status == "in_progress" and job.request_counts.failed == 0 and job.request_counts.queued == 1
     assert len(await store.read_results("job_r", None, 10)) == 1  # the failed line is gone

@@ -21,8 +21,9 @@ def _at(trace, t):
     return next(r for tt, _, r in trace if tt == t)
 
 
-CFG = ScalingConfig(backend="local", min_replicas=0, max_replicas=4, target_per_replica=100,
-                    scale_down_window_s=10, idle_cooldown_s=20)
+CFG = ScalingConfig(
+    backend="local", min_replicas=0, max_replicas=4, target_per_replica=100, scale_down_window_s=10, idle_cooldown_s=20
+)
 
 
 def test_burst_scales_up_at_once_capped_then_down_slowly_then_to_zero():
@@ -51,8 +52,14 @@ def test_no_flapping_around_a_threshold():
 
 
 def test_activation_threshold_gates_zero_to_one_only():
-    cfg = ScalingConfig(backend="local", max_replicas=3, target_per_replica=100, activation_backlog=50,
-                        scale_down_window_s=0, idle_cooldown_s=0)
+    cfg = ScalingConfig(
+        backend="local",
+        max_replicas=3,
+        target_per_replica=100,
+        activation_backlog=50,
+        scale_down_window_s=0,
+        idle_cooldown_s=0,
+    )
     trace = _replay(cfg, lambda t: 10 if t < 5 else 60 if t < 10 else 20, 15)
     assert [_at(trace, t) for t in (0, 4)] == [0, 0]  # 10 waiting requests do not wake a GPU
     assert _at(trace, 5) == 1
@@ -60,8 +67,9 @@ def test_activation_threshold_gates_zero_to_one_only():
 
 
 def test_min_replicas_is_a_floor_even_when_idle():
-    cfg = ScalingConfig(backend="local", min_replicas=2, max_replicas=5, target_per_replica=10,
-                        scale_down_window_s=0, idle_cooldown_s=0)
+    cfg = ScalingConfig(
+        backend="local", min_replicas=2, max_replicas=5, target_per_replica=10, scale_down_window_s=0, idle_cooldown_s=0
+    )
     trace = _replay(cfg, lambda t: 100 if 3 <= t < 6 else 0, 20)
     assert _at(trace, 0) == 2 and _at(trace, 3) == 5 and _at(trace, 20) == 2
 

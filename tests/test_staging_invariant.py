@@ -9,7 +9,7 @@ from services.dispatcher.router import Router
 from shared.api import ErrorInfo, ResultLine, Timings, Usage
 from shared.jobstore import JobStore, ResultRecord
 from shared.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, staged_field
-from shared.messages import IngestChunk, InferenceRequest, SamplingParams
+from shared.messages import InferenceRequest, IngestChunk, SamplingParams
 from shared.states import RequestStatus
 from shared.streams import ensure_group
 
@@ -18,9 +18,18 @@ enc = msgspec.msgpack.Encoder()
 
 async def _create(store: JobStore, job_id: str, items: list[tuple[str, str]]) -> list[InferenceRequest]:
     """A job of one request per (model, lane) in `items`."""
-    reqs = [InferenceRequest(request_id=f"{job_id}_{i}", job_id=job_id, custom_id=f"c{i}", model=model,
-                             accepted_ms=0, prompt="p", params=SamplingParams(max_tokens=4))
-            for i, (model, _) in enumerate(items)]
+    reqs = [
+        InferenceRequest(
+            request_id=f"{job_id}_{i}",
+            job_id=job_id,
+            custom_id=f"c{i}",
+            model=model,
+            accepted_ms=0,
+            prompt="p",
+            params=SamplingParams(max_tokens=4),
+        )
+        for i, (model, _) in enumerate(items)
+    ]
     chunk = enc.encode(IngestChunk(job_id, [(q.model, lane, enc.encode(q)) for q, (_, lane) in zip(reqs, items)]))
     totals: dict[str, int] = {}
     for model, _ in items:
@@ -81,11 +90,32 @@ async def test_staging_invariant_holds_after_every_staging_script(r, keys, model
         await router.feed_all()
         await assert_invariant(r, keys, models)
     req = poisoned[0]
-    line = ResultLine(custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=RequestStatus.FAILED,
-                      output=None, usage=Usage(), timings=Timings(queued_ms=0, inference_ms=0),
-                      error=ErrorInfo(code="max_attempts_exceeded", message="x"))
-    await store.record_results("collector", [], [ResultRecord("job_d", req.request_id, req.model, RequestStatus.FAILED,
-                                                              0, 0, msgspec.json.encode(line), "max_attempts_exceeded")])
+    line = ResultLine(
+        custom_id=req.custom_id,
+        request_id=req.request_id,
+        model=req.model,
+        status=RequestStatus.FAILED,
+        output=None,
+        usage=Usage(),
+        timings=Timings(queued_ms=0, inference_ms=0),
+        error=ErrorInfo(code="max_attempts_exceeded", message="x"),
+    )
+    await store.record_results(
+        "collector",
+        [],
+        [
+            ResultRecord(
+                "job_d",
+                req.request_id,
+                req.model,
+                RequestStatus.FAILED,
+                0,
+                0,
+                msgspec.json.encode(line),
+                "max_attempts_exceeded",
+            )
+        ],
+    )
     dead_id = (await r.xadd(keys.dead_letter_stream, {PAYLOAD_FIELD: enc.encode(req)})).decode()
     await store.requeue(dead_id, "job_d", req.request_id, "gamma", "batch", enc.encode(req))
     staged = await assert_invariant(r, keys, models)

@@ -17,8 +17,17 @@ from shared.keys import PAYLOAD_FIELD
 
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"
-JSONL = "\n".join(json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
-                              "body": {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}}) for i in range(2))
+JSONL = "\n".join(
+    json.dumps(
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]},
+        }
+    )
+    for i in range(2)
+)
 
 
 def make_api(settings, models, **overrides):
@@ -31,9 +40,15 @@ async def apps(r, settings, models):
     app = make_api(settings, models)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_A}"}) as a, \
-                httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_B}"}) as b, \
-                httpx.AsyncClient(transport=transport, base_url="http://t") as anon:
+        async with (
+            httpx.AsyncClient(
+                transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_A}"}
+            ) as a,
+            httpx.AsyncClient(
+                transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_B}"}
+            ) as b,
+            httpx.AsyncClient(transport=transport, base_url="http://t") as anon,
+        ):
             yield a, b, anon
 
 
@@ -51,26 +66,50 @@ async def test_every_resource_is_invisible_to_another_tenant(apps, r, keys):
     job = (await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "prompt": "x"}]})).json()
     job_id = job["id"]
     file_id = (await a.post("/v1/files", files={"file": ("in.jsonl", JSONL)}, data={"purpose": "batch"})).json()["id"]
-    batch = (await a.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-                                               "completion_window": "24h"})).json()
+    batch = (
+        await a.post(
+            "/v1/batches",
+            json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        )
+    ).json()
     hook = (await a.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook"})).json()
-    info = DeadLetter(source="test", reason="max_attempts_exceeded", job_id=job_id, request_id="req_x", model="alpha",
-                      lane="batch", requeueable=True)
+    info = DeadLetter(
+        source="test",
+        reason="max_attempts_exceeded",
+        job_id=job_id,
+        request_id="req_x",
+        model="alpha",
+        lane="batch",
+        requeueable=True,
+    )
     dead_id = (await r.xadd(keys.dead_letter_stream, {PAYLOAD_FIELD: b"x", META_FIELD: meta(info)})).decode()
 
-    owner_sees = [f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/results", f"/v1/files/{file_id}", f"/v1/files/{file_id}/content",
-                  f"/v1/batches/{batch['id']}", f"/v1/webhooks/{hook['id']}", f"/v1/webhooks/{hook['id']}/deliveries"]
+    owner_sees = [
+        f"/v1/jobs/{job_id}",
+        f"/v1/jobs/{job_id}/results",
+        f"/v1/files/{file_id}",
+        f"/v1/files/{file_id}/content",
+        f"/v1/batches/{batch['id']}",
+        f"/v1/webhooks/{hook['id']}",
+        f"/v1/webhooks/{hook['id']}/deliveries",
+    ]
     for path in owner_sees:
         assert (await a.get(path)).status_code == 200, path
         resp = await b.get(path)
         assert resp.status_code == 404, path  # not 403: another tenant's id looks like a missing one
     assert (await b.get(f"/v1/jobs/{job_id}/events")).status_code == 404
-    for path in (f"/v1/jobs/{job_id}/cancel", f"/v1/batches/{batch['id']}/cancel", f"/v1/webhooks/{hook['id']}/rotate",
-                 f"/v1/dead-letters/{dead_id}/requeue"):
+    for path in (
+        f"/v1/jobs/{job_id}/cancel",
+        f"/v1/batches/{batch['id']}/cancel",
+        f"/v1/webhooks/{hook['id']}/rotate",
+        f"/v1/dead-letters/{dead_id}/requeue",
+    ):
         assert (await b.post(path)).status_code == 404, path
     assert (await b.delete(f"/v1/files/{file_id}")).status_code == 404
     assert (await b.delete(f"/v1/webhooks/{hook['id']}")).status_code == 404
-    resp = await b.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+    resp = await b.post(
+        "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    )
     assert resp.status_code == 404 and resp.json()["error"]["field"] == "input_file_id"
 
     # lists show only the caller's own
@@ -97,15 +136,17 @@ async def test_keys_are_stored_hashed_and_revocation_works(r, keys, settings, mo
     assert key.encode() not in dump  # only its SHA-256 is kept
     app = make_api(settings, models)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                     headers={"Authorization": f"Bearer {key}"}) as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"Authorization": f"Bearer {key}"}
+        ) as c:
             assert (await c.get("/v1/webhooks")).status_code == 200
             assert [k.id for k in await store.list()] == [rec.id]
             assert (await store.revoke(rec.id)).tenant == "gamma"
     app = make_api(settings, models)  # a running ingest forgets a revoked key within a few seconds; a new one at once
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                     headers={"Authorization": f"Bearer {key}"}) as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"Authorization": f"Bearer {key}"}
+        ) as c:
             assert (await c.get("/v1/webhooks")).status_code == 401
 
 
@@ -113,10 +154,18 @@ async def test_tenant_limits_answer_429_and_write_nothing(r, keys, settings, mod
     app = make_api(settings, models, tenant_rate=10.0, tenant_burst=20, tenant_max_queued=30)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_A}"}) as a, \
-                httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_B}"}) as b:
+        async with (
+            httpx.AsyncClient(
+                transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_A}"}
+            ) as a,
+            httpx.AsyncClient(
+                transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {KEY_B}"}
+            ) as b,
+        ):
+
             def job(n):
                 return {"requests": [{"model": "alpha", "prompt": "x"} for _ in range(n)]}
+
             assert (await a.post("/v1/jobs", json=job(15))).status_code == 202
             resp = await a.post("/v1/jobs", json=job(15))  # 5 tokens left in the bucket
             assert resp.status_code == 429 and resp.json()["error"]["type"] == "rate_limited"
@@ -134,19 +183,43 @@ async def test_tenant_limits_answer_429_and_write_nothing(r, keys, settings, mod
 
 async def test_limits_on_input_sizes(apps, settings, models):
     a, _, _ = apps
-    resp = await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "prompt": "ok"},
-                                                       {"model": "alpha", "prompt": "x" * (settings.max_prompt_chars + 1)}]})
+    resp = await a.post(
+        "/v1/jobs",
+        json={
+            "requests": [
+                {"model": "alpha", "prompt": "ok"},
+                {"model": "alpha", "prompt": "x" * (settings.max_prompt_chars + 1)},
+            ]
+        },
+    )
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "requests[1].prompt"
-    resp = await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "messages": [
-        {"role": "user", "content": "y" * settings.max_prompt_chars}, {"role": "user", "content": "z"}]}]})
+    resp = await a.post(
+        "/v1/jobs",
+        json={
+            "requests": [
+                {
+                    "model": "alpha",
+                    "messages": [
+                        {"role": "user", "content": "y" * settings.max_prompt_chars},
+                        {"role": "user", "content": "z"},
+                    ],
+                }
+            ]
+        },
+    )
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "requests[0].messages"
     resp = await a.post("/v1/jobs", json={"requests": [{"model": "gamma", "prompt": "x", "max_tokens": 101}]})
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "requests[0].max_tokens"
-    resp = await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "prompt": "x"}],
-                                          "metadata": {f"k{i}": "v" for i in range(17)}})
+    resp = await a.post(
+        "/v1/jobs",
+        json={"requests": [{"model": "alpha", "prompt": "x"}], "metadata": {f"k{i}": "v" for i in range(17)}},
+    )
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "metadata"
-    resp = await a.post("/v1/jobs", content=b"{" + b" " * (settings.max_body_bytes + 1) + b"}",
-                        headers={"content-type": "application/json"})
+    resp = await a.post(
+        "/v1/jobs",
+        content=b"{" + b" " * (settings.max_body_bytes + 1) + b"}",
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 413
 
 

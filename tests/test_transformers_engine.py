@@ -27,7 +27,9 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture
 async def engine(tiny_model):
-    eng = TransformersEngine(TransformersOptions(model=str(tiny_model), max_batch_size=16, batch_wait_ms=30, local_files_only=True))
+    eng = TransformersEngine(
+        TransformersOptions(model=str(tiny_model), max_batch_size=16, batch_wait_ms=30, local_files_only=True)
+    )
     await eng.start()
     yield eng
     await eng.stop()
@@ -35,9 +37,16 @@ async def engine(tiny_model):
 
 def _req(i: int, prompt: str | None = "the quick brown fox", **params) -> InferenceRequest:
     messages = params.pop("messages", None)
-    return InferenceRequest(request_id=f"r{i}", job_id="j", custom_id=f"c{i}", model="tiny", accepted_ms=0,
-                            prompt=None if messages else prompt, messages=messages,
-                            params=SamplingParams(**{"max_tokens": 8, "temperature": 0.0, **params}))
+    return InferenceRequest(
+        request_id=f"r{i}",
+        job_id="j",
+        custom_id=f"c{i}",
+        model="tiny",
+        accepted_ms=0,
+        prompt=None if messages else prompt,
+        messages=messages,
+        params=SamplingParams(**{"max_tokens": 8, "temperature": 0.0, **params}),
+    )
 
 
 async def test_concurrent_requests_share_one_generate_call_and_keep_their_own_limits(engine):
@@ -53,16 +62,21 @@ async def test_concurrent_requests_share_one_generate_call_and_keep_their_own_li
 
 async def test_greedy_output_does_not_depend_on_the_batch(engine):
     alone = await engine.generate(_req(0, "a haiku about the ocean"))
-    together = await asyncio.gather(*(engine.generate(_req(i, p)) for i, p in enumerate(
-        ["a haiku about the ocean", "mountain trains and city rain in autumn", "hello"])))
+    together = await asyncio.gather(
+        *(
+            engine.generate(_req(i, p))
+            for i, p in enumerate(["a haiku about the ocean", "mountain trains and city rain in autumn", "hello"])
+        )
+    )
     assert together[0].text == alone.text and together[0].completion_tokens == alone.completion_tokens
 
 
 async def test_chat_messages_are_rendered_with_the_chat_template(engine):
     messages = [ChatMessage("system", "be brief"), ChatMessage("user", "hello world")]
     out = await engine.generate(_req(0, messages=messages))
-    rendered = engine.tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
-                                                    tokenize=False, add_generation_prompt=True)
+    rendered = engine.tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in messages], tokenize=False, add_generation_prompt=True
+    )
     assert rendered.endswith("<|assistant|>")
     assert out.prompt_tokens == len(engine.tokenizer(rendered)["input_ids"])
 
@@ -106,7 +120,9 @@ async def test_a_cancelled_request_is_not_generated(engine):
 
 
 def test_the_models_file_selects_the_engine(tiny_model):
-    cfg = parse_models(f'[models.tiny]\nengine = "transformers"\n[models.tiny.options]\nmodel = "{tiny_model}"\nmax_batch_size = 4\n')
+    cfg = parse_models(
+        f'[models.tiny]\nengine = "transformers"\n[models.tiny.options]\nmodel = "{tiny_model}"\nmax_batch_size = 4\n'
+    )
     eng = create_engine(cfg.get("tiny"))
     assert isinstance(eng, TransformersEngine) and eng.options.max_batch_size == 4
 
@@ -127,9 +143,18 @@ local_files_only = true
 """)
     stack = LocalStack(models, workdir=tmp_path / "stack", env={"INFERQ_LOG_LEVEL": "DEBUG"})
     with stack, httpx.Client(base_url=stack.base_url, timeout=60) as client:
-        body = {"requests": [{"custom_id": f"p{i}", "model": "tiny", "prompt": f"hello world {i}"} for i in range(20)]
-                + [{"custom_id": f"m{i}", "model": "tiny", "messages": [{"role": "user", "content": f"a haiku {i}"}],
-                    "max_tokens": 4} for i in range(12)]}
+        body = {
+            "requests": [{"custom_id": f"p{i}", "model": "tiny", "prompt": f"hello world {i}"} for i in range(20)]
+            + [
+                {
+                    "custom_id": f"m{i}",
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": f"a haiku {i}"}],
+                    "max_tokens": 4,
+                }
+                for i in range(12)
+            ]
+        }
         job_id = client.post("/v1/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 120
         while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] != "completed":
@@ -142,8 +167,11 @@ local_files_only = true
         assert all(l["usage"]["completion_tokens"] <= (6 if l["custom_id"].startswith("p") else 4) for l in lines)
         assert sum(l["usage"]["completion_tokens"] for l in lines) > 0 and any(l["output"]["text"] for l in lines)
         assert job["usage"]["completion_tokens"] == sum(l["usage"]["completion_tokens"] for l in lines)
-        sizes = [json.loads(l)["batch_size"] for l in stack.log_path("worker-tiny-0").read_text().splitlines()
-                 if l.startswith("{") and json.loads(l).get("msg") == "generate"]
+        sizes = [
+            json.loads(l)["batch_size"]
+            for l in stack.log_path("worker-tiny-0").read_text().splitlines()
+            if l.startswith("{") and json.loads(l).get("msg") == "generate"
+        ]
         assert max(sizes) >= 2, f"every generate() call ran a single request: {sizes}"
         assert sum(sizes) == len(lines)
         assert set(stack.stop().values()) == {0}

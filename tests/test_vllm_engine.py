@@ -48,9 +48,16 @@ async def engine(fake_vllm):
 
 
 def _req(i=0, prompt: str | None = "a b c d", messages=None, **params) -> InferenceRequest:
-    return InferenceRequest(request_id=f"req_{i}", job_id="job_v", custom_id=f"c{i}", model="llama", accepted_ms=0,
-                            prompt=None if messages else prompt, messages=messages,
-                            params=SamplingParams(**{"max_tokens": 3, **params}))
+    return InferenceRequest(
+        request_id=f"req_{i}",
+        job_id="job_v",
+        custom_id=f"c{i}",
+        model="llama",
+        accepted_ms=0,
+        prompt=None if messages else prompt,
+        messages=messages,
+        params=SamplingParams(**{"max_tokens": 3, **params}),
+    )
 
 
 async def test_a_dead_engine_raises_engine_dead(engine):

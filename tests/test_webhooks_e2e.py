@@ -19,8 +19,12 @@ max_inflight = 64
 [models.echo.options]
 latency_ms = 2
 """
-ENV = {"INFERQ_WEBHOOK_ALLOW_PRIVATE": "1", "INFERQ_WEBHOOK_ALLOW_HTTP": "1",
-       "INFERQ_WEBHOOK_RETRY_SCHEDULE": "0,0.3,0.3", "INFERQ_WEBHOOK_TIMEOUT_S": "2"}
+ENV = {
+    "INFERQ_WEBHOOK_ALLOW_PRIVATE": "1",
+    "INFERQ_WEBHOOK_ALLOW_HTTP": "1",
+    "INFERQ_WEBHOOK_RETRY_SCHEDULE": "0,0.3,0.3",
+    "INFERQ_WEBHOOK_TIMEOUT_S": "2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,9 @@ def receiver():
 
 
 def submit(api, n: int = 3, **extra) -> str:
-    resp = api.post("/v1/jobs", json={"requests": [{"model": "echo", "prompt": f"hello {i}"} for i in range(n)], **extra})
+    resp = api.post(
+        "/v1/jobs", json={"requests": [{"model": "echo", "prompt": f"hello {i}"} for i in range(n)], **extra}
+    )
     assert resp.status_code == 202, resp.text
     return resp.json()["id"]
 
@@ -103,11 +109,17 @@ def test_receiver_down_for_the_whole_schedule_is_dead_lettered_and_can_be_redeli
     try:
         submit(api)
         [delivery] = wait_for(lambda: [d for d in deliveries(api, endpoint["id"]) if d["status"] == "dead_lettered"])
-        assert delivery["attempts"] == 3 and delivery["last_status_code"] is None and delivery["next_attempt_at"] is None
+        assert (
+            delivery["attempts"] == 3 and delivery["last_status_code"] is None and delivery["next_attempt_at"] is None
+        )
         assert "ConnectError" in delivery["last_error"]
         dead = api.get("/v1/dead-letters").json()["data"]
         mine = [d for d in dead if d.get("delivery_id") == delivery["id"]]
-        assert len(mine) == 1 and mine[0]["reason"] == "webhook_delivery_failed" and mine[0]["webhook_id"] == endpoint["id"]
+        assert (
+            len(mine) == 1
+            and mine[0]["reason"] == "webhook_delivery_failed"
+            and mine[0]["webhook_id"] == endpoint["id"]
+        )
         with Receiver(port) as receiver:  # the receiver is back: redeliver by hand
             resp = api.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/redeliver")
             assert resp.status_code == 200 and resp.json()["status"] == "pending"
@@ -148,8 +160,13 @@ def test_retry_after_is_honoured(api, receiver):
 
 
 def test_job_webhook_with_request_events_and_secret_rotation(api, receiver):
-    resp = api.post("/v1/jobs", json={"requests": [{"model": "echo", "prompt": f"p {i}"} for i in range(5)],
-                                      "webhook": {"url": receiver.url("/job"), "events": ["request.completed", "job.completed"]}})
+    resp = api.post(
+        "/v1/jobs",
+        json={
+            "requests": [{"model": "echo", "prompt": f"p {i}"} for i in range(5)],
+            "webhook": {"url": receiver.url("/job"), "events": ["request.completed", "job.completed"]},
+        },
+    )
     assert resp.status_code == 202, resp.text
     job = resp.json()
     hook = job["webhook"]
@@ -160,7 +177,9 @@ def test_job_webhook_with_request_events_and_secret_rotation(api, receiver):
     payloads = [verifier.verify(c.body, c.headers) for c in calls]
     requests = [p for p in payloads if p["type"] == "request.completed"]
     assert sorted(p["data"]["custom_id"] for p in requests) == sorted(
-        r["custom_id"] for r in (__import__("json").loads(l) for l in api.get(f"/v1/jobs/{job['id']}/results").text.splitlines()))
+        r["custom_id"]
+        for r in (__import__("json").loads(l) for l in api.get(f"/v1/jobs/{job['id']}/results").text.splitlines())
+    )
     assert all(p["data"]["status"] == "succeeded" and p["data"]["output"]["text"] for p in requests)
     assert [p["type"] for p in payloads if p["type"].startswith("job.")] == ["job.completed"]
     assert len({c.headers["webhook-id"] for c in calls}) == 6
@@ -187,7 +206,8 @@ def test_endpoint_subscribed_to_request_events_gets_one_per_request(api, receive
         payloads = [Webhook(endpoint["secret"]).verify(c.body, c.headers) for c in calls]
         assert {p["type"] for p in payloads} == {"request.completed"}
         assert sorted(p["data"]["custom_id"] for p in payloads) == sorted(
-            p["data"]["request_id"] for p in payloads)  # generated custom_ids are the request ids
+            p["data"]["request_id"] for p in payloads
+        )  # generated custom_ids are the request ids
         assert all(p["data"]["request_id"].startswith("req_" + job_id[4:]) for p in payloads)
     finally:
         api.delete(f"/v1/webhooks/{endpoint['id']}")

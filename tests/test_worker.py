@@ -18,8 +18,18 @@ enc = msgspec.msgpack.Encoder()
 
 
 async def _enqueue(r, keys, model: str, n: int, job_id="job_w") -> list[InferenceRequest]:
-    reqs = [InferenceRequest(request_id=f"req_{i}", job_id=job_id, custom_id=f"c{i}", model=model, accepted_ms=0,
-                             prompt=f"word{i} more words", params=SamplingParams(max_tokens=8)) for i in range(n)]
+    reqs = [
+        InferenceRequest(
+            request_id=f"req_{i}",
+            job_id=job_id,
+            custom_id=f"c{i}",
+            model=model,
+            accepted_ms=0,
+            prompt=f"word{i} more words",
+            params=SamplingParams(max_tokens=8),
+        )
+        for i in range(n)
+    ]
     await JobStore(r, keys).create(job_id, 0, {model: n}, {}, [])
     for q in reqs:
         await r.xadd(keys.model_stream(model, "batch"), {PAYLOAD_FIELD: enc.encode(q)})
@@ -97,7 +107,9 @@ async def test_stop_drains_in_flight_requests_before_exit(r, keys, models):
 
 async def test_unfinished_work_is_handed_back_after_the_grace_period(r, keys, models):
     await _enqueue(r, keys, "gamma", 4)
-    worker = InferenceWorker(r, keys, models.get("gamma"), DummyEngine(DummyOptions(latency_ms=5000)), grace_s=0.2, block_ms=100)
+    worker = InferenceWorker(
+        r, keys, models.get("gamma"), DummyEngine(DummyOptions(latency_ms=5000)), grace_s=0.2, block_ms=100
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await _until(lambda: _has_inflight(worker, 4))
@@ -125,9 +137,26 @@ async def _has_inflight(worker, n):
 def test_result_lines_are_the_documented_shape():
     from shared.api import ErrorInfo, ResultLine, Timings, Usage
 
-    line = ResultLine(custom_id="a", request_id="r", model="m", status="failed", output=None, usage=Usage(),
-                      error=ErrorInfo(code="x", message="y"), timings=Timings(queued_ms=1.5, inference_ms=2.0))
-    assert set(json.loads(msgspec.json.encode(line))) == {"custom_id", "request_id", "model", "status", "output", "usage", "error", "timings"}
+    line = ResultLine(
+        custom_id="a",
+        request_id="r",
+        model="m",
+        status="failed",
+        output=None,
+        usage=Usage(),
+        error=ErrorInfo(code="x", message="y"),
+        timings=Timings(queued_ms=1.5, inference_ms=2.0),
+    )
+    assert set(json.loads(msgspec.json.encode(line))) == {
+        "custom_id",
+        "request_id",
+        "model",
+        "status",
+        "output",
+        "usage",
+        "error",
+        "timings",
+    }
 
 
 async def test_unreadable_request_fails_visibly_or_is_dead_lettered(r, keys, models):
@@ -157,7 +186,7 @@ async def test_reclaim_never_takes_more_than_free_slots(r, keys):
 
     stream = keys.model_stream("alpha", "batch")
     await ensure_group(r, stream, WORKER_GROUP)
-    for i in range(10):
+    for _ in range(10):
         await r.xadd(stream, {PAYLOAD_FIELD: b"x"})
     await r.xreadgroup(WORKER_GROUP, "dead-worker", {stream: ">"})
     claimed = await claim_idle(r, stream, WORKER_GROUP, "live-worker", 0, 4)

@@ -52,7 +52,7 @@ class Receiver:
     def calls_to(self, path: str) -> list[Call]:
         return [c for c in self.calls if c.path == path]
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self.thread.start()
         return self
 

@@ -41,7 +41,7 @@ async def _wait_for_redis(url: str) -> bool:
                 pass
             try:
                 await asyncio.wait_for(stop.wait(), backoff.next())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return False
     finally:
@@ -85,11 +85,13 @@ def main() -> int:
         print(f"inferq dispatcher: {problem}", file=sys.stderr)
         return 2
     configure_logging("dispatcher", settings.log_level)
+    loop: asyncio.AbstractEventLoop
     try:
-        from uvloop import new_event_loop
+        import uvloop
     except ImportError:
-        new_event_loop = asyncio.new_event_loop
-    loop = new_event_loop()
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     return _run(settings, loop)
 

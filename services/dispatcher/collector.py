@@ -65,13 +65,21 @@ class Collector(BatchConsumer):
                 await self.jobs.record_results(COLLECTOR_GROUP, [], [_record(ResultEnvelope(env.job_id, line))])
             await self._dead_letter(entry_id, fields, "max_attempts_exceeded", times, why, env)
 
-    async def _dead_letter(self, entry_id: bytes, fields, reason: str, attempts: int, error: str,
-                           env: ResultEnvelope | None = None) -> None:
+    async def _dead_letter(
+        self, entry_id: bytes, fields, reason: str, attempts: int, error: str, env: ResultEnvelope | None = None
+    ) -> None:
         log.error("result entry %s moved to the dead-letter stream: %s", entry_id, error)
         raw = fields.get(_PAYLOAD) or fields.get(_DROP) or b""
-        info = DeadLetter(source=self.stream, reason=reason, attempts=attempts, error=error,
-                          job_id=env.job_id if env else None, request_id=env.line.request_id if env else None,
-                          custom_id=env.line.custom_id if env else None, model=env.line.model if env else None)
+        info = DeadLetter(
+            source=self.stream,
+            reason=reason,
+            attempts=attempts,
+            error=error,
+            job_id=env.job_id if env else None,
+            request_id=env.line.request_id if env else None,
+            custom_id=env.line.custom_id if env else None,
+            model=env.line.model if env else None,
+        )
         await dead_letter(self.r, self.keys, self.stream, self.group, entry_id, raw, info)
 
 
@@ -86,8 +94,14 @@ def _envelope(fields: dict[bytes, bytes]) -> ResultEnvelope:
 def _record(env: ResultEnvelope) -> ResultRecord:
     line = env.line
     return ResultRecord(
-        env.job_id, line.request_id, line.model, line.status, line.usage.prompt_tokens, line.usage.completion_tokens,
-        _line_encoder.encode(line), line.error.code if line.error else "",
+        env.job_id,
+        line.request_id,
+        line.model,
+        line.status,
+        line.usage.prompt_tokens,
+        line.usage.completion_tokens,
+        _line_encoder.encode(line),
+        line.error.code if line.error else "",
     )
 
 

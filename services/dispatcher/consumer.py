@@ -78,11 +78,17 @@ class BatchConsumer:
             try:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + self.claim_idle_ms / 3000
-                    stale = await claim_idle(self.r, self.stream, self.group, self.consumer, self.claim_idle_ms, self.count)
+                    stale = await claim_idle(
+                        self.r, self.stream, self.group, self.consumer, self.claim_idle_ms, self.count
+                    )
                     if stale:
-                        log.warning("%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream)
+                        log.warning(
+                            "%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream
+                        )
                         await self._handle_reclaimed(stale)
-                entries = await read_new(self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms())
+                entries = await read_new(
+                    self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms()
+                )
                 if entries:
                     await self.handle(entries)
                 await self.tick()

@@ -11,7 +11,6 @@ from shared.models_config import ModelsConfig
 from shared.states import RequestStatus
 from shared.streams import trim_acknowledged
 
-
 log = logging.getLogger("inferq.dispatcher")
 
 
@@ -34,7 +33,12 @@ async def trim_streams(ctx: dict) -> int:
     """Keep internal streams bounded: drop entries every consumer group has acknowledged."""
     keys: Keys = ctx["keys"]
     models: ModelsConfig = ctx["models"]
-    streams = [keys.ingest_stream, keys.results_stream, keys.webhook_events, *(s for m in models.names() for s in keys.model_streams(m))]
+    streams = [
+        keys.ingest_stream,
+        keys.results_stream,
+        keys.webhook_events,
+        *(s for m in models.names() for s in keys.model_streams(m)),
+    ]
     for stream in streams:
         await trim_acknowledged(ctx["stream_redis"], stream)
     await forget_expired_jobs(ctx)

@@ -87,13 +87,30 @@ class Router(BatchConsumer):
                 chunk = chunk_decoder.decode(raw)
             except msgspec.DecodeError as exc:
                 log.error("undecodable ingest entry %s moved to the dead-letter stream", entry_id)
-                batch.entry(entry_id, [self._dead(batch, raw, DeadLetter(source=self.stream, reason="undecodable", attempts=times, error=str(exc)))])
+                batch.entry(
+                    entry_id,
+                    [
+                        self._dead(
+                            batch,
+                            raw,
+                            DeadLetter(source=self.stream, reason="undecodable", attempts=times, error=str(exc)),
+                        )
+                    ],
+                )
                 continue
             if times > self.max_deliveries:
                 why = f"ingest chunk delivered {times} times; each router that took it stopped before finishing"
                 log.error(why, extra={"job_id": chunk.job_id})
-                info = DeadLetter(source=self.stream, reason="max_attempts_exceeded", attempts=times, error=why, job_id=chunk.job_id)
-                batch.entry(entry_id, [self._dead(batch, raw, info), *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items)])
+                info = DeadLetter(
+                    source=self.stream, reason="max_attempts_exceeded", attempts=times, error=why, job_id=chunk.job_id
+                )
+                batch.entry(
+                    entry_id,
+                    [
+                        self._dead(batch, raw, info),
+                        *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items),
+                    ],
+                )
                 continue
             groups: dict[tuple[str, str], list[bytes]] = {}
             ops: list[list] = []
@@ -102,8 +119,15 @@ class Router(BatchConsumer):
                     groups.setdefault((model, lane), []).append(payload)
                 else:
                     failed = _unroutable_result(chunk.job_id, payload)
-                    ops.append(batch.result(failed) if failed is not None else self._dead(batch,
-                        payload, DeadLetter(source=self.stream, reason="undecodable", attempts=times, job_id=chunk.job_id)))
+                    ops.append(
+                        batch.result(failed)
+                        if failed is not None
+                        else self._dead(
+                            batch,
+                            payload,
+                            DeadLetter(source=self.stream, reason="undecodable", attempts=times, job_id=chunk.job_id),
+                        )
+                    )
             for (model, lane), payloads in groups.items():
                 ops.append(batch.stage(model, lane, chunk.job_id, payloads))
             batch.entry(entry_id, ops)
@@ -116,8 +140,14 @@ class Router(BatchConsumer):
         return batch.append(self.keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
 
     def _feed_model(self, model: ModelConfig, client=None):
-        return self._feed(model=model.name, high_watermark=model.high_watermark, low_watermark=model.low_watermark,
-                          max_move=self.max_move, quantum=model.flow.quantum, client=client)
+        return self._feed(
+            model=model.name,
+            high_watermark=model.high_watermark,
+            low_watermark=model.low_watermark,
+            max_move=self.max_move,
+            quantum=model.flow.quantum,
+            client=client,
+        )
 
     async def feed(self, model: ModelConfig) -> tuple[int, int, bool, int]:
         """Move what flow control allows for one model: (interactive moved, batch moved, paused, queues waiting)."""
@@ -146,8 +176,13 @@ def _unroutable_result(job_id: str, payload: bytes) -> bytes | None:
     except msgspec.DecodeError:
         return None
     line = ResultLine(
-        custom_id=req.custom_id, request_id=req.request_id, model=req.model, status=RequestStatus.FAILED, output=None,
-        usage=Usage(), timings=Timings(queued_ms=0.0, inference_ms=0.0),
+        custom_id=req.custom_id,
+        request_id=req.request_id,
+        model=req.model,
+        status=RequestStatus.FAILED,
+        output=None,
+        usage=Usage(),
+        timings=Timings(queued_ms=0.0, inference_ms=0.0),
         error=ErrorInfo(code="model_not_found", message=f"model {req.model!r} is no longer configured"),
     )
     return _results_encoder.encode(ResultEnvelope(job_id, line))

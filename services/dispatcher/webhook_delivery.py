@@ -47,17 +47,24 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
     error: str | None = None
     retry_after: float | None = None
     try:
-        target = await check_url(endpoint.url, allow_private=settings.webhook_allow_private,
-                                 allow_http=settings.webhook_allow_http)
+        target = await check_url(
+            endpoint.url, allow_private=settings.webhook_allow_private, allow_http=settings.webhook_allow_http
+        )
         body = rec.payload.encode()
         ts = int(started)
-        headers = {"content-type": "application/json", "user-agent": USER_AGENT, "webhook-id": rec.id,
-                   "webhook-timestamp": str(ts), "webhook-signature": signature_header(endpoint, rec.id, ts, body)}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": rec.id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": signature_header(endpoint, rec.id, ts, body),
+        }
         if target.host_header:  # connect to the address that was checked, not to a fresh DNS answer
             headers["host"] = target.host_header
         extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
-        resp = await ctx["http"].post(target.url, content=body, headers=headers, timeout=settings.webhook_timeout_s,
-                                      extensions=extensions)
+        resp = await ctx["http"].post(
+            target.url, content=body, headers=headers, timeout=settings.webhook_timeout_s, extensions=extensions
+        )
         code = resp.status_code
         if code in (429, 503):
             retry_after = _retry_after(resp.headers.get("retry-after"))
@@ -72,14 +79,19 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
     except Exception as exc:  # anything else is a failed attempt too: the delivery must not stall
         log.exception("webhook attempt failed unexpectedly", extra={"webhook_id": endpoint.id})
         error = f"{type(exc).__name__}: {exc}"
-    rec.attempts.append(DeliveryAttempt(at=int(started * 1000), status_code=code, error=error,
-                                        duration_ms=round((time.time() - started) * 1000, 1)))
+    rec.attempts.append(
+        DeliveryAttempt(
+            at=int(started * 1000), status_code=code, error=error, duration_ms=round((time.time() - started) * 1000, 1)
+        )
+    )
     extra = None
     if error is None:
         rec.status, rec.next_attempt_at = "succeeded", None
     elif code == 410:
         rec.status, rec.next_attempt_at = "endpoint_disabled", None
-        await store.disable(endpoint.id, f"the receiver answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+        await store.disable(
+            endpoint.id, f"the receiver answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        )
         log.warning("webhook endpoint disabled: 410 Gone", extra={"webhook_id": endpoint.id})
     else:
         schedule = settings.retry_schedule()
@@ -89,12 +101,21 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
             rec.next_attempt_at = int((time.time() + delay) * 1000)
         else:
             rec.status, rec.next_attempt_at = "dead_lettered", None
-            info = DeadLetter(source="webhooks", reason="webhook_delivery_failed", attempts=n,
-                              error=f"last attempt: {error}", webhook_id=endpoint.id, delivery_id=rec.id)
+            info = DeadLetter(
+                source="webhooks",
+                reason="webhook_delivery_failed",
+                attempts=n,
+                error=f"last attempt: {error}",
+                webhook_id=endpoint.id,
+                delivery_id=rec.id,
+            )
             log.warning("webhook delivery dead-lettered after %d attempts", n, extra={"webhook_id": endpoint.id})
 
-            def extra(pipe, info=info, payload=rec.payload.encode()):
+            payload = rec.payload.encode()
+
+            def extra(pipe, info=info, payload=payload):
                 pipe.xadd(keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
+
     await store.save_delivery(rec, extra=extra)
     WEBHOOK_DELIVERIES.labels("retry_scheduled" if rec.status == "pending" else rec.status).inc()
     return rec.status
@@ -114,8 +135,9 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-async def schedule_deliveries(store: WebhookStore, arq_redis, queue_name: str, stop: asyncio.Event,
-                              poll_s: float = 0.1, lease_s: float = 120.0) -> None:
+async def schedule_deliveries(
+    store: WebhookStore, arq_redis, queue_name: str, stop: asyncio.Event, poll_s: float = 0.1, lease_s: float = 120.0
+) -> None:
     """Hand due deliveries to arq. The arq job id names the attempt, so two dispatchers (or a
     crash between enqueue and lease) never run one attempt twice. A handed-out delivery stays in
     the due set `lease_s` later: if its attempt dies without recording anything (a crashed
@@ -125,7 +147,9 @@ async def schedule_deliveries(store: WebhookStore, arq_redis, queue_name: str, s
         try:
             due = await store.due(int(time.time() * 1000))
             for did, score in due:
-                await arq_redis.enqueue_job("deliver_webhook", did, _job_id=f"whd:{did}:{score}", _queue_name=queue_name)
+                await arq_redis.enqueue_job(
+                    "deliver_webhook", did, _job_id=f"whd:{did}:{score}", _queue_name=queue_name
+                )
                 await store.taken(did, score, lease_ms)
         except TRANSIENT_REDIS_ERRORS as exc:
             log.warning("webhook scheduler: Redis unavailable (%s)", exc)
@@ -133,5 +157,5 @@ async def schedule_deliveries(store: WebhookStore, arq_redis, queue_name: str, s
         if not due:
             try:
                 await asyncio.wait_for(stop.wait(), poll_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

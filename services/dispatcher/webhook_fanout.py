@@ -51,18 +51,24 @@ class WebhookFanout(BatchConsumer):
         event written after it was registered."""
         cached = self._endpoints.get(tenant)
         if cached is None or cached[0] != version:
-            cached = self._endpoints[tenant] = (version, [e for e in await self.store.list(tenant) if e.status == "enabled"])
+            cached = self._endpoints[tenant] = (
+                version,
+                [e for e in await self.store.list(tenant) if e.status == "enabled"],
+            )
         return cached[1]
 
     async def _job_targets(self, job_ids: set[str]) -> dict[str, tuple[str, WebhookRecord | None]]:
         """(tenant, own endpoint) of each job, in one round trip for the batch."""
         pipe = self.r.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), "tenant", "webhook_id")
+            pipe.hmget(self.keys.job(job_id), ["tenant", "webhook_id"])
         out: dict[str, tuple[str, WebhookRecord | None]] = {}
         for job_id, (tenant, endpoint_id) in zip(job_ids, await pipe.execute()):
             own = await self.store.get(endpoint_id.decode()) if endpoint_id else None
-            out[job_id] = ((tenant or DEFAULT_TENANT.encode()).decode(), own if own and own.status == "enabled" else None)
+            out[job_id] = (
+                (tenant or DEFAULT_TENANT.encode()).decode(),
+                own if own and own.status == "enabled" else None,
+            )
         return out
 
     async def handle(self, entries) -> None:
@@ -86,17 +92,36 @@ class WebhookFanout(BatchConsumer):
             except (msgspec.DecodeError, KeyError) as exc:
                 log.error("unreadable event %s skipped for webhooks: %s", entry_id, exc)
                 continue
-            payload = (b'{"type":"' + etype.encode() + b'","timestamp":"' + event.time.encode() + b'","data":'
-                       + bytes(event.data) + b"}").decode()
+            payload = (
+                b'{"type":"'
+                + etype.encode()
+                + b'","timestamp":"'
+                + event.time.encode()
+                + b'","data":'
+                + bytes(event.data)
+                + b"}"
+            ).decode()
             for endpoint in targets:
-                deliveries.append(DeliveryRecord(id=delivery_id(event.id, endpoint.id), endpoint_id=endpoint.id,
-                                                 event_type=etype, event_id=event.id, payload=payload,
-                                                 created_at=now, next_attempt_at=now))
+                deliveries.append(
+                    DeliveryRecord(
+                        id=delivery_id(event.id, endpoint.id),
+                        endpoint_id=endpoint.id,
+                        event_type=etype,
+                        event_id=event.id,
+                        payload=payload,
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                )
         self.created += await self.store.fan_out(self.stream, self.group, ack, deliveries)
 
     async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:
         for entry_id, fields in entries:
-            info = DeadLetter(source=self.stream, reason="max_attempts_exceeded", attempts=deliveries.get(entry_id, 0),
-                              error="webhook fan-out kept failing on this event",
-                              job_id=fields.get(_JOB, b"").decode() or None)
+            info = DeadLetter(
+                source=self.stream,
+                reason="max_attempts_exceeded",
+                attempts=deliveries.get(entry_id, 0),
+                error="webhook fan-out kept failing on this event",
+                job_id=fields.get(_JOB, b"").decode() or None,
+            )
             await dead_letter(self.r, self.keys, self.stream, self.group, entry_id, fields.get(_EVENT, b""), info)

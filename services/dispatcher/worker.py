@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
 
 import httpx
 import prometheus_client
-
 from arq import cron
 from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.typing import StartupShutdown, WorkerCoroutine
+from arq.worker import Function
 
 from services.dispatcher.collector import Collector
 from services.dispatcher.maintenance import expire_due_jobs, trim_streams
@@ -48,14 +51,29 @@ async def startup(ctx: dict) -> None:
     webhooks = WebhookStore(r, keys)
     fanout = WebhookFanout(r, keys, webhooks, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     ctx.update(
-        keys=keys, models=models, stream_redis=r, jobs=jobs, stop=stop, router=router, collector=collector,
-        autoscaler=autoscaler, webhooks=webhooks, settings=settings,
+        keys=keys,
+        models=models,
+        stream_redis=r,
+        jobs=jobs,
+        stop=stop,
+        router=router,
+        collector=collector,
+        autoscaler=autoscaler,
+        webhooks=webhooks,
+        settings=settings,
         http=httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=200)),
-        consumers=[asyncio.create_task(router.run(stop), name="router"), asyncio.create_task(collector.run(stop), name="collector"),
-                   asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
-                   asyncio.create_task(fanout.run(stop), name="webhook-fanout"),
-                   asyncio.create_task(schedule_deliveries(webhooks, ctx["redis"], keys.arq_queue, stop,
-                                                           lease_s=settings.webhook_timeout_s + 60), name="webhook-scheduler")],
+        consumers=[
+            asyncio.create_task(router.run(stop), name="router"),
+            asyncio.create_task(collector.run(stop), name="collector"),
+            asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
+            asyncio.create_task(fanout.run(stop), name="webhook-fanout"),
+            asyncio.create_task(
+                schedule_deliveries(
+                    webhooks, ctx["redis"], keys.arq_queue, stop, lease_s=settings.webhook_timeout_s + 60
+                ),
+                name="webhook-scheduler",
+            ),
+        ],
     )
     _COUNTERS.source = ctx
     if settings.metrics_port and not _METRICS_SERVED:
@@ -81,7 +99,7 @@ async def _refresh_gauges(r, keys: Keys, models, stop: asyncio.Event, every_s: f
             log.debug("metrics refresh failed: %s", exc)
         try:
             await asyncio.wait_for(stop.wait(), every_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -138,12 +156,13 @@ async def shutdown(ctx: dict) -> None:
 class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(settings.redis_url)
     queue_name = Keys(settings.key_prefix).arq_queue
-    on_startup = startup
-    on_shutdown = shutdown
-    functions: list = [deliver_webhook]
+    # typed as arq's settings protocol declares them
+    on_startup: StartupShutdown | None = startup
+    on_shutdown: StartupShutdown | None = shutdown
+    functions: Sequence[WorkerCoroutine | Function] = [deliver_webhook]
     max_jobs = 100  # concurrent webhook attempts
     poll_delay = 0.1
-    cron_jobs = [
+    cron_jobs: Sequence[CronJob] | None = [
         cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
         cron(expire_due_jobs, second=set(range(60)), unique=True, timeout=50),
     ]

@@ -32,8 +32,9 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
         from shared.metrics import REGISTRY
 
         prometheus_client.start_http_server(settings.metrics_port, registry=REGISTRY)
-    worker = InferenceWorker(r, Keys(settings.key_prefix), model, create_engine(model),
-                             consumer=consumer, grace_s=settings.shutdown_grace_s)
+    worker = InferenceWorker(
+        r, Keys(settings.key_prefix), model, create_engine(model), consumer=consumer, grace_s=settings.shutdown_grace_s
+    )
     try:
         await worker.run(stop)
     except ModelsFileError as exc:  # the engine refused its options: a configuration error, not a crash
@@ -48,7 +49,9 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.inference", description="Run an inference worker for one model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.inference", description="Run an inference worker for one model."
+    )
     parser.add_argument("--model", required=True, help="model name from the models file")
     parser.add_argument("--consumer", help="consumer name (default: unique per process)")
     args = parser.parse_args(argv)
@@ -62,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inferq worker: {problem}", file=sys.stderr)
         return 2
     if args.model not in models.models:
-        print(f"inferq worker: unknown model {args.model!r}; known models: {', '.join(models.names())}", file=sys.stderr)
+        print(
+            f"inferq worker: unknown model {args.model!r}; known models: {', '.join(models.names())}", file=sys.stderr
+        )
         return 2
     configure_logging(f"inference:{args.model}", settings.log_level)
     try:
-        from uvloop import run
+        import uvloop
     except ImportError:
-        run = asyncio.run
-    return run(serve(settings, args.model, args.consumer))
+        return asyncio.run(serve(settings, args.model, args.consumer))
+    return uvloop.run(serve(settings, args.model, args.consumer))
 
 
 if __name__ == "__main__":

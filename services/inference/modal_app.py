@@ -113,6 +113,7 @@ class GpuWorker:
 def class_options(model: ModelConfig) -> dict:
     """What `app.cls` receives for one model, from its models-file entry (which has a modal table)."""
     m = model.modal
+    assert m is not None  # only models with a modal table are deployed
     return {
         "image": image,
         "gpu": m.gpu,
@@ -129,7 +130,7 @@ def class_options(model: ModelConfig) -> dict:
 
 def _define_classes() -> dict[str, object]:
     """One deployed class per Modal model, bound as a module global so containers import it by name."""
-    defined = {}
+    defined: dict[str, object] = {}
     if not MODELS_FILE.exists():  # e.g. `import` for inspection without a models file
         return defined
     for model in load_models(MODELS_FILE).models.values():
@@ -138,7 +139,7 @@ def _define_classes() -> dict[str, object]:
         name = modal_class_name(model.name)
         body = type(name, (GpuWorker,), {"model_name": model.name, "__module__": __name__, "__qualname__": name})
         # one worker loop per container; the loop itself keeps max_inflight requests inside vLLM
-        body = modal.concurrent(max_inputs=1)(body)
+        body = modal.concurrent(max_inputs=1)(body)  # type: ignore[assignment]  # modal types the class decorator as returning a PartialFunction
         cls = app.cls(**class_options(model))(body)
         globals()[name] = cls
         defined[model.name] = cls

@@ -33,10 +33,15 @@ class ResultPublisher:
 
     async def publish(self, batch: list[Outcome]) -> int:
         b = luapack.lua_bytes
-        outcomes = [(o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta))
-                    for o in batch]
-        return await self._publish(streams=self.streams, results_stream=self.results_stream,
-                                   dead_letter_stream=self.dead_letter_stream, outcomes=outcomes)
+        outcomes = [
+            (o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta)) for o in batch
+        ]
+        return await self._publish(
+            streams=self.streams,
+            results_stream=self.results_stream,
+            dead_letter_stream=self.dead_letter_stream,
+            outcomes=outcomes,
+        )
 
     async def hand_back(self, lane: int, entries: list[tuple[bytes, bytes]]) -> int:
         """Return unfinished requests to their lane stream (a stopping worker does this)."""

@@ -70,7 +70,9 @@ class InferenceWorker:
 
     @property
     def free_slots(self) -> int:
-        return self.model.max_inflight - len(self.inflight) - len(self.outbox)
+        limit = self.model.max_inflight
+        assert limit is not None  # resolved when the models file is loaded
+        return limit - len(self.inflight) - len(self.outbox)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
@@ -413,7 +415,7 @@ class InferenceWorker:
 
     async def _refresh_claims(self) -> None:
         for lane, stream in enumerate(self.streams):
-            mine = {entry_id for (l, entry_id) in self.inflight if l == lane}
+            mine = {entry_id for (entry_lane, entry_id) in self.inflight if entry_lane == lane}
             if not mine:
                 continue
             rows = await self.r.xpending_range(
@@ -452,7 +454,11 @@ class InferenceWorker:
         await asyncio.gather(*pending, return_exceptions=True)
         handed = 0
         for lane in range(len(self.streams)):
-            mine = [(entry_id, self._payloads.pop((l, entry_id))) for l, entry_id in unfinished if l == lane]
+            mine = [
+                (entry_id, self._payloads.pop((entry_lane, entry_id)))
+                for entry_lane, entry_id in unfinished
+                if entry_lane == lane
+            ]
             if mine:
                 try:
                     handed += await self.publisher.hand_back(lane, mine)

@@ -12,8 +12,9 @@ from services.ingest.auth import Authenticator
 from services.ingest.error_handlers import EXCEPTION_HANDLERS
 from services.ingest.http_metrics import HttpMetrics
 from services.ingest.limits import TenantLimits
+
 # imported in the order of /openapi.json, whose schemas are listed as the routes first name them
-from services.ingest.routes import openai_batches, webhooks, jobs, dead_letters, results, operations  # noqa: I001
+from services.ingest.routes import dead_letters, jobs, openai_batches, operations, results, webhooks  # noqa: I001
 from shared.api_keys import ApiKeyStore
 from shared.jobstore import JobStore
 from shared.keys import Keys

@@ -27,7 +27,9 @@ class Authenticator:
         self.store: ApiKeyStore | None = None
         self._cache: dict[str, tuple[str, float]] = {}
         if not self.enabled:
-            log.warning("INFERQ_AUTH=off: the API accepts every caller as tenant %r; never expose it like this", DEFAULT_TENANT)
+            log.warning(
+                "INFERQ_AUTH=off: the API accepts every caller as tenant %r; never expose it like this", DEFAULT_TENANT
+            )
 
     async def __call__(self, request: Request) -> None:
         """App-wide dependency: sets request.state.tenant for /v1 routes or answers 401."""
@@ -61,4 +63,6 @@ def tenant_of(request: Request) -> str:
 
 
 def _unauthorized(message: str) -> ApiException:
-    return ApiException(401, message, type="unauthorized", field="Authorization", headers={"WWW-Authenticate": "Bearer"})
+    return ApiException(
+        401, message, type="unauthorized", field="Authorization", headers={"WWW-Authenticate": "Bearer"}
+    )

@@ -15,11 +15,25 @@ MAX_ERRORS = 100  # a file with thousands of bad lines gets the first hundred, a
 _line_decoder = msgspec.json.Decoder(InputLine)
 # Body fields with a native meaning; other OpenAI fields that do not change the output's meaning
 # (user, store, metadata, logprobs off, ...) are accepted and ignored.
-_UNSUPPORTED = {"tools", "tool_choice", "functions", "function_call", "response_format", "logit_bias", "audio",
-                "modalities", "prediction", "best_of", "suffix", "echo"}
+_UNSUPPORTED = {
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "best_of",
+    "suffix",
+    "echo",
+}
 
 
-def parse_batch_file(content: bytes, endpoint: str, models: ModelsConfig) -> tuple[list[dict[str, Any]], list[int], list[BatchError]]:
+def parse_batch_file(
+    content: bytes, endpoint: str, models: ModelsConfig
+) -> tuple[list[dict[str, Any]], list[int], list[BatchError]]:
     """(requests for POST /v1/jobs, the 1-based input line of each, errors). Blank lines are skipped."""
     requests: list[dict[str, Any]] = []
     line_of: list[int] = []
@@ -36,15 +50,29 @@ def parse_batch_file(content: bytes, endpoint: str, models: ModelsConfig) -> tup
             errors.append(BatchError(code="invalid_request", line=number, message=f"line {number}: {_plain(exc)}"))
             continue
         except msgspec.DecodeError as exc:
-            errors.append(BatchError(code="invalid_json_line", line=number, message=f"line {number}: not valid JSON ({exc})"))
+            errors.append(
+                BatchError(code="invalid_json_line", line=number, message=f"line {number}: not valid JSON ({exc})")
+            )
             continue
         if line.url != endpoint:
-            errors.append(BatchError(code="invalid_url", line=number, param="url",
-                                     message=f"line {number}: url {line.url!r} does not match the batch's endpoint {endpoint!r}"))
+            errors.append(
+                BatchError(
+                    code="invalid_url",
+                    line=number,
+                    param="url",
+                    message=f"line {number}: url {line.url!r} does not match the batch's endpoint {endpoint!r}",
+                )
+            )
             continue
         if line.custom_id in seen:
-            errors.append(BatchError(code="duplicate_custom_id", line=number, param="custom_id",
-                                     message=f"line {number}: custom_id {line.custom_id!r} is also used on line {seen[line.custom_id]}"))
+            errors.append(
+                BatchError(
+                    code="duplicate_custom_id",
+                    line=number,
+                    param="custom_id",
+                    message=f"line {number}: custom_id {line.custom_id!r} is also used on line {seen[line.custom_id]}",
+                )
+            )
             continue
         seen[line.custom_id] = number
         request, error = _request(number, line, endpoint, models)
@@ -68,7 +96,9 @@ def _request(number: int, line: InputLine, endpoint: str, models: ModelsConfig) 
     if not isinstance(model, str) or not model:
         return fail("missing_model", "body.model is required", "body.model")
     if models.get(model) is None:
-        return fail("model_not_found", f"unknown model {model!r}; known models: {', '.join(models.names())}", "body.model")
+        return fail(
+            "model_not_found", f"unknown model {model!r}; known models: {', '.join(models.names())}", "body.model"
+        )
     if body.get("stream"):
         return fail("unsupported_parameter", "body.stream is not supported in a batch", "body.stream")
     if body.get("n", 1) != 1:
@@ -85,8 +115,11 @@ def _request(number: int, line: InputLine, endpoint: str, models: ModelsConfig) 
             content = m.get("content") if isinstance(m, dict) else None
             if isinstance(content, list):  # content parts: text only
                 if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-                    return fail("unsupported_parameter", f"body.messages[{i}].content: only text parts are supported",
-                                f"body.messages[{i}].content")
+                    return fail(
+                        "unsupported_parameter",
+                        f"body.messages[{i}].content: only text parts are supported",
+                        f"body.messages[{i}].content",
+                    )
                 content = "".join(p.get("text", "") for p in content)
             converted.append({"role": m.get("role") if isinstance(m, dict) else None, "content": content})
         req["messages"] = converted
@@ -96,8 +129,13 @@ def _request(number: int, line: InputLine, endpoint: str, models: ModelsConfig) 
             return fail("invalid_request", "body.prompt must be a string (one prompt per line)", "body.prompt")
         req["prompt"] = prompt
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    for name, value in (("max_tokens", max_tokens), ("temperature", body.get("temperature")), ("top_p", body.get("top_p")),
-                        ("stop", body.get("stop")), ("seed", body.get("seed"))):
+    for name, value in (
+        ("max_tokens", max_tokens),
+        ("temperature", body.get("temperature")),
+        ("top_p", body.get("top_p")),
+        ("stop", body.get("stop")),
+        ("seed", body.get("seed")),
+    ):
         if value is not None:
             req[name] = value
     try:

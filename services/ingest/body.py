@@ -22,4 +22,6 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> ApiException:
-    return ApiException(413, f"request body is larger than the limit of {limit} bytes", type="request_too_large", field="body")
+    return ApiException(
+        413, f"request body is larger than the limit of {limit} bytes", type="request_too_large", field="body"
+    )

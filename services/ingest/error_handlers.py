@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +24,9 @@ async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("path", "query", "body")]
     field = ".".join(loc) or None
-    return error_response(422, ApiErrorBody(message=f"{field}: {first.get('msg', 'invalid')}", type="invalid_request_error", field=field))
+    return error_response(
+        422, ApiErrorBody(message=f"{field}: {first.get('msg', 'invalid')}", type="invalid_request_error", field=field)
+    )
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
@@ -34,11 +37,17 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
     """Redis is down: 503 with Retry-After. Every write is one script call, so nothing was written."""
     log.warning("Redis unavailable: %s", exc)
-    return error_response(503, ApiErrorBody(message="the queue store (Redis) is unavailable; nothing was written, retry shortly",
-                                            type="unavailable"), {"Retry-After": str(request.app.state.settings.retry_after_s)})
+    return error_response(
+        503,
+        ApiErrorBody(
+            message="the queue store (Redis) is unavailable; nothing was written, retry shortly", type="unavailable"
+        ),
+        {"Retry-After": str(request.app.state.settings.retry_after_s)},
+    )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+# keyed as FastAPI's `exception_handlers` is (each handler takes its own exception type)
+EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
     ApiException: handle_api_exception,
     RequestValidationError: _invalid_request,
     StarletteHTTPException: _http_error,

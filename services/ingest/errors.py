@@ -29,12 +29,16 @@ class ApiException(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = ApiErrorBody(message=message, type=type, field=field, index=index, model=model, known_models=known_models)
+        self.body = ApiErrorBody(
+            message=message, type=type, field=field, index=index, model=model, known_models=known_models
+        )
         self.headers = headers
 
 
 def error_response(status: int, body: ApiErrorBody, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encoder.encode(ApiError(error=body)), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        _encoder.encode(ApiError(error=body)), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def handle_api_exception(_: Request, exc: ApiException) -> Response:
@@ -73,5 +77,7 @@ def over_capacity(exc, retry_after_s: int) -> ApiException:
         429,
         f"over capacity: {where} already has {exc.current} accepted, unfinished requests and this job would pass "
         f"the limit of {exc.limit}; nothing was written, retry after {retry_after_s}s",
-        type="over_capacity", model=exc.model, headers={"Retry-After": str(retry_after_s)},
+        type="over_capacity",
+        model=exc.model,
+        headers={"Retry-After": str(retry_after_s)},
     )

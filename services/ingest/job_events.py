@@ -19,8 +19,8 @@ from fastapi import Request
 from shared.api import Job
 from shared.events import JobSummary, job_event, request_event_json, rfc3339_ms
 from shared.jobstore import JobStore
-from shared.states import FINAL_JOB_STATES
 from shared.keys import Keys
+from shared.states import FINAL_JOB_STATES
 
 END_ID = "end"
 BLOCK_MS = 5_000
@@ -46,8 +46,9 @@ def valid_last_event_id(value: str | None) -> bool:
     return int(ms) < 2**64 and int(seq) < 2**64 - 1
 
 
-async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobStore, job_id: str,
-                     last_event_id: str | None) -> AsyncIterator[bytes]:
+async def job_events(
+    request: Request, r: aioredis.Redis, keys: Keys, jobs: JobStore, job_id: str, last_event_id: str | None
+) -> AsyncIterator[bytes]:
     if last_event_id == END_ID:
         return
     cursor = last_event_id or "0-0"
@@ -60,7 +61,9 @@ async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobS
         for entry_id, fields in entries:
             line = fields[b"l"]
             ms = int(entry_id.split(b"-")[0])
-            doc = request_event_json(job_id, _line_decoder.decode(line).request_id, entry_id.decode(), line, rfc3339_ms(ms))
+            doc = request_event_json(
+                job_id, _line_decoder.decode(line).request_id, entry_id.decode(), line, rfc3339_ms(ms)
+            )
             yield b"id: " + entry_id + b"\nevent: request.completed\ndata: " + doc + b"\n\n"
             cursor = entry_id.decode()
         if entries:
@@ -73,8 +76,15 @@ async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobS
             # the script that finished the job wrote its last line first: nothing is left unread
             if await r.xrange(stream, min=f"({cursor}", max="+", count=1):
                 continue
-            yield b"id: " + END_ID.encode() + b"\nevent: job." + job.status.encode() + b"\ndata: " + _encoder.encode(
-                _final_event(job)) + b"\n\n"
+            yield (
+                b"id: "
+                + END_ID.encode()
+                + b"\nevent: job."
+                + job.status.encode()
+                + b"\ndata: "
+                + _encoder.encode(_final_event(job))
+                + b"\n\n"
+            )
             return
         if await request.is_disconnected():
             return
@@ -86,6 +96,13 @@ async def job_events(request: Request, r: aioredis.Redis, keys: Keys, jobs: JobS
 
 def _final_event(job: Job):
     ended = job.completed_at or job.cancelled_at or job.expired_at or int(time.time())
-    summary = JobSummary(id=job.id, status=job.status, request_counts=job.request_counts, usage=job.usage,
-                         created_at=job.created_at, ended_at=ended, results_url=f"/v1/jobs/{job.id}/results")
+    summary = JobSummary(
+        id=job.id,
+        status=job.status,
+        request_counts=job.request_counts,
+        usage=job.usage,
+        created_at=job.created_at,
+        ended_at=ended,
+        results_url=f"/v1/jobs/{job.id}/results",
+    )
     return job_event(summary, rfc3339_ms(ended * 1000))

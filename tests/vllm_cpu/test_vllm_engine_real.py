@@ -30,23 +30,34 @@ async def engine(tiny_llama):
 
 
 def _req(i: int, prompt: str | None = "the quick brown fox", messages=None, **params) -> InferenceRequest:
-    return InferenceRequest(request_id=f"req_{i}", job_id="job_v", custom_id=f"c{i}", model="tiny", accepted_ms=0,
-                            prompt=None if messages else prompt, messages=messages,
-                            params=SamplingParams(**{"max_tokens": 8, "temperature": 0.0, **params}))
+    return InferenceRequest(
+        request_id=f"req_{i}",
+        job_id="job_v",
+        custom_id=f"c{i}",
+        model="tiny",
+        accepted_ms=0,
+        prompt=None if messages else prompt,
+        messages=messages,
+        params=SamplingParams(**{"max_tokens": 8, "temperature": 0.0, **params}),
+    )
 
 
 async def test_completion_and_chat_return_text_and_token_counts(engine):
     done = await engine.generate(_req(1, "a haiku about the ocean", max_tokens=12))
     assert done.text and done.completion_tokens == 12 and done.finish_reason == "length"
-    assert done.prompt_tokens == 1 + len(engine.engine.renderer.tokenizer.encode("a haiku about the ocean", add_special_tokens=False))
-    chat = await engine.generate(_req(2, messages=[ChatMessage("system", "be brief"), ChatMessage("user", "hello world")]))
+    assert done.prompt_tokens == 1 + len(
+        engine.engine.renderer.tokenizer.encode("a haiku about the ocean", add_special_tokens=False)
+    )
+    chat = await engine.generate(
+        _req(2, messages=[ChatMessage("system", "be brief"), ChatMessage("user", "hello world")])
+    )
     assert chat.text and chat.completion_tokens == 8 and chat.prompt_tokens > done.prompt_tokens
 
 
 async def test_max_tokens_and_stop_are_honoured(engine):
     free = await engine.generate(_req(3, "write a short story title", max_tokens=40))
     assert free.completion_tokens == 40 and free.finish_reason == "length"
-    stop = free.text[len(free.text) // 2:][:3]  # a piece of what the model writes at temperature 0
+    stop = free.text[len(free.text) // 2 :][:3]  # a piece of what the model writes at temperature 0
     assert stop.strip()
     cut = await engine.generate(_req(4, "write a short story title", max_tokens=40, stop=[stop]))
     assert cut.finish_reason == "stop" and stop not in cut.text
@@ -54,8 +65,10 @@ async def test_max_tokens_and_stop_are_honoured(engine):
 
 
 async def test_temperature_zero_gives_the_same_text_twice(engine):
-    a, b = await asyncio.gather(engine.generate(_req(5, "city rain and desert stars", max_tokens=24)),
-                                engine.generate(_req(6, "city rain and desert stars", max_tokens=24)))
+    a, b = await asyncio.gather(
+        engine.generate(_req(5, "city rain and desert stars", max_tokens=24)),
+        engine.generate(_req(6, "city rain and desert stars", max_tokens=24)),
+    )
     c = await engine.generate(_req(7, "city rain and desert stars", max_tokens=24))
     assert a.text == b.text == c.text and a.completion_tokens == 24
 
@@ -85,7 +98,9 @@ async def test_a_chat_reaches_the_model_with_exactly_one_bos(engine):
         del engine.engine.generate
     chat_ids, text_ids = list(seen[0].prompt_token_ids), list(seen[1].prompt_token_ids)
     assert chat_ids[0] == bos and chat_ids[1] != bos and chat_ids.count(bos) == 1
-    assert chat_ids == tokenizer.encode(rendered, add_special_tokens=False)  # the whole template, generation prompt included
+    assert chat_ids == tokenizer.encode(
+        rendered, add_special_tokens=False
+    )  # the whole template, generation prompt included
     assert text_ids[0] == bos and text_ids[1] != bos  # a completion gets the model's BOS once too
 
 
@@ -106,8 +121,10 @@ async def test_invalid_sampling_values_are_invalid_requests(engine):
 
 async def test_cancelling_aborts_the_requests_inside_vllm(engine):
     vllm = engine.engine
-    tasks = [asyncio.create_task(engine.generate(_req(100 + i, f"mountain trains {i}", max_tokens=CONTEXT - 32)))
-             for i in range(16)]
+    tasks = [
+        asyncio.create_task(engine.generate(_req(100 + i, f"mountain trains {i}", max_tokens=CONTEXT - 32)))
+        for i in range(16)
+    ]
     for _ in range(2000):
         if vllm.output_processor.get_num_unfinished_requests() == 16:
             break

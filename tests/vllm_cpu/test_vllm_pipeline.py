@@ -58,8 +58,12 @@ def test_completions_and_chats_through_the_pipeline(client, stack):
         {"custom_id": "plain", "model": "tiny", "prompt": "a haiku about the ocean", **greedy},
         {"custom_id": "again", "model": "tiny", "prompt": "a haiku about the ocean", **greedy},
         {"custom_id": "short", "model": "tiny", "prompt": "mountain trains", "temperature": 0, "max_tokens": 3},
-        {"custom_id": "chat", "model": "tiny", "messages": [{"role": "system", "content": "be brief"},
-                                                             {"role": "user", "content": "hello world"}], **greedy},
+        {
+            "custom_id": "chat",
+            "model": "tiny",
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}],
+            **greedy,
+        },
         {"custom_id": "sampled", "model": "tiny", "prompt": "city rain", "max_tokens": 8, "seed": 7},
         {"custom_id": "too-long", "model": "tiny", "prompt": "the lazy dog " * CONTEXT, **greedy},
     ]
@@ -81,9 +85,15 @@ def test_completions_and_chats_through_the_pipeline(client, stack):
 
     # stop: cut where the greedy text has a piece we name as a stop sequence
     text = lines["plain"]["output"]["text"]
-    stop = text[len(text) // 2:][:3]
-    job = client.post("/v1/jobs", json={"requests": [
-        {"custom_id": "stopped", "model": "tiny", "prompt": "a haiku about the ocean", "stop": [stop], **greedy}]}).json()
+    stop = text[len(text) // 2 :][:3]
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "requests": [
+                {"custom_id": "stopped", "model": "tiny", "prompt": "a haiku about the ocean", "stop": [stop], **greedy}
+            ]
+        },
+    ).json()
     _wait(client, stack, job["id"], ("completed",), 60)
     line = _results(client, job["id"])["stopped"]
     assert line["output"]["finish_reason"] == "stop" and stop not in line["output"]["text"]
@@ -94,8 +104,10 @@ def test_cancel_aborts_running_requests_inside_vllm(client, stack):
     # greedy output of a random model never reaches its end of sequence: each request runs to
     # max_tokens, seconds on this CPU, so the cancel lands while requests are inside vLLM
     long = {"model": "tiny", "temperature": 0, "max_tokens": CONTEXT - 32}
-    job = client.post("/v1/jobs", json={"requests": [{"custom_id": f"r{i}", "prompt": f"desert stars {i}", **long}
-                                                     for i in range(40)]}).json()
+    job = client.post(
+        "/v1/jobs",
+        json={"requests": [{"custom_id": f"r{i}", "prompt": f"desert stars {i}", **long} for i in range(40)]},
+    ).json()
     deadline = time.monotonic() + LOAD_S
     while client.get(f"/v1/jobs/{job['id']}").json()["request_counts"]["running"] < 4:
         assert time.monotonic() < deadline, "requests never started"

@@ -32,9 +32,18 @@ EVENTS_MAXLEN = 10_000
 
 
 class Autoscaler:
-    def __init__(self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, backends: dict, *,
-                 interval_s: float = 0.5, clock=time.monotonic, lease_s: float | None = None,
-                 call_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        models: ModelsConfig,
+        backends: dict,
+        *,
+        interval_s: float = 0.5,
+        clock=time.monotonic,
+        lease_s: float | None = None,
+        call_timeout_s: float = 10.0,
+    ) -> None:
         self.r = r
         self.keys = keys
         self.backends = backends  # backend name -> backend
@@ -60,7 +69,7 @@ class Autoscaler:
                 log.exception("autoscaler tick failed")
             try:
                 await asyncio.wait_for(stop.wait(), self.interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def tick(self) -> None:
@@ -106,9 +115,13 @@ class Autoscaler:
         for name, backlog in zip(names, backlogs):
             try:
                 await self._scale_one(name, backlog, now)
-            except asyncio.TimeoutError:
-                log.warning("autoscaler: %s backend gave no answer within %gs", self.models[name].scaling.backend,
-                            self.call_timeout_s, extra={"model": name})
+            except TimeoutError:
+                log.warning(
+                    "autoscaler: %s backend gave no answer within %gs",
+                    self.models[name].scaling.backend,
+                    self.call_timeout_s,
+                    extra={"model": name},
+                )
             except REDIS_CONNECTION_ERRORS:
                 raise
             except Exception:  # a backend failure (Modal API down) must not stop scaling the other models
@@ -119,19 +132,40 @@ class Autoscaler:
         backend = self.backends[cfg.scaling.backend]
         current = await asyncio.wait_for(backend.replicas(name), self.call_timeout_s)
         decision = self.policies[name].decide(now, backlog, current)
-        state = {"backend": backend.name, "desired": decision.desired, "backlog": backlog,
-                 "reason": decision.reason, "decided_ms": int(time.time() * 1000)}
+        state = {
+            "backend": backend.name,
+            "desired": decision.desired,
+            "backlog": backlog,
+            "reason": decision.reason,
+            "decided_ms": int(time.time() * 1000),
+        }
         reached = current
         if decision.desired != current:
             # what the backend reached: less than asked while its starts fail and back off
             reached = await asyncio.wait_for(backend.scale(name, decision.desired), self.call_timeout_s)
         if reached != current:
-            event = {"model": name, "backend": backend.name, "from": current, "to": reached,
-                     "backlog": backlog, "reason": decision.reason, "at": time.time()}
-            await self.r.xadd(self.keys.scaling_events, {"event": json.dumps(event)}, maxlen=EVENTS_MAXLEN, approximate=True)
-            log.info("scaled %s from %d to %d: %s", name, current, reached, decision.reason,
-                     extra={"model": name, "backlog": backlog})
-            state.update(change_from=current, change_to=reached, change_reason=decision.reason,
-                         change_ms=state["decided_ms"])
+            event = {
+                "model": name,
+                "backend": backend.name,
+                "from": current,
+                "to": reached,
+                "backlog": backlog,
+                "reason": decision.reason,
+                "at": time.time(),
+            }
+            await self.r.xadd(
+                self.keys.scaling_events, {"event": json.dumps(event)}, maxlen=EVENTS_MAXLEN, approximate=True
+            )
+            log.info(
+                "scaled %s from %d to %d: %s",
+                name,
+                current,
+                reached,
+                decision.reason,
+                extra={"model": name, "backlog": backlog},
+            )
+            state.update(
+                change_from=current, change_to=reached, change_reason=decision.reason, change_ms=state["decided_ms"]
+            )
         state["current"] = reached
-        await self.r.hset(self.keys.scaling_state(name), mapping=state)
+        await self.r.hset(self.keys.scaling_state(name), mapping=state)  # type: ignore[misc]

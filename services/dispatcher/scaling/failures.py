@@ -44,8 +44,12 @@ class BackendFailures:
     async def _load(self, r: aioredis.Redis, model: str) -> _State:
         """A new leader continues the previous one's backoff instead of retrying at once."""
         if model not in self._state:
-            h = {k.decode(): v.decode() for k, v in (await r.hgetall(self.keys.scaling_failures(model))).items()}
-            self._state[model] = _State(int(h["count"]), int(h["retry_ms"]) / 1000, h.get("op", ""), h.get("error", "")) if h else _State()
+            h = {k.decode(): v.decode() for k, v in (await r.hgetall(self.keys.scaling_failures(model))).items()}  # type: ignore[misc]
+            self._state[model] = (
+                _State(int(h["count"]), int(h["retry_ms"]) / 1000, h.get("op", ""), h.get("error", ""))
+                if h
+                else _State()
+            )
         return self._state[model]
 
     async def failed(self, r: aioredis.Redis, model: str, op: str, error: str, exit_status: int | None = None) -> float:
@@ -58,12 +62,23 @@ class BackendFailures:
         state.until, state.op = now + delay, op
         error = error[:500]
         if error != state.error:
-            log.warning("%s failed (%s); retrying in %.0fs, then less often while it keeps failing", op, error, delay,
-                        extra={"model": model, "failures": state.count})
+            log.warning(
+                "%s failed (%s); retrying in %.0fs, then less often while it keeps failing",
+                op,
+                error,
+                delay,
+                extra={"model": model, "failures": state.count},
+            )
         state.error = error
-        record = {"count": state.count, "op": op, "error": error, "at_ms": int(now * 1000),
-                  "retry_ms": int(state.until * 1000), "exit_status": "" if exit_status is None else exit_status}
-        await r.hset(self.keys.scaling_failures(model), mapping=record)
+        record = {
+            "count": state.count,
+            "op": op,
+            "error": error,
+            "at_ms": int(now * 1000),
+            "retry_ms": int(state.until * 1000),
+            "exit_status": "" if exit_status is None else exit_status,
+        }
+        await r.hset(self.keys.scaling_failures(model), mapping=record)  # type: ignore[misc]
         return delay
 
     async def succeeded(self, r: aioredis.Redis, model: str, op: str) -> None:

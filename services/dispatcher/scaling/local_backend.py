@@ -49,8 +49,9 @@ class _Worker:
         return is_worker(self.pid, self.ticks, model)
 
     def record(self, host: str) -> str:
-        return json.dumps({"host": host, "pid": self.pid, "ticks": self.ticks, "started": self.started,
-                           "stopping": self.stopping})
+        return json.dumps(
+            {"host": host, "pid": self.pid, "ticks": self.ticks, "started": self.started, "stopping": self.stopping}
+        )
 
     def signal(self, sig: int) -> None:
         if self.popen is not None:
@@ -65,8 +66,16 @@ class _Worker:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, env: dict[str, str] | None = None, log_dir: str | None = None,
-                 *, clock=time.time, stable_s: float = STABLE_S) -> None:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        env: dict[str, str] | None = None,
+        log_dir: str | None = None,
+        *,
+        clock=time.time,
+        stable_s: float = STABLE_S,
+    ) -> None:
         self.r = r  # replaced when the dispatcher reconnects (the backend outlives its connection)
         self.keys = keys
         self.env = {**os.environ, **(env or {})}
@@ -87,7 +96,7 @@ class LocalBackend:
             if w.alive(model):
                 alive.append(w)
                 continue
-            await self.r.hdel(self.keys.local_workers(model), self._field(w))
+            await self.r.hdel(self.keys.local_workers(model), self._field(w))  # type: ignore[misc]
             if not w.stopping:
                 await self._crashed(model, w)
         self.workers[model] = alive
@@ -113,7 +122,7 @@ class LocalBackend:
             for w in sorted(running, key=lambda w: w.started, reverse=True)[: current - desired]:
                 w.stopping = True
                 w.signal(signal.SIGTERM)
-                await self.r.hset(self.keys.local_workers(model), self._field(w), w.record(self.host))
+                await self.r.hset(self.keys.local_workers(model), self._field(w), w.record(self.host))  # type: ignore[misc]
                 log.info("stopping a worker (SIGTERM: drain)", extra={"model": model, "pid": w.pid})
             current = desired
         return current
@@ -122,7 +131,7 @@ class LocalBackend:
         """Count the workers an earlier leader on this host started that still run; forget the dead."""
         self.workers[model] = []
         key = self.keys.local_workers(model)
-        for field, raw in (await self.r.hgetall(key)).items():
+        for field, raw in (await self.r.hgetall(key)).items():  # type: ignore[misc]
             rec = json.loads(raw)
             if rec["host"] != self.host:
                 continue
@@ -131,15 +140,19 @@ class LocalBackend:
                 self.workers[model].append(w)
                 log.info("adopted a running worker", extra={"model": model, "pid": w.pid})
             else:
-                await self.r.hdel(key, field)
+                await self.r.hdel(key, field)  # type: ignore[misc]
 
     async def _crashed(self, model: str, w: _Worker) -> None:
         status = w.popen.returncode if w.popen is not None else None
         self.crashed[model] = self.crashed.get(model, 0) + 1
         error = _last_line(w.log_path) or (f"exited with status {status}" if status is not None else "exited")
         delay = await self.failures.failed(self.r, model, "start", error, exit_status=status)
-        log.info("worker exited on its own (status %s); a new one may start in %.0fs", status, delay,
-                    extra={"model": model, "pid": w.pid})
+        log.info(
+            "worker exited on its own (status %s); a new one may start in %.0fs",
+            status,
+            delay,
+            extra={"model": model, "pid": w.pid},
+        )
 
     async def _start(self, model: str) -> bool:
         log_path = out = None
@@ -148,8 +161,13 @@ class LocalBackend:
             log_path = self.log_dir / f"worker-{model.replace('/', '_')}-{time.time_ns()}.log"
             out = open(log_path, "ab")
         try:
-            popen = subprocess.Popen([sys.executable, *worker_argv(model)], env=self.env, cwd=ROOT,
-                                     stdout=out, stderr=subprocess.STDOUT if out else None)
+            popen = subprocess.Popen(
+                [sys.executable, *worker_argv(model)],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+            )
         except OSError as exc:
             await self.failures.failed(self.r, model, "start", f"{type(exc).__name__}: {exc}")
             return False
@@ -158,7 +176,7 @@ class LocalBackend:
                 out.close()
         w = _Worker(popen.pid, start_ticks(popen.pid), self.clock(), popen=popen, log_path=log_path)
         self.workers[model].append(w)
-        await self.r.hset(self.keys.local_workers(model), self._field(w), w.record(self.host))
+        await self.r.hset(self.keys.local_workers(model), self._field(w), w.record(self.host))  # type: ignore[misc]
         log.info("started a worker", extra={"model": model, "pid": popen.pid})
         return True
 

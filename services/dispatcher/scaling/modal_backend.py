@@ -60,8 +60,14 @@ def poll_outcome(exc: BaseException | None, exceptions) -> Outcome:
     """
     if exc is None:
         return Outcome.ENDED
-    ended = (exceptions.RemoteError, exceptions.FunctionTimeoutError, exceptions.InternalFailure,
-             exceptions.OutputExpiredError, exceptions.ExecutionError, exceptions.NotFoundError)
+    ended = (
+        exceptions.RemoteError,
+        exceptions.FunctionTimeoutError,
+        exceptions.InternalFailure,
+        exceptions.OutputExpiredError,
+        exceptions.ExecutionError,
+        exceptions.NotFoundError,
+    )
     if isinstance(exc, ended):
         return Outcome.ENDED
     if type(exc) is TimeoutError:
@@ -79,8 +85,16 @@ def _grpc_error_types(exceptions) -> tuple[type, ...]:
 class ModalBackend:
     name = "modal"
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, app_name: str = "inferq", modal_module=None,
-                 *, clock=time.time) -> None:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        models: ModelsConfig,
+        app_name: str = "inferq",
+        modal_module=None,
+        *,
+        clock=time.time,
+    ) -> None:
         if modal_module is None:
             import modal as modal_module
         self.modal = modal_module
@@ -99,7 +113,7 @@ class ModalBackend:
 
     async def _recorded(self, model: str) -> list[tuple[str, int]]:
         """(call id, spawned ns) of the runs this or an earlier leader spawned, oldest first."""
-        h = await self.r.hgetall(self.keys.modal_calls(model))
+        h = await self.r.hgetall(self.keys.modal_calls(model))  # type: ignore[misc]
         return sorted(((k.decode(), int(v)) for k, v in h.items()), key=lambda c: c[1])
 
     async def _live_calls(self, model: str) -> list[tuple[str, int]]:
@@ -120,18 +134,21 @@ class ModalBackend:
                 exc = e
             outcome = poll_outcome(exc, self.modal.exception)
             if outcome is Outcome.UNKNOWN:
+                assert exc is not None  # only an exception leaves a run's outcome unknown
                 await self.failures.failed(self.r, model, "poll", _describe(exc))
                 live.extend(calls[i:])
                 break
             if outcome is Outcome.RUNNING:
                 live.append((call_id, spawned))
             else:
-                log.info("modal run %s ended%s", call_id, f": {type(exc).__name__}" if exc else "", extra={"model": model})
+                log.info(
+                    "modal run %s ended%s", call_id, f": {type(exc).__name__}" if exc else "", extra={"model": model}
+                )
                 ended.append(call_id)
         else:
             await self.failures.succeeded(self.r, model, "poll")
         if ended:
-            await self.r.hdel(self.keys.modal_calls(model), *ended)
+            await self.r.hdel(self.keys.modal_calls(model), *ended)  # type: ignore[misc]
         return live
 
     async def replicas(self, model: str) -> int:
@@ -153,7 +170,9 @@ class ModalBackend:
         return remaining
 
     async def _spawn(self, model: str, n: int) -> int:
-        idle_exit_s = self.models.get(model).scaling.idle_cooldown_s
+        cfg = self.models.get(model)
+        assert cfg is not None  # the autoscaler only scales configured models
+        idle_exit_s = cfg.scaling.idle_cooldown_s
         for spawned in range(n):
             try:
                 call = await self._instance(model).run.spawn.aio(idle_exit_s=idle_exit_s)
@@ -162,7 +181,7 @@ class ModalBackend:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return spawned
-            await self.r.hset(self.keys.modal_calls(model), call.object_id, time.time_ns())
+            await self.r.hset(self.keys.modal_calls(model), call.object_id, str(time.time_ns()))  # type: ignore[misc]
             log.info("spawned a modal run", extra={"model": model, "call_id": call.object_id})
             await self.failures.succeeded(self.r, model, "spawn")
         return n
@@ -177,7 +196,7 @@ class ModalBackend:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return False
-        await self.r.hdel(self.keys.modal_calls(model), call_id)
+        await self.r.hdel(self.keys.modal_calls(model), call_id)  # type: ignore[misc]
         log.info("cancelled a modal run (its worker drains)", extra={"model": model, "call_id": call_id})
         await self.failures.succeeded(self.r, model, "cancel")
         return True

@@ -38,7 +38,9 @@ class ScalePolicy:
             self._last_busy = now
         if current == 0 and 0 < backlog < c.activation_backlog:
             self._remember(now, 0)
-            return Decision(max(0, c.min_replicas), f"backlog {backlog} below the activation threshold {c.activation_backlog}")
+            return Decision(
+                max(0, c.min_replicas), f"backlog {backlog} below the activation threshold {c.activation_backlog}"
+            )
         raw = self.recommend(backlog)
         if backlog == 0 and current > 0 and c.min_replicas == 0:
             idle_for = now - self._last_busy if self._last_busy is not None else math.inf
@@ -46,12 +48,17 @@ class ScalePolicy:
                 raw = 1  # hold one worker until the cooldown has passed
         self._remember(now, raw)
         if raw > current:
-            return Decision(raw, f"backlog {backlog}: up from {current} to {raw} (target {c.target_per_replica} per replica)")
+            return Decision(
+                raw, f"backlog {backlog}: up from {current} to {raw} (target {c.target_per_replica} per replica)"
+            )
         stable = max(r for _, r in self._history)
         if stable < current:
             if stable == 0:
                 return Decision(0, f"idle for {c.idle_cooldown_s:g}s: down to zero")
-            return Decision(stable, f"backlog {backlog}: down from {current} to {stable} (highest of the last {c.scale_down_window_s:g}s)")
+            return Decision(
+                stable,
+                f"backlog {backlog}: down from {current} to {stable} (highest of the last {c.scale_down_window_s:g}s)",
+            )
         return Decision(current, f"backlog {backlog}: steady at {current}")
 
     def _remember(self, now: float, recommendation: int) -> None:

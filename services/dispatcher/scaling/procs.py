@@ -17,7 +17,7 @@ def start_ticks(pid: int) -> int | None:
         stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime field 22
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime field 22
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
@@ -44,4 +44,4 @@ def is_worker(pid: int, ticks: int | None, model: str) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     want = worker_argv(model)
-    return any(argv[i:i + len(want)] == want for i in range(len(argv)))
+    return any(argv[i : i + len(want)] == want for i in range(len(argv)))

@@ -8,10 +8,12 @@ import msgspec
 
 from shared.messages import InferenceRequest
 
+FinishReason = Literal["stop", "length"]
+
 
 class Generation(msgspec.Struct, kw_only=True):
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
 

@@ -14,7 +14,7 @@ import asyncio
 import os
 import zlib
 
-from services.inference.engines.base import EngineError, Generation
+from services.inference.engines.base import EngineError, FinishReason, Generation
 from shared.messages import InferenceRequest
 from shared.models_config import DummyOptions
 
@@ -38,7 +38,7 @@ class DummyEngine:
             prompt_words = source = (request.prompt or "").split()
         limit = request.params.max_tokens
         words = source[:limit]
-        finish = "length" if len(source) > limit else "stop"
+        finish: FinishReason = "length" if len(source) > limit else "stop"
         text = " ".join(words)
         for stop in request.params.stop or ():
             cut = text.find(stop)
@@ -54,10 +54,18 @@ class DummyEngine:
         if self.options.flaky_attempts:
             seen = self._attempts[request.request_id] = self._attempts.get(request.request_id, 0) + 1
             if seen <= self.options.flaky_attempts:
-                raise EngineError("simulated_unavailable", f"the dummy engine is flaky (attempt {seen})", retryable=True)
+                raise EngineError(
+                    "simulated_unavailable", f"the dummy engine is flaky (attempt {seen})", retryable=True
+                )
             del self._attempts[request.request_id]
         if self.options.poison_text and self.options.poison_text in everything:
-            raise EngineError("simulated_overload", "the dummy engine always fails this request (poison_text)", retryable=True)
+            raise EngineError(
+                "simulated_overload", "the dummy engine always fails this request (poison_text)", retryable=True
+            )
         if self.options.failure_rate and zlib.crc32(request.request_id.encode()) < self.options.failure_rate * 2**32:
-            raise EngineError("simulated_failure", "the dummy engine failed this request on purpose (failure_rate)", retryable=False)
-        return Generation(text=text, finish_reason=finish, prompt_tokens=len(prompt_words), completion_tokens=len(words))
+            raise EngineError(
+                "simulated_failure", "the dummy engine failed this request on purpose (failure_rate)", retryable=False
+            )
+        return Generation(
+            text=text, finish_reason=finish, prompt_tokens=len(prompt_words), completion_tokens=len(words)
+        )

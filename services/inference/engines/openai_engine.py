@@ -85,11 +85,17 @@ class OpenAIEngine:
             completion = _decode(data)
             choice = completion.choices[0]
         except (msgspec.DecodeError, IndexError) as exc:
-            raise EngineError("upstream_bad_response", f"the upstream answer is not a completion: {exc}", retryable=True) from None
+            raise EngineError(
+                "upstream_bad_response", f"the upstream answer is not a completion: {exc}", retryable=True
+            ) from None
         text = (choice.message.content if choice.message is not None else choice.text) or ""
         usage = completion.usage or _Usage()
-        return Generation(text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
-                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        return Generation(
+            text=text,
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
 
     def _request_body(self, request: InferenceRequest) -> tuple[str, dict]:
         api = self.options.api
@@ -101,23 +107,33 @@ class OpenAIEngine:
             if (value := getattr(p, name)) is not None:
                 body[name] = value
         if api == "chat":
-            body["messages"] = ([{"role": m.role, "content": m.content} for m in request.messages]
-                                if request.messages is not None else [{"role": "user", "content": request.prompt or ""}])
+            body["messages"] = (
+                [{"role": m.role, "content": m.content} for m in request.messages]
+                if request.messages is not None
+                else [{"role": "user", "content": request.prompt or ""}]
+            )
             return "chat/completions", body
         if request.messages is not None:
-            raise EngineError("invalid_request", "this model takes `prompt`, not `messages` (its endpoint is completions)",
-                              retryable=False)
+            raise EngineError(
+                "invalid_request",
+                "this model takes `prompt`, not `messages` (its endpoint is completions)",
+                retryable=False,
+            )
         body["prompt"] = request.prompt or ""
         return "completions", body
 
     async def _post(self, path: str, body: dict, request_id: str) -> bytes:
         o = self.options
+        assert self.client is not None, "generate() before start()"
         attempt = 0
         while True:
             attempt += 1
             try:
-                resp = await self.client.post(path, content=msgspec.json.encode(body),
-                                              headers={"Content-Type": "application/json", "X-Request-Id": request_id})
+                resp = await self.client.post(
+                    path,
+                    content=msgspec.json.encode(body),
+                    headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+                )
             except httpx.TimeoutException as exc:
                 error = EngineError("upstream_timeout", f"{type(exc).__name__} calling {o.base_url}", retryable=True)
                 wait = None
@@ -137,7 +153,12 @@ class OpenAIEngine:
             delay = exponential_delay(attempt, o.backoff_s, o.backoff_max_s, jitter=True)
             if wait is not None:
                 delay = max(delay, min(wait, o.backoff_max_s))
-            log.info("upstream answered %s; retrying in %.2fs", error.code, delay, extra={"request_id": request_id, "attempt": attempt})
+            log.info(
+                "upstream answered %s; retrying in %.2fs",
+                error.code,
+                delay,
+                extra={"request_id": request_id, "attempt": attempt},
+            )
             await asyncio.sleep(delay)
 
 

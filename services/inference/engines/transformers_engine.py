@@ -14,8 +14,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from services.inference.engines.base import EngineDead, EngineError, Generation
+from services.inference.engines.base import EngineDead, EngineError, FinishReason, Generation
 from services.inference.engines.prompts import cut_at_stop, render_prompt
 from shared.messages import InferenceRequest
 from shared.models_config import TransformersOptions
@@ -43,8 +44,9 @@ class _Pending:
 class TransformersEngine:
     def __init__(self, options: TransformersOptions) -> None:
         self.options = options
-        self.model = None
-        self.tokenizer = None
+        # transformers' model and tokenizer classes (loaded in start())
+        self.model: Any = None
+        self.tokenizer: Any = None
         self.device = "cpu"
         self.context_length = 0
         self.batch_sizes: list[int] = []  # size of every generate() call, newest last (bounded)
@@ -71,18 +73,30 @@ class TransformersEngine:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(o.dtype)
         if dtype is None:  # auto: half precision where it is fast
             dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        common = {"revision": o.revision, "local_files_only": o.local_files_only, "trust_remote_code": o.trust_remote_code}
+        common = {
+            "revision": o.revision,
+            "local_files_only": o.local_files_only,
+            "trust_remote_code": o.trust_remote_code,
+        }
         started = time.monotonic()
         tokenizer = AutoTokenizer.from_pretrained(o.model, padding_side="left", **common)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(o.model, dtype=dtype, **common).to(device)
+        # transformers types `to` as taking the model itself (its decorator's signature)
+        model = AutoModelForCausalLM.from_pretrained(o.model, dtype=dtype, **common).to(device)  # type: ignore[arg-type]
         model.eval()
         cfg = model.config
         self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0) or 0)
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        log.info("model loaded", extra={"model_path": o.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
-                                        "load_s": round(time.monotonic() - started, 2)})
+        log.info(
+            "model loaded",
+            extra={
+                "model_path": o.model,
+                "device": device,
+                "dtype": str(dtype).removeprefix("torch."),
+                "load_s": round(time.monotonic() - started, 2),
+            },
+        )
 
     async def stop(self) -> None:
         if self._batcher is not None:
@@ -96,8 +110,11 @@ class TransformersEngine:
         prompt = render_prompt(self.tokenizer, request)
         ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         if self.context_length and len(ids) + 1 > self.context_length:
-            raise EngineError("context_length_exceeded",
-                              f"the prompt has {len(ids)} tokens; the model's context is {self.context_length}", retryable=False)
+            raise EngineError(
+                "context_length_exceeded",
+                f"the prompt has {len(ids)} tokens; the model's context is {self.context_length}",
+                retryable=False,
+            )
         pending = _Pending(request, asyncio.get_running_loop().create_future(), ids)
         await self._queue.put(pending)
         return await pending.future  # cancelling this leaves the future cancelled: the batcher skips it
@@ -113,8 +130,12 @@ class TransformersEngine:
                     if timeout <= 0 and self._queue.empty():
                         break
                     try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0)) if timeout > 0 else self._queue.get_nowait())
-                    except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                        batch.append(
+                            await asyncio.wait_for(self._queue.get(), max(timeout, 0))
+                            if timeout > 0
+                            else self._queue.get_nowait()
+                        )
+                    except (TimeoutError, asyncio.QueueEmpty):
                         break
                 live = [p for p in batch if not p.future.done()]
                 groups: dict[tuple, list[_Pending]] = {}
@@ -177,7 +198,7 @@ class TransformersEngine:
         results = []
         for row, p, limit in zip(out[:, width:].tolist(), group, limits):
             tokens = row[:limit]
-            finish = "length"
+            finish: FinishReason = "length"
             for i, t in enumerate(tokens):
                 if t in eos:
                     tokens, finish = tokens[:i], "stop"
@@ -187,8 +208,11 @@ class TransformersEngine:
             if stopped:
                 finish = "stop"
                 tokens = tok(text, add_special_tokens=False)["input_ids"]
-            results.append(Generation(text=text, finish_reason=finish, prompt_tokens=len(p.prompt_ids),
-                                      completion_tokens=len(tokens)))
+            results.append(
+                Generation(
+                    text=text, finish_reason=finish, prompt_tokens=len(p.prompt_ids), completion_tokens=len(tokens)
+                )
+            )
         return results
 
 

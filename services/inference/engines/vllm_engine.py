@@ -49,7 +49,7 @@ def engine_args(options: VllmOptions, known: set[str]) -> dict[str, Any]:
 class VllmEngine:
     def __init__(self, options: VllmOptions) -> None:
         self.options = options
-        self.engine = None
+        self.engine: Any = None  # vllm's AsyncLLM, once started
         self._vllm: dict[str, Any] = {}  # the imported package's names this engine uses
         self._has_chat_template = False
         self._to_render: list[tuple[InferenceRequest, asyncio.Future]] = []  # waiting for the next render call
@@ -65,10 +65,14 @@ class VllmEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         kwargs = engine_args(self.options, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
-        self._vllm = {"SamplingParams": SamplingParams, "FINAL_ONLY": RequestOutputKind.FINAL_ONLY,
-                      "EngineDeadError": EngineDeadError, "ClientError": VLLMClientError,
-                      # the template's assistant turn opener: what vLLM's chat endpoint adds by default
-                      "chat": ChatParams(chat_template_kwargs={"add_generation_prompt": True})}
+        self._vllm = {
+            "SamplingParams": SamplingParams,
+            "FINAL_ONLY": RequestOutputKind.FINAL_ONLY,
+            "EngineDeadError": EngineDeadError,
+            "ClientError": VLLMClientError,
+            # the template's assistant turn opener: what vLLM's chat endpoint adds by default
+            "chat": ChatParams(chat_template_kwargs={"add_generation_prompt": True}),
+        }
         started = time.monotonic()
         # A worker is a batch consumer: it takes the batch sizes vLLM picks for offline use (on
         # CPU twice the sequences and tokens per step of an engine embedded elsewhere); the models
@@ -76,7 +80,9 @@ class VllmEngine:
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS)
         tokenizer = self.engine.renderer.tokenizer
         self._has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        log.info("model loaded", extra={"model_path": self.options.model, "load_s": round(time.monotonic() - started, 1)})
+        log.info(
+            "model loaded", extra={"model_path": self.options.model, "load_s": round(time.monotonic() - started, 1)}
+        )
 
     async def stop(self) -> None:
         if self.engine is not None:
@@ -171,8 +177,9 @@ class VllmEngine:
         out = final.outputs[0]
         reason = str(out.finish_reason) if out.finish_reason is not None else "stop"
         if reason in _RETRYABLE_FINISH:
-            raise EngineError(_RETRYABLE_FINISH[reason], f"vLLM ended the request with finish_reason {reason!r}",
-                              retryable=True)
+            raise EngineError(
+                _RETRYABLE_FINISH[reason], f"vLLM ended the request with finish_reason {reason!r}", retryable=True
+            )
         return Generation(
             text=out.text,
             finish_reason="length" if reason == "length" else "stop",

@@ -16,31 +16,56 @@ from shared.flow import model_queue, model_scaling
 router = APIRouter()
 
 
-@router.get("/v1/models", response_class=Response, summary="Configured models, their queues and replicas",
-            responses={200: openapi.json_response(ModelList, "Models")})
+@router.get(
+    "/v1/models",
+    response_class=Response,
+    summary="Configured models, their queues and replicas",
+    responses={200: openapi.json_response(ModelList, "Models")},
+)
 async def list_models(r: RedisDep, keys: KeysDep, models: ModelsDep) -> Response:
     data = []
     for name in models.names():
         cfg = models.models[name]
-        data.append(ModelInfo(id=name, engine=cfg.engine, max_inflight=cfg.max_inflight,
-                              queue=await model_queue(r, keys, cfg), scaling=await model_scaling(r, keys, cfg)))
+        assert cfg.max_inflight is not None  # resolved when the models file is loaded
+        data.append(
+            ModelInfo(
+                id=name,
+                engine=cfg.engine,
+                max_inflight=cfg.max_inflight,
+                queue=await model_queue(r, keys, cfg),
+                scaling=await model_scaling(r, keys, cfg),
+            )
+        )
     return as_json(ModelList(data=data))
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics", include_in_schema=True,
-            responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    include_in_schema=True,
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 async def prometheus_metrics(r: RedisDep, keys: KeysDep, models: ModelsDep) -> Response:
     await metrics.refresh_queue_gauges(r, keys, models)
     return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")})
+@router.get(
+    "/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")}
+)
 async def healthz() -> Response:
     return as_json(Health(status="ok"))
 
 
-@router.get("/readyz", response_class=Response, summary="Readiness: Redis reachable",
-            responses={200: openapi.json_response(Health, "Ready"), 503: openapi.json_response(Health, "Redis unreachable")})
+@router.get(
+    "/readyz",
+    response_class=Response,
+    summary="Readiness: Redis reachable",
+    responses={200: openapi.json_response(Health, "Ready"), 503: openapi.json_response(Health, "Redis unreachable")},
+)
 async def readyz(request: Request) -> Response:
     try:
         await request.app.state.redis.ping()

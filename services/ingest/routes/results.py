@@ -40,7 +40,9 @@ async def get_results(
     limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines to return")] = 1000,
 ) -> Response:
     if after is not None and not valid_cursor(after):
-        raise ApiException(422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after")
+        raise ApiException(
+            422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after"
+        )
     status = await owned_job(request, job_id)
     rows = await jobs.read_results(job_id, after, limit)
     cursor = rows[-1][0].decode() if rows else (after or "")
@@ -61,7 +63,10 @@ async def get_results(
         "then the job's own event (`job.completed`, `job.cancelled`, `job.expired`) with id `end`, then the stream "
         "closes. Reconnect with `Last-Event-ID` to continue where it stopped."
     ),
-    responses={200: {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **openapi.ERRORS},
+    responses={
+        200: {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **openapi.ERRORS,
+    },
 )
 async def follow_job(
     request: Request,
@@ -69,11 +74,16 @@ async def follow_job(
     jobs: JobsDep,
     r: RedisDep,
     keys: KeysDep,
-    last_event_id: Annotated[str | None, Header(description="Id of the last event received, to resume after it")] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="Id of the last event received, to resume after it")
+    ] = None,
 ) -> StreamingResponse:
     if not job_events.valid_last_event_id(last_event_id):
-        raise ApiException(422, f"Last-Event-ID: {last_event_id!r} is not an event id of this stream", field="Last-Event-ID")
+        raise ApiException(
+            422, f"Last-Event-ID: {last_event_id!r} is not an event id of this stream", field="Last-Event-ID"
+        )
     await owned_job(request, job_id)
     stream = job_events.job_events(request, r, keys, jobs, job_id, last_event_id)
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -64,7 +64,9 @@ class World:
 
     # the client's side
     def _run(self, call_id: str) -> dict:
-        return self.runs.setdefault(call_id, {"app": None, "cls": None, "kwargs": None, "state": "running", "outcome": None})
+        return self.runs.setdefault(
+            call_id, {"app": None, "cls": None, "kwargs": None, "state": "running", "outcome": None}
+        )
 
     def _outcome(self, op: str, app: str | None, cls: str | None, kwargs: dict, call_id: str | None) -> str | None:
         """Log one call and raise what was injected for it; a spawn that goes through gets its id."""
@@ -76,7 +78,16 @@ class World:
         if op == "spawn" and error is None:
             call_id = f"fc-{os.getpid()}-{next(self._ids)}"
             self.runs[call_id] = {"app": app, "cls": cls, "kwargs": kwargs, "state": "running", "outcome": None}
-        _log({"op": op, "app": app, "cls": cls, "kwargs": kwargs, "id": call_id, "error": type(error).__name__ if error else None})
+        _log(
+            {
+                "op": op,
+                "app": app,
+                "cls": cls,
+                "kwargs": kwargs,
+                "id": call_id,
+                "error": type(error).__name__ if error else None,
+            }
+        )
         if error is not None:
             raise error
         return call_id

@@ -8,6 +8,8 @@ class RequestOutputKind(enum.Enum):
 
 
 class SamplingParams:
-    def __init__(self, *, max_tokens: int = 16, output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE, **kwargs) -> None:
+    def __init__(
+        self, *, max_tokens: int = 16, output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE, **kwargs
+    ) -> None:
         self.max_tokens = max_tokens
         self.output_kind = output_kind

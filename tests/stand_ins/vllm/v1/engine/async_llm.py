@@ -54,7 +54,12 @@ class AsyncLLM:
             raise EngineDeadError("EngineCore encountered an issue")
         await asyncio.sleep(self.delay_s)
         words = prompt.split()[: sampling_params.max_tokens]
-        yield RequestOutput(request_id, list(range(len(words))), [CompletionOutput(" ".join(words), list(range(len(words))), "length")], True)
+        yield RequestOutput(
+            request_id,
+            list(range(len(words))),
+            [CompletionOutput(" ".join(words), list(range(len(words))), "length")],
+            True,
+        )
 
     async def abort(self, request_id):
         self.aborted.append(request_id)
