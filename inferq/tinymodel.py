@@ -19,25 +19,39 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(path: str | Path, *, layers: int = 2, width: int = 64, context: int = 512, seed: int = 0) -> Path:
-    """Write a GPT-2-style model and a byte-level BPE tokenizer (with a chat template) to `path`;
-    load it with `from_pretrained(path)`. Returns the path."""
-    import torch
+def _byte_level_bpe(vocab_size: int, special_tokens: list[str]):
+    """A byte-level BPE tokenizer trained on CORPUS: any text encodes, nothing is downloaded."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<unk>", "<pad>", "<eos>"],
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator([CORPUS] * 4, trainer)
+    return bpe
+
+
+def _save_tokenizer(tokenizer, path: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer.save_pretrained(path)
+
+
+def build_tiny_model(path: str | Path, *, layers: int = 2, width: int = 64, context: int = 512, seed: int = 0) -> Path:
+    """Write a GPT-2-style model and a byte-level BPE tokenizer (with a chat template) to `path`;
+    load it with `from_pretrained(path)`. Returns the path."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = _byte_level_bpe(400, ["<unk>", "<pad>", "<eos>"])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         unk_token="<unk>",
@@ -47,10 +61,7 @@ def build_tiny_model(path: str | Path, *, layers: int = 2, width: int = 64, cont
         model_max_length=context,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    tokenizer.save_pretrained(path)
+    _save_tokenizer(tokenizer, path)
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=context,
@@ -80,21 +91,12 @@ def build_tiny_llama(path: str | Path, *, layers: int = 2, context: int = 256, s
     KV head) and a byte-level BPE tokenizer that adds BOS like Llama's, with a chat template.
     Returns the path."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=LLAMA_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([CORPUS] * 4, trainer)
+    bpe = _byte_level_bpe(512, LLAMA_SPECIAL_TOKENS)
     bos_id = bpe.token_to_id("<s>")
     bpe.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
@@ -108,10 +110,7 @@ def build_tiny_llama(path: str | Path, *, layers: int = 2, context: int = 256, s
         model_max_length=context,
     )
     tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    tokenizer.save_pretrained(path)
+    _save_tokenizer(tokenizer, path)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,

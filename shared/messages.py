@@ -84,8 +84,8 @@ class RequestNames(Protocol):
     def model(self) -> str: ...
 
 
-def dropped_line(req: RequestNames, reason: str) -> ResultLine:
-    status, code, message = DROP_OUTCOMES.get(reason, (RequestStatus.FAILED, reason, reason))
+def ended_line(req: RequestNames, code: str, message: str, status: str = RequestStatus.FAILED) -> ResultLine:
+    """The result line of a request that ends without output: no tokens, no timings, the error."""
     return ResultLine(
         custom_id=req.custom_id,
         request_id=req.request_id,
@@ -96,3 +96,8 @@ def dropped_line(req: RequestNames, reason: str) -> ResultLine:
         error=ErrorInfo(code=code, message=message),
         timings=Timings(queued_ms=0.0, inference_ms=0.0),
     )
+
+
+def dropped_line(req: RequestNames, reason: str) -> ResultLine:
+    status, code, message = DROP_OUTCOMES.get(reason, (RequestStatus.FAILED, reason, reason))
+    return ended_line(req, code, message, status)

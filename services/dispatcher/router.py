@@ -24,13 +24,12 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
-from shared.api import DeadLetter, ErrorInfo, ResultLine, Timings, Usage
+from shared.api import DeadLetter
 from shared.deadletters import META_FIELD, meta
 from shared.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, WORKER_GROUP, Keys
-from shared.messages import ResultEnvelope, chunk_decoder, request_decoder
+from shared.messages import ResultEnvelope, chunk_decoder, ended_line, request_decoder
 from shared.models_config import ModelConfig, ModelsConfig
 from shared.staging_scripts import Admit, AdmitBatch, Feed
-from shared.states import RequestStatus
 from shared.streams import ensure_group
 
 log = logging.getLogger("inferq.router")
@@ -175,14 +174,5 @@ def _unroutable_result(job_id: str, payload: bytes) -> bytes | None:
         req = request_decoder.decode(payload)
     except msgspec.DecodeError:
         return None
-    line = ResultLine(
-        custom_id=req.custom_id,
-        request_id=req.request_id,
-        model=req.model,
-        status=RequestStatus.FAILED,
-        output=None,
-        usage=Usage(),
-        timings=Timings(queued_ms=0.0, inference_ms=0.0),
-        error=ErrorInfo(code="model_not_found", message=f"model {req.model!r} is no longer configured"),
-    )
+    line = ended_line(req, "model_not_found", f"model {req.model!r} is no longer configured")
     return _results_encoder.encode(ResultEnvelope(job_id, line))

@@ -21,7 +21,7 @@ from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
-from shared.messages import InferenceRequest, ResultEnvelope, request_decoder
+from shared.messages import InferenceRequest, ResultEnvelope, ended_line, request_decoder
 from shared.models_config import ModelConfig
 from shared.states import RequestStatus
 from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new
@@ -302,16 +302,7 @@ class InferenceWorker:
     def _give_up(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, attempts: int, why: str) -> None:
         """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""
         log.warning("dead-lettered: %s", why, extra={"request_id": req.request_id, "job_id": req.job_id})
-        line = ResultLine(
-            custom_id=req.custom_id,
-            request_id=req.request_id,
-            model=req.model,
-            status=RequestStatus.FAILED,
-            output=None,
-            usage=Usage(),
-            timings=Timings(queued_ms=0.0, inference_ms=0.0),
-            error=ErrorInfo(code="max_attempts_exceeded", message=why),
-        )
+        line = ended_line(req, "max_attempts_exceeded", why)
         info = DeadLetter(
             source=self.streams[lane],
             reason="max_attempts_exceeded",
