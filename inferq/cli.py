@@ -213,7 +213,7 @@ def models(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
             data = client.models()
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
-    table = Table("model", "engine", "queued", "routed", "in flight", "flow", "replicas", "scaling")
+    table = Table("model", "engine", "waiting", "routed", "in flight", "flow", "replicas", "scaling")
     for m in data:
         s = m.scaling
         replicas = "-" if s.current is None else f"{s.current}/{s.max_replicas}"
