@@ -10,8 +10,10 @@ import msgspec
 from services.ingest.errors import ApiException, decode_body
 from shared.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
 from shared.ids import new_job_id, request_id
+from shared.jobstore import NO_LIMIT, JobStore
 from shared.messages import InferenceRequest, IngestChunk, SamplingParams
 from shared.models_config import ModelsConfig
+from shared.settings import Settings
 
 CHUNK_SIZE = 500  # requests per ingest-stream entry
 
@@ -138,6 +140,28 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
 
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_WINDOW_MS = 7 * 86_400_000
+
+
+async def create_planned(
+    jobs: JobStore, plan: JobPlan, settings: Settings, model_limits: dict[str, int], tenant: str, **options
+) -> str:
+    """Write a planned job under the service's limits (every model's backlog, the global backlog,
+    the tenant's queued cap); `options` are JobStore.create's own (idempotency, extra fields).
+    Returns the job's id: another one when an idempotency key replays an earlier job."""
+    return await jobs.create(
+        plan.job_id,
+        plan.created_ms,
+        plan.model_totals,
+        plan.metadata,
+        plan.chunks,
+        priority=plan.priority,
+        expires_ms=plan.expires_ms,
+        model_limits=model_limits,
+        global_limit=settings.max_backlog,
+        tenant=tenant,
+        tenant_limit=settings.tenant_max_queued or NO_LIMIT,
+        **options,
+    )
 
 
 def _window_ms(window: str) -> int:

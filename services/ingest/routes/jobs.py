@@ -17,12 +17,11 @@ from services.ingest.errors import ApiException, over_capacity
 from services.ingest.limits import tenant_limit_error
 from services.ingest.paths import JobId
 from services.ingest.responses import as_json
-from services.ingest.submission import plan_job
+from services.ingest.submission import create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
 from shared import metrics
 from shared.api import ApiError, Job, JobCreate, JobWebhookInfo, RequestCounts, Usage
 from shared.errors import AdmissionRejected, IdempotencyConflict, StopRefused, TenantLimitReached
-from shared.jobstore import NO_LIMIT
 from shared.states import JobStatus
 
 router = APIRouter()
@@ -74,21 +73,7 @@ async def create_job(
             webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode(),
         )
     try:
-        job_id = await jobs.create(
-            plan.job_id,
-            plan.created_ms,
-            plan.model_totals,
-            plan.metadata,
-            plan.chunks,
-            priority=plan.priority,
-            expires_ms=plan.expires_ms,
-            model_limits=model_limits,
-            global_limit=settings.max_backlog,
-            idempotency=idempotency,
-            extra=extra,
-            tenant=tenant,
-            tenant_limit=settings.tenant_max_queued or NO_LIMIT,
-        )
+        job_id = await create_planned(jobs, plan, settings, model_limits, tenant, idempotency=idempotency, extra=extra)
         if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
             await webhooks.delete(tenant, hook.id)
     except (AdmissionRejected, TenantLimitReached, IdempotencyConflict) as exc:

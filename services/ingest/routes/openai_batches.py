@@ -29,11 +29,11 @@ from services.ingest.errors import ApiException, over_capacity
 from services.ingest.limits import tenant_limit_error
 from services.ingest.paths import BatchId, FileId
 from services.ingest.responses import as_json
-from services.ingest.submission import plan_job
+from services.ingest.submission import create_planned, plan_job
 from shared.api import ApiError, ResultLine
 from shared.errors import AdmissionRejected, StopRefused, TenantLimitReached
 from shared.ids import new_file_id
-from shared.jobstore import NO_LIMIT, JobStore
+from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.openai_batch import (
     Batch,
@@ -293,19 +293,7 @@ async def create_batch(
         await pipe.execute()
     if plan is not None:
         try:
-            await jobs.create(
-                plan.job_id,
-                plan.created_ms,
-                plan.model_totals,
-                plan.metadata,
-                plan.chunks,
-                priority=plan.priority,
-                expires_ms=plan.expires_ms,
-                model_limits=model_limits,
-                global_limit=settings.max_backlog,
-                tenant=tenant,
-                tenant_limit=settings.tenant_max_queued or NO_LIMIT,
-            )
+            await create_planned(jobs, plan, settings, model_limits, tenant)
         except (AdmissionRejected, TenantLimitReached) as exc:
             await r.delete(keys.batch(record.id))
             await r.zrem(keys.batches_index(tenant), record.id)
