@@ -15,8 +15,8 @@ from inferq.tinymodel import build_tiny_model
 from services.inference.engines import EngineError, create_engine
 from services.inference.engines.transformers_engine import TransformersEngine
 from shared.api import ChatMessage
-from shared.messages import InferenceRequest, SamplingParams
 from shared.models_config import TransformersOptions, parse_models
+from tests.engine_requests import engine_request
 from tests.test_e2e import _all_results
 
 
@@ -35,22 +35,9 @@ async def engine(tiny_model):
     await eng.stop()
 
 
-def _req(i: int, prompt: str | None = "the quick brown fox", **params) -> InferenceRequest:
-    messages = params.pop("messages", None)
-    return InferenceRequest(
-        request_id=f"r{i}",
-        job_id="j",
-        custom_id=f"c{i}",
-        model="tiny",
-        accepted_ms=0,
-        prompt=None if messages else prompt,
-        messages=messages,
-        params=SamplingParams(**{"max_tokens": 8, "temperature": 0.0, **params}),
-    )
-
-
 async def test_concurrent_requests_share_one_generate_call_and_keep_their_own_limits(engine):
-    reqs = [_req(i, "hello world " * (i + 1), max_tokens=3 + i, temperature=None) for i in range(6)]  # sampled
+    # sampled (temperature unset), each with its own max_tokens
+    reqs = [engine_request(i, "hello world " * (i + 1), max_tokens=3 + i, temperature=None) for i in range(6)]
     outs = await asyncio.gather(*(engine.generate(r) for r in reqs))
     assert engine.batch_sizes == [6]  # one left-padded batch for six prompts of different lengths
     for r, out in zip(reqs, outs):
@@ -61,10 +48,10 @@ async def test_concurrent_requests_share_one_generate_call_and_keep_their_own_li
 
 
 async def test_greedy_output_does_not_depend_on_the_batch(engine):
-    alone = await engine.generate(_req(0, "a haiku about the ocean"))
+    alone = await engine.generate(engine_request(0, "a haiku about the ocean"))
     together = await asyncio.gather(
         *(
-            engine.generate(_req(i, p))
+            engine.generate(engine_request(i, p))
             for i, p in enumerate(["a haiku about the ocean", "mountain trains and city rain in autumn", "hello"])
         )
     )
@@ -73,7 +60,7 @@ async def test_greedy_output_does_not_depend_on_the_batch(engine):
 
 async def test_chat_messages_are_rendered_with_the_chat_template(engine):
     messages = [ChatMessage("system", "be brief"), ChatMessage("user", "hello world")]
-    out = await engine.generate(_req(0, messages=messages))
+    out = await engine.generate(engine_request(0, messages=messages))
     rendered = engine.tokenizer.apply_chat_template(
         [{"role": m.role, "content": m.content} for m in messages], tokenize=False, add_generation_prompt=True
     )
@@ -82,37 +69,37 @@ async def test_chat_messages_are_rendered_with_the_chat_template(engine):
 
 
 async def test_stop_sequences_cut_the_text(engine):
-    free = await engine.generate(_req(0, "desert stars", max_tokens=12))
+    free = await engine.generate(engine_request(0, "desert stars", max_tokens=12))
     assert len(free.text) > 2, "the tiny model produced too little text to cut"
     stop = free.text[1:3]
-    cut = await engine.generate(_req(1, "desert stars", max_tokens=12, stop=[stop]))
+    cut = await engine.generate(engine_request(1, "desert stars", max_tokens=12, stop=[stop]))
     assert cut.text == free.text[: free.text.find(stop)] and cut.finish_reason == "stop"
     assert cut.completion_tokens <= free.completion_tokens
 
 
 async def test_sampling_settings_split_batches_and_seeds_reproduce(engine):
-    seeded = [_req(0, temperature=0.9, seed=7), _req(1, temperature=0.9, seed=7)]
-    greedy = [_req(2), _req(3, "hello world")]
+    seeded = [engine_request(0, temperature=0.9, seed=7), engine_request(1, temperature=0.9, seed=7)]
+    greedy = [engine_request(2), engine_request(3, "hello world")]
     outs = await asyncio.gather(*(engine.generate(r) for r in (*seeded, *greedy)))
     assert sorted(engine.batch_sizes) == [1, 1, 2]  # each seeded request alone; the greedy ones together
     assert outs[0].text == outs[1].text  # same prompt, same seed
-    again = await engine.generate(_req(4, temperature=0.9, seed=7))
+    again = await engine.generate(engine_request(4, temperature=0.9, seed=7))
     assert again.text == outs[0].text
-    other = [await engine.generate(_req(5 + k, temperature=0.9, seed=100 + k)) for k in range(3)]
+    other = [await engine.generate(engine_request(5 + k, temperature=0.9, seed=100 + k)) for k in range(3)]
     assert any(o.text != outs[0].text for o in other)  # the seed matters
 
 
 async def test_a_prompt_longer_than_the_context_fails_permanently(engine):
     with pytest.raises(EngineError) as err:
-        await engine.generate(_req(0, "the quick brown fox " * 200))
+        await engine.generate(engine_request(0, "the quick brown fox " * 200))
     assert err.value.code == "context_length_exceeded" and not err.value.retryable
     assert "context is 128" in err.value.message
 
 
 async def test_a_cancelled_request_is_not_generated(engine):
     engine.options.batch_wait_ms = 200
-    task = asyncio.create_task(engine.generate(_req(0)))
-    keep = asyncio.create_task(engine.generate(_req(1)))
+    task = asyncio.create_task(engine.generate(engine_request(0)))
+    keep = asyncio.create_task(engine.generate(engine_request(1)))
     await asyncio.sleep(0.05)
     task.cancel()
     await keep

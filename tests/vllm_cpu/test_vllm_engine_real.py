@@ -12,8 +12,8 @@ import pytest_asyncio
 
 from services.inference.engines import EngineError, create_engine
 from shared.api import ChatMessage
-from shared.messages import InferenceRequest, SamplingParams
 from shared.models_config import ModelsFileError, parse_models
+from tests.engine_requests import engine_request
 from tests.vllm_cpu.conftest import CONTEXT, vllm_models_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -29,47 +29,34 @@ async def engine(tiny_llama):
     await eng.stop()
 
 
-def _req(i: int, prompt: str | None = "the quick brown fox", messages=None, **params) -> InferenceRequest:
-    return InferenceRequest(
-        request_id=f"req_{i}",
-        job_id="job_v",
-        custom_id=f"c{i}",
-        model="tiny",
-        accepted_ms=0,
-        prompt=None if messages else prompt,
-        messages=messages,
-        params=SamplingParams(**{"max_tokens": 8, "temperature": 0.0, **params}),
-    )
-
-
 async def test_completion_and_chat_return_text_and_token_counts(engine):
-    done = await engine.generate(_req(1, "a haiku about the ocean", max_tokens=12))
+    done = await engine.generate(engine_request(1, "a haiku about the ocean", max_tokens=12))
     assert done.text and done.completion_tokens == 12 and done.finish_reason == "length"
     assert done.prompt_tokens == 1 + len(
         engine.engine.renderer.tokenizer.encode("a haiku about the ocean", add_special_tokens=False)
     )
     chat = await engine.generate(
-        _req(2, messages=[ChatMessage("system", "be brief"), ChatMessage("user", "hello world")])
+        engine_request(2, messages=[ChatMessage("system", "be brief"), ChatMessage("user", "hello world")])
     )
     assert chat.text and chat.completion_tokens == 8 and chat.prompt_tokens > done.prompt_tokens
 
 
 async def test_max_tokens_and_stop_are_honoured(engine):
-    free = await engine.generate(_req(3, "write a short story title", max_tokens=40))
+    free = await engine.generate(engine_request(3, "write a short story title", max_tokens=40))
     assert free.completion_tokens == 40 and free.finish_reason == "length"
     stop = free.text[len(free.text) // 2 :][:3]  # a piece of what the model writes at temperature 0
     assert stop.strip()
-    cut = await engine.generate(_req(4, "write a short story title", max_tokens=40, stop=[stop]))
+    cut = await engine.generate(engine_request(4, "write a short story title", max_tokens=40, stop=[stop]))
     assert cut.finish_reason == "stop" and stop not in cut.text
     assert free.text.startswith(cut.text) and cut.completion_tokens < 40
 
 
 async def test_temperature_zero_gives_the_same_text_twice(engine):
     a, b = await asyncio.gather(
-        engine.generate(_req(5, "city rain and desert stars", max_tokens=24)),
-        engine.generate(_req(6, "city rain and desert stars", max_tokens=24)),
+        engine.generate(engine_request(5, "city rain and desert stars", max_tokens=24)),
+        engine.generate(engine_request(6, "city rain and desert stars", max_tokens=24)),
     )
-    c = await engine.generate(_req(7, "city rain and desert stars", max_tokens=24))
+    c = await engine.generate(engine_request(7, "city rain and desert stars", max_tokens=24))
     assert a.text == b.text == c.text and a.completion_tokens == 24
 
 
@@ -92,8 +79,8 @@ async def test_a_chat_reaches_the_model_with_exactly_one_bos(engine):
 
     engine.engine.generate = watch
     try:
-        await engine.generate(_req(8, messages=[ChatMessage("user", "hi there")]))
-        await engine.generate(_req(9, "hi there"))
+        await engine.generate(engine_request(8, messages=[ChatMessage("user", "hi there")]))
+        await engine.generate(engine_request(9, "hi there"))
     finally:
         del engine.engine.generate
     chat_ids, text_ids = list(seen[0].prompt_token_ids), list(seen[1].prompt_token_ids)
@@ -106,23 +93,23 @@ async def test_a_chat_reaches_the_model_with_exactly_one_bos(engine):
 
 async def test_a_prompt_longer_than_the_context_is_an_invalid_request(engine):
     with pytest.raises(EngineError) as info:
-        await engine.generate(_req(10, "the lazy dog " * CONTEXT))
+        await engine.generate(engine_request(10, "the lazy dog " * CONTEXT))
     assert info.value.code == "invalid_request" and not info.value.retryable
     assert f"maximum context length is {CONTEXT} tokens" in info.value.message
-    ok = await engine.generate(_req(11))  # the engine serves on
+    ok = await engine.generate(engine_request(11))  # the engine serves on
     assert ok.completion_tokens == 8
 
 
 async def test_invalid_sampling_values_are_invalid_requests(engine):
     with pytest.raises(EngineError) as info:
-        await engine.generate(_req(12, top_p=0.0))
+        await engine.generate(engine_request(12, top_p=0.0))
     assert info.value.code == "invalid_request" and "top_p" in info.value.message
 
 
 async def test_cancelling_aborts_the_requests_inside_vllm(engine):
     vllm = engine.engine
     tasks = [
-        asyncio.create_task(engine.generate(_req(100 + i, f"mountain trains {i}", max_tokens=CONTEXT - 32)))
+        asyncio.create_task(engine.generate(engine_request(100 + i, f"mountain trains {i}", max_tokens=CONTEXT - 32)))
         for i in range(16)
     ]
     for _ in range(2000):
@@ -135,7 +122,7 @@ async def test_cancelling_aborts_the_requests_inside_vllm(engine):
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     assert vllm.output_processor.get_num_unfinished_requests() == 0  # nothing left generating
-    after = await engine.generate(_req(200))
+    after = await engine.generate(engine_request(200))
     assert after.completion_tokens == 8
 
 
