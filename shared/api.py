@@ -267,10 +267,14 @@ class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     index: int | None = None
     model: str | None = None
     known_models: list[str] | None = None
+    # A quota refusal: the quota's setting, its limit and the tenant's usage of it before the request.
+    quota: str | None = None
+    limit: int | None = None
+    used: int | None = None
 
 
 class ApiError(Struct, kw_only=True):
-    """Every 4xx/5xx answer: `{"error": {"message", "type", "field"?, "index"?}}`."""
+    """Every 4xx/5xx answer: `{"error": {"message", "type", "field"?, "index"?, "quota"?, "limit"?, "used"?}}`."""
 
     error: ApiErrorBody
 

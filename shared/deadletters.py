@@ -2,7 +2,9 @@
 
 Each entry holds the original message bytes (`d`) and a DeadLetter record as JSON (`m`). A request
 that is dead-lettered also gets a `failed` result (`max_attempts_exceeded`), so its job finishes;
-an operator can requeue it, which undoes that failure (see JobStore.requeue).
+an operator can requeue it, which undoes that failure (see JobStore.requeue). Entries are kept
+for a bounded age and number (`apply_retention`, run by the dispatcher's upkeep cron); what
+retention drops is counted in Redis, so any process's /metrics can report it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import redis.asyncio as aioredis
 from shared.api import DeadLetter, DeadLetterList
 from shared.keys import META_FIELD, PAYLOAD_FIELD, Keys
 from shared.stream_scripts import DeadLetter as DeadLetterScript
+from shared.stream_scripts import TrimDeadLetters
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(DeadLetter)
@@ -39,6 +42,26 @@ async def dead_letter(
         payload=raw,
         meta=meta(info),
     )
+
+
+class Retention(msgspec.Struct, frozen=True):
+    """What one retention pass did."""
+
+    dropped_by_age: int
+    dropped_by_count: int
+    kept: int
+
+
+async def apply_retention(r: aioredis.Redis, keys: Keys, *, max_age_s: int, maxlen: int, now_ms: int) -> Retention:
+    """Drop dead letters older than `max_age_s`, then the oldest beyond `maxlen`, counting them."""
+    trim = TrimDeadLetters(r)
+    by_age, by_count, kept = await trim(
+        stream=keys.dead_letter_stream,
+        dropped=keys.dead_letters_dropped,
+        min_id=f"{max(0, now_ms - max_age_s * 1000)}-0",
+        maxlen=maxlen,
+    )
+    return Retention(dropped_by_age=by_age, dropped_by_count=by_count, kept=kept)
 
 
 async def list_dead_letters(r: aioredis.Redis, keys: Keys, after: str | None, limit: int) -> DeadLetterList:

@@ -107,6 +107,7 @@ class RecordResults:
         ttl_s: int,
         events_maxlen: int,
         event_source: str,
+        webhook_events_maxlen: int,
     ) -> tuple[int, list[tuple[str, str]]]:
         """`by_job`: job id -> [(request_id, model index (1-based, in `models`), status, prompt
         tokens, completion tokens, line, error code)]. Returns (applied, [(job id, final status)])."""
@@ -119,12 +120,23 @@ class RecordResults:
             k.webhook_events,
             k.webhook_request_subscribers,
             k.tenant_backlog,
+            k.webhook_events_dropped,
         ]
         for job_id in by_job:
             keys += k.job_keys(job_id)
         keys += (k.flow(m) for m in models)
         batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], models, list(by_job.values()), list(by_job)])
-        args: list[EncodableT] = [group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, EVENT_FIELD, batch]
+        args: list[EncodableT] = [
+            group,
+            now_ms,
+            now_rfc3339,
+            ttl_s,
+            events_maxlen,
+            event_source,
+            EVENT_FIELD,
+            batch,
+            webhook_events_maxlen,
+        ]
         applied, finished = await self._script(keys=keys, args=args)
         pairs = [v.decode() for v in finished]
         return int(applied), list(zip(pairs[::2], pairs[1::2]))

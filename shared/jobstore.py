@@ -27,6 +27,7 @@ from shared.keys import JobField, Keys, model_field
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
 
 EVENTS_MAXLEN = 100_000
+WEBHOOK_EVENTS_MAXLEN = 1_000_000
 NO_LIMIT = 2**62
 
 
@@ -45,12 +46,18 @@ class ResultRecord(msgspec.Struct, array_like=True):
 
 class JobStore:
     def __init__(
-        self, r: aioredis.Redis, keys: Keys, job_ttl_s: int = 7 * 24 * 3600, events_maxlen: int = EVENTS_MAXLEN
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        job_ttl_s: int = 7 * 24 * 3600,
+        events_maxlen: int = EVENTS_MAXLEN,
+        webhook_events_maxlen: int = WEBHOOK_EVENTS_MAXLEN,
     ) -> None:
         self.r = r
         self.keys = keys
         self.job_ttl_s = job_ttl_s
         self.events_maxlen = events_maxlen
+        self.webhook_events_maxlen = webhook_events_maxlen
         self._create = job_scripts.CreateJob(r, keys)
         self._mark_started = job_scripts.MarkStarted(r, keys)
         self._record_results = job_scripts.RecordResults(r, keys)
@@ -175,6 +182,7 @@ class JobStore:
             ttl_s=self.job_ttl_s,
             events_maxlen=self.events_maxlen,
             event_source=EVENT_SOURCE,
+            webhook_events_maxlen=self.webhook_events_maxlen,
         )
 
     async def stop(self, job_id: str, reason: str) -> str:

@@ -90,6 +90,8 @@ class Keys:
         self.results_stream = f"{prefix}:stream:results"
         self.events_stream = f"{prefix}:stream:events"
         self.dead_letter_stream = f"{prefix}:stream:dead"
+        # Dead letters dropped by retention (age or count), ever: a counter.
+        self.dead_letters_dropped = f"{prefix}:dead:dropped"
         # Accepted-but-unfinished requests over all models (admission control).
         self.backlog_total = f"{prefix}:backlog"
         # Unfinished jobs by the end of their completion window (sorted set, score = ms).
@@ -106,6 +108,8 @@ class Keys:
         # endpoint subscribes to them (the set `webhook_request_subscribers` of such endpoint ids).
         self.webhook_events = f"{prefix}:stream:webhook-events"
         self.webhook_request_subscribers = f"{prefix}:webhooks:request-subscribers"
+        # Events refused by the webhook events stream because it was at its bound, ever: a counter.
+        self.webhook_events_dropped = f"{prefix}:webhooks:events-dropped"
         # API keys: one string per key, named by the key's SHA-256 (the key itself is never stored),
         # and an index of them by creation time.
         self.api_keys_index = f"{prefix}:apikeys"
@@ -160,6 +164,11 @@ class Keys:
     def files_index(self, tenant: str) -> str:
         """Sorted set of a tenant's uploaded file ids by creation time."""
         return f"{self.prefix}:files:{tenant}"
+
+    def file_usage(self, tenant: str) -> str:
+        """Hash file id -> `<expires at, s> <bytes>` of a tenant's stored files: its file quota's
+        accounting, pruned of expired files before each upload."""
+        return f"{self.prefix}:files:{tenant}:usage"
 
     def batch(self, batch_id: str) -> str:
         """String: the OpenAI batch record (JSON); its state comes from the job it runs as."""

@@ -8,7 +8,9 @@ inferq_routed_total, inferq_results_applied_total, inferq_request_queue_wait_sec
 inferq_request_inference_seconds{model}, inferq_tokens_total{model,kind},
 inferq_results_total{model,status}, inferq_webhook_deliveries_total{outcome},
 inferq_http_requests_total{method,route,status}, inferq_http_request_duration_seconds{method,route},
-inferq_requests_accepted_total."""
+inferq_requests_accepted_total; retention: inferq_dead_letters (kept), inferq_dead_letters_dropped_total,
+inferq_webhook_events_lag (events the webhook fan-out has not acknowledged),
+inferq_webhook_events_dropped_total (refused at the webhook events stream's bound)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from shared.flow import model_queue, model_scaling
-from shared.keys import LANES, Keys
+from shared.keys import LANES, WEBHOOK_GROUP, Keys
 from shared.models_config import ModelsConfig
 from shared.states import RequestStatus
+from shared.streams import unacknowledged
 
 REGISTRY = CollectorRegistry()
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -48,6 +51,10 @@ HTTP_DURATION = Histogram(
     registry=REGISTRY,
 )
 REQUESTS_ACCEPTED = Counter("inferq_requests_accepted", "Requests accepted in jobs", registry=REGISTRY)
+DEAD_LETTERS = Gauge("inferq_dead_letters", "Dead letters kept", registry=REGISTRY)
+WEBHOOK_EVENTS_LAG = Gauge(
+    "inferq_webhook_events_lag", "Webhook events not yet acknowledged by the fan-out", registry=REGISTRY
+)
 
 
 class _Buckets:
@@ -145,8 +152,45 @@ class DispatcherCounters:
         yield applied
 
 
+class RetentionTotals:
+    """Counters kept in Redis by the scripts that drop things (so every process reports the same
+    totals): dead letters dropped by retention, webhook events refused at the stream's bound."""
+
+    def __init__(self) -> None:
+        self.dead_letters_dropped = 0
+        self.webhook_events_dropped = 0
+        REGISTRY.register(self)
+
+    def collect(self):
+        dead = CounterMetricFamily("inferq_dead_letters_dropped", "Dead letters dropped by retention (age or count)")
+        dead.add_metric([], self.dead_letters_dropped)
+        hooks = CounterMetricFamily(
+            "inferq_webhook_events_dropped", "Webhook events refused because the fan-out's stream was at its bound"
+        )
+        hooks.add_metric([], self.webhook_events_dropped)
+        yield dead
+        yield hooks
+
+
+RETENTION = RetentionTotals()
+
+
+async def refresh_retention_gauges(r: aioredis.Redis, keys: Keys) -> None:
+    """Dead letters kept and dropped, the webhook fan-out's lag and refused events, from Redis."""
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.xlen(keys.dead_letter_stream)
+        pipe.get(keys.dead_letters_dropped)
+        pipe.get(keys.webhook_events_dropped)
+        kept, dead_dropped, hooks_dropped = await pipe.execute()
+    DEAD_LETTERS.set(kept)
+    RETENTION.dead_letters_dropped = int(dead_dropped or 0)
+    RETENTION.webhook_events_dropped = int(hooks_dropped or 0)
+    WEBHOOK_EVENTS_LAG.set(await unacknowledged(r, keys.webhook_events, WEBHOOK_GROUP))
+
+
 async def refresh_queue_gauges(r: aioredis.Redis, keys: Keys, models: ModelsConfig) -> None:
-    """Read backlog and replicas of every model from Redis into the gauges (before a scrape)."""
+    """Read backlog and replicas of every model, and the retention figures, from Redis into the
+    gauges (before a scrape)."""
     for name in models.names():
         cfg = models.models[name]
         queue = await model_queue(r, keys, cfg)
@@ -159,6 +203,7 @@ async def refresh_queue_gauges(r: aioredis.Redis, keys: Keys, models: ModelsConf
         scaling = await model_scaling(r, keys, cfg)
         REPLICAS.labels(name).set(scaling.current if scaling.current is not None else queue.consumers)
         REPLICAS_DESIRED.labels(name).set(scaling.desired if scaling.desired is not None else queue.consumers)
+    await refresh_retention_gauges(r, keys)
 
 
 def exposition() -> bytes:

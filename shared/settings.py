@@ -74,6 +74,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_prompt_chars: Positive = 200_000
     # The public events stream keeps about this many events (one per finished request, one per job).
     events_maxlen: Annotated[int, Meta(ge=1000, description="at least 1000")] = 100_000
+    # Dead letters are kept this long and at most this many (the oldest go first).
+    dead_letter_max_age_s: Positive = 7 * 24 * 3600
+    dead_letter_maxlen: Annotated[int, Meta(ge=100, description="at least 100")] = 100_000
+    # The webhook fan-out's work stream holds at most this many events: past 90% of it request
+    # events are refused (counted, logged), past all of it job events too.
+    webhook_events_maxlen: Annotated[int, Meta(ge=1000, description="at least 1000")] = 1_000_000
+    # A webhook delivery is kept this long after it ended (or after its next attempt was due), and an
+    # endpoint's delivery list keeps at most this many of the newest.
+    webhook_delivery_ttl_s: Positive = 7 * 24 * 3600
+    webhook_deliveries_per_endpoint: Positive = 10_000
+    # Uploaded files per tenant (they count until deleted or expired): total bytes and number.
+    tenant_file_bytes: Positive = 1024 * 1024 * 1024
+    tenant_files: Positive = 1000
     # Port of the /metrics endpoint of the dispatcher and workers (0 = off; ingest serves /metrics itself).
     metrics_port: Annotated[int, Meta(ge=0, le=65535, description="0 (off) or a TCP port, at most 65535")] = 0
     # Webhooks: seconds before each attempt (the first is the delay after the event), per timeout,

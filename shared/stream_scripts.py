@@ -1,5 +1,5 @@
 """Wrappers of the scripts that acknowledge stream entries together with what they produced
-(shared/lua: publish, hand_back, dead_letter, fan_out)."""
+(shared/lua: publish, hand_back, dead_letter, fan_out), and the dead letters' retention."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ class DeadLetter:
         return bool(await self._script(keys=[stream, dead_letter_stream], args=args))
 
 
+class TrimDeadLetters:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self._script = scripts.register(r, "trim_dead_letters")
+
+    async def __call__(self, *, stream: str, dropped: str, min_id: str, maxlen: int) -> tuple[int, int, int]:
+        """(removed by age, removed by count, entries kept)."""
+        by_age, by_count, kept = await self._script(keys=[stream, dropped], args=[min_id, maxlen])
+        return int(by_age), int(by_count), int(kept)
+
+
 class FanOut:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "fan_out")
@@ -66,8 +76,11 @@ class FanOut:
         due: str,
         now_ms: int,
         deliveries: list[tuple[str, str, str, bytes]],
+        ttl_s: int,
+        per_endpoint: int,
     ) -> int:
-        """`deliveries`: (delivery key, endpoint's delivery index key, delivery id, record JSON).
+        """`deliveries`: (delivery key, endpoint's delivery index key, delivery id, record JSON);
+        each expires `ttl_s` after it was due unless saved again, each index keeps `per_endpoint`.
         Returns how many were created (not there before)."""
         keys = [stream, due]
         items = []
@@ -75,4 +88,4 @@ class FanOut:
             keys += (key, index)
             items.append((delivery_id, luapack.lua_bytes(record)))
         batch = luapack.pack([[luapack.lua_bytes(i) for i in ack_ids], items])
-        return int(await self._script(keys=keys, args=[group, now_ms, batch]))
+        return int(await self._script(keys=keys, args=[group, now_ms, batch, ttl_s, per_endpoint]))

@@ -64,6 +64,23 @@ async def delivery_counts(
     return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
 
 
+async def unacknowledged(r: aioredis.Redis, stream: str, group: str) -> int:
+    """Entries `group` has not acknowledged yet: unread (XINFO's lag) plus read and pending. Where
+    Redis cannot tell the lag (entries deleted past the group's position), the stream's length,
+    which is never less. 0 for a missing stream or group."""
+    try:
+        groups = await r.xinfo_groups(stream)
+    except ResponseError:
+        return 0
+    for g in groups:
+        if _s(g["name"]) == group:
+            lag = g.get("lag")
+            if lag is None:
+                return int(await r.xlen(stream))
+            return int(lag) + int(g["pending"])
+    return 0
+
+
 async def trim_acknowledged(r: aioredis.Redis, stream: str) -> int:
     """Drop entries that every group has acknowledged; never an entry some group still needs.
     Entries are delivered in id order, so everything below a group's oldest pending entry (or up

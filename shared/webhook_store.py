@@ -24,10 +24,22 @@ _enc = msgspec.json.Encoder()
 
 
 class WebhookStore:
-    def __init__(self, r: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        ttl_s: int = 30 * 24 * 3600,
+        *,
+        delivery_ttl_s: int = 7 * 24 * 3600,
+        deliveries_per_endpoint: int = 10_000,
+    ) -> None:
         self.r = r
         self.keys = keys
-        self.ttl_s = ttl_s  # deliveries are kept this long after their last change
+        self.ttl_s = ttl_s  # a job's own endpoint, and a deleted endpoint's delivery list, are kept this long
+        # a delivery is kept this long after it ended or its next attempt fell due; an endpoint's
+        # delivery list keeps this many of the newest
+        self.delivery_ttl_s = delivery_ttl_s
+        self.deliveries_per_endpoint = deliveries_per_endpoint
         self._fan_out = stream_scripts.FanOut(r)
         self._lease = LeaseDelivery(r)
 
@@ -143,6 +155,8 @@ class WebhookStore:
             due=self.keys.webhook_due,
             now_ms=int(time.time() * 1000),
             deliveries=targets,
+            ttl_s=self.delivery_ttl_s,
+            per_endpoint=self.deliveries_per_endpoint,
         )
 
     async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
@@ -150,11 +164,36 @@ class WebhookStore:
         return _delivery_decoder.decode(raw) if raw is not None else None
 
     async def list_deliveries(self, endpoint_id: str, limit: int = 100) -> builtins.list[DeliveryRecord]:
-        ids = await self.r.zrevrange(self.keys.webhook_deliveries(endpoint_id), 0, limit - 1)
+        index = self.keys.webhook_deliveries(endpoint_id)
+        ids = await self.r.zrevrange(index, 0, limit - 1)
         if not ids:
             return []
         raws = await self.r.mget([self.keys.webhook_delivery(i.decode()) for i in ids])
+        expired = [i for i, raw in zip(ids, raws) if raw is None]
+        if expired:  # their records expired: the list forgets them too
+            await self.r.zrem(index, *expired)
         return [_delivery_decoder.decode(raw) for raw in raws if raw is not None]
+
+    def expiry_s(self, rec: DeliveryRecord, now_ms: int) -> int:
+        """Seconds a delivery is kept from now: the TTL after it ended, or after its next attempt is due."""
+        if rec.status == "pending" and rec.next_attempt_at is not None:
+            return self.delivery_ttl_s + max(0, rec.next_attempt_at - now_ms) // 1000
+        return self.delivery_ttl_s
+
+    async def forget_expired_due(self, batch: int = 500) -> int:
+        """Drop the longest-due entries of the due set whose delivery record has expired (nothing
+        could attempt them); how many were dropped."""
+        oldest = await self.r.zrange(self.keys.webhook_due, 0, batch - 1)
+        if not oldest:
+            return 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for delivery_id in oldest:
+                pipe.exists(self.keys.webhook_delivery(delivery_id.decode()))
+            alive = await pipe.execute()
+        gone = [d for d, exists in zip(oldest, alive) if not exists]
+        if gone:
+            await self.r.zrem(self.keys.webhook_due, *gone)
+        return len(gone)
 
     async def due(self, now_ms: int, limit: int = 200) -> builtins.list[tuple[str, int]]:
         rows = await self.r.zrangebyscore(self.keys.webhook_due, "-inf", now_ms, start=0, num=limit, withscores=True)
@@ -171,7 +210,7 @@ class WebhookStore:
         """Store the delivery after an attempt and schedule its next one, if any. `extra` adds
         commands to the same transaction (the dead letter of a delivery that gave up)."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.webhook_delivery(rec.id), _enc.encode(rec), ex=self.ttl_s)
+        pipe.set(self.keys.webhook_delivery(rec.id), _enc.encode(rec), ex=self.expiry_s(rec, int(time.time() * 1000)))
         pipe.zadd(self.keys.webhook_deliveries(rec.endpoint_id), {rec.id: rec.created_at}, xx=True)
         if rec.status == "pending" and rec.next_attempt_at is not None:
             pipe.zadd(self.keys.webhook_due, {rec.id: rec.next_attempt_at})

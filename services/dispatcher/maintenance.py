@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from services.dispatcher.retention import enforce_retention
 from shared.errors import StopRefused
 from shared.jobstore import JobStore
 from shared.keys import Keys
@@ -42,6 +43,7 @@ async def trim_streams(ctx: dict) -> int:
     for stream in streams:
         await trim_acknowledged(ctx["stream_redis"], stream)
     await forget_expired_jobs(ctx)
+    await enforce_retention(ctx)
     return len(streams)
 
 

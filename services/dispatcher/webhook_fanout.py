@@ -14,10 +14,13 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
+from services.dispatcher.webhook_backlog import BacklogWatch
 from shared.api import DeadLetter
 from shared.deadletters import dead_letter
 from shared.ids import delivery_id
+from shared.jobstore import WEBHOOK_EVENTS_MAXLEN
 from shared.keys import EVENT_FIELD, WEBHOOK_GROUP, Keys
+from shared.streams import unacknowledged
 from shared.webhook_store import WebhookStore
 from shared.webhooks import DeliveryRecord, WebhookRecord
 
@@ -38,12 +41,33 @@ _event_decoder = msgspec.json.Decoder(_Event)
 class WebhookFanout(BatchConsumer):
     role = "webhooks"
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, store: WebhookStore, *, count: int = 500, **kw) -> None:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        store: WebhookStore,
+        *,
+        count: int = 500,
+        events_bound: int = WEBHOOK_EVENTS_MAXLEN,
+        watch_every_s: float = 5.0,
+        **kw,
+    ) -> None:
         super().__init__(r, keys.webhook_events, WEBHOOK_GROUP, count=count, **kw)
         self.keys = keys
         self.store = store
+        self.backlog = BacklogWatch(events_bound)
+        self.watch_every_s = watch_every_s
+        self._next_watch = 0.0
         self._endpoints: dict[str, tuple[int, list[WebhookRecord]]] = {}  # tenant -> (version, enabled endpoints)
         self.created = 0
+
+    async def tick(self) -> None:
+        """Every `watch_every_s`: the backlog against the stream's bound (logs once per episode)."""
+        if time.monotonic() < self._next_watch:
+            return
+        self._next_watch = time.monotonic() + self.watch_every_s
+        behind = await unacknowledged(self.r, self.stream, self.group)
+        self.backlog.observe(behind, int(await self.r.get(self.keys.webhook_events_dropped) or 0))
 
     async def _tenant_endpoints(self, tenant: str, version: int) -> list[WebhookRecord]:
         """Endpoints change rarely and events are many: reload only when the tenant's version

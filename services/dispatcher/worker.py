@@ -44,12 +44,24 @@ async def startup(ctx: dict) -> None:
     r = connect(settings.redis_url)
     stop = asyncio.Event()
     idle_ms = int(settings.reclaim_idle_s * 1000)
-    jobs = JobStore(r, keys, settings.job_ttl_s, settings.events_maxlen)
+    jobs = JobStore(r, keys, settings.job_ttl_s, settings.events_maxlen, settings.webhook_events_maxlen)
     router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     collector = Collector(r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
     autoscaler = Autoscaler(r, keys, models, _backends(r, keys, models))
-    webhooks = WebhookStore(r, keys)
-    fanout = WebhookFanout(r, keys, webhooks, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
+    webhooks = WebhookStore(
+        r,
+        keys,
+        delivery_ttl_s=settings.webhook_delivery_ttl_s,
+        deliveries_per_endpoint=settings.webhook_deliveries_per_endpoint,
+    )
+    fanout = WebhookFanout(
+        r,
+        keys,
+        webhooks,
+        claim_idle_ms=idle_ms,
+        max_deliveries=settings.max_deliveries,
+        events_bound=settings.webhook_events_maxlen,
+    )
     ctx.update(
         keys=keys,
         models=models,

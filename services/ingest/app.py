@@ -16,6 +16,7 @@ from services.ingest.limits import TenantLimits
 # imported in the order of /openapi.json, whose schemas are listed as the routes first name them
 from services.ingest.routes import dead_letters, jobs, openai_batches, operations, results, webhooks  # noqa: I001
 from shared.api_keys import ApiKeyStore
+from shared.files import FileStore
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
@@ -33,7 +34,13 @@ async def _lifespan(app: FastAPI):
     r = connect(state.settings.redis_url)
     state.redis = r
     state.jobs = JobStore(r, state.keys, state.settings.job_ttl_s)
-    state.webhooks = WebhookStore(r, state.keys)
+    state.webhooks = WebhookStore(
+        r,
+        state.keys,
+        delivery_ttl_s=state.settings.webhook_delivery_ttl_s,
+        deliveries_per_endpoint=state.settings.webhook_deliveries_per_endpoint,
+    )
+    state.files = FileStore(r, state.keys)
     state.limits = TenantLimits(r, state.keys, state.settings)
     state.auth.store = ApiKeyStore(r, state.keys)
     yield

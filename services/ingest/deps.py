@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from services.ingest.auth import tenant_of
 from services.ingest.limits import TenantLimits
+from shared.files import FileStore
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
@@ -41,6 +42,10 @@ def _webhooks(request: Request) -> WebhookStore:
     return request.app.state.webhooks
 
 
+def _files(request: Request) -> FileStore:
+    return request.app.state.files
+
+
 def _limits(request: Request) -> TenantLimits:
     return request.app.state.limits
 
@@ -56,6 +61,7 @@ KeysDep = Annotated[Keys, Depends(_keys)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
 WebhooksDep = Annotated[WebhookStore, Depends(_webhooks)]
+FilesDep = Annotated[FileStore, Depends(_files)]
 LimitsDep = Annotated[TenantLimits, Depends(_limits)]
 ModelLimitsDep = Annotated[dict[str, int], Depends(_model_limits)]
 # The caller's tenant, set by the app-wide authentication dependency that runs first.

@@ -1,25 +1,29 @@
 -- uses: hash keys
 -- Apply a batch of results, grouped by job, and acknowledge their results-stream entries.
 -- KEYS: results stream, events stream, backlog total, deadlines, webhook events stream, set of
---       endpoints subscribed to request events, tenant backlog hash, then (job, reqs, job results)
---       per job, then the flow hash of each model.
+--       endpoints subscribed to request events, tenant backlog hash, webhook events dropped
+--       counter, then (job, reqs, job results) per job, then the flow hash of each model.
 -- ARGV: group, now_ms, now_rfc3339, ttl_s, events_maxlen, event_source, event_field, then msgpack
 --       {ack ids, model names (in flow-key order), per job: list of (request_id, model index,
---       status, prompt_tokens, completion_tokens, line, error code), job ids (in KEYS order)}.
+--       status, prompt_tokens, completion_tokens, line, error code), job ids (in KEYS order)},
+--       then the webhook events stream's bound.
 -- Guarantees: each request's result counts once (its reqs mark turns 'd'); results of a finished
 -- or missing job are only acknowledged. Each applied result appends its request.completed event,
 -- and the last one of a job ends the job (FINAL_OF its status) and appends the job's event, to the
 -- events stream (and the webhook events stream); the documents are the bytes shared/events.py
--- builds. Counters are summed in Lua and written once per job and field: per-result Redis calls
+-- builds. The webhook events stream (the fan-out's work queue) is never trimmed here, so no unread
+-- event is lost; instead, at 90% of its bound a request event is not added, at the bound a job
+-- event neither, and each refused one is counted. Counters are summed in Lua and written once per job and field: per-result Redis calls
 -- are only the duplicate check (one HMGET per job) and the result line's XADD.
-local results_stream, events, backlog, deadlines, webhook_events, request_subscribers, tenant_backlog =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local results_stream, events, backlog, deadlines, webhook_events, request_subscribers, tenant_backlog, hooks_dropped =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local group, now, now_iso, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local maxlen, source, event_field = ARGV[5], ARGV[6], ARGV[7]
 local batch = cmsgpack.unpack(ARGV[8])
 local acks, models, jobs, job_ids = batch[1], batch[2], batch[3], batch[4]
-local job_keys = key_groups(8, 3, #jobs)
-local flows = key_groups(8 + 3 * #jobs, 1)
+local hooks_bound = tonumber(ARGV[9])
+local job_keys = key_groups(9, 3, #jobs)
+local flows = key_groups(9 + 3 * #jobs, 1)
 for i = 1, #acks, 500 do
   redis.call('XACK', results_stream, group, unpack(acks, i, math.min(i + 499, #acks)))
 end
@@ -40,6 +44,16 @@ end
 
 -- request events go to the webhook fan-out only while an endpoint wants them
 local hooks_all_requests = redis.call('SCARD', request_subscribers) > 0
+-- the fan-out's work queue: length checked once, then counted here; a refused event is counted
+local hooks_len, hooks_refused = redis.call('XLEN', webhook_events), 0
+local function to_webhooks(limit, etype, job_id, doc)
+  if hooks_len >= limit then
+    hooks_refused = hooks_refused + 1
+  else
+    redis.call('XADD', webhook_events, '*', 'type', etype, 'job', job_id, event_field, doc)
+    hooks_len = hooks_len + 1
+  end
+end
 local unfinished = {}
 local applied = 0
 local finished = {}
@@ -79,7 +93,7 @@ for j = 1, #jobs do
           '","datacontenttype":"application/json","data":' .. it[6] .. '}'
         redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
         if hook_requests then
-          redis.call('XADD', webhook_events, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
+          to_webhooks(math.floor(hooks_bound * 0.9), 'request.completed', job_ids[j], doc)
         end
         if it[7] == 'max_attempts_exceeded' then
           redis.call('HSET', job, dead_letter_field(rid), line_id)  -- lets an operator requeue it
@@ -106,8 +120,7 @@ for j = 1, #jobs do
                              REQUEST.EXPIRED, F.PROMPT_TOKENS, F.COMPLETION_TOKENS, F.CREATED_MS)
         local event = job_event(h, final)
         redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
-        -- the fan-out's work queue: never capped (unread entries would be lost), trimmed once acknowledged
-        redis.call('XADD', webhook_events, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
+        to_webhooks(hooks_bound, 'job.' .. final, h[1], event)
         redis.call('ZREM', deadlines, h[1])
         redis.call('DEL', reqs)
         redis.call('EXPIRE', job, ttl)
@@ -124,4 +137,5 @@ for m, n in pairs(unfinished) do
   total = total + n
 end
 if total > 0 then redis.call('DECRBY', backlog, total) end
+if hooks_refused > 0 then redis.call('INCRBY', hooks_dropped, hooks_refused) end
 return {applied, finished}

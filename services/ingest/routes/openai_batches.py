@@ -16,6 +16,7 @@ from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
 from services.ingest.deps import (
+    FilesDep,
     JobsDep,
     KeysDep,
     LimitsDep,
@@ -25,13 +26,14 @@ from services.ingest.deps import (
     SettingsDep,
     TenantDep,
 )
-from services.ingest.errors import ApiException, over_capacity
+from services.ingest.errors import ApiException, over_capacity, quota_exceeded
 from services.ingest.limits import tenant_limit_error
 from services.ingest.paths import BatchId, FileId
 from services.ingest.responses import as_json
 from services.ingest.submission import create_planned, plan_job
 from shared.api import ApiError, ResultLine
 from shared.errors import AdmissionRejected, StopRefused, TenantLimitReached
+from shared.files import CONTENT_FIELD, META_FIELD, Stored
 from shared.ids import new_file_id
 from shared.jobstore import JobStore
 from shared.keys import Keys
@@ -45,6 +47,7 @@ from shared.openai_batch import (
     FileDeleted,
     FileObject,
 )
+from shared.settings import Settings
 from shared.states import BatchStatus, JobStatus, RequestStatus
 
 router = APIRouter()
@@ -119,14 +122,25 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
     "/v1/files",
     response_class=Response,
     summary="Upload a batch input file (OpenAI Files API)",
-    responses={200: openapi.json_response(FileObject, "The stored file"), **_ERRORS},
+    description="Each tenant's stored files (until deleted or expired) count against INFERQ_TENANT_FILE_BYTES "
+    "and INFERQ_TENANT_FILES: a file larger than the whole byte quota is a 413, one that does not fit what is "
+    "left of a quota a 429; both name the quota (`error.quota`), its `limit` and the tenant's usage (`used`).",
+    responses={
+        200: openapi.json_response(FileObject, "The stored file"),
+        **_ERRORS,
+        413: openapi.json_response(
+            ApiError, "Larger than INFERQ_MAX_BODY_BYTES, or than the tenant's whole byte quota (`error.quota`)"
+        ),
+        429: openapi.json_response(
+            ApiError, "The tenant's file quota is used up: `error.quota` names it, with its `limit` and `used`"
+        ),
+    },
 )
 async def upload_file(
     file: Annotated[UploadFile, File(description="JSONL, one request per line")],
     purpose: Annotated[str, Form(description="must be `batch`")],
     settings: SettingsDep,
-    r: RedisDep,
-    keys: KeysDep,
+    files: FilesDep,
     tenant: TenantDep,
 ) -> Response:
     if purpose != "batch":
@@ -146,12 +160,48 @@ async def upload_file(
         filename=file.filename or "input.jsonl",
         purpose="batch",
     )
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.file(meta.id), mapping={"meta": _enc.encode(meta), "content": content})
-        pipe.expire(keys.file(meta.id), settings.job_ttl_s)
-        pipe.zadd(keys.files_index(tenant), {meta.id: meta.created_at})
-        await pipe.execute()
+    stored = await files.store(
+        tenant,
+        meta.id,
+        _enc.encode(meta),
+        content,
+        created_at=meta.created_at,
+        ttl_s=settings.job_ttl_s,
+        max_bytes=settings.tenant_file_bytes,
+        max_files=settings.tenant_files,
+    )
+    if stored.refused is not None:
+        raise _over_quota(settings, stored, len(content))
     return as_json(meta)
+
+
+def _over_quota(settings: Settings, stored: Stored, size: int) -> ApiException:
+    if size > settings.tenant_file_bytes:
+        return quota_exceeded(
+            413,
+            "INFERQ_TENANT_FILE_BYTES",
+            settings.tenant_file_bytes,
+            stored.used_bytes,
+            f"file: {size} bytes is more than the tenant's whole file quota of {settings.tenant_file_bytes} bytes "
+            f"(INFERQ_TENANT_FILE_BYTES)",
+        )
+    if stored.refused == "files":
+        return quota_exceeded(
+            429,
+            "INFERQ_TENANT_FILES",
+            settings.tenant_files,
+            stored.files,
+            f"file: the tenant already stores {stored.files} files, its quota (INFERQ_TENANT_FILES); "
+            "delete some or wait until they expire",
+        )
+    return quota_exceeded(
+        429,
+        "INFERQ_TENANT_FILE_BYTES",
+        settings.tenant_file_bytes,
+        stored.used_bytes,
+        f"file: {size} bytes do not fit: the tenant stores {stored.used_bytes} of its {settings.tenant_file_bytes} "
+        "bytes (INFERQ_TENANT_FILE_BYTES); delete files or wait until they expire",
+    )
 
 
 @router.get(
@@ -176,7 +226,7 @@ async def get_file(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: JobsDep, t
             )
         )
     await _owned_file(r, keys, tenant, file_id)
-    raw = await r.hget(keys.file(file_id), "meta")  # type: ignore[misc]
+    raw = await r.hget(keys.file(file_id), META_FIELD)  # type: ignore[misc]
     if raw is None:
         raise _not_found("file", file_id, "file_id")
     return as_json(_file_dec.decode(raw))
@@ -192,7 +242,7 @@ async def get_file_content(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: Jo
         record, _, wanted = await _output_file(r, keys, jobs, tenant, file_id)
         return StreamingResponse(_render(jobs, record, errors=not wanted), media_type="application/jsonl")
     await _owned_file(r, keys, tenant, file_id)
-    content = await r.hget(keys.file(file_id), "content")  # type: ignore[misc]
+    content = await r.hget(keys.file(file_id), CONTENT_FIELD)  # type: ignore[misc]
     if content is None:
         raise _not_found("file", file_id, "file_id")
     return Response(content, media_type="application/jsonl")
@@ -204,13 +254,9 @@ async def get_file_content(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: Jo
     summary="Delete an uploaded file",
     responses={200: openapi.json_response(FileDeleted, "Deleted"), **_ERRORS},
 )
-async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, tenant: TenantDep) -> Response:
+async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, files: FilesDep, tenant: TenantDep) -> Response:
     await _owned_file(r, keys, tenant, file_id)
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.delete(keys.file(file_id))
-        pipe.zrem(keys.files_index(tenant), file_id)
-        deleted, _ = await pipe.execute()
-    if not deleted:
+    if not await files.delete(tenant, file_id):
         raise _not_found("file", file_id, "file_id")
     return as_json(FileDeleted(id=file_id))
 
@@ -243,7 +289,7 @@ async def create_batch(
         raise ApiException(422, f"{field}: {msg}" if field else str(exc), field=field) from None
     except msgspec.DecodeError as exc:
         raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
-    content = await r.hget(keys.file(create.input_file_id), "content")  # type: ignore[misc]
+    content = await r.hget(keys.file(create.input_file_id), CONTENT_FIELD)  # type: ignore[misc]
     if content is None or await r.zscore(keys.files_index(tenant), create.input_file_id) is None:
         raise _not_found("file", create.input_file_id, "input_file_id")
     now = int(time.time())
@@ -290,6 +336,9 @@ async def create_batch(
     async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
         pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)
         pipe.zadd(keys.batches_index(tenant), {record.id: now})
+        # entries as old as the TTL point at expired records; the index goes with its newest record
+        pipe.zremrangebyscore(keys.batches_index(tenant), "-inf", now - settings.job_ttl_s)
+        pipe.expire(keys.batches_index(tenant), settings.job_ttl_s)
         await pipe.execute()
     if plan is not None:
         try:
@@ -363,6 +412,9 @@ async def list_batches(
     ids = [i.decode() for i in await r.zrevrange(index, start, start + limit)]
     page, more = ids[:limit], len(ids) > limit
     raws = await r.mget([keys.batch(i) for i in page]) if page else []
+    expired = [i for i, raw in zip(page, raws) if raw is None]
+    if expired:  # their records expired: the index forgets them too
+        await r.zrem(index, *expired)
     data = [await _view(jobs, _batch_dec.decode(raw)) for raw in raws if raw is not None]
     return as_json(
         BatchList(

@@ -1,0 +1,36 @@
+"""Retention that no write enforces by itself, run with the dispatcher's stream upkeep: dead letters
+by age and count, and due webhook deliveries whose record has expired."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from shared.deadletters import apply_retention
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.webhook_store import WebhookStore
+
+log = logging.getLogger("inferq.dispatcher")
+
+
+async def enforce_retention(ctx: dict) -> None:
+    keys: Keys = ctx["keys"]
+    settings: Settings = ctx["settings"]
+    done = await apply_retention(
+        ctx["stream_redis"],
+        keys,
+        max_age_s=settings.dead_letter_max_age_s,
+        maxlen=settings.dead_letter_maxlen,
+        now_ms=int(time.time() * 1000),
+    )
+    if done.dropped_by_age or done.dropped_by_count:
+        log.info(
+            "dead letters dropped by retention: %d older than %ds, %d beyond the %d kept",
+            done.dropped_by_age,
+            settings.dead_letter_max_age_s,
+            done.dropped_by_count,
+            settings.dead_letter_maxlen,
+        )
+    webhooks: WebhookStore = ctx["webhooks"]
+    await webhooks.forget_expired_due()

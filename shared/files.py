@@ -1,0 +1,60 @@
+"""Uploaded files and each tenant's file quota: the only code that writes or deletes them.
+
+A tenant's stored files count against `INFERQ_TENANT_FILE_BYTES` and `INFERQ_TENANT_FILES` until
+deleted or expired. Files expire without telling anyone, so the usage is a hash of (expiry, size)
+per file that the upload script prunes before it checks, in the same step as the write."""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+
+from shared import scripts
+from shared.keys import Keys
+
+META_FIELD, CONTENT_FIELD = "meta", "content"
+
+
+class Stored(msgspec.Struct, frozen=True):
+    """The upload script's verdict, with the tenant's usage before this file."""
+
+    refused: str | None  # None (stored), or the quota it would pass: `bytes` or `files`
+    used_bytes: int
+    files: int
+
+
+class FileStore:
+    def __init__(self, r: aioredis.Redis, keys: Keys) -> None:
+        self.r = r
+        self.keys = keys
+        self._store = scripts.register(r, "store_file")
+
+    async def store(
+        self,
+        tenant: str,
+        file_id: str,
+        meta: bytes,
+        content: bytes,
+        *,
+        created_at: int,
+        ttl_s: int,
+        max_bytes: int,
+        max_files: int,
+    ) -> Stored:
+        """Write the file if it fits the tenant's quota; nothing is written if it does not."""
+        k = self.keys
+        verdict, used, files = await self._store(
+            keys=[k.file(file_id), k.files_index(tenant), k.file_usage(tenant)],
+            args=[file_id, META_FIELD, meta, CONTENT_FIELD, content, ttl_s, created_at, max_bytes, max_files],
+        )
+        refused = verdict.decode()
+        return Stored(None if refused == "ok" else refused, int(used), int(files))
+
+    async def delete(self, tenant: str, file_id: str) -> bool:
+        """Delete a file and give its bytes back to the quota; whether it was there."""
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.file(file_id))
+            pipe.zrem(self.keys.files_index(tenant), file_id)
+            pipe.hdel(self.keys.file_usage(tenant), file_id)
+            deleted, _, _ = await pipe.execute()
+        return bool(deleted)
