@@ -63,6 +63,14 @@ def dead_letter_field(request_id: str) -> str:
     return f"dl:{request_id}"
 
 
+class AttemptField:
+    """Fields of a webhook delivery's attempt hash (`Keys.webhook_attempt`)."""
+
+    TOKEN = "token"  # the holder of the attempt: only it may start it and record its outcome
+    STARTED = "started"  # ms: when the holder started sending
+    LOST = "lost"  # comma-separated ms: attempts that started but whose sender never recorded an outcome
+
+
 # Values of a job's requests hash (`Keys.job_requests`).
 REQUEST_RUNNING = "r"
 REQUEST_DONE = "d"
@@ -117,6 +125,8 @@ class Keys:
         self.tenant_backlog = f"{prefix}:tenants:backlog"
         # Webhook deliveries waiting for their next attempt (sorted set, score = due ms).
         self.webhook_due = f"{prefix}:webhooks:due"
+        # Counter: the token of each webhook attempt taken (unique, so a late sender is recognised).
+        self.webhook_attempt_seq = f"{prefix}:webhooks:attempt-seq"
 
     def model_stream(self, model: str, lane: str) -> str:
         """What workers of `model` consume; the router keeps its backlog under the high watermark."""
@@ -201,6 +211,16 @@ class Keys:
     def webhook_delivery(self, delivery_id: str) -> str:
         """String: one webhook delivery (JSON: event payload, status, attempts)."""
         return f"{self.prefix}:whdelivery:{delivery_id}"
+
+    def webhook_attempt(self, delivery_id: str) -> str:
+        """Hash (`AttemptField`): the attempt of a delivery that is taken or in flight, and attempts
+        whose sender died; deleted when an attempt's outcome is recorded."""
+        return f"{self.prefix}:whdelivery:{delivery_id}:attempt"
+
+    def webhook_sending(self, endpoint_id: str) -> str:
+        """Sorted set of the deliveries with an attempt in flight to an endpoint, score = end of the
+        attempt's lease: what the per-endpoint concurrency limit counts (expired leases do not)."""
+        return f"{self.prefix}:webhook:{endpoint_id}:sending"
 
     def webhook_deliveries(self, endpoint_id: str) -> str:
         """Sorted set of an endpoint's delivery ids by creation time."""

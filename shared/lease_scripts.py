@@ -1,4 +1,4 @@
-"""Wrappers of the small lease and token scripts (shared/lua: lead, lease_delivery, take_tokens):
+"""Wrappers of the small lease and token scripts (shared/lua: lead, take_tokens):
 each takes or extends a claim on one key, atomically."""
 
 from __future__ import annotations
@@ -17,17 +17,6 @@ class Lead:
     async def __call__(self, *, lease: str, holder: str, lease_ms: int) -> bool:
         """Take the lease if free, renew it if `holder` has it; whether `holder` leads."""
         return bool(await self._script(keys=[lease], args=[holder, lease_ms]))
-
-
-class LeaseDelivery:
-    """A due webhook delivery handed to one attempt."""
-
-    def __init__(self, r: aioredis.Redis) -> None:
-        self._script = scripts.register(r, "lease_delivery")
-
-    async def __call__(self, *, due: str, delivery_id: str, seen_score: int, lease_until: int) -> None:
-        """Due again at `lease_until`, unless it was rescheduled since read at `seen_score`."""
-        await self._script(keys=[due], args=[delivery_id, seen_score, lease_until])
 
 
 class TakeTokens:

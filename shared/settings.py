@@ -97,6 +97,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timeout_s: Annotated[float, Meta(gt=0, description="positive")] = 15.0
     webhook_allow_private: bool = False
     webhook_allow_http: bool = False
+    # At most this many webhook attempts in flight to one endpoint, over all dispatchers.
+    webhook_max_concurrency_per_endpoint: Positive = 4
+    # CA certificates (a PEM file) to verify webhook receivers' certificates against instead of the
+    # system's, for receivers behind a private CA ("" = the system's). Verification is never off.
+    webhook_ca_bundle: str = ""
     # Local scaling backend: where the dispatcher writes the logs of the workers it starts ("" = none).
     local_worker_log_dir: str = ""
     # The Modal app the GPU workers are deployed as (`modal deploy`), which the dispatcher spawns runs of.

@@ -14,7 +14,6 @@ from shared.api import JobWebhook
 from shared.errors import DeliveryPending
 from shared.ids import new_webhook_id
 from shared.keys import Keys
-from shared.lease_scripts import LeaseDelivery
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
 
 REQUEST_EVENT = "request.completed"
@@ -41,7 +40,6 @@ class WebhookStore:
         self.delivery_ttl_s = delivery_ttl_s
         self.deliveries_per_endpoint = deliveries_per_endpoint
         self._fan_out = stream_scripts.FanOut(r)
-        self._lease = LeaseDelivery(r)
 
     # Endpoints.
     async def create(
@@ -195,20 +193,9 @@ class WebhookStore:
             await self.r.zrem(self.keys.webhook_due, *gone)
         return len(gone)
 
-    async def due(self, now_ms: int, limit: int = 200) -> builtins.list[tuple[str, int]]:
-        rows = await self.r.zrangebyscore(self.keys.webhook_due, "-inf", now_ms, start=0, num=limit, withscores=True)
-        return [(m.decode(), int(score)) for m, score in rows]
-
-    async def taken(self, delivery_id: str, score: int, lease_ms: int) -> None:
-        """Handed to an attempt: due again after `lease_ms` unless the attempt records its outcome
-        first (or the delivery was rescheduled meanwhile)."""
-        await self._lease(
-            due=self.keys.webhook_due, delivery_id=delivery_id, seen_score=score, lease_until=score + lease_ms
-        )
-
-    async def save_delivery(self, rec: DeliveryRecord, *, extra=None) -> None:
-        """Store the delivery after an attempt and schedule its next one, if any. `extra` adds
-        commands to the same transaction (the dead letter of a delivery that gave up)."""
+    async def save_delivery(self, rec: DeliveryRecord) -> None:
+        """Store a delivery no attempt holds (an attempt records its outcome through
+        shared/webhook_attempts.py) and schedule its next attempt, if any."""
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.keys.webhook_delivery(rec.id), _enc.encode(rec), ex=self.expiry_s(rec, int(time.time() * 1000)))
         pipe.zadd(self.keys.webhook_deliveries(rec.endpoint_id), {rec.id: rec.created_at}, xx=True)
@@ -216,8 +203,6 @@ class WebhookStore:
             pipe.zadd(self.keys.webhook_due, {rec.id: rec.next_attempt_at})
         else:
             pipe.zrem(self.keys.webhook_due, rec.id)
-        if extra is not None:
-            extra(pipe)
         await pipe.execute()
 
     async def redeliver(self, endpoint_id: str, delivery_id: str) -> DeliveryRecord | None:

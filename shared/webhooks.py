@@ -82,7 +82,7 @@ class DeliveryAttempt(Struct, kw_only=True):
     at: int  # Unix ms
     status_code: int | None  # None: no HTTP answer
     error: str | None = None
-    duration_ms: float
+    duration_ms: float | None = None  # None: its sender stopped before it knew
 
 
 class DeliveryRecord(Struct, kw_only=True):

@@ -1,9 +1,10 @@
-"""Webhook delivery: each attempt is an arq job; a scheduler loop enqueues deliveries as they fall
-due. One attempt = one signed POST; its outcome decides the delivery's fate:
+"""Webhook delivery: a scheduler loop takes deliveries as they fall due and hands each taken
+attempt to an arq job. One attempt = one signed POST; its outcome decides the delivery's fate:
 2xx succeeded; 410 Gone disables the endpoint; anything else (or no answer) is retried on the
 configured schedule, later if the receiver sent Retry-After (429/503), and after the last attempt
 the delivery is dead-lettered. Every attempt carries the same webhook-id, so receivers can
-deduplicate (an attempt interrupted by a crash is made again)."""
+deduplicate. Each attempt is made once per due time (shared/webhook_attempts.py): an attempt
+interrupted by a crash is made again once its lease ends, and shows in the history as lost."""
 
 from __future__ import annotations
 
@@ -11,37 +12,44 @@ import asyncio
 import email.utils
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from shared.api import DeadLetter
-from shared.deadletters import META_FIELD, meta
+from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
-from shared.keys import PAYLOAD_FIELD, Keys
 from shared.metrics import WEBHOOK_DELIVERIES
 from shared.settings import Settings
 from shared.url_guard import UnsafeURL, check_url
+from shared.webhook_attempts import Attempt, WebhookAttempts
 from shared.webhook_store import WebhookStore
-from shared.webhooks import DeliveryAttempt, signature_header
+from shared.webhooks import DeliveryAttempt, DeliveryRecord, signature_header
 
 log = logging.getLogger("inferq.webhooks")
 MAX_RETRY_AFTER_S = 24 * 3600
 USER_AGENT = "inferq-webhooks/1"
+LOST_ATTEMPT = "no outcome: the attempt was interrupted (its dispatcher stopped) and made again"
 
 
-async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
-    """arq job: make one attempt of a delivery. Returns what became of it."""
+async def deliver_webhook(ctx: dict, delivery_id: str, endpoint_id: str, token: int) -> str:
+    """arq job: make the attempt of a delivery taken under `token`. Returns what became of it."""
     store: WebhookStore = ctx["webhooks"]
+    attempts: WebhookAttempts = ctx["attempts"]
     settings: Settings = ctx["settings"]
-    keys: Keys = ctx["keys"]
+    attempt = Attempt(delivery_id, endpoint_id, token)
+    verdict, lost = await attempts.start(attempt)
+    if verdict != "ok":  # made or taken by another holder, or its endpoint is full: not ours to send
+        return verdict
     rec = await store.get_delivery(delivery_id)
-    if rec is None or rec.status != "pending":
+    if rec is None or rec.status != "pending":  # expired, or ended meanwhile: release the attempt
+        await attempts.finish(attempt, None, ttl_s=store.delivery_ttl_s)
         return "skipped"
+    rec.attempts += [DeliveryAttempt(at=ms, status_code=None, error=LOST_ATTEMPT) for ms in lost]
     endpoint = await store.get(rec.endpoint_id)
     if endpoint is None or endpoint.status != "enabled":
         rec.status, rec.next_attempt_at = "endpoint_disabled", None
-        await store.save_delivery(rec)
-        return rec.status
+        return await _record(attempts, store, attempt, rec)
     started = time.time()
     code: int | None = None
     error: str | None = None
@@ -59,12 +67,8 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
             "webhook-timestamp": str(ts),
             "webhook-signature": signature_header(endpoint, rec.id, ts, body),
         }
-        if target.host_header:  # connect to the address that was checked, not to a fresh DNS answer
-            headers["host"] = target.host_header
-        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
-        resp = await ctx["http"].post(
-            target.url, content=body, headers=headers, timeout=settings.webhook_timeout_s, extensions=extensions
-        )
+        async with asyncio.timeout(settings.webhook_timeout_s):  # the whole attempt ends well inside its lease
+            resp = await ctx["http"].post(target, content=body, headers=headers, timeout=settings.webhook_timeout_s)
         code = resp.status_code
         if code in (429, 503):
             retry_after = _retry_after(resp.headers.get("retry-after"))
@@ -72,7 +76,7 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
             error = f"HTTP {code}"
     except UnsafeURL as exc:
         error = f"refused: {exc}"
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         error = f"no answer within {settings.webhook_timeout_s:g}s"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -84,7 +88,7 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
             at=int(started * 1000), status_code=code, error=error, duration_ms=round((time.time() - started) * 1000, 1)
         )
     )
-    extra = None
+    dead_letter = None
     if error is None:
         rec.status, rec.next_attempt_at = "succeeded", None
     elif code == 410:
@@ -110,13 +114,22 @@ async def deliver_webhook(ctx: dict, delivery_id: str) -> str:
                 delivery_id=rec.id,
             )
             log.warning("webhook delivery dead-lettered after %d attempts", n, extra={"webhook_id": endpoint.id})
+            dead_letter = (rec.payload.encode(), meta(info))
+    return await _record(attempts, store, attempt, rec, dead_letter)
 
-            payload = rec.payload.encode()
 
-            def extra(pipe, info=info, payload=payload):
-                pipe.xadd(keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
-
-    await store.save_delivery(rec, extra=extra)
+async def _record(
+    attempts: WebhookAttempts,
+    store: WebhookStore,
+    attempt: Attempt,
+    rec: DeliveryRecord,
+    dead_letter: tuple[bytes, bytes] | None = None,
+) -> str:
+    """Store the outcome, if this attempt is still ours (a sender that outlived its lease is not)."""
+    ttl_s = store.expiry_s(rec, int(time.time() * 1000))
+    if not await attempts.finish(attempt, rec, ttl_s=ttl_s, dead_letter=dead_letter):
+        log.warning("webhook attempt outlived its lease; its outcome is not recorded", extra={"webhook_id": rec.id})
+        return "superseded"
     WEBHOOK_DELIVERIES.labels("retry_scheduled" if rec.status == "pending" else rec.status).inc()
     return rec.status
 
@@ -135,26 +148,32 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+def arq_enqueuer(arq_redis, queue_name: str) -> Callable[[Attempt], Awaitable[object]]:
+    """Hands a taken attempt to arq; the job id names the attempt's token, so it is queued once."""
+
+    async def enqueue(a: Attempt) -> object:
+        return await arq_redis.enqueue_job(
+            "deliver_webhook", *a, _job_id=f"whd:{a.delivery_id}:{a.token}", _queue_name=queue_name
+        )
+
+    return enqueue
+
+
 async def schedule_deliveries(
-    store: WebhookStore, arq_redis, queue_name: str, stop: asyncio.Event, poll_s: float = 0.1, lease_s: float = 120.0
+    attempts: WebhookAttempts, enqueue: Callable[[Attempt], Awaitable[object]], stop: asyncio.Event, poll_s: float = 0.1
 ) -> None:
-    """Hand due deliveries to arq. The arq job id names the attempt, so two dispatchers (or a
-    crash between enqueue and lease) never run one attempt twice. A handed-out delivery stays in
-    the due set `lease_s` later: if its attempt dies without recording anything (a crashed
-    dispatcher, Redis gone at the wrong moment), it falls due again instead of stalling."""
-    lease_ms = int(lease_s * 1000)
+    """Take the deliveries that fall due and hand each attempt to `enqueue`. Several dispatchers
+    may run this at once: each due attempt is taken by one. An attempt taken but never made (the
+    dispatcher died before its job ran) falls due again when its lease ends."""
     while not stop.is_set():
         try:
-            due = await store.due(int(time.time() * 1000))
-            for did, score in due:
-                await arq_redis.enqueue_job(
-                    "deliver_webhook", did, _job_id=f"whd:{did}:{score}", _queue_name=queue_name
-                )
-                await store.taken(did, score, lease_ms)
+            taken = await attempts.take_due()
+            for attempt in taken:
+                await enqueue(attempt)
         except TRANSIENT_REDIS_ERRORS as exc:
             log.warning("webhook scheduler: Redis unavailable (%s)", exc)
-            due = []
-        if not due:
+            taken = []
+        if not taken:
             try:
                 await asyncio.wait_for(stop.wait(), poll_s)
             except TimeoutError:

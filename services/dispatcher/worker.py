@@ -11,7 +11,6 @@ import logging
 import os
 from collections.abc import Sequence
 
-import httpx
 import prometheus_client
 from arq import cron
 from arq.connections import RedisSettings
@@ -24,14 +23,16 @@ from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
-from services.dispatcher.webhook_delivery import deliver_webhook, schedule_deliveries
+from services.dispatcher.webhook_delivery import arq_enqueuer, deliver_webhook, schedule_deliveries
 from services.dispatcher.webhook_fanout import WebhookFanout
+from services.dispatcher.webhook_http import WebhookHttp
 from shared import metrics
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import load_models
 from shared.redis_client import connect
 from shared.settings import Settings
+from shared.webhook_attempts import LEASE_MARGIN_S, WebhookAttempts
 from shared.webhook_store import WebhookStore
 
 log = logging.getLogger("inferq.dispatcher")
@@ -62,6 +63,12 @@ async def startup(ctx: dict) -> None:
         max_deliveries=settings.max_deliveries,
         events_bound=settings.webhook_events_maxlen,
     )
+    attempts = WebhookAttempts(
+        r,
+        keys,
+        lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
+        max_per_endpoint=settings.webhook_max_concurrency_per_endpoint,
+    )
     ctx.update(
         keys=keys,
         models=models,
@@ -73,16 +80,15 @@ async def startup(ctx: dict) -> None:
         autoscaler=autoscaler,
         webhooks=webhooks,
         settings=settings,
-        http=httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=200)),
+        attempts=attempts,
+        http=WebhookHttp(max_connections_per_host=WorkerSettings.max_jobs, ca_bundle=settings.webhook_ca_bundle),
         consumers=[
             asyncio.create_task(router.run(stop), name="router"),
             asyncio.create_task(collector.run(stop), name="collector"),
             asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
             asyncio.create_task(fanout.run(stop), name="webhook-fanout"),
             asyncio.create_task(
-                schedule_deliveries(
-                    webhooks, ctx["redis"], keys.arq_queue, stop, lease_s=settings.webhook_timeout_s + 60
-                ),
+                schedule_deliveries(attempts, arq_enqueuer(ctx["redis"], keys.arq_queue), stop),
                 name="webhook-scheduler",
             ),
         ],
