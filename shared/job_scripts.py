@@ -150,7 +150,7 @@ class StopJob:
     async def __call__(self, *, job_id: str, stopping: JobStatus, models: list[str], now_ms: int) -> tuple[str, str]:
         """Returns (verdict: ok | stopping | finished | missing, detail)."""
         k = self.k
-        keys = [k.job(job_id), k.results_stream, k.deadlines]
+        keys = [k.job(job_id), k.results_stream, k.deadlines, k.stopping_jobs]
         lanes: list[str] = []
         for model in models:
             for lane in LANES:

@@ -104,6 +104,9 @@ class Keys:
         self.backlog_total = f"{prefix}:backlog"
         # Unfinished jobs by the end of their completion window (sorted set, score = ms).
         self.deadlines = f"{prefix}:deadlines"
+        # Jobs being cancelled or expired (sorted set, score = when the stop began, ms); the
+        # dispatcher drops their requests that no live worker will read, and forgets finished ones.
+        self.stopping_jobs = f"{prefix}:jobs:stopping"
         # Index of jobs by creation time (sorted set, score = created ms).
         self.jobs_index = f"{prefix}:jobs"
         # Every scaling decision that changed a replica count (JSON in field `event`), capped.
@@ -134,6 +137,11 @@ class Keys:
 
     def model_streams(self, model: str) -> list[str]:
         return [self.model_stream(model, lane) for lane in LANES]
+
+    def heartbeat(self, consumer: str) -> str:
+        """String with a short TTL that a stream consumer keeps alive while it runs: without it,
+        the consumer's unacknowledged entries are taken over by a live peer."""
+        return f"{self.prefix}:alive:{consumer}"
 
     def staging_queue(self, model: str, lane: str, job_id: str) -> str:
         """List of one job's requests for one model and lane, admitted but not yet routed."""

@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reclaim_idle_s: Annotated[float, Meta(gt=0, description="positive")] = 30.0
     # ... and an entry delivered more often than this (its consumers keep dying) is dead-lettered.
     max_deliveries: Positive = 5
+    # Every stream consumer (router, collector, webhook fan-out, workers) renews a heartbeat key with
+    # this TTL every quarter of it; a consumer whose key is gone is dead and its work is taken over.
+    heartbeat_ttl_s: Annotated[float, Meta(ge=1, description="at least 1 second")] = 10.0
     log_level: str = "INFO"
     # API keys: `on` (every /v1 route needs `Authorization: Bearer <key>`) or `off` (one tenant,
     # `default`; for local demos only). INFERQ_API_KEYS seeds keys: `tenant:key,tenant:key`.

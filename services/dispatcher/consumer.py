@@ -1,5 +1,6 @@
-"""The read loop shared by the router and the collector: new entries in batches, plus entries
-that a crashed dispatcher read but never acknowledged."""
+"""The read loop shared by the router, the collector and the webhook fan-out: new entries in
+batches, plus entries that a dispatcher which died read but never acknowledged (taken over as soon
+as its heartbeat is gone, see shared/liveness.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import redis.asyncio as aioredis
 
 from shared.backoff import Backoff
 from shared.errors import TRANSIENT_REDIS_ERRORS
+from shared.liveness import Liveness, TakeoverClock
 from shared.streams import Entry, claim_idle, consumer_name, delivery_counts, ensure_group, read_new, trim_acknowledged
 
 log = logging.getLogger("inferq.dispatcher")
@@ -30,6 +32,7 @@ class BatchConsumer:
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
         trim_every_s: float = 1.0,
+        liveness: Liveness | None = None,
     ) -> None:
         self.r = r
         self.stream = stream
@@ -40,6 +43,8 @@ class BatchConsumer:
         self.max_deliveries = max_deliveries
         self.trim_every_s = trim_every_s
         self.consumer = consumer_name(self.role)
+        # None (a consumer tested alone): no heartbeat, and no takeover of dead peers' entries
+        self.liveness = liveness
 
     async def handle(self, entries: list[Entry]) -> None:
         raise NotImplementedError
@@ -58,8 +63,9 @@ class BatchConsumer:
         """How long the next read may block; None reads without blocking."""
         return self.block_ms
 
-    async def _handle_reclaimed(self, stale: list[Entry]) -> None:
-        deliveries = await delivery_counts(self.r, self.stream, self.group, self.consumer, [e[0] for e in stale])
+    async def _handle_reclaimed(self, stale: list[Entry], deliveries: dict[bytes, int] | None = None) -> None:
+        if deliveries is None:
+            deliveries = await delivery_counts(self.r, self.stream, self.group, self.consumer, [e[0] for e in stale])
         poison = [e for e in stale if deliveries.get(e[0], 1) > self.max_deliveries]
         if poison:
             await self.handle_poison(poison, deliveries)
@@ -73,10 +79,20 @@ class BatchConsumer:
         await ensure_group(self.r, self.stream, self.group)
         await self.prepare()
         next_claim = next_trim = 0.0
+        if self.liveness:  # alive while this task runs; its key goes when the task ends
+            self.liveness.heartbeat(self.consumer).keep_while_current_task()
+        takeover = TakeoverClock()
         backoff = Backoff(0.1, 5.0)
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_claim:
+                if self.liveness and takeover.due():
+                    taken, deliveries = await self.liveness.take_over(
+                        self.stream, self.group, self.consumer, self.count
+                    )
+                    takeover.checked(len(taken), self.count)
+                    if taken:
+                        await self._handle_reclaimed(taken, deliveries)
+                if time.monotonic() >= next_claim:  # backstop: entries a live consumer lost track of
                     next_claim = time.monotonic() + self.claim_idle_ms / 3000
                     stale = await claim_idle(
                         self.r, self.stream, self.group, self.consumer, self.claim_idle_ms, self.count

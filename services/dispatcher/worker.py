@@ -23,12 +23,14 @@ from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
+from services.dispatcher.stranded import finish_stranded_jobs
 from services.dispatcher.webhook_delivery import arq_enqueuer, deliver_webhook, schedule_deliveries
 from services.dispatcher.webhook_fanout import WebhookFanout
 from services.dispatcher.webhook_http import WebhookHttp
 from shared import metrics
 from shared.jobstore import JobStore
 from shared.keys import Keys
+from shared.liveness import Liveness
 from shared.models_config import load_models
 from shared.redis_client import connect
 from shared.settings import Settings
@@ -46,8 +48,11 @@ async def startup(ctx: dict) -> None:
     stop = asyncio.Event()
     idle_ms = int(settings.reclaim_idle_s * 1000)
     jobs = JobStore(r, keys, settings.job_ttl_s, settings.events_maxlen, settings.webhook_events_maxlen)
-    router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
-    collector = Collector(r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries)
+    liveness = Liveness(r, keys, settings.heartbeat_ttl_s)
+    router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries, liveness=liveness)
+    collector = Collector(
+        r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries, liveness=liveness
+    )
     autoscaler = Autoscaler(r, keys, models, _backends(r, keys, models))
     webhooks = WebhookStore(
         r,
@@ -62,6 +67,7 @@ async def startup(ctx: dict) -> None:
         claim_idle_ms=idle_ms,
         max_deliveries=settings.max_deliveries,
         events_bound=settings.webhook_events_maxlen,
+        liveness=liveness,
     )
     attempts = WebhookAttempts(
         r,
@@ -76,6 +82,7 @@ async def startup(ctx: dict) -> None:
         jobs=jobs,
         stop=stop,
         router=router,
+        liveness=liveness,
         collector=collector,
         autoscaler=autoscaler,
         webhooks=webhooks,
@@ -183,6 +190,7 @@ class WorkerSettings:
     cron_jobs: Sequence[CronJob] | None = [
         cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
         cron(expire_due_jobs, second=set(range(60)), unique=True, timeout=50),
+        cron(finish_stranded_jobs, second=set(range(60)), unique=True, timeout=50),
     ]
     handle_signals = True
     job_timeout = 300

@@ -33,7 +33,13 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
 
         prometheus_client.start_http_server(settings.metrics_port, registry=REGISTRY)
     worker = InferenceWorker(
-        r, Keys(settings.key_prefix), model, create_engine(model), consumer=consumer, grace_s=settings.shutdown_grace_s
+        r,
+        Keys(settings.key_prefix),
+        model,
+        create_engine(model),
+        consumer=consumer,
+        grace_s=settings.shutdown_grace_s,
+        heartbeat_ttl_s=settings.heartbeat_ttl_s,
     )
     try:
         await worker.run(stop)

@@ -49,6 +49,7 @@ class ContainerWorker:
             self.engine,
             grace_s=self.settings.shutdown_grace_s,
             owns_engine=False,
+            heartbeat_ttl_s=self.settings.heartbeat_ttl_s,
         )
         stop = asyncio.Event()
         started = time.monotonic()

@@ -21,6 +21,7 @@ from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
+from shared.liveness import Liveness, TakeoverClock
 from shared.messages import InferenceRequest, ResultEnvelope, ended_line, request_decoder
 from shared.models_config import ModelConfig
 from shared.states import RequestStatus
@@ -44,6 +45,7 @@ class InferenceWorker:
         grace_s: float = 30.0,
         block_ms: int = 1000,
         owns_engine: bool = True,
+        heartbeat_ttl_s: float = 10.0,
     ) -> None:
         self.r = r
         self.model = model
@@ -53,6 +55,8 @@ class InferenceWorker:
         self.grace_s = grace_s
         self.block_ms = block_ms
         self.owns_engine = owns_engine  # False: the engine outlives this loop (a GPU container reuses it)
+        self.liveness = Liveness(r, keys, heartbeat_ttl_s)
+        self.heartbeat = self.liveness.heartbeat(self.consumer)
         self.jobs = JobStore(r, keys)
         self.publisher = ResultPublisher(r, keys, model.name)
         self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
@@ -79,6 +83,7 @@ class InferenceWorker:
         await self._ensure_groups()
         if self.owns_engine:
             await self.engine.start()
+        beating = asyncio.create_task(self.heartbeat.run(), name="heartbeat")
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
         keeper = asyncio.create_task(self._keep_claims(), name="claims")
         aborter = asyncio.create_task(self._abort_stopped_jobs(), name="aborter")
@@ -98,6 +103,8 @@ class InferenceWorker:
                 log.error("could not publish %d results before the grace period ended", len(self.outbox))
             if self.owns_engine:
                 await self.engine.stop()
+            beating.cancel()  # and its key deleted: what is still unpublished is taken over at once
+            await asyncio.gather(beating, return_exceptions=True)
             log.info("worker stopped", extra={"model": self.model.name, "served": self.completed})
 
     async def _ensure_groups(self) -> None:
@@ -107,6 +114,7 @@ class InferenceWorker:
     async def _read_loop(self, stop: asyncio.Event) -> None:
         idle_ms = int(self.model.reclaim_idle_s * 1000)
         next_reclaim = 0.0
+        takeover = TakeoverClock()
         backoff = Backoff(0.1, 5.0)
         while not stop.is_set():
             free = self.free_slots
@@ -115,6 +123,11 @@ class InferenceWorker:
                 await _wait_either(self._slot_free, stop, timeout=1.0)
                 continue
             try:
+                if takeover.due():
+                    taken = await self._take_over(free)
+                    takeover.checked(taken, free)
+                    if taken:
+                        continue
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.model.reclaim_idle_s / 3
                     if await self._reclaim(idle_ms, free):
@@ -151,8 +164,20 @@ class InferenceWorker:
         for stream, entries in reply or ():
             await self._start(self._lane_of(stream), entries)
 
+    async def _take_over(self, free: int) -> int:
+        """Take the requests of this model's workers that died (no heartbeat): they run here with
+        their delivery counts, so a request that keeps killing workers is still dead-lettered."""
+        taken = 0
+        for lane, stream in enumerate(self.streams):
+            entries, deliveries = await self.liveness.take_over(stream, WORKER_GROUP, self.consumer, free - taken)
+            if entries:
+                await self._start(lane, entries, deliveries)
+                taken += len(entries)
+        return taken
+
     async def _reclaim(self, idle_ms: int, free: int) -> int:
-        """Take over requests another worker read but has not finished for `reclaim_idle_s`."""
+        """Backstop: take over requests pending for `reclaim_idle_s` that no live worker refreshes,
+        such as those of a read whose reply was lost with its connection (the worker lives on)."""
         taken = 0
         for lane, stream in enumerate(self.streams):
             if taken >= free:
