@@ -3,13 +3,24 @@
 
 Hierarchy:
 
-* TRANSIENT_REDIS_ERRORS - a tuple, not a class: Redis (or the network to it) is briefly gone.
-  |                          Loops wait and retry (shared/backoff.py); the API answers 503.
-  ├── REDIS_CONNECTION_ERRORS - Redis did not answer: where other network calls happen too
-  │   │                          (the autoscaler's backends, the API), only these mean Redis.
-  │   ├── redis.exceptions.ConnectionError
-  │   └── redis.exceptions.TimeoutError
+* TRANSIENT_REDIS_ERRORS - a tuple, not a class: Redis (or the network to it) is briefly unable.
+  |                          Loops wait and retry (shared/backoff.py), reporting to
+  |                          shared/outage.py; the API answers 503 with Retry-After.
+  ├── REDIS_UNAVAILABLE      - raised by Redis or its client only: where other network calls
+  │   │                          happen too (the autoscaler's backends), only these mean Redis.
+  │   ├── redis.exceptions.ConnectionError   (BusyLoadingError: LOADING, the dataset is loading)
+  │   ├── redis.exceptions.TimeoutError      (no answer within the socket timeout: a partition)
+  │   ├── redis.exceptions.OutOfMemoryError  (OOM: maxmemory reached under noeviction)
+  │   ├── redis.exceptions.ReadOnlyError     (READONLY: a replica, e.g. during a failover)
+  │   ├── redis.exceptions.TryAgainError     (TRYAGAIN)
+  │   ├── redis.exceptions.MasterDownError   (MASTERDOWN: a replica lost its primary)
+  │   ├── RedisMisconfError                  (MISCONF: Redis cannot persist, so refuses writes)
+  │   └── RedisBusyError                     (BUSY: a script ran past busy-reply-threshold)
   └── OSError                (sockets, DNS; the builtin ConnectionError is one)
+  redis-py raises a plain ResponseError for MISCONF and BUSY (and for TRYAGAIN, MASTERDOWN and
+  every code when Redis 6.2 reports it from inside a script); the connections made by
+  shared/redis_client.py parse those replies into the classes above, so `except` clauses work
+  on any inferq connection, pipelines and scripts included.
 * Any other redis.exceptions.RedisError is permanent (a script error, NOGROUP, WRONGTYPE): a bug
   or a deleted stream, handled where it can happen or left to crash the task that met it.
 * InferqError - a domain outcome a caller handles; nothing was changed when one is raised.
@@ -34,12 +45,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# Redis itself did not answer; with OSError, anything on the way to it.
-REDIS_CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
-TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (*REDIS_CONNECTION_ERRORS, OSError)
+
+class RedisMisconfError(ResponseError):
+    """MISCONF: Redis failed to persist (disk full, an RDB or AOF write failing) and refuses writes
+    until it can again."""
+
+
+class RedisBusyError(ResponseError):
+    """BUSY: a script or function has run past busy-reply-threshold; Redis answers nothing else
+    until it ends or is killed."""
+
+
+# Redis is there but briefly refuses (memory, persistence, a failover, loading, a long script), or
+# does not answer at all (connection refused or reset, a socket timeout).
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    MasterDownError,
+    RedisMisconfError,
+    RedisBusyError,
+)
+TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
+
+
+def redis_refused(exc: BaseException) -> bool:
+    """Redis answered that it did not run the command (OOM, READONLY, LOADING...): nothing was
+    written. Otherwise (a lost connection, a timeout) the command may have run before the reply
+    was lost."""
+    return isinstance(exc, (ResponseError, BusyLoadingError))
 
 
 class InferqError(Exception):

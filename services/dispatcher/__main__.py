@@ -1,10 +1,11 @@
 """`python -m services.dispatcher`: run the dispatcher's arq worker, and keep running it across
 Redis outages.
 
-arq's poll loop ends the worker on the first connection error. Exiting would leave recovery to a
-process supervisor that a local run does not have, so the worker is stopped cleanly (router and
-collector included) and started again once Redis answers. Nothing is lost in between: every
-effect the dispatcher has is atomic with the XACK of the entry that caused it.
+arq's poll loop ends the worker on the first error of Redis (unreachable, out of memory,
+read-only...). Exiting would leave recovery to a process supervisor that a local run does not
+have, so the worker is stopped cleanly (router and collector included) and started again once
+Redis accepts writes. Nothing is lost in between: every effect the dispatcher has is atomic with
+the XACK of the entry that caused it.
 """
 
 from __future__ import annotations
@@ -13,32 +14,38 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import cast
 
 from shared.backoff import Backoff
 from shared.errors import TRANSIENT_REDIS_ERRORS, ModelsFileError, SettingsError
+from shared.keys import Keys
 from shared.logs import configure_logging
 from shared.models_config import load_models
+from shared.outage import OUTAGE, probe_writes
 from shared.redis_client import check_server_at_start, connect
 from shared.settings import Settings
 
 log = logging.getLogger("inferq.dispatcher")
 
 
-async def _wait_for_redis(url: str) -> bool:
-    """Ping with backoff until Redis answers (True) or SIGTERM/SIGINT arrives (False)."""
+async def _wait_for_redis(settings: Settings) -> bool:
+    """Probe with backoff until Redis accepts writes (True) or SIGTERM/SIGINT arrives (False). A
+    PING is not enough: Redis out of memory, read-only or not persisting answers it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    client = connect(url, socket_connect_timeout=2, socket_timeout=2)
+    client = connect(settings.redis_url, settings)
+    probe_key = Keys(settings.key_prefix).write_probe
     backoff = Backoff(0.1, 2.0)
     try:
         while not stop.is_set():
             try:
-                await client.ping()
+                await probe_writes(client, probe_key)
+                OUTAGE.recovered("dispatcher")
                 return True
-            except TRANSIENT_REDIS_ERRORS:
-                pass
+            except TRANSIENT_REDIS_ERRORS as exc:
+                OUTAGE.failed("dispatcher", exc)
             try:
                 await asyncio.wait_for(stop.wait(), backoff.next())
             except TimeoutError:
@@ -51,27 +58,31 @@ async def _wait_for_redis(url: str) -> bool:
 
 
 def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
+    from arq.connections import ArqRedis
     from arq.worker import create_worker
 
     from services.dispatcher.worker import WorkerSettings, shutdown
 
     while True:
-        worker = create_worker(WorkerSettings)
+        # arq's own pool has no socket timeout: give it one made like every other connection
+        pool = cast(ArqRedis, connect(settings.redis_url, settings, client_class=ArqRedis))
+        pool.default_queue_name = WorkerSettings.queue_name
+        worker = create_worker(WorkerSettings, redis_pool=pool)
         try:
             worker.run()
             return 0  # stopped by SIGTERM/SIGINT
         except TRANSIENT_REDIS_ERRORS as exc:
-            log.warning("lost Redis (%s); stopping the consumers and waiting for it", exc)
+            OUTAGE.failed("dispatcher", exc)
+            log.info("stopping the consumers until Redis accepts writes again (%s)", exc)
         worker.ctx["restarting"] = True  # keep the worker processes it started: it comes back
         try:
             loop.run_until_complete(shutdown(worker.ctx))
         except TRANSIENT_REDIS_ERRORS:
             pass
-        if worker._pool is not None:
-            loop.run_until_complete(worker._pool.aclose(close_connection_pool=True))
-        if not loop.run_until_complete(_wait_for_redis(settings.redis_url)):
+        loop.run_until_complete(pool.aclose(close_connection_pool=True))
+        if not loop.run_until_complete(_wait_for_redis(settings)):
             return 0
-        log.info("Redis is back; restarting the dispatcher")
+        log.info("restarting the dispatcher's consumers")
 
 
 def main() -> int:

@@ -20,6 +20,7 @@ from shared.api import DeadLetter
 from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.metrics import WEBHOOK_DELIVERIES
+from shared.outage import OUTAGE
 from shared.settings import Settings
 from shared.url_guard import UnsafeURL, check_url
 from shared.webhook_attempts import Attempt, WebhookAttempts
@@ -170,8 +171,9 @@ async def schedule_deliveries(
             taken = await attempts.take_due()
             for attempt in taken:
                 await enqueue(attempt)
-        except TRANSIENT_REDIS_ERRORS as exc:
-            log.warning("webhook scheduler: Redis unavailable (%s)", exc)
+            OUTAGE.recovered("webhook-scheduler")
+        except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
+            OUTAGE.failed("webhook-scheduler", exc)
             taken = []
         if not taken:
             try:

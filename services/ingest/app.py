@@ -3,6 +3,7 @@ with the configuration and the Redis-backed stores they read from `app.state`.""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -20,6 +21,7 @@ from shared.files import FileStore
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
+from shared.outage import watch_recovery
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.webhook_store import WebhookStore
@@ -31,7 +33,7 @@ ROUTERS = (openai_batches.router, webhooks.router, jobs.router, dead_letters.rou
 async def _lifespan(app: FastAPI):
     """One Redis client for the process, and the stores built on it."""
     state = app.state
-    r = connect(state.settings.redis_url)
+    r = connect(state.settings.redis_url, state.settings)
     state.redis = r
     state.jobs = JobStore(r, state.keys, state.settings.job_ttl_s)
     state.webhooks = WebhookStore(
@@ -43,7 +45,9 @@ async def _lifespan(app: FastAPI):
     state.files = FileStore(r, state.keys)
     state.limits = TenantLimits(r, state.keys, state.settings)
     state.auth.store = ApiKeyStore(r, state.keys)
+    watcher = asyncio.create_task(watch_recovery(r, state.keys.write_probe, "api"), name="redis-recovery")
     yield
+    watcher.cancel()
     await r.aclose()
 
 

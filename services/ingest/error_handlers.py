@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,9 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest.errors import ApiException, error_response, handle_api_exception
 from shared.api import ApiErrorBody
-from shared.errors import REDIS_CONNECTION_ERRORS
-
-log = logging.getLogger("inferq.ingest")
+from shared.errors import REDIS_UNAVAILABLE, redis_refused
+from shared.outage import OUTAGE
 
 
 async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
@@ -35,12 +33,21 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
-    """Redis is down: 503 with Retry-After. Every write is one script call, so nothing was written."""
-    log.warning("Redis unavailable: %s", exc)
+    """Redis is briefly unable (out of memory, read-only, not persisting, loading, busy, silent or
+    unreachable): 503 with Retry-After, logged once per outage (shared/outage.py). Every write is
+    one script call: refused, it wrote nothing; cut off, it may have run, which a retry with the
+    same Idempotency-Key settles."""
+    OUTAGE.failed("api", exc)
+    if redis_refused(exc):
+        outcome = "nothing was written"
+    else:
+        outcome = "a write may or may not have been applied (retry with the same Idempotency-Key to be sure)"
     return error_response(
         503,
         ApiErrorBody(
-            message="the queue store (Redis) is unavailable; nothing was written, retry shortly", type="unavailable"
+            message=f"the queue store (Redis) is briefly unable to serve ({type(exc).__name__}); {outcome}; "
+            "retry shortly",
+            type="unavailable",
         ),
         {"Retry-After": str(request.app.state.settings.retry_after_s)},
     )
@@ -51,5 +58,5 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Corouti
     ApiException: handle_api_exception,
     RequestValidationError: _invalid_request,
     StarletteHTTPException: _http_error,
-    **{error: _redis_unavailable for error in REDIS_CONNECTION_ERRORS},
+    **{error: _redis_unavailable for error in REDIS_UNAVAILABLE},
 }

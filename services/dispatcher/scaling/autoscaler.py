@@ -21,10 +21,11 @@ import time
 import redis.asyncio as aioredis
 
 from services.dispatcher.scaling.policy import ScalePolicy
-from shared.errors import REDIS_CONNECTION_ERRORS, TRANSIENT_REDIS_ERRORS
+from shared.errors import REDIS_UNAVAILABLE, TRANSIENT_REDIS_ERRORS
 from shared.keys import FlowField, Keys
 from shared.lease_scripts import Lead
 from shared.models_config import ModelsConfig
+from shared.outage import OUTAGE
 from shared.streams import consumer_name
 
 log = logging.getLogger("inferq.scaling")
@@ -63,8 +64,9 @@ class Autoscaler:
         while not stop.is_set():
             try:
                 await self.tick()
-            except TRANSIENT_REDIS_ERRORS as exc:
-                log.warning("autoscaler: Redis unavailable (%s)", exc)
+                OUTAGE.recovered("autoscaler")
+            except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
+                OUTAGE.failed("autoscaler", exc)
             except Exception:  # a backend failure (Modal API down) must not stop scaling other models
                 log.exception("autoscaler tick failed")
             try:
@@ -122,7 +124,7 @@ class Autoscaler:
                     self.call_timeout_s,
                     extra={"model": name},
                 )
-            except REDIS_CONNECTION_ERRORS:
+            except REDIS_UNAVAILABLE:
                 raise
             except Exception:  # a backend failure (Modal API down) must not stop scaling the other models
                 log.exception("autoscaler: scaling failed", extra={"model": name})

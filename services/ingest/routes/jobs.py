@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Annotated
 
@@ -21,7 +22,14 @@ from services.ingest.submission import create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
 from shared import metrics
 from shared.api import ApiError, Job, JobCreate, JobWebhookInfo, RequestCounts, Usage
-from shared.errors import AdmissionRejected, IdempotencyConflict, StopRefused, TenantLimitReached
+from shared.errors import (
+    REDIS_UNAVAILABLE,
+    AdmissionRejected,
+    IdempotencyConflict,
+    StopRefused,
+    TenantLimitReached,
+    redis_refused,
+)
 from shared.states import JobStatus
 
 router = APIRouter()
@@ -76,6 +84,11 @@ async def create_job(
         job_id = await create_planned(jobs, plan, settings, model_limits, tenant, idempotency=idempotency, extra=extra)
         if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
             await webhooks.delete(tenant, hook.id)
+    except REDIS_UNAVAILABLE as exc:  # answered 503; a job Redis refused leaves no endpoint behind
+        if hook is not None and redis_refused(exc):
+            with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, the endpoint expires with its TTL
+                await webhooks.delete(tenant, hook.id)
+        raise
     except (AdmissionRejected, TenantLimitReached, IdempotencyConflict) as exc:
         if hook is not None:  # a job that was not created leaves no webhook endpoint behind
             await webhooks.delete(tenant, hook.id)

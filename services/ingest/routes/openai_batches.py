@@ -4,6 +4,7 @@ flow control, cancel, expiry and events are the job's."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from services.ingest.paths import BatchId, FileId
 from services.ingest.responses import as_json
 from services.ingest.submission import create_planned, plan_job
 from shared.api import ApiError, ResultLine
-from shared.errors import AdmissionRejected, StopRefused, TenantLimitReached
+from shared.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
 from shared.files import CONTENT_FIELD, META_FIELD, Stored
 from shared.ids import new_file_id
 from shared.jobstore import JobStore
@@ -343,6 +344,12 @@ async def create_batch(
     if plan is not None:
         try:
             await create_planned(jobs, plan, settings, model_limits, tenant)
+        except REDIS_UNAVAILABLE as exc:  # answered 503; a batch whose job Redis refused is not listed
+            if redis_refused(exc):
+                with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, it shows as failed
+                    await r.delete(keys.batch(record.id))
+                    await r.zrem(keys.batches_index(tenant), record.id)
+            raise
         except (AdmissionRejected, TenantLimitReached) as exc:
             await r.delete(keys.batch(record.id))
             await r.zrem(keys.batches_index(tenant), record.id)

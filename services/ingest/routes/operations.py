@@ -12,6 +12,7 @@ from services.ingest.responses import as_json
 from shared import metrics
 from shared.api import Health, ModelInfo, ModelList
 from shared.flow import model_queue, model_scaling
+from shared.outage import OUTAGE, probe_writes
 
 router = APIRouter()
 
@@ -63,12 +64,17 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     response_class=Response,
-    summary="Readiness: Redis reachable",
-    responses={200: openapi.json_response(Health, "Ready"), 503: openapi.json_response(Health, "Redis unreachable")},
+    summary="Readiness: Redis accepts writes",
+    responses={
+        200: openapi.json_response(Health, "Ready"),
+        503: openapi.json_response(Health, "Redis unreachable or refusing writes"),
+    },
 )
 async def readyz(request: Request) -> Response:
     try:
-        await request.app.state.redis.ping()
-    except Exception as exc:  # any failure to reach Redis (or no client yet) means not ready
-        return as_json(Health(status="unavailable", detail=f"redis: {exc}"), 503)
+        await probe_writes(request.app.state.redis, request.app.state.keys.write_probe)
+    except Exception as exc:  # any failure to write to Redis (or no client yet) means not ready
+        OUTAGE.failed("api", exc)
+        return as_json(Health(status="unavailable", detail=OUTAGE.describe()), 503)
+    OUTAGE.recovered("api")
     return as_json(Health(status="ok"))
