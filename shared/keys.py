@@ -49,6 +49,10 @@ class JobField:
     STARTED_MS = "started_ms"
     STOP_MS = "stop_ms"  # when cancel or expiry began
     ENDED_MS = "ended_ms"
+    # Set while a dead-letter requeue has reopened the job: when it had ended (ms). Its requests
+    # hash then holds only the requeued requests (the rest finished before), and its next end is
+    # given a later time, so each end's event id is new.
+    REOPENED = "reopened"
     WEBHOOK = "webhook"
     WEBHOOK_REQUESTS = "wh_req"  # '1' when the job's own webhook wants request events
 
@@ -74,6 +78,7 @@ class AttemptField:
 # Values of a job's requests hash (`Keys.job_requests`).
 REQUEST_RUNNING = "r"
 REQUEST_DONE = "d"
+REQUEST_REQUEUED = "q"  # put back from the dead letters: runs and counts once more
 
 
 class FlowField:
@@ -115,6 +120,8 @@ class Keys:
         self.scaler_leader = f"{prefix}:scaling:leader"
         # arq's job queue for the dispatcher's deferred work.
         self.arq_queue = f"{prefix}:arq:queue"
+        # Written with a short TTL to learn whether Redis accepts writes (readiness, recovery).
+        self.write_probe = f"{prefix}:probe"
         # The events the webhook fan-out reads: every job event, and request events only while some
         # endpoint subscribes to them (the set `webhook_request_subscribers` of such endpoint ids).
         self.webhook_events = f"{prefix}:stream:webhook-events"

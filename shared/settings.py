@@ -44,6 +44,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: Annotated[
         str, Meta(pattern=r"^(redis|rediss|unix)://", description="a redis://, rediss:// or unix:// URL")
     ] = "redis://localhost:6379/0"
+    # Every Redis connection: seconds to connect, and to wait for any reply (more than the longest
+    # blocking read, the 5 s of GET /v1/jobs/{id}/events), so a partition fails over to backoff
+    # instead of hanging; TCP keepalive finds a dead peer on idle connections.
+    redis_connect_timeout_s: Annotated[float, Meta(gt=0, description="positive")] = 5.0
+    redis_socket_timeout_s: Annotated[
+        float, Meta(gt=5, description="more than 5 seconds (the longest blocking read)")
+    ] = 10.0
     models_path: str = "models.toml"
     key_prefix: Annotated[str, Meta(pattern=r"^[^:]+$", description="non-empty, without ':'")] = "inferq"
     host: str = "127.0.0.1"

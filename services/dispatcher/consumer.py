@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from shared.backoff import Backoff
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.liveness import Liveness, TakeoverClock
+from shared.outage import OUTAGE
 from shared.streams import Entry, claim_idle, consumer_name, delivery_counts, ensure_group, read_new, trim_acknowledged
 
 log = logging.getLogger("inferq.dispatcher")
@@ -76,13 +77,20 @@ class BatchConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set. Each batch is handled atomically with its XACK, so stopping
         between batches (or crashing anywhere) leaves nothing half done."""
-        await ensure_group(self.r, self.stream, self.group)
-        await self.prepare()
+        backoff = Backoff(0.1, 5.0)
+        while not stop.is_set():  # Redis may be briefly unable at start too
+            try:
+                await ensure_group(self.r, self.stream, self.group)
+                await self.prepare()
+                break
+            except TRANSIENT_REDIS_ERRORS as exc:
+                OUTAGE.failed(self.role, exc)
+                await _sleep_unless(stop, backoff.next())
         next_claim = next_trim = 0.0
         if self.liveness:  # alive while this task runs; its key goes when the task ends
             self.liveness.heartbeat(self.consumer).keep_while_current_task()
         takeover = TakeoverClock()
-        backoff = Backoff(0.1, 5.0)
+        unhandled: list[Entry] = []  # read, not yet handled: tried again first, not left for a reclaim
         while not stop.is_set():
             try:
                 if self.liveness and takeover.due():
@@ -102,18 +110,28 @@ class BatchConsumer:
                             "%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream
                         )
                         await self._handle_reclaimed(stale)
-                entries = await read_new(
+                entries = unhandled or await read_new(
                     self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms()
                 )
                 if entries:
+                    unhandled = entries
                     await self.handle(entries)
+                    unhandled = []
                 await self.tick()
                 if time.monotonic() >= next_trim:
                     # keep the stream's length near its backlog, so memory stays flat under load
                     next_trim = time.monotonic() + self.trim_every_s
                     await trim_acknowledged(self.r, self.stream)
                 backoff.reset()
-            except TRANSIENT_REDIS_ERRORS as exc:
-                delay = backoff.next()
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.role, exc, delay)
-                await asyncio.sleep(delay)
+                OUTAGE.recovered(self.role)
+            except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
+                OUTAGE.failed(self.role, exc)
+                await _sleep_unless(stop, backoff.next())
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `stop` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

@@ -7,11 +7,11 @@ own job queue and cron run the periodic and deferred work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Sequence
 
-import prometheus_client
 from arq import cron
 from arq.connections import RedisSettings
 from arq.cron import CronJob
@@ -27,11 +27,13 @@ from services.dispatcher.stranded import finish_stranded_jobs
 from services.dispatcher.webhook_delivery import arq_enqueuer, deliver_webhook, schedule_deliveries
 from services.dispatcher.webhook_fanout import WebhookFanout
 from services.dispatcher.webhook_http import WebhookHttp
-from shared import metrics
+from shared import metrics, ops_server
+from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.liveness import Liveness
 from shared.models_config import load_models
+from shared.outage import OUTAGE
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.webhook_attempts import LEASE_MARGIN_S, WebhookAttempts
@@ -44,7 +46,7 @@ settings = Settings.from_env()
 async def startup(ctx: dict) -> None:
     keys = Keys(settings.key_prefix)
     models = load_models(settings.models_path)
-    r = connect(settings.redis_url)
+    r = connect(settings.redis_url, settings)
     stop = asyncio.Event()
     idle_ms = int(settings.reclaim_idle_s * 1000)
     jobs = JobStore(r, keys, settings.job_ttl_s, settings.events_maxlen, settings.webhook_events_maxlen)
@@ -102,7 +104,7 @@ async def startup(ctx: dict) -> None:
     )
     _COUNTERS.source = ctx
     if settings.metrics_port and not _METRICS_SERVED:
-        prometheus_client.start_http_server(settings.metrics_port, registry=metrics.REGISTRY)
+        ops_server.serve(settings.metrics_port)  # /metrics, /healthz, /readyz
         _METRICS_SERVED.append(settings.metrics_port)
     ctx["consumers"].append(asyncio.create_task(_refresh_gauges(r, keys, models, stop), name="metrics"))
     for task in ctx["consumers"]:
@@ -150,6 +152,23 @@ def _backends(r, keys: Keys, models) -> dict:
     return backends
 
 
+def _reporting(job):
+    """A cron job that finds Redis briefly unable reports it (shared/outage.py) and ends quietly
+    instead of failing with a traceback each run; its next run tries again."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict):
+        try:
+            done = await job(ctx)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            OUTAGE.failed(job.__name__, exc)
+            return None
+        OUTAGE.recovered(job.__name__)
+        return done
+
+    return run
+
+
 def _exit_if_failed(task: asyncio.Task) -> None:
     """A consumer that died of a bug must take the process down so the supervisor restarts it;
     every effect is atomic with its XACK, so exiting here loses nothing."""
@@ -188,9 +207,9 @@ class WorkerSettings:
     max_jobs = 100  # concurrent webhook attempts
     poll_delay = 0.1
     cron_jobs: Sequence[CronJob] | None = [
-        cron(trim_streams, second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
-        cron(expire_due_jobs, second=set(range(60)), unique=True, timeout=50),
-        cron(finish_stranded_jobs, second=set(range(60)), unique=True, timeout=50),
+        cron(_reporting(trim_streams), second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
+        cron(_reporting(expire_due_jobs), second=set(range(60)), unique=True, timeout=50),
+        cron(_reporting(finish_stranded_jobs), second=set(range(60)), unique=True, timeout=50),
     ]
     handle_signals = True
     job_timeout = 300

@@ -21,17 +21,15 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
     """Exit status: 0 after a signal, 2 when the engine refused its options, 3 when the engine died or
     failed to load (so the platform replaces the worker)."""
     model = load_models(settings.models_path).models[model_name]
-    r = connect(settings.redis_url)
+    r = connect(settings.redis_url, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if settings.metrics_port:
-        import prometheus_client
+        from shared import ops_server
 
-        from shared.metrics import REGISTRY
-
-        prometheus_client.start_http_server(settings.metrics_port, registry=REGISTRY)
+        ops_server.serve(settings.metrics_port)  # /metrics, /healthz, /readyz
     worker = InferenceWorker(
         r,
         Keys(settings.key_prefix),

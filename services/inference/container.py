@@ -33,7 +33,7 @@ class ContainerWorker:
         """Load the model (minutes for a large one: once per container, not per run)."""
         if problem := check_server_at_start(self.settings.redis_url):
             raise RuntimeError(problem)
-        self.redis = connect(self.settings.redis_url)
+        self.redis = connect(self.settings.redis_url, self.settings)
         self.engine = create_engine(self.model)
         await self.engine.start()
 

@@ -24,6 +24,7 @@ from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.liveness import Liveness, TakeoverClock
 from shared.messages import InferenceRequest, ResultEnvelope, ended_line, request_decoder
 from shared.models_config import ModelConfig
+from shared.outage import OUTAGE
 from shared.states import RequestStatus
 from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new
 
@@ -80,7 +81,14 @@ class InferenceWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        await self._ensure_groups()
+        backoff = Backoff(0.1, 5.0)
+        while not stop.is_set():  # Redis may be briefly unable at start too
+            try:
+                await self._ensure_groups()
+                break
+            except TRANSIENT_REDIS_ERRORS as exc:
+                OUTAGE.failed("worker", exc)
+                await _wait_either(asyncio.Event(), stop, timeout=backoff.next())
         if self.owns_engine:
             await self.engine.start()
         beating = asyncio.create_task(self.heartbeat.run(), name="heartbeat")
@@ -135,15 +143,15 @@ class InferenceWorker:
                 if not await self._read(free):
                     await self._wait_for_work()
                 backoff.reset()
+                OUTAGE.recovered("worker")
+            except TRANSIENT_REDIS_ERRORS as exc:  # before ResponseError: OOM, READONLY... are ones
+                OUTAGE.failed("worker", exc)  # logged once per outage, by shared/outage.py
+                await _wait_either(asyncio.Event(), stop, timeout=backoff.next())
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("consumer group missing (stream deleted?); recreating it")
                 await self._ensure_groups()
-            except TRANSIENT_REDIS_ERRORS as exc:
-                delay = backoff.next()
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
 
     async def _read(self, free: int) -> int:
         """Take new work, interactive lane first: batch work is read only with the slots left."""
@@ -224,8 +232,9 @@ class InferenceWorker:
         try:
             verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q in batch])
         except TRANSIENT_REDIS_ERRORS as exc:
-            # Only the `running` figure depends on this; final counts stay exact without it.
-            log.warning("could not mark %d requests running: %s", len(batch), exc)
+            # Only the `running` figure depends on this; final counts stay exact without it. Not an
+            # outage report: this call happens only when work arrives, so it could not end one.
+            log.debug("could not mark %d requests running: %s", len(batch), exc)
             verdicts = ["run"] * len(batch)
         for (entry_id, raw, req), verdict in zip(batch, verdicts):
             if verdict == "run":
@@ -386,12 +395,17 @@ class InferenceWorker:
                 batch = self.outbox[:PUBLISH_BATCH]
                 try:
                     await self.publisher.publish(batch)
-                except Exception as exc:  # READONLY after a failover, MISCONF, lost connection: retry
+                except TRANSIENT_REDIS_ERRORS as exc:  # the outbox is kept and published once Redis accepts writes
+                    OUTAGE.failed("publisher", exc)  # logged once per outage, by shared/outage.py
+                    await asyncio.sleep(backoff.next())
+                    continue
+                except Exception as exc:  # anything else may pass too: keep the results, retry
                     delay = backoff.next()
                     log.warning("could not publish %d results (%s); retrying in %.1fs", len(batch), exc, delay)
                     await asyncio.sleep(delay)
                     continue
                 backoff.reset()
+                OUTAGE.recovered("publisher")
                 del self.outbox[: len(batch)]
                 self.completed += len(batch)
                 self._slot_free.set()
@@ -410,8 +424,8 @@ class InferenceWorker:
                 continue
             try:
                 stopping = await self.jobs.stopping(list(set(self._job_of.values())))
-            except TRANSIENT_REDIS_ERRORS as exc:
-                log.warning("could not check for stopped jobs: %s", exc)
+            except TRANSIENT_REDIS_ERRORS as exc:  # only while requests run: the read loop reports outages
+                log.debug("could not check for stopped jobs: %s", exc)
                 continue
             for key, job_id in list(self._job_of.items()):
                 task = self.inflight.get(key)
@@ -426,8 +440,9 @@ class InferenceWorker:
             await asyncio.sleep(self.model.reclaim_idle_s / 3)
             try:
                 await self._refresh_claims()
+                OUTAGE.recovered("claims")
             except TRANSIENT_REDIS_ERRORS as exc:
-                log.warning("could not refresh claims: %s", exc)
+                OUTAGE.failed("claims", exc)
 
     async def _refresh_claims(self) -> None:
         for lane, stream in enumerate(self.streams):
