@@ -49,7 +49,7 @@ class JobSummary(Struct, kw_only=True):
 
 class JobEvent(Struct, kw_only=True):
     specversion: Literal["1.0"] = "1.0"
-    id: str  # <job id>.<status>
+    id: str  # <job id>.<status>.<ended ms>
     source: str
     type: JobEventType
     subject: str  # the job id
@@ -94,13 +94,12 @@ def request_event_json(job_id: str, request_id: str, cursor: str, line_json: byt
     )
 
 
-def job_event(summary: JobSummary, time: str, ended_ms: int | None = None) -> JobEvent:
-    """The job.<status> document. Its id is `<job id>.<status>.<ended ms>` on the events stream
-    (a job reopened by a dead-letter requeue ends again under a new id), and `<job id>.<status>`
-    where the end time is known only to the second (`ended_ms` None: a job's event stream)."""
-    event_id = f"{summary.id}.{summary.status}" if ended_ms is None else f"{summary.id}.{summary.status}.{ended_ms}"
+def job_event(summary: JobSummary, time: str, ended_ms: int) -> JobEvent:
+    """The job.<status> document, the same on the events stream, in webhooks and at the end of a
+    job's Server-Sent Events. Its id is `<job id>.<status>.<ended ms>`: a job reopened by a
+    dead-letter requeue ends again later, under a new id."""
     return JobEvent(
-        id=event_id,
+        id=f"{summary.id}.{summary.status}.{ended_ms}",
         source=SOURCE,
         type=cast(JobEventType, f"{TYPE_PREFIX}job.{summary.status}"),  # a final status
         subject=summary.id,

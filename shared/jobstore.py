@@ -227,6 +227,11 @@ class JobStore:
         status, tenant = await self.r.hmget(self.keys.job(job_id), [JobField.STATUS, JobField.TENANT])  # type: ignore[misc]
         return (status.decode() if status else None), (tenant.decode() if tenant else "default")
 
+    async def ended_ms(self, job_id: str) -> int | None:
+        """When the job ended (ms), as its job.* event id says; None while it runs."""
+        value = await self.r.hget(self.keys.job(job_id), JobField.ENDED_MS)  # type: ignore[misc]
+        return int(value) if value else None
+
     async def status(self, job_id: str) -> str | None:
         value = await self.r.hget(self.keys.job(job_id), JobField.STATUS)  # type: ignore[misc]
         return value.decode() if value else None

@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 from shared.keys import (
     LANES,
     REQUEST_DONE,
+    REQUEST_REQUEUED,
     REQUEST_RUNNING,
     AttemptField,
     FlowField,
@@ -70,7 +71,8 @@ def preamble() -> str:
             f"local A = {_names((k, v) for k, v in vars(AttemptField).items() if k.isupper())}",
             f"local LANE = {_names((lane.upper(), lane) for lane in LANES)}",
             f"local STAGED = {_names((lane, staged_field(lane)) for lane in LANES)}",
-            f"local REQ_MARK = {_names([('RUNNING', REQUEST_RUNNING), ('DONE', REQUEST_DONE)])}",
+            "local REQ_MARK = "
+            + _names([("RUNNING", REQUEST_RUNNING), ("DONE", REQUEST_DONE), ("REQUEUED", REQUEST_REQUEUED)]),
             "local function model_field(model, name)"
             f" return string.format({_lua(model_field('%s', '%s'))}, model, name) end",
             "local function dead_letter_field(request_id)"

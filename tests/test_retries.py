@@ -155,6 +155,51 @@ async def test_requeue_undoes_the_failure_and_reopens_the_job(r, keys):
     assert refused.value.reason == "not_failed"
 
 
+async def test_a_reopened_job_counts_and_announces_only_its_requeued_request(r, keys):
+    """Late copies of requests that finished before the job was reopened (a redelivered entry, a
+    duplicate result) neither run nor count: the requeued request's result is the one more
+    request event, and its job completes once more, under a new event id."""
+    await _enqueue(r, keys, ["ok", "POISON pill"])
+    store = JobStore(r, keys)
+    poisoned = DummyEngine(DummyOptions(poison_text="POISON"))
+    await _run_until(r, keys, InferenceWorker(r, keys, _model(), poisoned, block_ms=50), 2)
+    collector = Collector(r, keys, store)
+    await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
+    first_results = (await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}))[0][1]
+    await collector.handle(first_results)
+    (dead,) = (await list_dead_letters(r, keys, None, 10)).data
+    payload = (await r.xrange(keys.dead_letter_stream))[0][1][b"d"]
+    assert await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload) == "completed"
+
+    # a late copy of req_0, which had finished: it does not start, and its result does not count
+    assert await store.mark_started([("job_r", "req_0", "m"), ("job_r", "req_1", "m")]) == ["gone", "run"]
+    [ok_entry] = [f for _, f in first_results if b"req_0" in f[b"d"]]
+    await r.xadd(keys.results_stream, ok_entry)
+    await collector.handle((await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}))[0][1])
+    job = await store.get("job_r")
+    assert job.status == "in_progress" and job.request_counts.succeeded == 1 and job.request_counts.running == 1
+
+    # the requeued request is routed, runs (and fails again): the job completes again
+    staged = await r.lpop(keys.staging_queue("m", "batch", "job_r"))
+    await r.xadd(keys.model_stream("m", "batch"), {PAYLOAD_FIELD: staged})
+    await _run_until(r, keys, InferenceWorker(r, keys, _model(), poisoned, block_ms=50), 4)
+    await collector.handle((await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}))[0][1])
+    job = await store.get("job_r")
+    assert job.status == "completed" and (job.request_counts.succeeded, job.request_counts.failed) == (1, 1)
+    events = [json.loads(f[b"event"]) for _, f in await r.xrange(keys.events_stream)]
+    kinds = [(e["type"].removeprefix("com.inferq."), e["data"].get("request_id")) for e in events]
+    assert kinds == [
+        ("request.completed", "req_0"),
+        ("request.completed", "req_1"),
+        ("job.completed", None),
+        ("request.completed", "req_1"),  # the requeued request: one more
+        ("job.completed", None),  # the job's second completion: one more
+    ]
+    first_end, second_end = events[2]["id"], events[4]["id"]
+    assert first_end != second_end and second_end == f"job_r.completed.{await store.ended_ms('job_r')}"
+    assert len({e["id"] for e in events}) == 5
+
+
 async def test_a_result_that_keeps_killing_the_collector_is_dead_lettered_and_counted_failed(r, keys):
     await _enqueue(r, keys, ["ok", "fatal to collectors"])
     store = JobStore(r, keys)

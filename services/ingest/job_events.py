@@ -2,8 +2,9 @@
 
 Request events are read from the job's results stream, so their SSE ids are results cursors: a
 client that reconnects with Last-Event-ID continues after the last event it saw, missing nothing.
-After the last result the job's own event (job.completed, job.cancelled, ...) is sent with id
-`end`, and the stream closes. Comment lines keep idle connections open through proxies."""
+After the last result the job's own event (job.completed, job.cancelled, ...) is sent with SSE id
+`end` (its document keeps the id it has on the events stream), and the stream closes. Comment
+lines keep idle connections open through proxies."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ async def job_events(
                 + b"\nevent: job."
                 + job.status.encode()
                 + b"\ndata: "
-                + _encoder.encode(_final_event(job))
+                + _encoder.encode(_final_event(job, await jobs.ended_ms(job_id)))
                 + b"\n\n"
             )
             return
@@ -94,8 +95,9 @@ async def job_events(
         await asyncio.sleep(0)
 
 
-def _final_event(job: Job):
-    ended = job.completed_at or job.cancelled_at or job.expired_at or int(time.time())
+def _final_event(job: Job, ended_ms: int | None):
+    ended_ms = ended_ms or int(time.time() * 1000)  # a finished job has one; this is a safeguard
+    ended = ended_ms // 1000
     summary = JobSummary(
         id=job.id,
         status=job.status,
@@ -105,4 +107,4 @@ def _final_event(job: Job):
         ended_at=ended,
         results_url=f"/v1/jobs/{job.id}/results",
     )
-    return job_event(summary, rfc3339_ms(ended * 1000))
+    return job_event(summary, rfc3339_ms(ended_ms), ended_ms)

@@ -5,13 +5,14 @@
 -- Returns, per job, one verdict per request: 'run', or why it must not run: the request status
 -- its job's stop gives it (its job is being stopped), or 'gone' (finished or no longer exists).
 -- Guarantees: each request is counted running once (a redelivery still answers 'run'); the first
--- start moves a queued job to in_progress.
+-- start moves a queued job to in_progress. In a job reopened by a requeue only the requeued
+-- requests run: a late copy of one that finished before answers 'gone'.
 local now = ARGV[1]
 local groups = cmsgpack.unpack(ARGV[2])
 local out = {}
 for g, job_keys in ipairs(key_groups(1, 2)) do
   local job, reqs, items = job_keys[1], job_keys[2], groups[g]
-  local st = redis.call('HGET', job, F.STATUS)
+  local st, reopened = unpack(redis.call('HMGET', job, F.STATUS, F.REOPENED))
   local verdict = 'gone'
   if RUNNING[st] then verdict = 'run'
   elseif STOPPING[st] then verdict = STOPPING[st][2] end
@@ -25,7 +26,9 @@ for g, job_keys in ipairs(key_groups(1, 2)) do
     local marks, running, seen = {}, {}, {}
     for i = 1, #items do
       local rid, model = items[i][1], items[i][2]
-      if not states[i] and not seen[rid] then
+      if states[i] == false and reopened then
+        verdicts[i] = 'gone'
+      elseif (states[i] == false or states[i] == REQ_MARK.REQUEUED) and not seen[rid] then
         seen[rid] = true
         marks[#marks + 1] = rid
         marks[#marks + 1] = REQ_MARK.RUNNING

@@ -29,16 +29,16 @@ for i = 1, #acks, 500 do
 end
 
 -- The job.<status> CloudEvent, field by field in the order of shared.events.JobEvent.
-local function job_event(h, final)
+local function job_event(h, final, ended)
   local function n(v) return v or '0' end
-  return '{"specversion":"1.0","id":"' .. h[1] .. '.' .. final .. '.' .. now .. '","source":"' .. source ..
+  return '{"specversion":"1.0","id":"' .. h[1] .. '.' .. final .. '.' .. ended .. '","source":"' .. source ..
     '","type":"com.inferq.job.' .. final .. '","subject":"' .. h[1] .. '","time":"' .. now_iso ..
     '","datacontenttype":"application/json","data":{"id":"' .. h[1] .. '","object":"job","status":"' .. final ..
     '","request_counts":{"total":' .. n(h[2]) .. ',"' .. JOB.QUEUED .. '":0,"' .. F.RUNNING .. '":0,"' .. REQUEST.SUCCEEDED .. '":' .. n(h[3]) ..
     ',"' .. REQUEST.FAILED .. '":' .. n(h[4]) .. ',"' .. REQUEST.CANCELLED .. '":' .. n(h[5]) ..
     ',"' .. REQUEST.EXPIRED .. '":' .. n(h[6]) .. '},"usage":{"prompt_tokens":' .. n(h[7]) ..
     ',"completion_tokens":' .. n(h[8]) .. '},"created_at":' .. string.format('%d', math.floor(tonumber(n(h[9])) / 1000)) ..
-    ',"ended_at":' .. string.format('%d', math.floor(tonumber(now) / 1000)) ..
+    ',"ended_at":' .. string.format('%d', math.floor(tonumber(ended) / 1000)) ..
     ',"results_url":"/v1/jobs/' .. h[1] .. '/results"}}'
 end
 
@@ -60,7 +60,8 @@ local finished = {}
 for j = 1, #jobs do
   local job, reqs, res = job_keys[j][1], job_keys[j][2], job_keys[j][3]
   local items = jobs[j]
-  local js, job_wants_requests, tenant = unpack(redis.call('HMGET', job, F.STATUS, F.WEBHOOK_REQUESTS, F.TENANT))
+  local js, job_wants_requests, tenant, reopened =
+    unpack(redis.call('HMGET', job, F.STATUS, F.WEBHOOK_REQUESTS, F.TENANT, F.REOPENED))
   local hook_requests = hooks_all_requests or job_wants_requests == '1'
   if FINAL_OF[js] then
     local rids = {}
@@ -72,7 +73,8 @@ for j = 1, #jobs do
       local it = items[i]
       local rid, m, status = it[1], it[2], it[3]
       local model = models[m]
-      if states[i] ~= REQ_MARK.DONE and not seen[rid] then
+      -- in a reopened job only the requeued requests have a state: others finished before
+      if states[i] ~= REQ_MARK.DONE and (states[i] or not reopened) and not seen[rid] then
         seen[rid] = true
         marks[#marks + 1] = rid
         marks[#marks + 1] = REQ_MARK.DONE
@@ -115,10 +117,14 @@ for j = 1, #jobs do
       local done = redis.call('HINCRBY', job, F.DONE, n)
       if done >= tonumber(redis.call('HGET', job, F.TOTAL)) then
         local final = FINAL_OF[js]
-        redis.call('HSET', job, F.STATUS, final, F.ENDED_MS, now)
+        -- a reopened job ends after it ended before, so the id of each end's event is new
+        local ended = now
+        if reopened and tonumber(reopened) >= tonumber(now) then ended = string.format('%d', tonumber(reopened) + 1) end
+        redis.call('HSET', job, F.STATUS, final, F.ENDED_MS, ended)
+        redis.call('HDEL', job, F.REOPENED)
         local h = redis.call('HMGET', job, F.ID, F.TOTAL, REQUEST.SUCCEEDED, REQUEST.FAILED, REQUEST.CANCELLED,
                              REQUEST.EXPIRED, F.PROMPT_TOKENS, F.COMPLETION_TOKENS, F.CREATED_MS)
-        local event = job_event(h, final)
+        local event = job_event(h, final, ended)
         redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', 'job.' .. final, 'job', h[1], event_field, event)
         to_webhooks(hooks_bound, 'job.' .. final, h[1], event)
         redis.call('ZREM', deadlines, h[1])

@@ -1,6 +1,8 @@
 -- uses: staging
 -- Give a dead-lettered request another chance: undo its `max_attempts_exceeded` failure (the
 -- job's counts and its result line), reopen a completed job, and stage the request again.
+-- A reopened job remembers when it had ended (F.REOPENED): its requests hash was deleted then, so
+-- only requests marked requeued may start or count again (a late copy of another is ignored).
 -- KEYS: dead stream, job, reqs, job results, flow, backlog total, staging queue, staging ring,
 --       tenant backlog hash.
 -- ARGV: dead entry id, request_id, model, payload, lane.
@@ -19,9 +21,9 @@ redis.call('HDEL', job, dead_letter_field(rid))
 redis.call('HINCRBY', job, REQUEST.FAILED, -1)
 redis.call('HINCRBY', job, model_field(model, REQUEST.FAILED), -1)
 redis.call('HINCRBY', job, F.DONE, -1)
-redis.call('HDEL', reqs, rid)
+redis.call('HSET', reqs, rid, REQ_MARK.REQUEUED)
 if st == JOB.COMPLETED then
-  redis.call('HSET', job, F.STATUS, JOB.IN_PROGRESS)
+  redis.call('HSET', job, F.STATUS, JOB.IN_PROGRESS, F.REOPENED, redis.call('HGET', job, F.ENDED_MS) or '0')
   redis.call('HDEL', job, F.ENDED_MS)
   redis.call('PERSIST', job)
   redis.call('PERSIST', results)
