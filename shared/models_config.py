@@ -38,6 +38,8 @@ class DummyOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     crash_text: str = ""
     # Every request fails with a retryable error on its first N attempts in a worker (a flaky backend).
     flaky_attempts: Annotated[int, Meta(ge=0)] = 0
+    # A file each run appends `<pid> <request id>` to as it starts, to count runs per request ("" = none).
+    runs_log: str = ""
 
 
 class TransformersOptions(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -4,7 +4,8 @@ It echoes the prompt's words back (up to max_tokens, cut at a stop sequence) aft
 latency, and counts whitespace-separated words as tokens; `failure_rate` makes a reproducible share
 of requests fail, `poison_text` makes matching requests always fail with a retryable error, and
 `crash_text` makes the worker process exit on them, and `flaky_attempts` makes every request fail
-(retryably) its first attempts. It exercises the whole pipeline, with
+(retryably) its first attempts; `runs_log` names a file where each run is recorded as it starts
+(process and request), so tests can count how often each request ran. It exercises the whole pipeline, with
 realistic timing when latency is set, at no compute cost.
 """
 
@@ -46,6 +47,9 @@ class DummyEngine:
                 text, finish = text[:cut], "stop"
                 words = text.split()
         everything = " ".join(prompt_words)
+        if self.options.runs_log:
+            with open(self.options.runs_log, "a") as log:  # one short append: whole lines across processes
+                log.write(f"{os.getpid()} {request.request_id}\n")
         if self.options.crash_text and self.options.crash_text in everything:
             os._exit(86)  # simulate a GPU fault that takes the worker down mid-request
         delay = self.options.latency_ms + self.options.ms_per_token * len(words)
