@@ -50,10 +50,18 @@ class Heartbeat:
         self.key = key
         self.ttl_ms = int(ttl_s * 1000)
         self.every_s = ttl_s / 4
+        # Set when a beat finds the key gone after an earlier beat: this consumer was presumed dead
+        # (paused past the TTL, cut off from Redis) and peers may have taken over its entries.
+        self.revived = asyncio.Event()
+        self._announced = False
 
     async def beat(self) -> None:
         if not await self.r.pexpire(self.key, self.ttl_ms):
             await self.r.set(self.key, b"1", px=self.ttl_ms)
+            if self._announced:
+                log.warning("heartbeat %s had expired: announced again", self.key)
+                self.revived.set()
+        self._announced = True
 
     def keep_while_current_task(self) -> asyncio.Task:
         """Beat until the task calling this ends, however it ends (returns, fails, is cancelled)."""

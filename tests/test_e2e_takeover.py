@@ -167,6 +167,35 @@ def test_a_worker_paused_for_less_than_the_ttl_keeps_its_requests(tmp_path):
         assert "took over" not in stack.log_path("worker-slow-0").read_text()
 
 
+def test_a_worker_paused_past_the_ttl_is_replaced_and_its_late_results_count_once(tmp_path):
+    with _stack(tmp_path, workers_per_model=2) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        rc = redis.Redis.from_url(stack.redis_url)
+        stream = keys.model_stream("slow", "batch")
+        job_id, ids = _submit(client, 160, "z")
+        paused, survivor = stack.procs["worker-slow-1"], stack.procs["worker-slow-0"]
+        name = _wait_until(lambda: _consumer_of(rc, stream, WORKER_GROUP, paused.pid), 30, "the worker never read")
+        _wait_until(lambda: len(_held(rc, stream, WORKER_GROUP, name)) == 8, 30, "the worker never filled its slots")
+        paused.send_signal(signal.SIGSTOP)
+        try:
+            held = _held(rc, stream, WORKER_GROUP, name)
+            _wait_until(
+                lambda: not set(_held(rc, stream, WORKER_GROUP, name)) & set(held),
+                TAKEOVER_BOUND_S + 10,
+                "the paused worker's requests were never taken over",
+            )
+        finally:
+            paused.send_signal(signal.SIGCONT)  # it finishes and publishes what it was running
+        held_requests = {request_decoder.decode(f[b"d"]).request_id for i, f in rc.xrange(stream) if i in held}
+        _wait_until(lambda: rc.exists(keys.heartbeat(name)), 10, "the resumed worker never announced itself again")
+        _wait_status(client, job_id, "completed")
+        _assert_exact(client, job_id, ids, succeeded=len(ids))
+        assert _job_events(rc, job_id) == [b"job.completed"]
+        runs = _runs(tmp_path)
+        for pid in (paused.pid, survivor.pid):  # each of them ran on both workers; one result counted
+            assert {rid for p, rid in runs if p == pid} >= held_requests
+        assert "announced again" in stack.log_path("worker-slow-1").read_text()
+
+
 def test_a_killed_dispatchers_unacknowledged_entries_are_taken_over_within_seconds(tmp_path):
     with _stack(tmp_path) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
         rc = redis.Redis.from_url(stack.redis_url)

@@ -58,9 +58,11 @@ async def test_a_heartbeat_keeps_its_key_alive_while_redis_refuses_writes(r, key
 async def test_a_heartbeat_comes_back_after_its_key_is_gone(r, keys):
     beat = Heartbeat(r, keys.heartbeat("w1"), ttl_s=10.0)
     await beat.beat()
+    assert not beat.revived.is_set()
     await r.delete(keys.heartbeat("w1"))  # as after a pause longer than the TTL
     await beat.beat()
     assert 0 < await r.pttl(keys.heartbeat("w1")) <= 10_000
+    assert beat.revived.is_set()  # the worker checks at once which of its requests are still its own
 
 
 async def test_the_heartbeat_task_survives_redis_being_unreachable(keys):

@@ -435,9 +435,14 @@ class InferenceWorker:
 
     async def _keep_claims(self) -> None:
         """Reset the idle time of requests still generating, so a long request is not reclaimed;
-        stop generating any that another worker has taken over (its result would be dropped)."""
+        stop generating any that another worker has taken over (its result would be dropped): at
+        once when this worker comes back from being presumed dead (its heartbeat had expired)."""
         while True:
-            await asyncio.sleep(self.model.reclaim_idle_s / 3)
+            try:
+                await asyncio.wait_for(self.heartbeat.revived.wait(), self.model.reclaim_idle_s / 3)
+            except TimeoutError:
+                pass
+            self.heartbeat.revived.clear()
             try:
                 await self._refresh_claims()
                 OUTAGE.recovered("claims")
