@@ -15,9 +15,10 @@ Hierarchy:
   │   ├── redis.exceptions.TryAgainError     (TRYAGAIN)
   │   ├── redis.exceptions.MasterDownError   (MASTERDOWN: a replica lost its primary)
   │   ├── RedisMisconfError                  (MISCONF: Redis cannot persist, so refuses writes)
-  │   └── RedisBusyError                     (BUSY: a script ran past busy-reply-threshold)
+  │   ├── RedisBusyError                     (BUSY: a script ran past busy-reply-threshold)
+  │   └── RedisUnblockedError                (UNBLOCKED: a blocking read cut short by a failover)
   └── OSError                (sockets, DNS; the builtin ConnectionError is one)
-  redis-py raises a plain ResponseError for MISCONF and BUSY (and for TRYAGAIN, MASTERDOWN and
+  redis-py raises a plain ResponseError for MISCONF, BUSY, UNBLOCKED (and for TRYAGAIN, MASTERDOWN and
   every code when Redis 6.2 reports it from inside a script); the connections made by
   shared/redis_client.py parse those replies into the classes above, so `except` clauses work
   on any inferq connection, pipelines and scripts included.
@@ -67,6 +68,11 @@ class RedisBusyError(ResponseError):
     until it ends or is killed."""
 
 
+class RedisUnblockedError(ResponseError):
+    """UNBLOCKED: a blocking read (XREADGROUP BLOCK) was ended by the server: it became a replica
+    (a failover), or its stream was deleted; the next read tells which."""
+
+
 # Redis is there but briefly refuses (memory, persistence, a failover, loading, a long script), or
 # does not answer at all (connection refused or reset, a socket timeout).
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -78,6 +84,7 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     MasterDownError,
     RedisMisconfError,
     RedisBusyError,
+    RedisUnblockedError,
 )
 TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 

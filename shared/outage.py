@@ -3,9 +3,10 @@ log lines are the only ones an outage produces.
 
 A loop calls `failed(source, exc)` for each try that met one of `TRANSIENT_REDIS_ERRORS` and
 `recovered(source)` after each try that worked. The outage starts with the first failure (one
-warning), is logged as an error once when it has lasted `error_after_s`, and ends when no source is
-failing any more (one info line with its duration). Retries in between log nothing, however many
-loops retry how often.
+warning), is logged as an error once when it has lasted `error_after_s`, and ends when no source
+has failed for `settle_s` (one info line with its duration): a call that was already waiting when
+Redis came back and times out just after belongs to the same outage. Retries in between log
+nothing, however many loops retry how often.
 """
 
 from __future__ import annotations
@@ -22,20 +23,34 @@ from shared.errors import TRANSIENT_REDIS_ERRORS
 log = logging.getLogger("inferq.redis")
 
 ERROR_AFTER_S = 30.0
+SETTLE_S = 1.0
 PROBE_TIMEOUT_S = 2.0
 
 
 class RedisOutage:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, error_after_s: float = ERROR_AFTER_S) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        error_after_s: float = ERROR_AFTER_S,
+        settle_s: float = SETTLE_S,
+    ) -> None:
         self.clock = clock
         self.error_after_s = error_after_s
+        self.settle_s = settle_s
         self._failing: dict[str, str] = {}  # source -> its last error
-        self.since: float | None = None  # clock() when the current outage began
+        self.since: float | None = None  # clock() when the current outage began; None: no outage
+        self._cleared: float | None = None  # clock() when the last failing source recovered
         self.last_error = ""
         self._escalated = False
 
     @property
     def ongoing(self) -> bool:
+        """Some loop cannot use Redis now (readiness)."""
+        return bool(self._failing)
+
+    @property
+    def open(self) -> bool:
+        """An outage began and its end is not yet logged (it may be settling)."""
         return self.since is not None
 
     def seconds(self) -> float:
@@ -45,6 +60,7 @@ class RedisOutage:
     def failed(self, source: str, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._failing[source] = self.last_error
+        self._cleared = None
         if self.since is None:
             self.since = self.clock()
             self._escalated = False
@@ -59,10 +75,17 @@ class RedisOutage:
             )
 
     def recovered(self, source: str) -> None:
-        if self._failing.pop(source, None) is None or self._failing or self.since is None:
+        if self.since is None:
             return
-        log.info("Redis available again after %.1fs of outage", self.seconds())
-        self.since = None
+        self._failing.pop(source, None)
+        if self._failing:
+            return
+        now = self.clock()
+        if self._cleared is None:
+            self._cleared = now
+        if now - self._cleared >= self.settle_s:
+            log.info("Redis available again after %.1fs of outage", self._cleared - self.since)
+            self.since = self._cleared = None
 
     def describe(self) -> str:
         """For readiness: how long, what failed last, and which loops are still failing."""
@@ -85,7 +108,7 @@ async def watch_recovery(r: aioredis.Redis, key: str, source: str, every_s: floa
     probe writes every `every_s` and end it as soon as one works. Runs until cancelled."""
     while True:
         await asyncio.sleep(every_s)
-        if not OUTAGE.ongoing:
+        if not OUTAGE.open:
             continue
         try:
             await probe_writes(r, key)

@@ -1,8 +1,8 @@
 """Redis connections, and the start-up checks that the server can hold our data.
 
 Every connection is made here, so every one has the same timeouts, keepalive and error classes:
-a reply Redis sends when it is briefly unable (MISCONF, BUSY, TRYAGAIN, MASTERDOWN, and any of
-them reported from inside a script by Redis 6.2) is raised as one of the classes of
+a reply Redis sends when it is briefly unable (MISCONF, BUSY, UNBLOCKED, TRYAGAIN, MASTERDOWN,
+and any of them reported from inside a script by Redis 6.2) is raised as one of the classes of
 `shared.errors.REDIS_UNAVAILABLE`, never as a plain ResponseError, whichever call met it (a
 command, a pipeline, EVALSHA).
 """
@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import DefaultParser
 from redis.exceptions import MasterDownError, ResponseError, TryAgainError
 
-from shared.errors import RedisBusyError, RedisMisconfError
+from shared.errors import RedisBusyError, RedisMisconfError, RedisUnblockedError
 from shared.settings import Settings
 
 EVICTING_POLICIES = {
@@ -40,6 +40,7 @@ KEEPALIVE = {
 _EXTRA_CODES: dict[str, type[ResponseError]] = {
     "MISCONF": RedisMisconfError,
     "BUSY": RedisBusyError,
+    "UNBLOCKED": RedisUnblockedError,
     "TRYAGAIN": TryAgainError,
     "MASTERDOWN": MasterDownError,
 }
@@ -50,7 +51,7 @@ _SCRIPT_ERROR = re.compile(r"^ERR Error running script .*?: -([A-Z]+) ")
 
 class _Parser(DefaultParser):  # type: ignore[valid-type,misc]  # DefaultParser is a variable of redis-py's
     """redis-py's reply parser, with the codes of a Redis that is briefly unable mapped to their
-    classes (redis-py leaves MISCONF and BUSY plain ResponseErrors)."""
+    classes (redis-py leaves MISCONF, BUSY and UNBLOCKED plain ResponseErrors)."""
 
     EXCEPTION_CLASSES = {**DefaultParser.EXCEPTION_CLASSES, **_EXTRA_CODES}
 

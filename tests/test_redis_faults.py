@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from inferq.localstack import free_port
 from services.ingest.app import create_app
 from shared import ops_server
-from shared.errors import TRANSIENT_REDIS_ERRORS, RedisBusyError, RedisMisconfError
+from shared.errors import TRANSIENT_REDIS_ERRORS, RedisBusyError, RedisMisconfError, RedisUnblockedError
 from shared.keys import Keys
 from shared.models_config import parse_models
 from shared.outage import RedisOutage
@@ -88,16 +88,18 @@ def raw_command(port: int, *args: str) -> bytes:
 
 
 def fill_memory(admin: redis.Redis) -> int:
-    """maxmemory just above what Redis uses, then filler keys until it refuses one; then held there:
-    maxmemory 1 MiB under what is used, so a client's buffers coming and going cannot bring Redis
-    back under it. The number of filler keys (`filler:<i>`)."""
+    """maxmemory just above what Redis uses, then filler keys until it refuses one; then held there
+    (maxmemory at most 1 MiB, and 1 MiB under what is used), so neither a client's buffers coming
+    and going nor a stream trimmed meanwhile bring Redis back under it. The number of filler keys
+    (`filler:<i>`)."""
     admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 256 * 1024)
     filler = 0
     with pytest.raises(redis.exceptions.OutOfMemoryError):
         while True:
             admin.set(f"filler:{filler}", b"x" * 65536)
             filler += 1
-    admin.config_set("maxmemory", admin.info("memory")["used_memory"] - 1024 * 1024)
+    used = admin.info("memory")["used_memory"]
+    admin.config_set("maxmemory", min(used - 1024 * 1024, 1024 * 1024))
     return filler
 
 
@@ -239,6 +241,23 @@ async def test_a_dataset_loading_is_transient(tmp_path):
     finally:
         await r.aclose()
         loading.stop()
+
+
+async def test_a_blocking_read_cut_short_by_a_failover_is_transient(server):
+    r = connect(server.url)
+    await r.xgroup_create("s", "g", id="0", mkstream=True)
+    read = asyncio.create_task(r.xreadgroup("g", "c", {"s": ">"}, count=1, block=20_000))
+    deadline = time.monotonic() + 20
+    while server.admin.info("clients")["blocked_clients"] != 1:
+        assert time.monotonic() < deadline, "the read never blocked"
+        await asyncio.sleep(0.01)
+    try:
+        with read_only(server):
+            with pytest.raises(RedisUnblockedError) as caught:
+                await read
+            assert isinstance(caught.value, TRANSIENT_REDIS_ERRORS)
+    finally:
+        await r.aclose()
 
 
 def _stand_in_answering(error: bytes):
@@ -418,13 +437,22 @@ def test_an_outage_is_logged_when_it_starts_once_when_it_lasts_and_when_it_ends(
     assert outage.ongoing, "the collector still fails"
     now[0] = 175.5
     outage.recovered("collector")
+    assert not outage.ongoing, "every loop works again: ready"
+    now[0] = 176.0
+    outage.failed("router", oom)  # a call that waited through the outage and timed out just after it
+    now[0] = 176.1
+    outage.recovered("router")
+    now[0] = 177.0
     outage.recovered("collector")
-    assert not outage.ongoing
+    assert outage.open, "settling: no failure for a second yet"
+    now[0] = 177.2
+    outage.recovered("collector")
+    assert not outage.open
     records = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in records] == ["WARNING", "ERROR", "INFO"], records
     assert "OutOfMemoryError" in records[0][1]
     assert "for 30s" in records[1][1]
-    assert "after 75.5s" in records[2][1]
+    assert "after 76.1s" in records[2][1]
     outage.failed("router", oom)  # a new outage is news again
     assert [r.levelname for r in caplog.records][-1] == "WARNING"
 
