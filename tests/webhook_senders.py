@@ -64,7 +64,7 @@ class CountingReceiver:
 
     def __init__(self, answer: Callable[[str, int], tuple[int, float]]) -> None:
         self.hits: Counter[str] = Counter()
-        self.first_at: dict[str, float] = {}
+        self.times: dict[str, list[float]] = {}  # when each call for a webhook-id arrived
         self.open = 0
         self.max_open = 0
         lock = threading.Lock()
@@ -77,7 +77,7 @@ class CountingReceiver:
                 with lock:
                     receiver.hits[webhook_id] += 1
                     nth = receiver.hits[webhook_id]
-                    receiver.first_at.setdefault(webhook_id, time.monotonic())
+                    receiver.times.setdefault(webhook_id, []).append(time.monotonic())
                     receiver.open += 1
                     receiver.max_open = max(receiver.max_open, receiver.open)
                 try:

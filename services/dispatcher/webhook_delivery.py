@@ -55,20 +55,22 @@ async def deliver_webhook(ctx: dict, delivery_id: str, endpoint_id: str, token: 
     code: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    body = rec.payload.encode()
+    ts = int(started)
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": rec.id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": signature_header(endpoint, rec.id, ts, body),
+    }
     try:
-        target = await check_url(
-            endpoint.url, allow_private=settings.webhook_allow_private, allow_http=settings.webhook_allow_http
-        )
-        body = rec.payload.encode()
-        ts = int(started)
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": rec.id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": signature_header(endpoint, rec.id, ts, body),
-        }
-        async with asyncio.timeout(settings.webhook_timeout_s):  # the whole attempt ends well inside its lease
+        async with asyncio.timeout(
+            settings.webhook_timeout_s
+        ):  # the whole attempt, DNS included, ends inside its lease
+            target = await check_url(
+                endpoint.url, allow_private=settings.webhook_allow_private, allow_http=settings.webhook_allow_http
+            )
             resp = await ctx["http"].post(target, content=body, headers=headers, timeout=settings.webhook_timeout_s)
         code = resp.status_code
         if code in (429, 503):
