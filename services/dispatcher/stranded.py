@@ -23,7 +23,6 @@ from shared.takeover_scripts import DropStranded
 
 log = logging.getLogger("inferq.dispatcher")
 SCAN_PAGE = 1000
-JOBS_PER_PASS = 200
 _PAYLOAD = PAYLOAD_FIELD.encode()
 
 
@@ -41,7 +40,7 @@ async def finish_stranded_jobs(ctx: dict) -> int:
     keys: Keys = ctx["keys"]
     r = ctx["stream_redis"]
     liveness: Liveness = ctx["liveness"]
-    ids = [i.decode() for i in await r.zrange(keys.stopping_jobs, 0, JOBS_PER_PASS - 1)]
+    ids = [i.decode() for i in await r.zrange(keys.stopping_jobs, 0, -1)]  # few: a stopping job ends soon
     if not ids:
         return 0
     async with r.pipeline(transaction=False) as pipe:
