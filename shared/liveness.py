@@ -21,7 +21,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from shared.backoff import Backoff
+from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.keys import Keys
+from shared.outage import OUTAGE
 from shared.streams import Entry
 from shared.takeover_scripts import ForgetConsumer, TakeOver
 
@@ -88,11 +90,15 @@ class Heartbeat:
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
-                if not failing:
-                    log.warning("could not renew heartbeat %s (%s); retrying", self.key, exc)
-                failing = True
+                if isinstance(exc, TRANSIENT_REDIS_ERRORS):  # logged once per outage, by shared/outage.py
+                    OUTAGE.failed("heartbeat", exc)
+                else:
+                    if not failing:
+                        log.warning("could not renew heartbeat %s (%s); retrying", self.key, exc)
+                    failing = True
                 await asyncio.sleep(backoff.next())
                 continue
+            OUTAGE.recovered("heartbeat")
             if failing:
                 log.info("heartbeat %s renewed again", self.key)
             failing = False
