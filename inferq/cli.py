@@ -305,12 +305,11 @@ Prefix = Annotated[str, typer.Option("--prefix", envvar="INFERQ_KEY_PREFIX", hel
 
 
 def _key_store(redis_url: str, prefix: str):
-    import redis.asyncio as aioredis
-
     from shared.api_keys import ApiKeyStore
     from shared.keys import Keys
+    from shared.redis_client import connect
 
-    return ApiKeyStore(aioredis.Redis.from_url(redis_url), Keys(prefix))
+    return ApiKeyStore(connect(redis_url), Keys(prefix))  # with the services' timeouts: never hangs
 
 
 def _run(coro):
