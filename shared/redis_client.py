@@ -65,19 +65,22 @@ class _Parser(DefaultParser):  # type: ignore[valid-type,misc]  # DefaultParser 
         return super().parse_error(response)
 
 
-def connection_options(settings: Settings | None = None) -> dict[str, Any]:
+def connection_options(settings: Settings | None = None, *, tcp: bool = True) -> dict[str, Any]:
     """What every connection is made with: bytes replies (payloads are msgpack, decoding is the
-    caller's business), timeouts, keepalive, and the error classes above."""
+    caller's business), timeouts, keepalive (TCP only: a unix socket has none), and the error
+    classes above."""
     settings = settings or Settings()
-    return {
+    options: dict[str, Any] = {
         "decode_responses": False,
         "health_check_interval": 30,
         "socket_connect_timeout": settings.redis_connect_timeout_s,
         "socket_timeout": settings.redis_socket_timeout_s,
-        "socket_keepalive": True,
-        "socket_keepalive_options": {getattr(socket, name): value for name, value in KEEPALIVE.items()},
         "parser_class": _Parser,
     }
+    if tcp:
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = {getattr(socket, name): value for name, value in KEEPALIVE.items()}
+    return options
 
 
 def connect(
@@ -85,7 +88,8 @@ def connect(
 ) -> aioredis.Redis:
     """A client for `url` with the connection options of `settings` (defaults when None);
     `client_class` is arq's ArqRedis for the dispatcher's job queue."""
-    return client_class.from_url(url, **{**connection_options(settings), **overrides})
+    options = connection_options(settings, tcp=not url.startswith("unix://"))
+    return client_class.from_url(url, **{**options, **overrides})
 
 
 def version_problem(info: dict) -> str | None:

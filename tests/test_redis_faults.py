@@ -325,6 +325,18 @@ async def test_a_silent_server_times_out_instead_of_hanging():
         listener.close()
 
 
+async def test_a_unix_socket_connection_works_without_keepalive(tmp_path):
+    sock = tmp_path / "redis.sock"
+    s = Server(tmp_path / "unix", "--unixsocket", str(sock))
+    r = connect(f"unix://{sock}")
+    try:
+        await r.set("k", "v")
+        assert await r.get("k") == b"v"
+    finally:
+        await r.aclose()
+        s.stop()
+
+
 # --- ingest: 503 with Retry-After, nothing written, readiness -----------------------------------
 
 
