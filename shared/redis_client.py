@@ -114,14 +114,18 @@ def check_server_at_start(url: str) -> str | None:
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:
         # the sync client's commands are typed as possibly awaitable; these return dicts
-        if problem := version_problem(cast(dict, client.info("server"))):
+        try:
+            info = cast(dict, client.info("server"))
+        except redis.ResponseError:  # INFO disabled or renamed: cannot check
+            info = None
+        if info is not None and (problem := version_problem(info)):
             return f"{problem}: {url}"
         try:
             config = cast(dict, client.config_get("maxmemory-policy"))
         except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot check
             return None
         policy = config.get("maxmemory-policy", b"")
-    except redis.ConnectionError:  # LOADING too: it will answer soon
+    except (redis.ConnectionError, redis.TimeoutError):  # LOADING too: it will answer soon
         return None
     finally:
         client.close()

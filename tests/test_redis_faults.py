@@ -30,7 +30,7 @@ from shared.errors import TRANSIENT_REDIS_ERRORS, RedisBusyError, RedisMisconfEr
 from shared.keys import Keys
 from shared.models_config import parse_models
 from shared.outage import RedisOutage
-from shared.redis_client import connect, version_problem
+from shared.redis_client import check_server_at_start, connect, version_problem
 from shared.settings import Settings
 from tests.conftest import FAST_MODELS, ROOT
 from tests.resp_stand_in import OK, RespStandIn, array, server_info
@@ -485,6 +485,25 @@ def test_version_decision(version, refused):
 
 def test_the_real_server_is_accepted(server):
     assert version_problem(server.admin.info("server")) is None
+
+
+def test_a_silent_or_unreachable_redis_is_waited_for_not_refused():
+    listener = _silent()
+    try:
+        assert check_server_at_start(f"redis://127.0.0.1:{listener.getsockname()[1]}/0") is None
+    finally:
+        listener.close()
+    assert check_server_at_start(f"redis://127.0.0.1:{free_port()}/0") is None
+
+
+def test_a_redis_without_info_is_not_refused():
+    def no_info(command: list[bytes]) -> bytes:
+        if command[0].upper() == b"INFO":
+            return b"-ERR unknown command 'INFO'\r\n"
+        return array("maxmemory-policy", "noeviction") if command[0].upper() == b"CONFIG" else OK
+
+    with RespStandIn(no_info) as stand_in:
+        assert check_server_at_start(stand_in.url) is None
 
 
 def _old_redis(command: list[bytes]) -> bytes:
