@@ -12,7 +12,7 @@ import pytest
 
 from inferq.localstack import LocalStack, RedisServer, free_port
 from tests.tcp_proxy import PartitionProxy
-from tests.test_redis_faults_e2e import MODELS, _assert_exact, _job_body, _wait_completed
+from tests.test_redis_faults_e2e import MODELS, _assert_exact, _job_body, _wait_completed, assert_outages_logged
 
 pytestmark = pytest.mark.e2e
 
@@ -78,10 +78,7 @@ def test_partition_mid_job_times_out_recovers_and_loses_nothing(tmp_path):
                         _assert_exact(client, job_id, tag, n)
                     _until_status(worker_ready, 200)
                     assert client.get("/readyz").status_code == 200
-                for name in ("ingest", "dispatcher-0", "worker-m-0", "worker-m-ops"):
-                    log = stack.log_path(name).read_text()
-                    assert log.count('"msg":"Redis unavailable (') == 1, (name, log[-3000:])
-                    assert log.count('"msg":"Redis available again after') == 1, (name, log[-3000:])
+                assert_outages_logged(stack, {"ingest": 1, "dispatcher-0": 1, "worker-m-0": 1, "worker-m-ops": 1})
                 codes = stack.stop()
             assert set(codes.values()) == {0}, codes
     finally:

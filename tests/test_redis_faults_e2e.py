@@ -79,8 +79,19 @@ def _read_only(admin: redis.Redis) -> Iterator[None]:
         admin.execute_command("REPLICAOF", "NO", "ONE")
 
 
-def _count(log: str, text: str) -> int:
-    return log.count(text)
+def assert_outages_logged(stack: LocalStack, outages: dict[str, int], timeout: float = 20) -> None:
+    """Each process logged `outages[name]` outages, each once: a warning when it began and, once no
+    loop has failed for a second, one line when it ended (waited for: it comes after recovery)."""
+    deadline = time.monotonic() + timeout
+    for name, expected in outages.items():
+        while True:
+            log = stack.log_path(name).read_text()
+            ended = log.count('"msg":"Redis available again after')
+            if ended >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert log.count('"msg":"Redis unavailable (') == expected, (name, log[-3000:])
+        assert ended == expected, (name, log[-3000:])
 
 
 @pytest.mark.parametrize("state", ["out_of_memory", "read_only"])
@@ -124,10 +135,8 @@ def test_redis_refusing_writes_mid_job_loses_nothing(tmp_path: Path, state: str)
             assert client.get("/readyz").status_code == 200
         # Out of memory, a script whose first write may grow memory is refused (job creation, arq's
         # enqueue); one that first acknowledges (XACK) runs whole, so the workers' publishing goes on.
-        outages = {"ingest": 1, "dispatcher-0": 1, "worker-m-0": 0 if state == "out_of_memory" else 1}
-        for name, expected in outages.items():
-            log = stack.log_path(name).read_text()
-            assert _count(log, '"msg":"Redis unavailable (') == expected, (name, log[-3000:])
-            assert _count(log, '"msg":"Redis available again after') == expected, (name, log[-3000:])
+        assert_outages_logged(
+            stack, {"ingest": 1, "dispatcher-0": 1, "worker-m-0": 0 if state == "out_of_memory" else 1}
+        )
         codes = stack.stop()
     assert set(codes.values()) == {0}, codes
