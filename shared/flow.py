@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.api import LaneQueue, ModelQueue, ModelScaling, ScalingChange, ScalingFailures
+from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.keys import LANES, WORKER_GROUP, FlowField, Keys, staged_field
 from shared.models_config import ModelConfig
 
@@ -17,6 +18,9 @@ async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mode
         for lane in LANES:
             pipe.xinfo_groups(keys.model_stream(model.name, lane))
         replies = await pipe.execute(raise_on_error=False)
+    for reply in replies:  # a missing stream is an answer (below); Redis briefly unable is not
+        if isinstance(reply, TRANSIENT_REDIS_ERRORS):
+            raise reply
     flow = {k.decode(): int(v) for k, v in (replies[0] or {}).items()}
     lanes: dict[str, LaneQueue] = {}
     consumers = 0

@@ -132,7 +132,9 @@ class Liveness:
         """The group's consumers on `stream` (none for a missing stream or group)."""
         try:
             rows = await self.r.xinfo_consumers(stream, group)
-        except ResponseError:
+        except ResponseError as exc:  # no such stream or group
+            if isinstance(exc, TRANSIENT_REDIS_ERRORS):
+                raise
             return []
         if not rows:
             return []

@@ -9,6 +9,8 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from shared.errors import TRANSIENT_REDIS_ERRORS
+
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -70,7 +72,9 @@ async def unacknowledged(r: aioredis.Redis, stream: str, group: str) -> int:
     which is never less. 0 for a missing stream or group."""
     try:
         groups = await r.xinfo_groups(stream)
-    except ResponseError:
+    except ResponseError as exc:  # no such stream: nothing to count or trim
+        if isinstance(exc, TRANSIENT_REDIS_ERRORS):
+            raise
         return 0
     for g in groups:
         if _s(g["name"]) == group:
@@ -87,7 +91,9 @@ async def trim_acknowledged(r: aioredis.Redis, stream: str) -> int:
     to its last-delivered id when nothing is pending) has been acknowledged by it."""
     try:
         groups = await r.xinfo_groups(stream)
-    except ResponseError:
+    except ResponseError as exc:  # no such stream: nothing to count or trim
+        if isinstance(exc, TRANSIENT_REDIS_ERRORS):
+            raise
         return 0
     if not groups:
         return 0

@@ -361,12 +361,19 @@ def _assert_unavailable(resp: httpx.Response) -> None:
 @pytest.mark.parametrize("state", list(STATES))
 async def test_ingest_answers_503_and_writes_nothing(server, tmp_path, state):
     enter, expected = STATES[state]
+    reads_refused = state in ("MASTERDOWN", "BUSY")  # the others refuse writes only
     async with _api(server.url, tmp_path) as api:
-        assert (await api.post("/v1/jobs", json=JOB)).status_code == 202
+        job_id = (await api.post("/v1/jobs", json=JOB)).json()["id"]
         with enter(server):
             _assert_unavailable(await api.post("/v1/jobs", json=JOB))
             ready = await api.get("/readyz")
             assert ready.status_code == 503 and "redis unavailable" in ready.json()["detail"]
+            for path in (f"/v1/jobs/{job_id}", "/v1/models", f"/v1/jobs/{job_id}/results"):
+                resp = await api.get(path)
+                if reads_refused:
+                    _assert_unavailable(resp)
+                else:
+                    assert resp.status_code == 200, (path, resp.text)
         assert server.admin.zcard(keys.jobs_index) == 1, "the refused job left something behind"
         assert server.admin.xlen(keys.ingest_stream) == 1
         assert (await api.post("/v1/jobs", json=JOB)).status_code == 202
