@@ -104,8 +104,9 @@ async def probe_writes(r: aioredis.Redis, key: str, timeout_s: float = PROBE_TIM
 
 
 async def watch_recovery(r: aioredis.Redis, key: str, source: str, every_s: float = 1.0) -> None:
-    """For failures met by requests rather than by a retry loop (ingest): while an outage is on,
-    probe writes every `every_s` and end it as soon as one works. Runs until cancelled."""
+    """For failures met by requests rather than by a retry loop (ingest): while an outage is open,
+    probe writes every `every_s` and report each result, so it ends once writes work again.
+    Runs until cancelled."""
     while True:
         await asyncio.sleep(every_s)
         if not OUTAGE.open:
