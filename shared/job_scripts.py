@@ -4,6 +4,7 @@ what the scripts decide is documented at the top of their `.lua` file."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -183,6 +184,9 @@ class Requeue:
             k.staging_queue(model, lane, job_id),
             k.staging_ring(model, lane),
             k.tenant_backlog,
+            k.deadlines,
         ]
-        verdict, status = await self._script(keys=keys, args=[dead_id, request_id, model, payload, lane])
+        verdict, status = await self._script(
+            keys=keys, args=[dead_id, request_id, model, payload, lane, int(time.time() * 1000), job_id]
+        )
         return verdict.decode(), status.decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import msgspec
 import pytest
@@ -142,10 +143,15 @@ async def test_requeue_undoes_the_failure_and_reopens_the_job(r, keys):
     (dead,) = (await list_dead_letters(r, keys, None, 10)).data
     payload = (await r.xrange(keys.dead_letter_stream))[0][1][b"d"]
 
-    # the job was completed: it reopens
+    # the job was completed: it reopens, with a new completion window as long as its first one
+    first_window_ms = job.expires_at * 1000 - job.created_at * 1000
+    before_ms = time.time() * 1000
     assert await store.requeue(dead.id, "job_r", "req_1", "m", "batch", payload) == "completed"
     job = await store.get("job_r")
     assert job.status == "in_progress" and job.request_counts.failed == 0 and job.request_counts.queued == 1
+    deadline_ms = await r.zscore(keys.deadlines, "job_r")
+    assert deadline_ms is not None and deadline_ms >= before_ms + first_window_ms - 1000
+    assert job.expires_at * 1000 == pytest.approx(deadline_ms, abs=1000)
     assert len(await store.read_results("job_r", None, 10)) == 1  # the failed line is gone
     assert await r.xlen(keys.dead_letter_stream) == 0
     assert await r.llen(keys.staging_queue("m", "batch", "job_r")) == 1
