@@ -37,6 +37,17 @@ async def read_new(
     return reply[0][1] if reply else []
 
 
+async def read_own_pending(
+    r: aioredis.Redis, stream: str, group: str, consumer: str, count: int, after: bytes | str = "0"
+) -> tuple[list[Entry], bytes | str | None]:
+    """Entries delivered to this consumer and not acknowledged, after id `after`, and where the
+    next page starts (None: no more). After a lost connection they include those of a read whose
+    reply never arrived, pending here without the consumer knowing. Deleted entries are left out."""
+    reply = await r.xreadgroup(group, consumer, {stream: after}, count=count)
+    page = reply[0][1] if reply else []
+    return [e for e in page if e[1]], (page[-1][0] if len(page) >= count else None)
+
+
 async def claim_idle(
     r: aioredis.Redis, stream: str, group: str, consumer: str, min_idle_ms: int, count: int = 100
 ) -> list[Entry]:

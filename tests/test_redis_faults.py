@@ -24,16 +24,20 @@ from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inferq.localstack import free_port
+from services.inference.engines.dummy import DummyEngine
+from services.inference.worker import InferenceWorker
 from services.ingest.app import create_app
 from shared import ops_server
 from shared.errors import TRANSIENT_REDIS_ERRORS, RedisBusyError, RedisMisconfError, RedisUnblockedError
-from shared.keys import Keys
-from shared.models_config import parse_models
+from shared.keys import WORKER_GROUP, Keys
+from shared.models_config import DummyOptions, parse_models
 from shared.outage import RedisOutage
 from shared.redis_client import check_server_at_start, connect, version_problem
 from shared.settings import Settings
 from tests.conftest import FAST_MODELS, ROOT
 from tests.resp_stand_in import OK, RespStandIn, array, server_info
+from tests.test_worker import _count, _enqueue, _results
+from tests.test_worker import _until as _until_true
 
 keys = Keys("inferq")
 JOB = {"requests": [{"model": "alpha", "prompt": "hello"}]}
@@ -335,6 +339,35 @@ async def test_a_unix_socket_connection_works_without_keepalive(tmp_path):
     finally:
         await r.aclose()
         s.stop()
+
+
+async def test_a_worker_resumes_requests_whose_read_reply_was_lost(r, keys, models, redis_server):
+    """A partition can cut a connection after Redis delivered entries to a read and before the reply
+    arrived: they are pending for the worker, which never saw them. Once its connection is back it
+    takes them up, instead of leaving them for a reclaim after `reclaim_idle_s` (300 s here)."""
+    await _enqueue(r, keys, "alpha", 20)
+    stream = keys.model_stream("alpha", "batch")
+    await r.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+    assert len((await r.xreadgroup(WORKER_GROUP, "worker-lost", {stream: ">"}, count=100))[0][1]) == 20
+    worker_r = connect(redis_server.url, client_name="worker-lost")
+    worker = InferenceWorker(worker_r, keys, models.get("alpha"), DummyEngine(DummyOptions()), consumer="worker-lost")
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await _until_true(lambda: _is_blocked(r, "worker-lost"))
+        for client in await r.client_list():  # the worker's connections drop, as in a partition
+            if client["name"] == "worker-lost":
+                await r.client_kill_filter(_id=client["id"])
+        await _until_true(lambda: _count(r, keys, 20))
+    finally:
+        stop.set()
+        await task
+        await worker_r.aclose()
+    assert sorted(e.line.custom_id for e in await _results(r, keys)) == sorted(f"c{i}" for i in range(20))
+
+
+async def _is_blocked(r, name: str) -> bool:
+    return any(c["name"] == name and c["cmd"] == "xreadgroup" for c in await r.client_list())
 
 
 # --- ingest: 503 with Retry-After, nothing written, readiness -----------------------------------

@@ -14,7 +14,16 @@ from shared.backoff import Backoff
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.liveness import Liveness, TakeoverClock
 from shared.outage import OUTAGE
-from shared.streams import Entry, claim_idle, consumer_name, delivery_counts, ensure_group, read_new, trim_acknowledged
+from shared.streams import (
+    Entry,
+    claim_idle,
+    consumer_name,
+    delivery_counts,
+    ensure_group,
+    read_new,
+    read_own_pending,
+    trim_acknowledged,
+)
 
 log = logging.getLogger("inferq.dispatcher")
 
@@ -90,7 +99,10 @@ class BatchConsumer:
         if self.liveness:  # alive while this task runs; its key goes when the task ends
             self.liveness.heartbeat(self.consumer).keep_while_current_task()
         takeover = TakeoverClock()
-        unhandled: list[Entry] = []  # read, not yet handled: tried again first, not left for a reclaim
+        # After a failure, this consumer's own pending entries first (from this id): a batch whose
+        # handling failed, or a read whose reply was lost, is handled again rather than left for a
+        # reclaim; handling is atomic with the XACK, so nothing is done twice.
+        own_from: bytes | str | None = None
         while not stop.is_set():
             try:
                 if self.liveness and takeover.due():
@@ -110,13 +122,16 @@ class BatchConsumer:
                             "%s reclaimed %d unacknowledged entries from %s", self.role, len(stale), self.stream
                         )
                         await self._handle_reclaimed(stale)
-                entries = unhandled or await read_new(
-                    self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms()
-                )
+                if own_from is not None:
+                    entries, own_from = await read_own_pending(
+                        self.r, self.stream, self.group, self.consumer, self.count, own_from
+                    )
+                else:
+                    entries = await read_new(
+                        self.r, self.stream, self.group, self.consumer, self.count, self.idle_block_ms()
+                    )
                 if entries:
-                    unhandled = entries
                     await self.handle(entries)
-                    unhandled = []
                 await self.tick()
                 if time.monotonic() >= next_trim:
                     # keep the stream's length near its backlog, so memory stays flat under load
@@ -126,6 +141,7 @@ class BatchConsumer:
                 OUTAGE.recovered(self.role)
             except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
                 OUTAGE.failed(self.role, exc)
+                own_from = "0"
                 await _sleep_unless(stop, backoff.next())
 
 

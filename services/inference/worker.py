@@ -26,7 +26,7 @@ from shared.messages import InferenceRequest, ResultEnvelope, ended_line, reques
 from shared.models_config import ModelConfig
 from shared.outage import OUTAGE
 from shared.states import RequestStatus
-from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new
+from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
 
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
@@ -124,6 +124,7 @@ class InferenceWorker:
         next_reclaim = 0.0
         takeover = TakeoverClock()
         backoff = Backoff(0.1, 5.0)
+        lost_reads = False  # a read failed: its reply may have been lost with entries in it
         while not stop.is_set():
             free = self.free_slots
             if free <= 0:
@@ -131,6 +132,9 @@ class InferenceWorker:
                 await _wait_either(self._slot_free, stop, timeout=1.0)
                 continue
             try:
+                if lost_reads:
+                    await self._start_own_pending()
+                    lost_reads = False
                 if takeover.due():
                     taken = await self._take_over(free)
                     takeover.checked(taken, free)
@@ -146,12 +150,27 @@ class InferenceWorker:
                 OUTAGE.recovered("worker")
             except TRANSIENT_REDIS_ERRORS as exc:  # before ResponseError: OOM, READONLY... are ones
                 OUTAGE.failed("worker", exc)  # logged once per outage, by shared/outage.py
+                lost_reads = True
                 await _wait_either(asyncio.Event(), stop, timeout=backoff.next())
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("consumer group missing (stream deleted?); recreating it")
                 await self._ensure_groups()
+
+    async def _start_own_pending(self) -> None:
+        """Start the requests pending for this worker that it does not hold (running, or finished
+        and not yet published): those of a read whose reply was lost with its connection, which
+        would otherwise wait for a reclaim (`reclaim_idle_s`)."""
+        held = set(self.inflight) | {(o.lane, o.entry_id) for o in self.outbox}
+        for lane, stream in enumerate(self.streams):
+            after: bytes | str | None = "0"
+            while after is not None:
+                entries, after = await read_own_pending(self.r, stream, WORKER_GROUP, self.consumer, 1000, after)
+                lost = [e for e in entries if (lane, e[0]) not in held]
+                if lost:
+                    log.warning("resuming %d requests read before the connection was lost", len(lost))
+                    await self._start(lane, lost)
 
     async def _read(self, free: int) -> int:
         """Take new work, interactive lane first: batch work is read only with the slots left."""
