@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-vllm install deploy clean
+.PHONY: demo test lint bench bench-soak bench-vllm install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ lint: $(STAMP)
 bench: $(VENV)/.bench
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	$(BIN)/python bench/run.py
+
+# 1,000,000 requests (webhooks, dead letters, uploaded files) with short TTLs: Redis memory must come
+# back to its baseline. Writes bench/results/soak-<date>.json.
+bench-soak: $(STAMP)
+	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
+	$(BIN)/python bench/soak.py
 
 # The real vLLM engine (CPU build) through the pipeline against offline vLLM, on this machine.
 bench-vllm: $(VLLM_STAMP)

@@ -36,7 +36,8 @@ Hierarchy:
   ├── StopRefused            - cancel or expire of a finished or missing job.
   ├── RequeueRefused         - a dead-lettered request cannot run again (its job is gone or
   │                            stopped, or its failure is not recorded).
-  └── DeliveryPending        - a webhook delivery asked to be sent again is already due.
+  ├── DeliveryPending        - a webhook delivery asked to be sent again is already due.
+  └── EndpointLimitReached   - the tenant already has its most webhook endpoints.
 
 Engine errors (a model's failure, retryable or not; a dead engine) belong to the inference service:
 services/inference/engines/base.py.
@@ -175,3 +176,12 @@ class DeliveryPending(InferqError):
     def __init__(self, rec: Any) -> None:
         super().__init__(rec.id)
         self.rec = rec
+
+
+class EndpointLimitReached(InferqError):
+    """The tenant already has `count` webhook endpoints, its `limit`; nothing was written."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} of {limit} webhook endpoints")
+        self.count = count
+        self.limit = limit

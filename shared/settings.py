@@ -97,6 +97,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Uploaded files per tenant (they count until deleted or expired): total bytes and number.
     tenant_file_bytes: Positive = 1024 * 1024 * 1024
     tenant_files: Positive = 1000
+    # Webhook endpoints a tenant may register (a job's own endpoint expires and does not count).
+    tenant_webhooks: Positive = 100
     # Port of the /metrics endpoint of the dispatcher and workers (0 = off; ingest serves /metrics itself).
     metrics_port: Annotated[int, Meta(ge=0, le=65535, description="0 (off) or a TCP port, at most 65535")] = 0
     # Webhooks: seconds before each attempt (the first is the delay after the event), per timeout,

@@ -11,7 +11,7 @@ from redis.exceptions import WatchError
 
 from shared import stream_scripts
 from shared.api import JobWebhook
-from shared.errors import DeliveryPending
+from shared.errors import DeliveryPending, EndpointLimitReached
 from shared.ids import new_webhook_id
 from shared.keys import Keys
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
@@ -43,8 +43,15 @@ class WebhookStore:
 
     # Endpoints.
     async def create(
-        self, tenant: str, body: WebhookCreate | JobWebhook, *, job_id: str | None = None
+        self,
+        tenant: str,
+        body: WebhookCreate | JobWebhook,
+        *,
+        job_id: str | None = None,
+        max_endpoints: int | None = None,
     ) -> WebhookRecord:
+        """A new endpoint. A tenant's (not a job's own) counts against `max_endpoints`: raises
+        EndpointLimitReached when it has that many already."""
         rec = WebhookRecord(
             id=new_webhook_id(),
             tenant=tenant,
@@ -55,17 +62,28 @@ class WebhookStore:
             job_id=job_id,
             description=getattr(body, "description", ""),
         )
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.webhook(rec.id), _enc.encode(rec))
-        if job_id is None:  # a job's own endpoint is found through its job, not listed with the tenant's
-            pipe.zadd(self.keys.webhooks_index(tenant), {rec.id: rec.created_at})
-            pipe.incr(self.keys.webhooks_version(tenant))
-            if REQUEST_EVENT in rec.events:
-                pipe.sadd(self.keys.webhook_request_subscribers, rec.id)
-        else:
-            pipe.expire(self.keys.webhook(rec.id), self.ttl_s)
-        await pipe.execute()
-        return rec
+        index = self.keys.webhooks_index(tenant)
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if job_id is None and max_endpoints is not None:  # counted and written in one step
+                        await pipe.watch(index)
+                        count = await pipe.zcard(index)
+                        if count >= max_endpoints:
+                            raise EndpointLimitReached(count, max_endpoints)
+                    pipe.multi()
+                    pipe.set(self.keys.webhook(rec.id), _enc.encode(rec))
+                    if job_id is None:  # a job's own endpoint is found through its job, not listed with the tenant's
+                        pipe.zadd(index, {rec.id: rec.created_at})
+                        pipe.incr(self.keys.webhooks_version(tenant))
+                        if REQUEST_EVENT in rec.events:
+                            pipe.sadd(self.keys.webhook_request_subscribers, rec.id)
+                    else:
+                        pipe.expire(self.keys.webhook(rec.id), self.ttl_s)
+                    await pipe.execute()
+                    return rec
+                except WatchError:
+                    continue
 
     async def get(self, endpoint_id: str, tenant: str | None = None) -> WebhookRecord | None:
         raw = await self.r.get(self.keys.webhook(endpoint_id))

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 
+import httpx
 import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -282,3 +283,30 @@ async def test_tenant_indexes_expire_with_their_newest_record(r, keys, api, fami
     index = keys.files_index("default") if family == "files" else keys.batches_index("default")
     record_ttl = 7 * 24 * 3600
     assert record_ttl - 5 <= await r.ttl(index) <= record_ttl
+
+
+# Webhook endpoints.
+
+
+async def test_a_tenant_past_its_endpoint_quota_gets_a_429_naming_it(r, settings, models):
+    from services.ingest.app import create_app
+
+    app = create_app(msgspec.structs.replace(settings, tenant_webhooks=2), models)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+            first = await api.post("/v1/webhooks", json={"url": "https://93.184.216.34/a"})
+            assert (await api.post("/v1/webhooks", json={"url": "https://93.184.216.34/b"})).status_code == 201
+            third = await api.post("/v1/webhooks", json={"url": "https://93.184.216.34/c"})
+            assert third.status_code == 429
+            error = third.json()["error"]
+            assert (error["quota"], error["limit"], error["used"]) == ("INFERQ_TENANT_WEBHOOKS", 2, 2)
+            assert len((await api.get("/v1/webhooks")).json()["data"]) == 2
+
+            assert (await api.delete(f"/v1/webhooks/{first.json()['id']}")).status_code == 200
+            assert (await api.post("/v1/webhooks", json={"url": "https://93.184.216.34/c"})).status_code == 201
+            # a job's own endpoint does not count
+            job = await api.post(
+                "/v1/jobs",
+                json={"requests": [{"model": "alpha", "prompt": "hi"}], "webhook": {"url": "https://93.184.216.34/j"}},
+            )
+            assert job.status_code == 202, job.text

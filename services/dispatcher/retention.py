@@ -33,4 +33,10 @@ async def enforce_retention(ctx: dict) -> None:
             settings.dead_letter_maxlen,
         )
     webhooks: WebhookStore = ctx["webhooks"]
-    await webhooks.forget_expired_due()
+    if lost := await webhooks.forget_expired_due():
+        log.warning(
+            "%d webhook deliveries expired before their attempt was made: nothing attempted them for "
+            "INFERQ_WEBHOOK_DELIVERY_TTL_S (%ds) after they fell due",
+            lost,
+            settings.webhook_delivery_ttl_s,
+        )

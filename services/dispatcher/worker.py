@@ -213,4 +213,4 @@ class WorkerSettings:
     ]
     handle_signals = True
     job_timeout = 300
-    keep_result = 3600
+    keep_result = 0  # an attempt's outcome is kept in its delivery record; arq's copy would only hold memory

@@ -83,9 +83,9 @@ def over_capacity(exc, retry_after_s: int) -> ApiException:
     )
 
 
-def quota_exceeded(status: int, quota: str, limit: int, used: int, message: str) -> ApiException:
+def quota_exceeded(status: int, quota: str, limit: int, used: int, message: str, field: str) -> ApiException:
     """413 (this alone is over the quota) or 429 (the quota is used up): names the quota's setting,
     its limit and the usage; retrying helps only once something is deleted or expires."""
-    exc = ApiException(status, message, type="quota_exceeded", field="file")
+    exc = ApiException(status, message, type="quota_exceeded", field=field)
     exc.body.quota, exc.body.limit, exc.body.used = quota, limit, used
     return exc

@@ -185,6 +185,7 @@ def _over_quota(settings: Settings, stored: Stored, size: int) -> ApiException:
             stored.used_bytes,
             f"file: {size} bytes is more than the tenant's whole file quota of {settings.tenant_file_bytes} bytes "
             f"(INFERQ_TENANT_FILE_BYTES)",
+            "file",
         )
     if stored.refused == "files":
         return quota_exceeded(
@@ -194,6 +195,7 @@ def _over_quota(settings: Settings, stored: Stored, size: int) -> ApiException:
             stored.files,
             f"file: the tenant already stores {stored.files} files, its quota (INFERQ_TENANT_FILES); "
             "delete some or wait until they expire",
+            "file",
         )
     return quota_exceeded(
         429,
@@ -202,6 +204,7 @@ def _over_quota(settings: Settings, stored: Stored, size: int) -> ApiException:
         stored.used_bytes,
         f"file: {size} bytes do not fit: the tenant stores {stored.used_bytes} of its {settings.tenant_file_bytes} "
         "bytes (INFERQ_TENANT_FILE_BYTES); delete files or wait until they expire",
+        "file",
     )
 
 

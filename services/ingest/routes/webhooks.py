@@ -12,12 +12,12 @@ from fastapi.responses import Response
 from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.deps import SettingsDep, TenantDep, WebhooksDep
-from services.ingest.errors import ApiException, decode_body
+from services.ingest.errors import ApiException, decode_body, quota_exceeded
 from services.ingest.paths import DeliveryId, WebhookId
 from services.ingest.responses import as_json
 from services.ingest.webhook_urls import checked_url
 from shared.api import ApiError
-from shared.errors import DeliveryPending
+from shared.errors import DeliveryPending, EndpointLimitReached
 from shared.webhooks import (
     Delivery,
     DeliveryList,
@@ -49,13 +49,30 @@ def _not_found(endpoint_id: str) -> ApiException:
     description="Events are signed per Standard Webhooks with the returned `secret` (shown only now and on rotation). "
     "URLs must be https and must not resolve to private, loopback or link-local addresses.",
     openapi_extra=openapi.json_body(WebhookCreate),
-    responses={201: openapi.json_response(WebhookEndpoint, "Created, with its secret"), **_ERRORS},
+    responses={
+        201: openapi.json_response(WebhookEndpoint, "Created, with its secret"),
+        **_ERRORS,
+        429: openapi.json_response(
+            ApiError, "The tenant has INFERQ_TENANT_WEBHOOKS endpoints already (`error.quota`, `limit`, `used`)"
+        ),
+    },
 )
 async def create_webhook(request: Request, settings: SettingsDep, store: WebhooksDep, tenant: TenantDep) -> Response:
     body = await read_limited(request, MAX_BODY_BYTES)
     spec = decode_body(_create_decoder, body)
     await checked_url(spec.url, settings, "url")
-    rec = await store.create(tenant, spec)
+    try:
+        rec = await store.create(tenant, spec, max_endpoints=settings.tenant_webhooks)
+    except EndpointLimitReached as exc:
+        raise quota_exceeded(
+            429,
+            "INFERQ_TENANT_WEBHOOKS",
+            exc.limit,
+            exc.count,
+            f"the tenant already has {exc.count} webhook endpoints, its quota (INFERQ_TENANT_WEBHOOKS); "
+            "delete one first",
+            "url",
+        ) from None
     return as_json(endpoint_view(rec, with_secret=True), 201)
 
 
