@@ -162,6 +162,21 @@ async def test_webhook_events_stop_at_their_bound_with_a_counter_a_lag_metric_an
     assert _metrics((await api.get("/metrics")).text)["inferq_webhook_events_lag"] == 0
 
 
+async def test_the_warning_comes_before_any_event_is_refused(r, keys, caplog):
+    await ensure_group(r, keys.webhook_events, WEBHOOK_GROUP)
+    await r.sadd(keys.webhook_request_subscribers, "wh_someone")
+    fanout = WebhookFanout(r, keys, WebhookStore(r, keys), events_bound=20, watch_every_s=0)
+    caplog.set_level(logging.INFO, logger="inferq.webhooks")
+    await fanout.tick()
+
+    await _finish_job(r, keys, JobStore(r, keys, webhook_events_maxlen=20), "job_c", 15)  # 16 events: 80%
+    await fanout.tick()
+
+    assert await r.xlen(keys.webhook_events) == 16 and await r.get(keys.webhook_events_dropped) is None
+    lines = [(rec.levelno, rec.getMessage()) for rec in caplog.records]
+    assert len(lines) == 1 and lines[0][0] == logging.WARNING and "16 events unacknowledged, 80%" in lines[0][1]
+
+
 async def test_webhook_events_under_the_bound_are_all_kept(r, keys):
     await ensure_group(r, keys.webhook_events, WEBHOOK_GROUP)
     await r.sadd(keys.webhook_request_subscribers, "wh_someone")
@@ -220,7 +235,7 @@ async def test_an_endpoints_delivery_list_keeps_the_newest_within_the_ttl(r, key
     assert 2 * 3600 - 10 <= await r.ttl(keys.webhook_deliveries("wh_e")) <= 2 * 3600
 
 
-async def test_expired_deliveries_leave_the_list_and_the_due_set(r, keys, models, settings):
+async def test_expired_deliveries_leave_the_list_and_the_due_set(r, keys, models, settings, caplog):
     hooks = WebhookStore(r, keys, delivery_ttl_s=1)
     await _fan_out(r, keys, hooks, [_delivery(1), _delivery(2)])
     await asyncio.sleep(2.1)  # both records expire (pending, due now, TTL 1 s)
@@ -228,8 +243,13 @@ async def test_expired_deliveries_leave_the_list_and_the_due_set(r, keys, models
     assert await hooks.list_deliveries("wh_e") == []
     assert await r.zcard(keys.webhook_deliveries("wh_e")) == 0
     assert await r.zcard(keys.webhook_due) == 2
+    caplog.set_level(logging.WARNING, logger="inferq.dispatcher")
     await trim_streams(_ctx(r, keys, models, settings, hooks))
     assert await r.zcard(keys.webhook_due) == 0
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "2 webhook deliveries expired before their attempt was made: nothing attempted them for "
+        "INFERQ_WEBHOOK_DELIVERY_TTL_S (1s) after they fell due"
+    ]
 
 
 # Batches.

@@ -38,5 +38,5 @@ async def enforce_retention(ctx: dict) -> None:
             "%d webhook deliveries expired before their attempt was made: nothing attempted them for "
             "INFERQ_WEBHOOK_DELIVERY_TTL_S (%ds) after they fell due",
             lost,
-            settings.webhook_delivery_ttl_s,
+            webhooks.delivery_ttl_s,
         )
