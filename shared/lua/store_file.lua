@@ -33,7 +33,8 @@ redis.call('HSET', file, meta_field, meta, content_field, content)
 redis.call('EXPIREAT', file, expires)
 redis.call('ZADD', index, created, id)
 redis.call('HSET', usage, id, expires .. ' ' .. #content)
--- the index and the usage go with the newest file
-redis.call('EXPIREAT', index, expires)
-redis.call('EXPIREAT', usage, expires)
+-- the index and the usage go with the file that expires last
+for _, key in ipairs({index, usage}) do
+  if redis.call('TTL', key) == -1 then redis.call('EXPIREAT', key, expires) else redis.call('EXPIREAT', key, expires, 'GT') end
+end
 return {'ok', used, files}

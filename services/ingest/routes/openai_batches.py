@@ -340,9 +340,10 @@ async def create_batch(
     async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
         pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)
         pipe.zadd(keys.batches_index(tenant), {record.id: now})
-        # entries as old as the TTL point at expired records; the index goes with its newest record
+        # entries as old as the TTL point at expired records; the index goes with the record that expires last
         pipe.zremrangebyscore(keys.batches_index(tenant), "-inf", now - settings.job_ttl_s)
-        pipe.expire(keys.batches_index(tenant), settings.job_ttl_s)
+        pipe.expire(keys.batches_index(tenant), settings.job_ttl_s, nx=True)
+        pipe.expire(keys.batches_index(tenant), settings.job_ttl_s, gt=True)
         await pipe.execute()
     if plan is not None:
         try:
