@@ -18,7 +18,7 @@ from bisect import bisect_left
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from shared.flow import model_queue, model_scaling
 from shared.keys import LANES, WEBHOOK_GROUP, Keys
@@ -51,10 +51,6 @@ HTTP_DURATION = Histogram(
     registry=REGISTRY,
 )
 REQUESTS_ACCEPTED = Counter("inferq_requests_accepted", "Requests accepted in jobs", registry=REGISTRY)
-DEAD_LETTERS = Gauge("inferq_dead_letters", "Dead letters kept", registry=REGISTRY)
-WEBHOOK_EVENTS_LAG = Gauge(
-    "inferq_webhook_events_lag", "Webhook events not yet acknowledged by the fan-out", registry=REGISTRY
-)
 
 
 class _Buckets:
@@ -152,27 +148,33 @@ class DispatcherCounters:
         yield applied
 
 
-class RetentionTotals:
-    """Counters kept in Redis by the scripts that drop things (so every process reports the same
-    totals): dead letters dropped by retention, webhook events refused at the stream's bound."""
+class Retention:
+    """What retention keeps and drops, read from Redis (the dropping scripts count there, so every
+    process reports the same totals); shown only by processes that read it (ingest, dispatcher)."""
 
     def __init__(self) -> None:
-        self.dead_letters_dropped = 0
-        self.webhook_events_dropped = 0
+        self.read = False
+        self.dead_letters = self.dead_letters_dropped = 0
+        self.webhook_events_lag = self.webhook_events_dropped = 0
         REGISTRY.register(self)
 
     def collect(self):
+        if not self.read:
+            return
+        kept = GaugeMetricFamily("inferq_dead_letters", "Dead letters kept")
+        kept.add_metric([], self.dead_letters)
         dead = CounterMetricFamily("inferq_dead_letters_dropped", "Dead letters dropped by retention (age or count)")
         dead.add_metric([], self.dead_letters_dropped)
+        lag = GaugeMetricFamily("inferq_webhook_events_lag", "Webhook events not yet acknowledged by the fan-out")
+        lag.add_metric([], self.webhook_events_lag)
         hooks = CounterMetricFamily(
             "inferq_webhook_events_dropped", "Webhook events refused because the fan-out's stream was at its bound"
         )
         hooks.add_metric([], self.webhook_events_dropped)
-        yield dead
-        yield hooks
+        yield from (kept, dead, lag, hooks)
 
 
-RETENTION = RetentionTotals()
+RETENTION = Retention()
 
 
 async def refresh_retention_gauges(r: aioredis.Redis, keys: Keys) -> None:
@@ -182,10 +184,11 @@ async def refresh_retention_gauges(r: aioredis.Redis, keys: Keys) -> None:
         pipe.get(keys.dead_letters_dropped)
         pipe.get(keys.webhook_events_dropped)
         kept, dead_dropped, hooks_dropped = await pipe.execute()
-    DEAD_LETTERS.set(kept)
+    RETENTION.webhook_events_lag = await unacknowledged(r, keys.webhook_events, WEBHOOK_GROUP)
+    RETENTION.dead_letters = int(kept)
     RETENTION.dead_letters_dropped = int(dead_dropped or 0)
     RETENTION.webhook_events_dropped = int(hooks_dropped or 0)
-    WEBHOOK_EVENTS_LAG.set(await unacknowledged(r, keys.webhook_events, WEBHOOK_GROUP))
+    RETENTION.read = True
 
 
 async def refresh_queue_gauges(r: aioredis.Redis, keys: Keys, models: ModelsConfig) -> None:
