@@ -328,8 +328,37 @@ def load_models(path: str | Path) -> ModelsConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ModelsFileError(f"models file {p} not found (set INFERQ_MODELS to its path)") from None
+        raise ModelsFileError(missing_file_message(p)) from None
     return parse_models(text, str(p))
+
+
+# The example models files ship beside the packages (a source checkout, the container image).
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def missing_file_message(path: Path) -> str:
+    """One line for a models file that is not there: the variable that chose it, the path tried,
+    and the example files to start from, since a fresh checkout has no file at the default path."""
+    examples = sorted(EXAMPLES_DIR.glob("*.toml"))
+    if examples:
+        # the simulated models of the local file need no download, so they suit a first run
+        first = next((e for e in examples if e.name == "models.local.toml"), examples[0])
+        shown = ", ".join(_shown(e) for e in examples)
+        hint = f"start from an example: {shown} (e.g. INFERQ_MODELS={_shown(first)})"
+    else:
+        hint = "start from one of the examples/*.toml files of the inferq repository"
+    return (
+        f"INFERQ_MODELS: models file {path} not found (tried {path.absolute()}); "
+        f"set INFERQ_MODELS to your models file, or {hint}"
+    )
+
+
+def _shown(path: Path) -> str:
+    """The path as a user in the working directory would type it: relative when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _describe(exc: msgspec.ValidationError) -> str:

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from shared.models_config import ModelsFileError, load_models, parse_models
@@ -117,9 +121,28 @@ def test_warm_containers_used_by_kept_runs_are_accepted():
     assert (a.modal.min_containers, a.scaling.min_replicas, a.modal_max_containers) == (2, 2, 4)
 
 
-def test_missing_file_says_how_to_fix(tmp_path):
-    with pytest.raises(ModelsFileError, match="not found .*INFERQ_MODELS"):
-        load_models(tmp_path / "nope.toml")
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [
+        (["services.ingest"], "ingest"),
+        (["services.dispatcher"], "dispatcher"),
+        (["services.inference", "--model", "echo-small"], "worker"),
+    ],
+)
+def test_a_missing_models_file_stops_each_service_with_one_line(redis_server, tmp_path, command, name):
+    from tests.conftest import ROOT
+
+    missing = tmp_path / "models.toml"
+    env = {**os.environ, "INFERQ_MODELS": str(missing), "INFERQ_REDIS_URL": redis_server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"inferq {name}: INFERQ_MODELS: models file {missing} not found (tried {missing}); set INFERQ_MODELS to "
+        "your models file, or start from an example: examples/models.demo.toml, examples/models.local.toml "
+        "(e.g. INFERQ_MODELS=examples/models.local.toml)\n"
+    )
 
 
 def test_max_inflight_defaults_to_what_the_engine_needs():

@@ -61,6 +61,22 @@ async def test_requests_without_a_valid_key_are_401(apps):
     assert (await anon.get("/healthz")).status_code == 200  # probes need no key
 
 
+async def test_a_401_says_how_to_get_a_key(apps):
+    _, _, anon = apps
+    missing = await anon.get("/v1/models")
+    unknown = await anon.get("/v1/models", headers={"Authorization": "Bearer nope-not-a-key"})
+    assert missing.json()["error"]["message"].startswith(
+        "Authorization: this API needs `Authorization: Bearer <API key>`; "
+    )
+    assert unknown.json()["error"]["message"].startswith("Authorization: unknown or revoked API key; ")
+    for resp in (missing, unknown):
+        assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+        assert resp.json()["error"]["message"].endswith(
+            "create one with `inferq keys create --tenant <name>` (on the services' Redis), or start the API "
+            "with INFERQ_API_KEYS=<tenant>:<key>; INFERQ_AUTH=off for a local trial"
+        )
+
+
 async def test_every_resource_is_invisible_to_another_tenant(apps, r, keys):
     a, b, _ = apps
     job = (await a.post("/v1/jobs", json={"requests": [{"model": "alpha", "prompt": "x"}]})).json()

@@ -18,6 +18,11 @@ from shared.settings import Settings
 log = logging.getLogger("inferq.ingest")
 DEFAULT_TENANT = "default"
 CACHE_S = 5.0
+# Every 401 says where keys come from: a first caller has none yet.
+HOW_TO_GET_A_KEY = (
+    "create one with `inferq keys create --tenant <name>` (on the services' Redis), or start the API "
+    "with INFERQ_API_KEYS=<tenant>:<key>; INFERQ_AUTH=off for a local trial"
+)
 
 
 class Authenticator:
@@ -42,7 +47,7 @@ class Authenticator:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise _unauthorized("Authorization: send `Authorization: Bearer <API key>`")
+            raise _unauthorized(f"Authorization: this API needs `Authorization: Bearer <API key>`; {HOW_TO_GET_A_KEY}")
         sha = digest(key)
         tenant = self.seeded.get(sha)
         if tenant is None:
@@ -54,7 +59,7 @@ class Authenticator:
                 if tenant is not None:
                     self._cache[sha] = (tenant, time.monotonic() + CACHE_S)
         if tenant is None:
-            raise _unauthorized("Authorization: unknown or revoked API key")
+            raise _unauthorized(f"Authorization: unknown or revoked API key; {HOW_TO_GET_A_KEY}")
         return tenant
 
 
