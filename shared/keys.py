@@ -114,6 +114,9 @@ class Keys:
         self.stopping_jobs = f"{prefix}:jobs:stopping"
         # Index of jobs by creation time (sorted set, score = created ms).
         self.jobs_index = f"{prefix}:jobs"
+        # Hash job id -> tenant of every job in `jobs_index`: once a job's record has expired, it
+        # still names the tenant index (`tenant_jobs`) the job must leave.
+        self.job_tenants = f"{prefix}:jobs:tenants"
         # Every scaling decision that changed a replica count (JSON in field `event`), capped.
         self.scaling_events = f"{prefix}:stream:scaling"
         # Which dispatcher runs the autoscaler (string with a short TTL, renewed each tick).
@@ -206,6 +209,11 @@ class Keys:
     def api_key(self, key_sha256: str) -> str:
         """String: an API key's record (tenant, name, created), by the key's SHA-256 hex."""
         return f"{self.prefix}:apikey:{key_sha256}"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """Sorted set of a tenant's job ids by creation time (score = created ms): what
+        GET /v1/jobs pages through, so a tenant's listing never reads another tenant's jobs."""
+        return f"{self.prefix}:tenant:{tenant}:jobs"
 
     def rate_bucket(self, tenant: str) -> str:
         """Hash of a tenant's request-rate token bucket (tokens, updated ms)."""
