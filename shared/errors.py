@@ -32,7 +32,8 @@ Hierarchy:
   ├── JobRefused             - a submission was not accepted; nothing of it was written.
   │   ├── AdmissionRejected  - a model's (or the overall) backlog would pass its limit.
   │   ├── TenantLimitReached - the tenant's unfinished requests would pass its limit.
-  │   └── IdempotencyConflict - the Idempotency-Key was used with another body.
+  │   ├── IdempotencyConflict - the Idempotency-Key was used with another body.
+  │   └── IdempotentJobExpired - the Idempotency-Key's job has expired (its record is gone).
   ├── StopRefused            - cancel or expire of a finished or missing job.
   ├── RequeueRefused         - a dead-lettered request cannot run again (its job is gone or
   │                            stopped, or its failure is not recorded).
@@ -143,6 +144,15 @@ class TenantLimitReached(JobRefused):
 
 class IdempotencyConflict(JobRefused):
     """The Idempotency-Key was used for a different body within 24 h (`job_id`: the first job)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class IdempotentJobExpired(JobRefused):
+    """The Idempotency-Key (same body) created `job_id`, whose record has since expired: replaying
+    it would answer for a job that no longer exists, and a new job would not be a replay."""
 
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)

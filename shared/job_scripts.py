@@ -17,8 +17,10 @@ from shared.states import JobStatus
 
 @dataclass
 class CreateVerdict:
-    verdict: str  # ok | replay | conflict | global | tenant | model
-    who: str  # the job id (ok, replay, conflict), the tenant or the model over its limit
+    verdict: str  # ok | replay | gone | conflict | recheck | global | tenant | model
+    # the job id (ok, replay, gone, conflict), the idempotency key's value (recheck), the tenant or
+    # the model over its limit
+    who: str
     current: str
     limit: str
 
@@ -43,7 +45,10 @@ class CreateJob:
         tenant_limit: int,
         idempotency_key: str | None,
         idempotency_value: str,
+        replayed: str = "",
     ) -> CreateVerdict:
+        """`replayed`: the idempotency key's value as last seen (`job_id:body_sha256`), so that the
+        script can check its job still exists; the script answers `recheck` when it differs."""
         models = sorted(model_totals)
         k = self.k
         keys = [
@@ -54,6 +59,7 @@ class CreateJob:
             k.deadlines,
             idempotency_key or k.job(job_id),
             k.tenant_backlog,
+            k.job(replayed.partition(":")[0]) if replayed else k.job(job_id),
             *(k.flow(m) for m in models),
         ]
         fields: list = []
@@ -67,6 +73,7 @@ class CreateJob:
             "global_limit": str(global_limit),
             "payload_field": PAYLOAD_FIELD,
             "idempotency": idempotency_value,
+            "replayed": replayed,
             "tenant": tenant,
             "tenant_limit": str(tenant_limit),
             "models": [(m, str(model_totals[m]), str(model_limits[m])) for m in models],

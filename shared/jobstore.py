@@ -21,7 +21,14 @@ import redis.asyncio as aioredis
 
 from shared import job_scripts, luapack
 from shared.api import Job, JobWebhookInfo, Priority, RequestCounts, Usage
-from shared.errors import AdmissionRejected, IdempotencyConflict, RequeueRefused, StopRefused, TenantLimitReached
+from shared.errors import (
+    AdmissionRejected,
+    IdempotencyConflict,
+    IdempotentJobExpired,
+    RequeueRefused,
+    StopRefused,
+    TenantLimitReached,
+)
 from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import JobField, Keys, model_field
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
@@ -84,8 +91,8 @@ class JobStore:
         """Check the idempotency key and admission limits, then write the job record with all its
         ingest entries, in one Lua script: either the whole job exists, with every request queued,
         or nothing of it does. Returns the id of the job created, or of the job an earlier request
-        with the same (tenant, Idempotency-Key, body) created. Raises AdmissionRejected or
-        IdempotencyConflict, having written nothing."""
+        with the same (tenant, Idempotency-Key, body) created. Raises AdmissionRejected,
+        IdempotencyConflict or IdempotentJobExpired (that job's record is gone), having written nothing."""
         total = sum(model_totals.values())
         expires_ms = expires_ms or created_ms + 24 * 3600 * 1000
         record: dict[str, str | int] = {
@@ -108,25 +115,33 @@ class JobStore:
             tenant, key, body_hash = idempotency
             idem_key, idem_value = self.keys.idempotency(tenant, key), f"{job_id}:{body_hash}"
         record[JobField.TENANT] = tenant
-        v = await self._create(
-            job_id=job_id,
-            created_ms=created_ms,
-            expires_ms=expires_ms,
-            record=record,
-            chunks=chunks,
-            model_totals=model_totals,
-            model_limits={m: limits.get(m, NO_LIMIT) for m in model_totals},
-            global_limit=global_limit,
-            tenant=tenant,
-            tenant_limit=tenant_limit,
-            idempotency_key=idem_key,
-            idempotency_value=idem_value,
-        )
+        replayed = ""
+        while True:  # `recheck` again only if the key's value changed in between (it expired and was reused)
+            v = await self._create(
+                job_id=job_id,
+                created_ms=created_ms,
+                expires_ms=expires_ms,
+                record=record,
+                chunks=chunks,
+                model_totals=model_totals,
+                model_limits={m: limits.get(m, NO_LIMIT) for m in model_totals},
+                global_limit=global_limit,
+                tenant=tenant,
+                tenant_limit=tenant_limit,
+                idempotency_key=idem_key,
+                idempotency_value=idem_value,
+                replayed=replayed,
+            )
+            if v.verdict != "recheck":
+                break
+            replayed = v.who
         verdict, existing, current, limit = v.verdict, v.who, v.current, v.limit
         if verdict == "ok" or verdict == "replay":
             return existing
         if verdict == "conflict":
             raise IdempotencyConflict(existing)
+        if verdict == "gone":
+            raise IdempotentJobExpired(existing)
         if verdict == "tenant":
             raise TenantLimitReached(existing, int(current), int(limit))
         raise AdmissionRejected(existing or None, int(current), int(limit))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -347,6 +348,30 @@ async def test_idempotency_key_returns_the_same_job_and_writes_once(api, r, keys
     other = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "another-key"})
     assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
     assert (await api.post("/v1/jobs", json=body)).json()["id"] not in (first.json()["id"], other.json()["id"])
+
+
+async def test_replaying_an_idempotency_key_whose_job_expired_is_a_409_naming_the_expiry(api, r, keys):
+    body = {"requests": [_ok(custom_id="a")]}
+    first = (await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-23"})).json()
+    for key in keys.job_keys(first["id"]):  # the job's TTL passes; the key's 24 h have not
+        await r.pexpire(key, 1)
+    await asyncio.sleep(0.05)
+    assert not await r.exists(keys.job(first["id"])) and await r.exists(
+        keys.idempotency("default", "nightly-2026-11-23")
+    )
+    written = (await r.xlen(keys.ingest_stream), await r.get(keys.backlog_total))
+
+    replay = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-23"})
+    assert replay.status_code == 409 and "idempotent-replayed" not in replay.headers
+    assert replay.json()["error"] == {
+        "message": f"Idempotency-Key: the job this Idempotency-Key created, {first['id']}, has expired; use a new key",
+        "type": "idempotency_key_expired_job",
+        "field": "Idempotency-Key",
+    }
+    assert (await r.xlen(keys.ingest_stream), await r.get(keys.backlog_total)) == written  # nothing of it written
+    assert (await api.get(f"/v1/jobs/{first['id']}")).status_code == 404
+    fresh = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-23b"})
+    assert fresh.status_code == 202 and fresh.json()["id"] != first["id"]
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256])

@@ -83,6 +83,17 @@ def over_capacity(exc, retry_after_s: int) -> ApiException:
     )
 
 
+def replayed_job_expired(job_id: str) -> ApiException:
+    """409 for an Idempotency-Key whose job has expired: no job to return, and a new one under the
+    same key would not be the job the key promised."""
+    return ApiException(
+        409,
+        f"Idempotency-Key: the job this Idempotency-Key created, {job_id}, has expired; use a new key",
+        type="idempotency_key_expired_job",
+        field="Idempotency-Key",
+    )
+
+
 def quota_exceeded(status: int, quota: str, limit: int, used: int, message: str, field: str) -> ApiException:
     """413 (this alone is over the quota) or 429 (the quota is used up): names the quota's setting,
     its limit and the usage; retrying helps only once something is deleted or expires."""

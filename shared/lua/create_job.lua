@@ -1,24 +1,37 @@
 -- uses: hash keys
 -- Create a job: idempotency, admission, then the whole job, or nothing.
 -- KEYS: job, jobs index, ingest stream, backlog total, deadlines, idempotency key (the job key
---       again when there is none), tenant backlog hash, then the flow hash of each model.
+--       again when there is none), tenant backlog hash, the record of the job the idempotency key
+--       was seen with (`replayed`; the job key again when none), then the flow hash of each model.
 -- ARGV[1] msgpack map: job_id, created_ms, total, global_limit, payload_field, expires_ms,
---       idempotency ('' = none), tenant, tenant_limit, models (list of (model, count, limit), in
---       flow-key order), record (flat list of field, value), chunks (list of ingest entries).
--- Guarantees: returns {'replay' | 'conflict', job id} for a seen idempotency key, or
--- {'global' | 'tenant' | 'model', who, current, limit} for a limit the job would pass, having
+--       idempotency ('' = none), replayed (the idempotency key's value the caller saw, '' = none),
+--       tenant, tenant_limit, models (list of (model, count, limit), in flow-key order), record
+--       (flat list of field, value), chunks (list of ingest entries).
+-- Guarantees: for a seen idempotency key returns {'conflict', job id} (another body),
+-- {'recheck', value} (the same body, but the key's value is not `replayed`: call again with that
+-- value and its job's key), {'replay', job id}, or {'gone', job id} (its job's record has expired);
+-- or {'global' | 'tenant' | 'model', who, current, limit} for a limit the job would pass, having
 -- written nothing; otherwise writes the record, its ingest entries and every counter, {'ok', job id}.
-local job, jobs_index, ingest, backlog, deadlines, idem_key, tenant_backlog =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local job, jobs_index, ingest, backlog, deadlines, idem_key, tenant_backlog, replayed_job =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local a = cmsgpack.unpack(ARGV[1])
-local flows = key_groups(8, 1)
+local flows = key_groups(9, 1)
 local total, idem = tonumber(a.total), a.idempotency
 if idem ~= '' then
   local seen = redis.call('GET', idem_key)
   if seen then
     local sep = string.find(seen, ':', 1, true)
-    local same = string.sub(seen, sep + 1) == string.sub(idem, string.find(idem, ':', 1, true) + 1)
-    return {same and 'replay' or 'conflict', string.sub(seen, 1, sep - 1), '', ''}
+    local seen_id = string.sub(seen, 1, sep - 1)
+    if string.sub(seen, sep + 1) ~= string.sub(idem, string.find(idem, ':', 1, true) + 1) then
+      return {'conflict', seen_id, '', ''}
+    end
+    if seen ~= a.replayed then
+      return {'recheck', seen, '', ''}
+    end
+    if redis.call('EXISTS', replayed_job) == 0 then
+      return {'gone', seen_id, '', ''}
+    end
+    return {'replay', seen_id, '', ''}
   end
 end
 local current = tonumber(redis.call('GET', backlog) or '0')

@@ -14,7 +14,7 @@ from services.ingest import openapi
 from services.ingest.access import job_not_found, owned_job
 from services.ingest.body import read_limited
 from services.ingest.deps import JobsDep, LimitsDep, ModelLimitsDep, ModelsDep, SettingsDep, TenantDep, WebhooksDep
-from services.ingest.errors import ApiException, over_capacity
+from services.ingest.errors import ApiException, over_capacity, replayed_job_expired
 from services.ingest.limits import tenant_limit_error
 from services.ingest.paths import JobId
 from services.ingest.responses import as_json
@@ -26,6 +26,7 @@ from shared.errors import (
     REDIS_UNAVAILABLE,
     AdmissionRejected,
     IdempotencyConflict,
+    IdempotentJobExpired,
     StopRefused,
     TenantLimitReached,
     redis_refused,
@@ -89,13 +90,15 @@ async def create_job(
             with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, the endpoint expires with its TTL
                 await webhooks.delete(tenant, hook.id)
         raise
-    except (AdmissionRejected, TenantLimitReached, IdempotencyConflict) as exc:
+    except (AdmissionRejected, TenantLimitReached, IdempotencyConflict, IdempotentJobExpired) as exc:
         if hook is not None:  # a job that was not created leaves no webhook endpoint behind
             await webhooks.delete(tenant, hook.id)
         if isinstance(exc, AdmissionRejected):
             raise over_capacity(exc, settings.retry_after_s) from None
         if isinstance(exc, TenantLimitReached):
             raise tenant_limit_error(exc, settings.retry_after_s) from None
+        if isinstance(exc, IdempotentJobExpired):
+            raise replayed_job_expired(exc.job_id) from None
         raise ApiException(
             409,
             f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
@@ -104,10 +107,11 @@ async def create_job(
         ) from None
     if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
         existing = await jobs.get(job_id)
-        if existing is not None:
-            resp = as_json(existing, 202)
-            resp.headers["Idempotent-Replayed"] = "true"
-            return resp
+        if existing is None:  # expired since the script found it
+            raise replayed_job_expired(job_id)
+        resp = as_json(existing, 202)
+        resp.headers["Idempotent-Replayed"] = "true"
+        return resp
     total = sum(plan.model_totals.values())
     metrics.REQUESTS_ACCEPTED.inc(total)
     job = Job(
