@@ -25,14 +25,27 @@ if TYPE_CHECKING:
 else:
     JobStatus = Literal[tuple(s.value for s in states.JobStatus)]
     RequestStatus = Literal[tuple(s.value for s in states.RequestStatus)]
+# 1 second to 7 days, in one unit: the pattern spells out each unit's maximum
+COMPLETION_WINDOW_PATTERN = (
+    r"^(?:[1-7]d|(?:[1-9]|[1-9][0-9]|1[0-5][0-9]|16[0-8])h|(?:[1-9][0-9]{0,3}|100[0-7][0-9]|10080)m"
+    r"|(?:[1-9][0-9]{0,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)s)$"
+)
 CompletionWindow = Annotated[
-    str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")
+    str, Meta(pattern=COMPLETION_WINDOW_PATTERN, description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")
 ]
 Priority = Literal["interactive", "batch"]
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
 JOB_EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled", "job.expired")
-WebhookUrl = Annotated[str, Meta(min_length=8, max_length=2048, description="https URL that receives the events")]
+# scheme, host (a name or an IP literal), a port from 1 to 65535, no credentials, printable ASCII;
+# whether plain http is allowed is the server's setting (the document states it)
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+WEBHOOK_URL_PATTERN = rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?(?:[/?#][!-~]*)?$"
+WebhookUrl = Annotated[
+    str,
+    Meta(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN, description="https URL that receives the events"),
+]
 
 
 class JobWebhook(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -66,6 +79,24 @@ class SamplingFields(Struct, forbid_unknown_fields=True, kw_only=True):
     seed: Seed | None = None
 
 
+def _exactly_one(a: str, b: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of `a` and `b`", where null counts as absent (as decoding does)."""
+    return {
+        "oneOf": [
+            {"required": [a], "properties": {a: {"not": {"type": "null"}}, b: {"type": "null"}}},
+            {"required": [b], "properties": {b: {"not": {"type": "null"}}, a: {"type": "null"}}},
+        ]
+    }
+
+
+# Rules a Struct's fields cannot state, by Struct name: the server checks them after decoding
+# (services/ingest/submission.py) and `schema_components` adds them to the Struct's schema.
+SCHEMA_EXTRA: dict[str, dict[str, Any]] = {
+    "RequestSpec": _exactly_one("prompt", "messages"),
+    "JobCreate": _exactly_one("requests", "prompts"),
+}
+
+
 class RequestSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     """One inference request: exactly one of `prompt` (completion) or `messages` (chat)."""
 
@@ -88,8 +119,8 @@ class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
 class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     """Body of POST /v1/jobs: `requests` (native) or `prompts` (short form), not both."""
 
-    requests: list[RequestSpec] | None = None
-    prompts: list[PromptSpec] | None = None
+    requests: Annotated[list[RequestSpec], Meta(min_length=1)] | None = None
+    prompts: Annotated[list[PromptSpec], Meta(min_length=1)] | None = None
     # `interactive` work is routed and served before `batch` work of the same model.
     priority: Priority = "batch"
     # When it passes, unfinished requests end `expired`, and so does the job.
@@ -285,5 +316,10 @@ class Health(Struct, kw_only=True):
 
 
 def schema_components(types: list[type]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
-    """JSON Schema of msgspec types, with refs pointing into OpenAPI's components."""
-    return msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    """JSON Schema of msgspec types, with refs pointing into OpenAPI's components, and the rules of
+    SCHEMA_EXTRA added to the Structs they concern."""
+    out, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    for name, extra in SCHEMA_EXTRA.items():
+        if name in components:
+            components[name].update(extra)
+    return out, components

@@ -90,7 +90,7 @@ BAD_INPUTS = [
         2,
         "duplicate custom_id 'a' (also used by requests[0])",
     ),
-    ("empty list", {"requests": []}, 422, "requests", None, "at least one request"),
+    ("empty list", {"requests": []}, 422, "requests", None, "length >= 1"),
     ("no requests at all", {"metadata": {}}, 422, "requests", None, "must contain a `requests` list"),
     (
         "requests and prompts",

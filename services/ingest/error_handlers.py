@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.ingest.errors import ApiException, error_response, handle_api_exception
 from shared.api import ApiErrorBody
@@ -27,9 +28,24 @@ async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
     )
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-    """Routing's own answers (unknown path 404, wrong method 405) in the same body as ours."""
-    return error_response(exc.status_code, ApiErrorBody(message=str(exc.detail), type="http_error"))
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Routing's own answers (unknown path 404, wrong method 405, unparsable form 400) in the same
+    body as ours. A 405 carries `Allow` (RFC 9110): every method of the path, not only those of
+    the first route Starlette tried, since one path can have several routes."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(exc.status_code, ApiErrorBody(message=str(exc.detail), type="http_error"), headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the routes matching this request's path answer (HEAD wherever GET is)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:

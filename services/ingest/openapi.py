@@ -1,7 +1,10 @@
-"""OpenAPI documents for routes whose bodies are msgspec Structs.
+"""The OpenAPI document (/openapi.json), exact for the running server.
 
 FastAPI only introspects pydantic models, so routes that decode with msgspec declare their schemas
-here, generated from the same Structs, and `install` merges the components into /openapi.json.
+here, generated from the same Structs, and `install` merges the components into the document.
+When it is built, the error statuses of every operation are derived (`openapi_errors`), the
+limits that come from the configuration are written into the schemas (`openapi_config`), and
+links between operations are added (`openapi_links`), so the document follows the routes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from services.ingest import openapi_config, openapi_errors, openapi_links
 from shared.api import ApiError, schema_components
 
 _REGISTERED: list[type] = []
@@ -30,19 +34,19 @@ def json_response(t: type, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref(t)}}}
 
 
-# What the job, results and dead-letter routes may answer besides success.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: json_response(ApiError, "Malformed request"),
-    404: json_response(ApiError, "Not found"),
-    413: json_response(ApiError, "Body or job too large"),
-    422: json_response(ApiError, "Invalid field; `error.field` names it"),
-    503: json_response(ApiError, "Redis unavailable; nothing was written"),
-    429: json_response(
-        ApiError,
-        "Over capacity (the model's backlog), or the tenant's rate or queued-request limit;"
-        " retry after `Retry-After` seconds",
-    ),
-}
+def route_error(description: str) -> dict[str, Any]:
+    """An error a route answers for a cause of its own (a 404 for an id in its body, a 409, a 429);
+    the statuses every route of its kind can answer are added when the document is built."""
+    return {**json_response(ApiError, description), openapi_errors.ROUTE_DECLARED: True}
+
+
+# The generic error statuses (400, 401, 404, 413, 422, 503) are derived for every operation when
+# the document is built; this stays for routes that spread it.
+ERRORS: dict[int | str, dict[str, Any]] = {}
+OVER_CAPACITY = route_error(
+    "Over capacity (the model's backlog), or the tenant's rate or queued-request limit;"
+    " retry after `Retry-After` seconds"
+)
 
 
 def install(app: FastAPI) -> None:
@@ -52,16 +56,18 @@ def install(app: FastAPI) -> None:
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         _, components = schema_components(list(_REGISTERED) + [ApiError])
         doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        doc["components"]["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`inferq keys create`)"}
-        }
-        unauthorized = json_response(ApiError, "Missing, unknown or revoked API key (`WWW-Authenticate: Bearer`)")
-        for path, ops in doc.get("paths", {}).items():
-            if not path.startswith("/v1/"):
-                continue
-            for op in ops.values():
-                op["security"] = [{"bearer": []}]
-                op.setdefault("responses", {}).setdefault("401", unauthorized)
+        auth_on = bool(app.state.auth_enabled)
+        if auth_on:
+            doc["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`inferq keys create`)"}
+            }
+            for path, ops in doc.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}]
+        openapi_errors.apply(doc, auth_on)
+        openapi_config.apply(doc, app.state.settings, app.state.models)
+        openapi_links.apply(doc)
         app.openapi_schema = doc
         return doc
 

@@ -43,7 +43,12 @@ _encoder = msgspec.json.Encoder()
     response_class=Response,
     summary="Submit a job",
     openapi_extra=openapi.json_body(JobCreate),
-    responses={202: openapi.json_response(Job, "Accepted: every request is queued"), **openapi.ERRORS},
+    responses={
+        202: openapi.json_response(Job, "Accepted: every request is queued"),
+        409: openapi.route_error("The Idempotency-Key was used with another body, or the job it created has expired"),
+        429: openapi.OVER_CAPACITY,
+        **openapi.ERRORS,
+    },
 )
 async def create_job(
     request: Request,

@@ -62,7 +62,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: openapi.json_response(ApiError, "Not found"),
     413: openapi.json_response(ApiError, "Too large"),
     422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
-    429: openapi.json_response(ApiError, "Over capacity; retry after `Retry-After` seconds"),
     503: openapi.json_response(ApiError, "Redis unavailable; nothing was written"),
 }
 
@@ -272,7 +271,12 @@ async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, files: FilesD
     description="Valid files start at once as a job (`in_progress`); a file with invalid lines gives a `failed` "
     "batch whose `errors` name each line, as OpenAI does.",
     openapi_extra=openapi.json_body(BatchCreate),
-    responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS},
+    responses={
+        200: openapi.json_response(Batch, "The batch"),
+        404: openapi.route_error("No such input file (`input_file_id`)"),
+        429: openapi.OVER_CAPACITY,
+        **_ERRORS,
+    },
 )
 async def create_batch(
     request: Request,
