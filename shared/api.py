@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from shared import states
+from shared.pages import Page
 
 CustomId = Annotated[str, Meta(min_length=1, max_length=512)]
 ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -193,10 +194,8 @@ class DeadLetter(Struct, kw_only=True, omit_defaults=True):
     delivery_id: str | None = None
 
 
-class DeadLetterList(Struct, kw_only=True):
-    object: Literal["list"] = "list"
-    data: list[DeadLetter]
-    next_cursor: str | None = None
+class DeadLetterList(Page[DeadLetter], kw_only=True):
+    """GET /v1/dead-letters: the caller's dead letters, oldest first."""
 
 
 class ErrorInfo(Struct, kw_only=True):

@@ -14,8 +14,10 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from shared.api import DeadLetter, DeadLetterList
-from shared.keys import META_FIELD, PAYLOAD_FIELD, Keys
+from shared.api import DeadLetter
+from shared.index_pages import read_indexes
+from shared.keys import META_FIELD, PAYLOAD_FIELD, JobField, Keys
+from shared.pages import Page, page_of
 from shared.stream_scripts import DeadLetter as DeadLetterScript
 from shared.stream_scripts import TrimDeadLetters
 
@@ -53,22 +55,123 @@ class Retention(msgspec.Struct, frozen=True):
 
 
 async def apply_retention(r: aioredis.Redis, keys: Keys, *, max_age_s: int, maxlen: int, now_ms: int) -> Retention:
-    """Drop dead letters older than `max_age_s`, then the oldest beyond `maxlen`, counting them."""
+    """Drop dead letters older than `max_age_s`, then the oldest beyond `maxlen`, counting them,
+    and the indexes' members of what was dropped."""
+    await index_new(r, keys)
+    tenants = sorted(t.decode() for t in await r.smembers(keys.dead_letter_tenants))  # type: ignore[misc]
     trim = TrimDeadLetters(r)
     by_age, by_count, kept = await trim(
         stream=keys.dead_letter_stream,
         dropped=keys.dead_letters_dropped,
+        tenants=keys.dead_letter_tenants,
+        unattributed=keys.dead_letters_unattributed,
+        indexes={t: keys.dead_letter_index(t) for t in tenants},
         min_id=f"{max(0, now_ms - max_age_s * 1000)}-0",
         maxlen=maxlen,
     )
     return Retention(dropped_by_age=by_age, dropped_by_count=by_count, kept=kept)
 
 
-async def list_dead_letters(r: aioredis.Redis, keys: Keys, after: str | None, limit: int) -> DeadLetterList:
+async def list_dead_letters(r: aioredis.Redis, keys: Keys, after: str | None, limit: int) -> Page[DeadLetter]:
+    """Every tenant's dead letters, oldest first: the operator's view of the whole stream."""
     start = f"({after}" if after else "-"
-    entries = await r.xrange(keys.dead_letter_stream, min=start, max="+", count=limit)
-    data = [_read(entry_id, fields) for entry_id, fields in entries]
-    return DeadLetterList(data=data, next_cursor=data[-1].id if len(data) == limit else None)
+    entries = await r.xrange(keys.dead_letter_stream, min=start, max="+", count=limit + 1)
+    return page_of([_read(entry_id, fields) for entry_id, fields in entries], limit, _id)
+
+
+async def tenant_dead_letters(
+    r: aioredis.Redis, keys: Keys, tenant: str, *, unattributed: bool, after: str | None, limit: int
+) -> Page[DeadLetter]:
+    """A tenant's dead letters, oldest first, read from its index (so another tenant's never make
+    a page short); with `unattributed`, also those that name no job or endpoint still known."""
+    await index_new(r, keys)
+    indexes = [keys.dead_letter_index(tenant)] + ([keys.dead_letters_unattributed] if unattributed else [])
+
+    async def load(members: list[str]) -> list[DeadLetter | None]:
+        pipe = r.pipeline(transaction=False)
+        for member in members:
+            entry_id = _entry_id(member)
+            pipe.xrange(keys.dead_letter_stream, min=entry_id, max=entry_id, count=1)
+        return [_read(*found[0]) if found else None for found in await pipe.execute()]
+
+    position = None if after is None else (float(_ms(after)), _member(after))
+    found = await read_indexes(r, indexes, after=position, want=limit + 1, newest_first=False, load=load)
+    return page_of(found, limit, _id)
+
+
+async def index_new(r: aioredis.Redis, keys: Keys, batch: int = 1000) -> int:
+    """Add the dead letters written since the last call to the index of the tenant they belong to
+    (that of their job or webhook endpoint). Run before each listing and by the retention cron, so a
+    listing sees every dead letter written before it. Indexing an entry twice changes nothing."""
+    mark = await r.get(keys.dead_letters_indexed)
+    start = f"({mark.decode()}" if mark else "-"
+    indexed = 0
+    while True:
+        entries = await r.xrange(keys.dead_letter_stream, min=start, max="+", count=batch)
+        if not entries:
+            return indexed
+        infos = [_read(entry_id, fields) for entry_id, fields in entries]
+        owners = await _owners(r, keys, infos)
+        pipe = r.pipeline(transaction=True)  # a tenant and its index appear together, for the trim
+        for info, owner in zip(infos, owners):
+            if owner is None:
+                pipe.zadd(keys.dead_letters_unattributed, {_member(info.id): _ms(info.id)})
+            else:
+                pipe.sadd(keys.dead_letter_tenants, owner)
+                pipe.zadd(keys.dead_letter_index(owner), {_member(info.id): _ms(info.id)})
+        pipe.set(keys.dead_letters_indexed, infos[-1].id)
+        await pipe.execute()
+        indexed += len(infos)
+        if len(entries) < batch:
+            return indexed
+        start = f"({infos[-1].id}"
+
+
+class _Owned(msgspec.Struct):
+    tenant: str
+
+
+_owned = msgspec.json.Decoder(_Owned)
+
+
+async def _owners(r: aioredis.Redis, keys: Keys, infos: list[DeadLetter]) -> list[str | None]:
+    """The tenant of each dead letter's job, else of its webhook endpoint; None when neither exists."""
+    pipe = r.pipeline(transaction=False)
+    for info in infos:
+        pipe.hget(keys.job(info.job_id or "-"), JobField.TENANT)
+        pipe.get(keys.webhook(info.webhook_id or "-"))
+    replies = await pipe.execute()
+    owners: list[str | None] = []
+    for info, job_tenant, endpoint in zip(infos, replies[::2], replies[1::2]):
+        if info.job_id and job_tenant:
+            owners.append(job_tenant.decode())
+        elif info.webhook_id and endpoint:
+            try:
+                owners.append(_owned.decode(endpoint).tenant)
+            except msgspec.DecodeError:
+                owners.append(None)
+        else:
+            owners.append(None)
+    return owners
+
+
+def _id(info: DeadLetter) -> str:
+    return info.id or ""
+
+
+def _ms(entry_id: str) -> int:
+    return int(entry_id.split("-")[0])
+
+
+def _member(entry_id: str) -> str:
+    """Index member of an entry id: both parts zero-padded, so members sort as entry ids do."""
+    ms, seq = entry_id.split("-")
+    return f"{int(ms):020d}-{int(seq):020d}"
+
+
+def _entry_id(member: str) -> str:
+    ms, seq = member.split("-")
+    return f"{int(ms)}-{int(seq)}"
 
 
 async def get_dead_letter(r: aioredis.Redis, keys: Keys, dead_id: str) -> tuple[DeadLetter, bytes] | None:

@@ -23,6 +23,14 @@ def new_job_id() -> str:
     return "job_" + _b32((ms << 80) | rand, 26)
 
 
+def created_ms(ident: str) -> int:
+    """The creation time (ms) inside a time-ordered id (`job_`, `file-`, `batch_`, `wh_` + 26 chars)."""
+    value = 0
+    for char in ident[-26:]:
+        value = value * 32 + _ALPHABET.index(char)
+    return value >> 80
+
+
 def request_id(job_id: str, index: int) -> str:
     """Unique because the job id is; cheap to make 50,000 of."""
     return f"req_{job_id[4:]}_{index}"

@@ -105,6 +105,11 @@ class Keys:
         self.dead_letter_stream = f"{prefix}:stream:dead"
         # Dead letters dropped by retention (age or count), ever: a counter.
         self.dead_letters_dropped = f"{prefix}:dead:dropped"
+        # Dead letters by owner, for listing: the last entry indexed (string), the tenants with an
+        # index (set), and the index of entries that name no job or endpoint still known.
+        self.dead_letters_indexed = f"{prefix}:dead:indexed"
+        self.dead_letter_tenants = f"{prefix}:dead:tenants"
+        self.dead_letters_unattributed = f"{prefix}:dead:unattributed"
         # Accepted-but-unfinished requests over all models (admission control).
         self.backlog_total = f"{prefix}:backlog"
         # Unfinished jobs by the end of their completion window (sorted set, score = ms).
@@ -218,6 +223,11 @@ class Keys:
     def rate_bucket(self, tenant: str) -> str:
         """Hash of a tenant's request-rate token bucket (tokens, updated ms)."""
         return f"{self.prefix}:tenant:{tenant}:rate"
+
+    def dead_letter_index(self, tenant: str) -> str:
+        """Sorted set of a tenant's dead letters (score = ms of the entry id, member = the id padded
+        so that member order is entry order), trimmed with the dead-letter stream."""
+        return f"{self.prefix}:dead:tenant:{tenant}"
 
     def webhook(self, endpoint_id: str) -> str:
         """String: a webhook endpoint (JSON, with its signing secrets)."""

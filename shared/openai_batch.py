@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from shared import states
+from shared.pages import OpenAIPage
 
 # Built at run time from shared/states.py; the type checker sees a plain string.
 if TYPE_CHECKING:
@@ -28,10 +29,8 @@ class FileObject(Struct, kw_only=True):
     status: Literal["uploaded", "processed", "error"] = "processed"
 
 
-class FileList(Struct, kw_only=True):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
-    has_more: bool = False
+class FileList(OpenAIPage[FileObject], kw_only=True):
+    """GET /v1/files: the tenant's uploaded files, newest first."""
 
 
 class FileDeleted(Struct, kw_only=True):
@@ -89,12 +88,8 @@ class Batch(Struct, kw_only=True):
     job_id: str | None = None  # the inferq job that runs it (an extension)
 
 
-class BatchList(Struct, kw_only=True):
-    object: Literal["list"] = "list"
-    data: list[Batch]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
+class BatchList(OpenAIPage[Batch], kw_only=True):
+    """GET /v1/batches: the tenant's batches, newest first."""
 
 
 class BatchCreate(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -57,9 +57,22 @@ class TrimDeadLetters:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "trim_dead_letters")
 
-    async def __call__(self, *, stream: str, dropped: str, min_id: str, maxlen: int) -> tuple[int, int, int]:
-        """(removed by age, removed by count, entries kept)."""
-        by_age, by_count, kept = await self._script(keys=[stream, dropped], args=[min_id, maxlen])
+    async def __call__(
+        self,
+        *,
+        stream: str,
+        dropped: str,
+        tenants: str,
+        unattributed: str,
+        indexes: dict[str, str],
+        min_id: str,
+        maxlen: int,
+    ) -> tuple[int, int, int]:
+        """(removed by age, removed by count, entries kept); `indexes`: tenant -> its index."""
+        names = list(indexes)
+        by_age, by_count, kept = await self._script(
+            keys=[stream, dropped, tenants, unattributed, *(indexes[t] for t in names)], args=[min_id, maxlen, *names]
+        )
         return int(by_age), int(by_count), int(kept)
 
 

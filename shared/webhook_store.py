@@ -12,7 +12,8 @@ from redis.exceptions import WatchError
 from shared import stream_scripts
 from shared.api import JobWebhook
 from shared.errors import DeliveryPending, EndpointLimitReached
-from shared.ids import new_webhook_id
+from shared.ids import created_ms, new_webhook_id
+from shared.index_pages import cursor_position, read_indexes
 from shared.keys import Keys
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
 
@@ -179,16 +180,41 @@ class WebhookStore:
         raw = await self.r.get(self.keys.webhook_delivery(delivery_id))
         return _delivery_decoder.decode(raw) if raw is not None else None
 
-    async def list_deliveries(self, endpoint_id: str, limit: int = 100) -> builtins.list[DeliveryRecord]:
+    async def read_endpoints(self, tenant: str, after: str | None, want: int) -> builtins.list[WebhookRecord]:
+        """Up to `want` of the tenant's endpoints after the one with id `after`, oldest first."""
+        index = self.keys.webhooks_index(tenant)
+        position = None
+        if after is not None:
+            score = await cursor_position(self.r, [index], after)
+            position = (created_ms(after) // 1000 if score is None else score, after)
+
+        async def load(ids: builtins.list[str]) -> builtins.list[WebhookRecord | None]:
+            raws = await self.r.mget([self.keys.webhook(i) for i in ids])
+            return [None if raw is None else _endpoint_decoder.decode(raw) for raw in raws]
+
+        return await read_indexes(self.r, [index], after=position, want=want, newest_first=False, load=load)
+
+    async def read_deliveries(
+        self, endpoint_id: str, after: str | None, want: int
+    ) -> builtins.list[DeliveryRecord] | None:
+        """Up to `want` of the endpoint's deliveries after the one with id `after`, newest first;
+        None when `after` is a delivery it no longer has (expired)."""
         index = self.keys.webhook_deliveries(endpoint_id)
-        ids = await self.r.zrevrange(index, 0, limit - 1)
-        if not ids:
-            return []
-        raws = await self.r.mget([self.keys.webhook_delivery(i.decode()) for i in ids])
-        expired = [i for i, raw in zip(ids, raws) if raw is None]
-        if expired:  # their records expired: the list forgets them too
-            await self.r.zrem(index, *expired)
-        return [_delivery_decoder.decode(raw) for raw in raws if raw is not None]
+        position = None
+        if after is not None:
+            score = await cursor_position(self.r, [index], after)
+            if score is None:
+                cursor = await self.get_delivery(after)
+                if cursor is None or cursor.endpoint_id != endpoint_id:
+                    return None
+                score = cursor.created_at
+            position = (score, after)
+
+        async def load(ids: builtins.list[str]) -> builtins.list[DeliveryRecord | None]:
+            raws = await self.r.mget([self.keys.webhook_delivery(i) for i in ids])
+            return [None if raw is None else _delivery_decoder.decode(raw) for raw in raws]
+
+        return await read_indexes(self.r, [index], after=position, want=want, newest_first=True, load=load)
 
     def expiry_s(self, rec: DeliveryRecord, now_ms: int) -> int:
         """Seconds a delivery is kept from now: the TTL after it ended, or after its next attempt is due."""

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from shared.api import JOB_EVENT_TYPES, EventType, JobWebhook, WebhookUrl
+from shared.pages import Page
 
 SECRET_PREFIX = "whsec_"
 ROTATION_OVERLAP_S = 24 * 3600  # a replaced secret keeps signing this long
@@ -70,9 +71,8 @@ class WebhookEndpoint(Struct, kw_only=True):
     secret: str | None = None
 
 
-class WebhookEndpointList(Struct, kw_only=True):
-    object: Literal["list"] = "list"
-    data: list[WebhookEndpoint]
+class WebhookEndpointList(Page[WebhookEndpoint], kw_only=True):
+    """GET /v1/webhooks: the tenant's endpoints, oldest first."""
 
 
 DeliveryStatus = Literal["pending", "succeeded", "dead_lettered", "endpoint_disabled"]
@@ -116,9 +116,8 @@ class Delivery(Struct, kw_only=True):
     history: list[DeliveryAttempt]
 
 
-class DeliveryList(Struct, kw_only=True):
-    object: Literal["list"] = "list"
-    data: list[Delivery]
+class DeliveryList(Page[Delivery], kw_only=True):
+    """GET /v1/webhooks/{id}/deliveries: an endpoint's deliveries, newest first."""
 
 
 def delivery_view(rec: DeliveryRecord) -> Delivery:

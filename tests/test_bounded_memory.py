@@ -240,7 +240,7 @@ async def test_expired_deliveries_leave_the_list_and_the_due_set(r, keys, models
     await _fan_out(r, keys, hooks, [_delivery(1), _delivery(2)])
     await asyncio.sleep(2.1)  # both records expire (pending, due now, TTL 1 s)
 
-    assert await hooks.list_deliveries("wh_e") == []
+    assert await hooks.read_deliveries("wh_e", None, 10) == []
     assert await r.zcard(keys.webhook_deliveries("wh_e")) == 0
     assert await r.zcard(keys.webhook_due) == 2
     caplog.set_level(logging.WARNING, logger="inferq.dispatcher")

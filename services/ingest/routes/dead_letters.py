@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.ingest import openapi
 from services.ingest.access import dead_letter_visible
 from services.ingest.cursors import valid_cursor
-from services.ingest.deps import JobsDep, KeysDep, ModelsDep, RedisDep
+from services.ingest.deps import JobsDep, KeysDep, ModelsDep, RedisDep, TenantDep
 from services.ingest.errors import ApiException
+from services.ingest.paging import AfterDeadLetter, Limit
 from services.ingest.paths import DeadLetterId
 from services.ingest.responses import as_json
 from shared.api import ApiError, DeadLetterList, Job
-from shared.deadletters import get_dead_letter, list_dead_letters
+from shared.deadletters import get_dead_letter, tenant_dead_letters
 from shared.errors import RequeueRefused
+from shared.pages import DEFAULT_LIMIT
 
 router = APIRouter()
 
@@ -25,23 +25,24 @@ router = APIRouter()
     "/v1/dead-letters",
     response_class=Response,
     summary="Messages no consumer could process",
-    responses={
-        200: openapi.json_response(DeadLetterList, "Oldest first; pass `next_cursor` as `after` for more"),
-        **openapi.ERRORS,
-    },
+    description=(
+        "The caller's dead letters (those of its jobs and webhook endpoints), oldest first. With auth off, also "
+        "those that name no job or endpoint (an unreadable message)."
+    ),
+    responses={200: openapi.json_response(DeadLetterList, "A page, oldest first"), **openapi.ERRORS},
 )
 async def get_dead_letters(
     request: Request,
     r: RedisDep,
     keys: KeysDep,
-    after: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    tenant: TenantDep,
+    limit: Limit = DEFAULT_LIMIT,
+    after: AfterDeadLetter = None,
 ) -> Response:
     if after is not None and not valid_cursor(after):
-        raise ApiException(422, f"after: {after!r} is not a dead-letter cursor", field="after")
-    page = await list_dead_letters(r, keys, after, limit)
-    page.data = [d for d in page.data if await dead_letter_visible(request, d)]
-    return as_json(page)
+        raise ApiException(422, f"after: {after!r} is not a dead-letter id", field="after")
+    unattributed = not request.app.state.auth_enabled
+    return as_json(await tenant_dead_letters(r, keys, tenant, unattributed=unattributed, after=after, limit=limit))
 
 
 @router.post(

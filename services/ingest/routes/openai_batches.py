@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from services.ingest import openapi
@@ -29,13 +29,15 @@ from services.ingest.deps import (
 )
 from services.ingest.errors import ApiException, over_capacity, quota_exceeded
 from services.ingest.limits import tenant_limit_error
+from services.ingest.paging import AfterBatch, AfterFile, Limit
 from services.ingest.paths import BatchId, FileId
 from services.ingest.responses import as_json
 from services.ingest.submission import create_planned, plan_job
 from shared.api import ApiError, ResultLine
 from shared.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
 from shared.files import CONTENT_FIELD, META_FIELD, Stored
-from shared.ids import new_file_id
+from shared.ids import created_ms, new_file_id
+from shared.index_pages import cursor_position, read_indexes
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.openai_batch import (
@@ -46,8 +48,10 @@ from shared.openai_batch import (
     BatchList,
     BatchRequestCounts,
     FileDeleted,
+    FileList,
     FileObject,
 )
+from shared.pages import DEFAULT_LIMIT, openai_page_of
 from shared.settings import Settings
 from shared.states import BatchStatus, JobStatus, RequestStatus
 
@@ -138,13 +142,11 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
 )
 async def upload_file(
     file: Annotated[UploadFile, File(description="JSONL, one request per line")],
-    purpose: Annotated[str, Form(description="must be `batch`")],
+    purpose: Annotated[Literal["batch"], Form(description="What the file is for: batch input")],
     settings: SettingsDep,
     files: FilesDep,
     tenant: TenantDep,
 ) -> Response:
-    if purpose != "batch":
-        raise ApiException(422, f"purpose: {purpose!r} is not supported; use 'batch'", field="purpose")
     content = await file.read(settings.max_body_bytes + 1)
     if len(content) > settings.max_body_bytes:
         raise ApiException(
@@ -407,32 +409,42 @@ async def cancel_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: Jobs
     "/v1/batches",
     response_class=Response,
     summary="Batches, newest first",
-    responses={200: openapi.json_response(BatchList, "A page of batches"), **_ERRORS},
+    responses={200: openapi.json_response(BatchList, "A page of batches, newest first"), **_ERRORS},
 )
 async def list_batches(
     r: RedisDep,
     keys: KeysDep,
     jobs: JobsDep,
     tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[str | None, Query(pattern=r"^batch_[0-9a-z]{26}$")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    after: AfterBatch = None,
 ) -> Response:
     index = keys.batches_index(tenant)
-    start = 0
+    position = None
     if after is not None:
-        rank = await r.zrevrank(index, after)
-        if rank is None:
-            raise ApiException(422, f"after: batch {after} not found", field="after")
-        start = rank + 1
-    ids = [i.decode() for i in await r.zrevrange(index, start, start + limit)]
-    page, more = ids[:limit], len(ids) > limit
-    raws = await r.mget([keys.batch(i) for i in page]) if page else []
-    expired = [i for i, raw in zip(page, raws) if raw is None]
-    if expired:  # their records expired: the index forgets them too
-        await r.zrem(index, *expired)
-    data = [await _view(jobs, _batch_dec.decode(raw)) for raw in raws if raw is not None]
-    return as_json(
-        BatchList(
-            data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=more
-        )
-    )
+        score = await cursor_position(r, [index], after)
+        position = (created_ms(after) // 1000 if score is None else score, after)
+
+    async def load(ids: list[str]) -> list[Batch | None]:
+        raws = await r.mget([keys.batch(i) for i in ids])
+        return [None if raw is None else _batch_dec.decode(raw) for raw in raws]
+
+    found = await read_indexes(r, [index], after=position, want=limit + 1, newest_first=True, load=load)
+    shown = [await _view(jobs, record) for record in found[:limit]]  # the one beyond only says more follow
+    return as_json(openai_page_of(shown + found[limit:], limit, _id))
+
+
+@router.get(
+    "/v1/files",
+    response_class=Response,
+    summary="Files, newest first",
+    responses={200: openapi.json_response(FileList, "A page of the tenant's uploaded files, newest first"), **_ERRORS},
+)
+async def list_files(
+    files: FilesDep, tenant: TenantDep, limit: Limit = DEFAULT_LIMIT, after: AfterFile = None
+) -> Response:
+    return as_json(openai_page_of(await files.read(tenant, after, limit + 1), limit, _id))
+
+
+def _id(item: Batch | FileObject) -> str:
+    return item.id

@@ -3,21 +3,23 @@ see (and redo) their deliveries."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.deps import SettingsDep, TenantDep, WebhooksDep
 from services.ingest.errors import ApiException, decode_body, quota_exceeded
+from services.ingest.paging import AfterDelivery, AfterWebhook, Limit
 from services.ingest.paths import DeliveryId, WebhookId
 from services.ingest.responses import as_json
 from services.ingest.webhook_urls import checked_url
 from shared.api import ApiError
 from shared.errors import DeliveryPending, EndpointLimitReached
+from shared.pages import DEFAULT_LIMIT, page_of
 from shared.webhooks import (
     Delivery,
     DeliveryList,
@@ -80,10 +82,17 @@ async def create_webhook(request: Request, settings: SettingsDep, store: Webhook
     "/v1/webhooks",
     response_class=Response,
     summary="List webhook endpoints",
-    responses={200: openapi.json_response(WebhookEndpointList, "Endpoints, oldest first")},
+    responses={200: openapi.json_response(WebhookEndpointList, "A page of endpoints, oldest first"), **_ERRORS},
 )
-async def list_webhooks(store: WebhooksDep, tenant: TenantDep) -> Response:
-    return as_json(WebhookEndpointList(data=[endpoint_view(r) for r in await store.list(tenant)]))
+async def list_webhooks(
+    store: WebhooksDep, tenant: TenantDep, limit: Limit = DEFAULT_LIMIT, after: AfterWebhook = None
+) -> Response:
+    found = await store.read_endpoints(tenant, after, limit + 1)
+    return as_json(page_of([endpoint_view(rec) for rec in found], limit, _id))
+
+
+def _id(item: WebhookEndpoint | Delivery) -> str:
+    return item.id
 
 
 @router.get(
@@ -131,15 +140,24 @@ async def rotate_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: Tena
     "/v1/webhooks/{webhook_id}/deliveries",
     response_class=Response,
     summary="Deliveries to an endpoint",
-    responses={200: openapi.json_response(DeliveryList, "Newest first, with every attempt"), **_ERRORS},
+    responses={
+        200: openapi.json_response(DeliveryList, "A page of deliveries, newest first, with every attempt"),
+        **_ERRORS,
+    },
 )
 async def list_deliveries(
-    webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    webhook_id: WebhookId,
+    store: WebhooksDep,
+    tenant: TenantDep,
+    limit: Limit = DEFAULT_LIMIT,
+    after: AfterDelivery = None,
 ) -> Response:
     if await store.get(webhook_id, tenant) is None:
         raise _not_found(webhook_id)
-    records = await store.list_deliveries(webhook_id, limit)
-    return as_json(DeliveryList(data=[delivery_view(d) for d in records]))
+    found = await store.read_deliveries(webhook_id, after, limit + 1)
+    if found is None:
+        raise ApiException(422, f"after: delivery {after} is not among this endpoint's deliveries", field="after")
+    return as_json(page_of([delivery_view(d) for d in found], limit, _id))
 
 
 @router.post(
