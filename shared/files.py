@@ -10,8 +10,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared import scripts
-from shared.ids import created_ms
-from shared.index_pages import cursor_position, read_indexes
+from shared.index_pages import read_indexes, start_at
 from shared.keys import Keys
 from shared.openai_batch import FileObject
 
@@ -57,10 +56,7 @@ class FileStore:
     async def read(self, tenant: str, after: str | None, want: int) -> list[FileObject]:
         """Up to `want` of the tenant's files after the one with id `after`, newest first."""
         index = self.keys.files_index(tenant)
-        position = None
-        if after is not None:
-            score = await cursor_position(self.r, [index], after)
-            position = (created_ms(after) // 1000 if score is None else score, after)
+        position, by_id = await start_at(self.r, index, after, newest_first=True)
 
         async def load(ids: list[str]) -> list[FileObject | None]:
             pipe = self.r.pipeline(transaction=False)
@@ -68,7 +64,7 @@ class FileStore:
                 pipe.hget(self.keys.file(file_id), META_FIELD)
             return [None if raw is None else _file_dec.decode(raw) for raw in await pipe.execute()]
 
-        return await read_indexes(self.r, [index], after=position, want=want, newest_first=True, load=load)
+        return await read_indexes(self.r, [index], after=position, by_id=by_id, want=want, newest_first=True, load=load)
 
     async def delete(self, tenant: str, file_id: str) -> bool:
         """Delete a file and give its bytes back to the quota; whether it was there."""

@@ -12,8 +12,8 @@ from redis.exceptions import WatchError
 from shared import stream_scripts
 from shared.api import JobWebhook
 from shared.errors import DeliveryPending, EndpointLimitReached
-from shared.ids import created_ms, new_webhook_id
-from shared.index_pages import cursor_position, read_indexes
+from shared.ids import new_webhook_id
+from shared.index_pages import cursor_position, read_indexes, start_at
 from shared.keys import Keys
 from shared.webhooks import ROTATION_OVERLAP_S, DeliveryRecord, OldSecret, WebhookCreate, WebhookRecord, new_secret
 
@@ -183,16 +183,15 @@ class WebhookStore:
     async def read_endpoints(self, tenant: str, after: str | None, want: int) -> builtins.list[WebhookRecord]:
         """Up to `want` of the tenant's endpoints after the one with id `after`, oldest first."""
         index = self.keys.webhooks_index(tenant)
-        position = None
-        if after is not None:
-            score = await cursor_position(self.r, [index], after)
-            position = (created_ms(after) // 1000 if score is None else score, after)
+        position, by_id = await start_at(self.r, index, after, newest_first=False)
 
         async def load(ids: builtins.list[str]) -> builtins.list[WebhookRecord | None]:
             raws = await self.r.mget([self.keys.webhook(i) for i in ids])
             return [None if raw is None else _endpoint_decoder.decode(raw) for raw in raws]
 
-        return await read_indexes(self.r, [index], after=position, want=want, newest_first=False, load=load)
+        return await read_indexes(
+            self.r, [index], after=position, by_id=by_id, want=want, newest_first=False, load=load
+        )
 
     async def read_deliveries(
         self, endpoint_id: str, after: str | None, want: int

@@ -36,8 +36,8 @@ from services.ingest.submission import create_planned, plan_job
 from shared.api import ApiError, ResultLine
 from shared.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
 from shared.files import CONTENT_FIELD, META_FIELD, Stored
-from shared.ids import created_ms, new_file_id
-from shared.index_pages import cursor_position, read_indexes
+from shared.ids import new_file_id
+from shared.index_pages import read_indexes, start_at
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.openai_batch import (
@@ -420,16 +420,13 @@ async def list_batches(
     after: AfterBatch = None,
 ) -> Response:
     index = keys.batches_index(tenant)
-    position = None
-    if after is not None:
-        score = await cursor_position(r, [index], after)
-        position = (created_ms(after) // 1000 if score is None else score, after)
+    position, by_id = await start_at(r, index, after, newest_first=True)
 
     async def load(ids: list[str]) -> list[Batch | None]:
         raws = await r.mget([keys.batch(i) for i in ids])
         return [None if raw is None else _batch_dec.decode(raw) for raw in raws]
 
-    found = await read_indexes(r, [index], after=position, want=limit + 1, newest_first=True, load=load)
+    found = await read_indexes(r, [index], after=position, by_id=by_id, want=limit + 1, newest_first=True, load=load)
     shown = [await _view(jobs, record) for record in found[:limit]]  # the one beyond only says more follow
     return as_json(openai_page_of(shown + found[limit:], limit, _id))
 
