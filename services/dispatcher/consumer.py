@@ -95,9 +95,19 @@ class BatchConsumer:
             except TRANSIENT_REDIS_ERRORS as exc:
                 OUTAGE.failed(self.role, exc)
                 await _sleep_unless(stop, backoff.next())
-        next_claim = next_trim = 0.0
+        beating = None
         if self.liveness:  # alive while this task runs; its key goes when the task ends
-            self.liveness.heartbeat(self.consumer).keep_while_current_task()
+            beating = self.liveness.heartbeat(self.consumer).keep_while_current_task()
+        try:
+            await self._consume(stop, backoff)
+        finally:
+            if beating is not None:  # the key is deleted before the caller can close the connection
+                beating.cancel()
+                await asyncio.wait([beating])
+
+    async def _consume(self, stop: asyncio.Event, backoff: Backoff) -> None:
+        """`run`'s loop, while the consumer's heartbeat beats."""
+        next_claim = next_trim = 0.0
         takeover = TakeoverClock()
         # After a failure, this consumer's own pending entries first (from this id): a batch whose
         # handling failed, or a read whose reply was lost, is handled again rather than left for a
