@@ -97,12 +97,13 @@ def _follow(client: Client, job: Job) -> Job:
         return client.wait(job.id, poll_s=0.25, on_progress=show)
 
 
-def _write_results(client: Client, job_id: str, path: Path | None) -> int:
+def _write_results(client: Client, job_id: str, path: Path | None, *, wait: bool = False) -> int:
+    """Every result line, read as one stream (with `wait`, until the job has ended)."""
     enc = msgspec.json.Encoder()
     n = 0
     stream = open(path, "wb") if path else sys.stdout.buffer
     try:
-        for line in client.results(job_id):
+        for line in client.results(job_id, wait=wait):
             stream.write(enc.encode(line) + b"\n")
             n += 1
     finally:
@@ -181,17 +182,58 @@ def status(job_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
 def results(
     job_id: str,
     out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout)")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Keep reading until the job has ended, writing lines as they finish")
+    ] = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """A job's results so far, one JSON line per finished request."""
+    """A job's results so far (or, with --wait, all of them), one JSON line per finished request."""
     try:
         with Client(url, api_key=api_key) as client:
-            n = _write_results(client, job_id, out_path)
+            n = _write_results(client, job_id, out_path, wait=wait)
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     if out_path:
         out.print(f"wrote {n} results to {out_path}")
+
+
+def _progress(job: Job) -> str:
+    """`done/total pct bar`: the share of the job's requests that have a final state."""
+    c = job.request_counts
+    done = c.succeeded + c.failed + c.cancelled + c.expired
+    share = done / c.total if c.total else 1.0
+    filled = round(share * 10)
+    return f"{done:,}/{c.total:,} {share:4.0%} " + "█" * filled + "░" * (10 - filled)
+
+
+@app.command("jobs")
+def list_jobs(
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help="Only jobs in this status (queued, in_progress, completed, ...)")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most jobs to show")] = 20,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Your jobs, newest first: id, status, created (UTC), progress, models."""
+    shown: list[Job] = []
+    more, after = True, None
+    try:
+        with Client(url, api_key=api_key) as client:
+            while more and len(shown) < limit:
+                page = client.jobs(status=status_filter, limit=min(100, limit - len(shown)), after=after)
+                shown += page.data
+                more, after = page.has_more, page.next_cursor
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    table = Table("id", "status", "created", "progress", "models")
+    for job in shown:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(job.created_at))
+        table.add_row(job.id, job.status, created, _progress(job), ", ".join(job.models))
+    out.print(table)
+    if more:
+        err.print(f"more jobs: --limit {limit + 20} shows more")
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from shared.api import ApiError, Job, ModelInfo, ModelList, ResultLine
+from shared.api import ApiError, Job, JobList, ModelInfo, ModelList, ResultLine
 from shared.states import FINAL_JOB_STATES
 
 T = TypeVar("T")
@@ -59,11 +59,24 @@ def _decode(resp: httpx.Response, type_: type[T]) -> T:
     return msgspec.json.decode(resp.content, type=type_)
 
 
-def _page(resp: httpx.Response) -> tuple[list[ResultLine], str | None]:
-    if resp.status_code >= 400:
-        _decode(resp, dict)
-    lines = [_results_decoder.decode(raw) for raw in resp.content.splitlines() if raw.strip()]
-    return lines, resp.headers.get("inferq-next-cursor")
+def _results_params(after: str | None, wait: bool) -> dict[str, str]:
+    return {**({"after": after} if after else {}), **({"wait": "true"} if wait else {})}
+
+
+def _jobs_params(status, metadata, limit, after) -> dict[str, str | int]:
+    params: dict[str, str | int] = {"limit": limit}
+    if status is not None:
+        params["status"] = status
+    if metadata is not None:
+        key, value = metadata
+        params[f"metadata[{key}]"] = value
+    if after is not None:
+        params["after"] = after
+    return params
+
+
+def _line(raw: str) -> ResultLine | None:
+    return _results_decoder.decode(raw) if raw.strip() else None
 
 
 class Client:
@@ -76,6 +89,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
+        self._timeout = timeout
 
     def __enter__(self) -> Client:
         return self
@@ -133,15 +147,30 @@ class Client:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
             time.sleep(poll_s)
 
-    def results(self, job_id: str, *, after: str | None = None, page_size: int = 1000) -> Iterator[ResultLine]:
-        """Every result line so far, in the order they finished (resumable with `after`)."""
-        while True:
-            params: dict[str, str | int] = {"limit": page_size, **({"after": after} if after else {})}
-            lines, cursor = _page(self._http.get(f"/v1/jobs/{job_id}/results", params=params))
-            if not lines:
-                return
-            yield from lines
-            after = cursor
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        metadata: tuple[str, str] | None = None,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> JobList:
+        """One page of your jobs, newest first; pass its `next_cursor` as `after` while `has_more`."""
+        return _decode(self._http.get("/v1/jobs", params=_jobs_params(status, metadata, limit, after)), JobList)
+
+    def results(self, job_id: str, *, after: str | None = None, wait: bool = False) -> Iterator[ResultLine]:
+        """Every result line, in the order they finished, read as one stream (after cursor `after`
+        if given); with `wait`, also the lines still to come, until the job has ended."""
+        timeout = httpx.Timeout(self._timeout, read=None) if wait else self._timeout
+        url = f"/v1/jobs/{job_id}/results"
+        with self._http.stream("GET", url, params=_results_params(after, wait), timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _decode(resp, dict)
+            for raw in resp.iter_lines():
+                line = _line(raw)
+                if line is not None:
+                    yield line
 
 
 class AsyncClient:
@@ -156,6 +185,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
+        self._timeout = timeout
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -211,14 +241,25 @@ class AsyncClient:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
             await asyncio.sleep(poll_s)
 
-    async def results(
-        self, job_id: str, *, after: str | None = None, page_size: int = 1000
-    ) -> AsyncIterator[ResultLine]:
-        while True:
-            params: dict[str, str | int] = {"limit": page_size, **({"after": after} if after else {})}
-            lines, cursor = _page(await self._http.get(f"/v1/jobs/{job_id}/results", params=params))
-            if not lines:
-                return
-            for line in lines:
-                yield line
-            after = cursor
+    async def jobs(
+        self,
+        *,
+        status: str | None = None,
+        metadata: tuple[str, str] | None = None,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> JobList:
+        resp = await self._http.get("/v1/jobs", params=_jobs_params(status, metadata, limit, after))
+        return _decode(resp, JobList)
+
+    async def results(self, job_id: str, *, after: str | None = None, wait: bool = False) -> AsyncIterator[ResultLine]:
+        timeout = httpx.Timeout(self._timeout, read=None) if wait else self._timeout
+        url = f"/v1/jobs/{job_id}/results"
+        async with self._http.stream("GET", url, params=_results_params(after, wait), timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                _decode(resp, dict)
+            async for raw in resp.aiter_lines():
+                line = _line(raw)
+                if line is not None:
+                    yield line

@@ -170,6 +170,11 @@ class Job(Struct, kw_only=True):
     webhook: JobWebhookInfo | None = None
 
 
+class JobList(Page[Job], kw_only=True):
+    """GET /v1/jobs: the caller's jobs, newest first. A filtered page can hold fewer than `limit`
+    jobs (a page reads a bounded number of jobs), and still have more after it."""
+
+
 class Output(Struct, kw_only=True):
     text: str
     finish_reason: Literal["stop", "length"]

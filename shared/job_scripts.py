@@ -60,6 +60,8 @@ class CreateJob:
             idempotency_key or k.job(job_id),
             k.tenant_backlog,
             k.job(replayed.partition(":")[0]) if replayed else k.job(job_id),
+            k.tenant_jobs(tenant),
+            k.job_tenants,
             *(k.flow(m) for m in models),
         ]
         fields: list = []

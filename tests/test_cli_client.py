@@ -100,7 +100,7 @@ def test_status_models_cancel_and_exit_codes(stack, tmp_path):
         timeout=60,
     )
     assert unreachable.returncode == 1 and "cannot reach inferq" in unreachable.stderr
-    for command in ("submit", "status", "results", "cancel", "models", "up"):
+    for command in ("submit", "status", "results", "jobs", "cancel", "models", "up"):
         assert _cli(stack, command, "--help").returncode == 0
 
 
@@ -120,8 +120,11 @@ def test_python_clients_submit_wait_iterate_and_cancel(stack):
         assert again.id == job.id
         done = client.wait(job.id, poll_s=0.05, on_progress=lambda j: seen.append(j.request_counts.succeeded))
         assert done.status == "completed" and seen[-1] == 50 and seen == sorted(seen)
-        lines = list(client.results(job.id, page_size=7))
+        lines = list(client.results(job.id))
         assert sorted(l.custom_id for l in lines) == sorted(f"c{i}" for i in range(50))
+        assert list(client.results(job.id, wait=True)) == lines  # an ended job: every line, then the end
+        page = client.jobs(metadata=("via", "client"), limit=5)
+        assert [j.id for j in page.data] == [job.id] and not page.has_more
         with pytest.raises(InferqError) as err:
             client.submit([{"model": "nope", "prompt": "x"}])
         assert err.value.status == 422 and err.value.error.field == "requests[0].model"
@@ -138,3 +141,37 @@ def test_python_clients_submit_wait_iterate_and_cancel(stack):
 
     done, lines = asyncio.run(run_async())
     assert done.status == "completed" and [l.custom_id for l in lines] == ["p1"]
+
+
+def test_results_wait_follows_a_running_job_to_its_end(stack, tmp_path):
+    with Client(stack.base_url) as client:
+        body = [{"custom_id": f"w{i}", "model": "echo-medium", "prompt": f"w{i} x"} for i in range(300)]
+        job = client.submit(body)
+    out = tmp_path / "followed.jsonl"
+    proc = _cli(stack, "results", job.id, "--wait", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(l["custom_id"] for l in lines) == sorted(f"w{i}" for i in range(300))
+    assert "wrote 300 results" in proc.stdout
+
+
+def test_jobs_prints_a_table_of_the_newest_jobs(tmp_path):
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS)
+    # no workers: a job stays queued until it is cancelled
+    with LocalStack(models, workdir=tmp_path / "stack", models=[]) as stack, Client(stack.base_url) as client:
+        older = client.submit([{"model": "echo-small", "prompt": "a b"}] * 4)
+        newer = client.submit([{"model": "echo-large", "prompt": "c"}] * 2)
+        client.cancel(newer.id)
+        client.wait(newer.id, poll_s=0.05)
+        proc = _cli(stack, "jobs", "--limit", "2")
+        assert proc.returncode == 0, proc.stderr
+        rows = [row for row in proc.stdout.splitlines() if "job_" in row]
+        assert [row.split()[1] for row in rows] == [newer.id, older.id]
+        assert "cancelled" in rows[0] and "2/2 100% ██████████" in rows[0] and "echo-large" in rows[0]
+        assert "queued" in rows[1] and "0/4   0% ░░░░░░░░░░" in rows[1] and "echo-small" in rows[1]
+        assert all(h in proc.stdout for h in ("id", "status", "created", "progress", "models"))
+        only = _cli(stack, "jobs", "--status", "queued")
+        assert [row.split()[1] for row in only.stdout.splitlines() if "job_" in row] == [older.id]
+        bad = _cli(stack, "jobs", "--status", "finished")
+        assert bad.returncode == 2 and "status" in bad.stderr

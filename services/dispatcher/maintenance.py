@@ -48,7 +48,8 @@ async def trim_streams(ctx: dict) -> int:
 
 
 async def forget_expired_jobs(ctx: dict, batch: int = 500) -> int:
-    """Drop the oldest entries of the jobs index whose job record has expired."""
+    """Drop the oldest entries of the jobs index whose job record has expired, from the global
+    index and from their tenant's (`Keys.tenant_jobs`), whose name the job -> tenant hash keeps."""
     keys: Keys = ctx["keys"]
     r = ctx["stream_redis"]
     oldest = await r.zrange(keys.jobs_index, 0, batch - 1)
@@ -59,6 +60,14 @@ async def forget_expired_jobs(ctx: dict, batch: int = 500) -> int:
             pipe.exists(keys.job(job_id.decode()))
         alive = await pipe.execute()
     gone = [job_id for job_id, exists in zip(oldest, alive) if not exists]
-    if gone:
-        await r.zrem(keys.jobs_index, *gone)
+    if not gone:
+        return 0
+    tenants = await r.hmget(keys.job_tenants, gone)
+    async with r.pipeline(transaction=True) as pipe:
+        for job_id, tenant in zip(gone, tenants):
+            if tenant is not None:
+                pipe.zrem(keys.tenant_jobs(tenant.decode()), job_id)
+        pipe.hdel(keys.job_tenants, *gone)
+        pipe.zrem(keys.jobs_index, *gone)
+        await pipe.execute()
     return len(gone)

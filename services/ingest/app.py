@@ -18,6 +18,7 @@ from services.ingest.limits import TenantLimits
 from services.ingest.routes import dead_letters, jobs, openai_batches, operations, results, webhooks  # noqa: I001
 from shared.api_keys import ApiKeyStore
 from shared.files import FileStore
+from shared.job_listing import JobLister
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import ModelsConfig, load_models
@@ -36,6 +37,7 @@ async def _lifespan(app: FastAPI):
     r = connect(state.settings.redis_url, state.settings)
     state.redis = r
     state.jobs = JobStore(r, state.keys, state.settings.job_ttl_s)
+    state.job_lister = JobLister(r, state.keys)
     state.webhooks = WebhookStore(
         r,
         state.keys,

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from services.ingest.auth import tenant_of
 from services.ingest.limits import TenantLimits
 from shared.files import FileStore
+from shared.job_listing import JobLister
 from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
@@ -38,6 +39,10 @@ def _jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
+def _job_lister(request: Request) -> JobLister:
+    return request.app.state.job_lister
+
+
 def _webhooks(request: Request) -> WebhookStore:
     return request.app.state.webhooks
 
@@ -60,6 +65,7 @@ ModelsDep = Annotated[ModelsConfig, Depends(_models)]
 KeysDep = Annotated[Keys, Depends(_keys)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
+JobListerDep = Annotated[JobLister, Depends(_job_lister)]
 WebhooksDep = Annotated[WebhookStore, Depends(_webhooks)]
 FilesDep = Annotated[FileStore, Depends(_files)]
 LimitsDep = Annotated[TenantLimits, Depends(_limits)]

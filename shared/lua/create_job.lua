@@ -2,7 +2,8 @@
 -- Create a job: idempotency, admission, then the whole job, or nothing.
 -- KEYS: job, jobs index, ingest stream, backlog total, deadlines, idempotency key (the job key
 --       again when there is none), tenant backlog hash, the record of the job the idempotency key
---       was seen with (`replayed`; the job key again when none), then the flow hash of each model.
+--       was seen with (`replayed`; the job key again when none), the tenant's jobs index, the
+--       job -> tenant hash, then the flow hash of each model.
 -- ARGV[1] msgpack map: job_id, created_ms, total, global_limit, payload_field, expires_ms,
 --       idempotency ('' = none), replayed (the idempotency key's value the caller saw, '' = none),
 --       tenant, tenant_limit, models (list of (model, count, limit), in flow-key order), record
@@ -11,11 +12,13 @@
 -- {'recheck', value} (the same body, but the key's value is not `replayed`: call again with that
 -- value and its job's key), {'replay', job id}, or {'gone', job id} (its job's record has expired);
 -- or {'global' | 'tenant' | 'model', who, current, limit} for a limit the job would pass, having
--- written nothing; otherwise writes the record, its ingest entries and every counter, {'ok', job id}.
+-- written nothing; otherwise writes the record, its ingest entries, every counter and the job's
+-- entries in the global and the tenant's jobs index, {'ok', job id}.
 local job, jobs_index, ingest, backlog, deadlines, idem_key, tenant_backlog, replayed_job =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tenant_jobs, job_tenants = KEYS[9], KEYS[10]
 local a = cmsgpack.unpack(ARGV[1])
-local flows = key_groups(9, 1)
+local flows = key_groups(11, 1)
 local total, idem = tonumber(a.total), a.idempotency
 if idem ~= '' then
   local seen = redis.call('GET', idem_key)
@@ -51,6 +54,8 @@ for m, spec in ipairs(a.models) do
 end
 hset_all(job, a.record)
 redis.call('ZADD', jobs_index, a.created_ms, a.job_id)
+redis.call('ZADD', tenant_jobs, a.created_ms, a.job_id)
+redis.call('HSET', job_tenants, a.job_id, a.tenant)
 redis.call('ZADD', deadlines, a.expires_ms, a.job_id)
 for _, chunk in ipairs(a.chunks) do
   redis.call('XADD', ingest, '*', a.payload_field, chunk)

@@ -1,27 +1,39 @@
-"""/v1/jobs: submit a job, read its state, cancel it."""
+"""/v1/jobs: submit a job, list the caller's jobs, read a job's state, cancel it."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from typing import Annotated
 
 import msgspec
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from services.ingest import openapi
 from services.ingest.access import job_not_found, owned_job
 from services.ingest.body import read_limited
-from services.ingest.deps import JobsDep, LimitsDep, ModelLimitsDep, ModelsDep, SettingsDep, TenantDep, WebhooksDep
+from services.ingest.deps import (
+    JobListerDep,
+    JobsDep,
+    LimitsDep,
+    ModelLimitsDep,
+    ModelsDep,
+    SettingsDep,
+    TenantDep,
+    WebhooksDep,
+)
 from services.ingest.errors import ApiException, over_capacity, replayed_job_expired
 from services.ingest.limits import tenant_limit_error
+from services.ingest.paging import Limit
 from services.ingest.paths import JobId
 from services.ingest.responses import as_json
 from services.ingest.submission import create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
 from shared import metrics
-from shared.api import ApiError, Job, JobCreate, JobWebhookInfo, RequestCounts, Usage
+from shared.api import ApiError, Job, JobCreate, JobList, JobWebhookInfo, RequestCounts, Usage
+from shared.api import JobStatus as JobStatusName
 from shared.errors import (
     REDIS_UNAVAILABLE,
     AdmissionRejected,
@@ -31,6 +43,8 @@ from shared.errors import (
     TenantLimitReached,
     redis_refused,
 )
+from shared.job_listing import CURSOR_PATTERN, SCAN_PER_PAGE, JobFilter, parse_cursor
+from shared.pages import DEFAULT_LIMIT
 from shared.states import JobStatus
 
 router = APIRouter()
@@ -132,6 +146,74 @@ async def create_job(
         webhook=JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events, secret=hook.secret) if hook else None,
     )
     return as_json(job, 202)
+
+
+_METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$", re.DOTALL)
+# `metadata[<key>]=<value>`, declared here because FastAPI has no deepObject query parameters
+_METADATA_FILTER = {
+    "name": "metadata",
+    "in": "query",
+    "style": "deepObject",
+    "explode": True,
+    "description": "Only jobs whose metadata has this key with this value: `metadata[team]=search` (one pair)",
+    "schema": {
+        "type": "object",
+        "maxProperties": 1,
+        "propertyNames": {"minLength": 1, "maxLength": 64},
+        "additionalProperties": {"type": "string", "maxLength": 512},
+    },
+}
+
+
+def _metadata_filter(request: Request) -> tuple[str, str] | None:
+    """The one `metadata[key]=value` pair of the query, if any; a 422 naming `metadata` otherwise."""
+    pairs = [
+        (m.group(1), value)
+        for name, value in request.query_params.multi_items()
+        if (m := _METADATA_PARAM.match(name)) is not None
+    ]
+    if len(pairs) > 1:
+        raise ApiException(422, "metadata: filter by one metadata pair, metadata[key]=value", field="metadata")
+    if not pairs:
+        return None
+    key, value = pairs[0]
+    if not 1 <= len(key) <= 64 or len(value) > 512:
+        raise ApiException(
+            422, "metadata: a key of 1 to 64 characters and a value of at most 512, as jobs carry", field="metadata"
+        )
+    return key, value
+
+
+@router.get(
+    "/v1/jobs",
+    response_class=Response,
+    summary="List your jobs, newest first",
+    description=(
+        "The caller's jobs, newest first, `limit` at a time; pass `next_cursor` as `after` for the next page while "
+        "`has_more` is true. Filter by `status`, and by one metadata pair: `metadata[team]=search`. "
+        f"A page reads at most {SCAN_PER_PAGE:,} jobs, so a filtered page can hold fewer than `limit` jobs, even "
+        "none, and still have `has_more`: its cursor continues where it stopped."
+    ),
+    openapi_extra={"parameters": [_METADATA_FILTER]},
+    responses={200: openapi.json_response(JobList, "A page of jobs"), **openapi.ERRORS},
+)
+async def list_jobs(
+    request: Request,
+    tenant: TenantDep,
+    lister: JobListerDep,
+    limit: Limit = DEFAULT_LIMIT,
+    after: Annotated[
+        str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page")
+    ] = None,
+    status: Annotated[JobStatusName | None, Query(description="Only jobs in this status")] = None,
+) -> Response:
+    position = parse_cursor(after) if after is not None else None
+    if after is not None and position is None:
+        raise ApiException(
+            422, f"after: {after!r} is not a jobs cursor (use next_cursor of a previous page)", field="after"
+        )
+    where = JobFilter(status=status, metadata=_metadata_filter(request))
+    return as_json(await lister.page(tenant, limit, position, where))
 
 
 @router.get(

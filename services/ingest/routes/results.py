@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from services.ingest import job_events, openapi
+from services.ingest import job_events, openapi, result_stream
 from services.ingest.access import owned_job
 from services.ingest.cursors import valid_cursor
 from services.ingest.deps import JobsDep, KeysDep, RedisDep
 from services.ingest.errors import ApiException
 from services.ingest.paths import JobId
+from shared import patterns
 from shared.api import ResultLine
 
 router = APIRouter()
@@ -23,9 +24,14 @@ router = APIRouter()
     response_class=Response,
     summary="Stream finished results as NDJSON",
     description=(
-        "One JSON line per finished request, in the order they finished. Works while the job runs. "
-        "The `Inferq-Next-Cursor` response header holds the cursor of the last line returned: pass it as "
-        "`after` to continue. `Inferq-Job-Status` carries the job's status at the time of the read."
+        "One JSON line per finished request, in the order they finished. Works while the job runs. Without "
+        "`limit`, the body holds every line there is (chunked: the download of a large job starts at once and "
+        "the server's memory stays flat). With `wait=true` it stays open until the job has ended, sending lines "
+        "as they finish, and then closes. With `limit`, one page: the `Inferq-Next-Cursor` response header holds "
+        "the cursor of its last line (pass it as `after` to continue) and `Inferq-Result-Count` its number of "
+        "lines; with `wait=true` too, the page is answered once it has a line, or empty once the job has ended "
+        "(a long poll). `after` also skips the lines up to that cursor in a full read. `Inferq-Job-Status` "
+        "carries the job's status as read just before the first line: when it is final, no line is missing."
     ),
     responses={
         200: {"description": "Result lines", "content": {"application/x-ndjson": {"schema": openapi.ref(ResultLine)}}},
@@ -36,19 +42,45 @@ async def get_results(
     request: Request,
     job_id: JobId,
     jobs: JobsDep,
-    after: Annotated[str | None, Query(description="Cursor from a previous read's Inferq-Next-Cursor header")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines to return")] = 1000,
+    r: RedisDep,
+    keys: KeysDep,
+    after: Annotated[
+        str | None,
+        Query(
+            pattern=patterns.STREAM_ID, description="Only lines after this cursor (a page's Inferq-Next-Cursor header)"
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=10_000, description="Return one page of at most this many lines")
+    ] = None,
+    wait: Annotated[
+        bool,
+        Query(
+            description="Keep the body open until the job has ended, sending lines as they finish; with `limit`, "
+            "answer once the page has a line or the job has ended"
+        ),
+    ] = False,
 ) -> Response:
     if after is not None and not valid_cursor(after):
         raise ApiException(
             422, f"after: {after!r} is not a results cursor (use the Inferq-Next-Cursor header)", field="after"
         )
     status = await owned_job(request, job_id)
-    rows = await jobs.read_results(job_id, after, limit)
+    if limit is not None and wait:
+        rows, now = await result_stream.page_when_ready(request, r, keys, jobs, job_id, after, limit)
+        status = now or status
+    else:
+        rows = await jobs.read_results(job_id, after, limit or result_stream.PAGE)
+    if limit is None:
+        lines = result_stream.result_lines(request, r, keys, jobs, job_id, rows, after, wait)
+        return StreamingResponse(
+            lines,
+            media_type="application/x-ndjson",
+            headers={"Inferq-Job-Status": status, "X-Accel-Buffering": "no"},
+        )
     cursor = rows[-1][0].decode() if rows else (after or "")
-    body = b"".join(line + b"\n" for _, line in rows)
     return Response(
-        body,
+        result_stream.chunk(rows),
         media_type="application/x-ndjson",
         headers={"Inferq-Next-Cursor": cursor, "Inferq-Job-Status": status, "Inferq-Result-Count": str(len(rows))},
     )
@@ -75,7 +107,8 @@ async def follow_job(
     r: RedisDep,
     keys: KeysDep,
     last_event_id: Annotated[
-        str | None, Header(description="Id of the last event received, to resume after it")
+        str | None,
+        Header(pattern=patterns.LAST_EVENT_ID, description="Id of the last event received, to resume after it"),
     ] = None,
 ) -> StreamingResponse:
     if not job_events.valid_last_event_id(last_event_id):
