@@ -156,7 +156,9 @@ async def list_deliveries(
         raise _not_found(webhook_id)
     found = await store.read_deliveries(webhook_id, after, limit + 1)
     if found is None:
-        raise ApiException(422, f"after: delivery {after} is not among this endpoint's deliveries", field="after")
+        raise ApiException(
+            404, f"after: delivery {after} not found among this endpoint's deliveries", type="not_found", field="after"
+        )
     return as_json(page_of([delivery_view(d) for d in found], limit, _id))
 
 
