@@ -157,7 +157,7 @@ def test_results_are_readable_while_the_job_runs(tmp_path, models_file):
                 "/v1/jobs", json={"prompts": [{"model": "alpha", "prompt": f"x {i}"} for i in range(400)]}
             ).json()
             time.sleep(0.5)
-            first = client.get(f"/v1/jobs/{job['id']}/results")
+            first = client.get(f"/v1/jobs/{job['id']}/results", params={"limit": 10_000})  # a page: with cursor
             partial = first.text.splitlines()
             assert first.headers["inferq-job-status"] == "in_progress"
             assert 0 < len(partial) < 400
