@@ -280,8 +280,13 @@ async def test_a_delivery_cursor_the_endpoint_does_not_have_is_a_404_naming_afte
     assert resp.status_code == 404 and resp.json()["error"]["field"] == "after"
 
 
-async def test_a_well_formed_cursor_of_nothing_listed_ends_the_list(tenants):
+async def test_a_well_formed_cursor_past_every_item_ends_the_list(tenants, r, keys):
     a, _ = tenants
+    body = {"input_file_id": await _upload(a), "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    assert (await a.post("/v1/batches", json=body)).status_code == 200
+    assert (await a.post("/v1/webhooks", json={"url": "https://93.184.216.34/x"})).status_code == 201
+    await _dead(r, keys, job_id=await _job(a))
     for path, cursor in LIST_ROUTES:
+        assert len((await a.get(path)).json()["data"]) == 1, path
         body = (await a.get(path, params={"after": cursor})).json()
         assert body["data"] == [] and body["has_more"] is False and body["next_cursor"] is None, path
