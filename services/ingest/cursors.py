@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+from shared import patterns
+
+_CURSOR_RE = re.compile(patterns.STREAM_ID)
 
 
 def valid_cursor(cursor: str) -> bool:
-    """A stream entry id `ms-seq`, each part below 2**64 as Redis requires."""
-    if not _CURSOR_RE.match(cursor):
-        return False
-    ms, seq = cursor.split("-")
-    return int(ms) < 2**64 and int(seq) < 2**64 - 1
+    """A stream entry id `ms-seq` in the form shared/patterns.py publishes (each part below 2**64)."""
+    return _CURSOR_RE.fullmatch(cursor) is not None

@@ -66,9 +66,26 @@ def decode_body(decoder: msgspec.json.Decoder, body: bytes):
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise from_validation_error(exc) from None
+        if "got `float`" not in str(exc):
+            raise from_validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+    # JSON Schema's `integer` (the document's) includes 2.0; decoding does not, so such a body is
+    # decoded again with every integral float read as an int (a float field takes an int too)
+    try:
+        return msgspec.convert(_integral(msgspec.json.decode(body)), decoder.type)
+    except msgspec.ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def _integral(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
 
 
 def over_capacity(exc, retry_after_s: int) -> ApiException:

@@ -17,6 +17,7 @@ import msgspec
 import redis.asyncio as aioredis
 from fastapi import Request
 
+from shared import patterns
 from shared.api import Job
 from shared.events import JobSummary, job_event, request_event_json, rfc3339_ms
 from shared.jobstore import JobStore
@@ -26,7 +27,7 @@ from shared.states import FINAL_JOB_STATES
 END_ID = "end"
 BLOCK_MS = 5_000
 KEEPALIVE_S = 15.0
-_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+_LAST_EVENT_ID_RE = re.compile(patterns.LAST_EVENT_ID)
 _encoder = msgspec.json.Encoder()
 
 
@@ -38,13 +39,8 @@ _line_decoder = msgspec.json.Decoder(_LineIds)
 
 
 def valid_last_event_id(value: str | None) -> bool:
-    """None, `end`, or a stream entry id whose parts Redis accepts (below 2**64)."""
-    if value is None or value == END_ID:
-        return True
-    if not _CURSOR_RE.match(value):
-        return False
-    ms, seq = value.split("-")
-    return int(ms) < 2**64 and int(seq) < 2**64 - 1
+    """None, `end`, or a results cursor (shared/patterns.py)."""
+    return value is None or _LAST_EVENT_ID_RE.fullmatch(value) is not None
 
 
 async def job_events(

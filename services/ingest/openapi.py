@@ -40,6 +40,23 @@ def route_error(description: str) -> dict[str, Any]:
     return {**json_response(ApiError, description), openapi_errors.ROUTE_DECLARED: True}
 
 
+def sse_response(description: str, events: dict[str, list[type]], id_pattern: str) -> dict[str, Any]:
+    """A text/event-stream answer: `schema` describes one event (OpenAPI 3.1), its `data` a JSON
+    document of one of the Structs its event name allows."""
+    documents = [ref(t) for t in dict.fromkeys(t for types in events.values() for t in types)]
+    event = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": list(events)},
+            "id": {"type": "string", "pattern": id_pattern},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": documents}},
+        },
+    }
+    return {"description": description, "content": {"text/event-stream": {"schema": event}}}
+
+
 # The generic error statuses (400, 401, 404, 413, 422, 503) are derived for every operation when
 # the document is built; this stays for routes that spread it.
 ERRORS: dict[int | str, dict[str, Any]] = {}

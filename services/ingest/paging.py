@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
+from shared import patterns
 from shared.pages import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[
@@ -19,8 +20,8 @@ def _after(pattern: str, what: str) -> Any:
     return Query(pattern=pattern, description=f"`next_cursor` of the previous page: {what}")
 
 
-AfterBatch = Annotated[str | None, _after(r"^batch_[0-9a-z]{26}$", "a batch id")]
-AfterFile = Annotated[str | None, _after(r"^file-[0-9a-z]{26}$", "a file id")]
-AfterWebhook = Annotated[str | None, _after(r"^wh_[0-9a-z]{26}$", "a webhook endpoint id")]
-AfterDelivery = Annotated[str | None, _after(r"^msg_[0-9a-f]{26}$", "a delivery id")]
-AfterDeadLetter = Annotated[str | None, _after(r"^\d{1,20}-\d{1,20}$", "a dead-letter id")]
+AfterBatch = Annotated[str | None, _after(patterns.BATCH_ID, "a batch id")]
+AfterFile = Annotated[str | None, _after(patterns.UPLOADED_FILE_ID, "a file id")]
+AfterWebhook = Annotated[str | None, _after(patterns.WEBHOOK_ID, "a webhook endpoint id")]
+AfterDelivery = Annotated[str | None, _after(patterns.DELIVERY_ID, "a delivery id")]
+AfterDeadLetter = Annotated[str | None, _after(patterns.STREAM_ID, "a dead-letter id")]

@@ -1,4 +1,6 @@
-"""The shape of every id in a URL path: a malformed id is a 422 naming it, before any lookup."""
+"""The shape of every id in a URL path, and of the stream cursors a request may carry: a malformed
+one is a 422 naming it, before any lookup. The patterns are shared/patterns.py's, so the OpenAPI
+document states exactly what is accepted."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ from typing import Annotated
 
 from fastapi import Path
 
-JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$", description="Job id returned by POST /v1/jobs")]
-DeadLetterId = Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$")]
-FileId = Annotated[str, Path(pattern=r"^file-[0-9a-z]{26}(-output|-errors)?$", description="A file id")]
-BatchId = Annotated[str, Path(pattern=r"^batch_[0-9a-z]{26}$", description="A batch id")]
-WebhookId = Annotated[str, Path(pattern=r"^wh_[0-9a-z]{26}$", description="Webhook endpoint id")]
-DeliveryId = Annotated[str, Path(pattern=r"^msg_[0-9a-f]{26}$", description="Delivery id (the webhook-id header)")]
+from shared import patterns
+
+JobId = Annotated[str, Path(pattern=patterns.JOB_ID, description="Job id returned by POST /v1/jobs")]
+DeadLetterId = Annotated[str, Path(pattern=patterns.STREAM_ID, description="A dead letter's id")]
+FileId = Annotated[str, Path(pattern=patterns.FILE_ID, description="A file id")]
+BatchId = Annotated[str, Path(pattern=patterns.BATCH_ID, description="A batch id")]
+WebhookId = Annotated[str, Path(pattern=patterns.WEBHOOK_ID, description="Webhook endpoint id")]
+DeliveryId = Annotated[str, Path(pattern=patterns.DELIVERY_ID, description="Delivery id (the webhook-id header)")]

@@ -16,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
+from services.ingest.body import read_limited
 from services.ingest.deps import (
     FilesDep,
     JobsDep,
@@ -27,7 +28,7 @@ from services.ingest.deps import (
     SettingsDep,
     TenantDep,
 )
-from services.ingest.errors import ApiException, over_capacity, quota_exceeded
+from services.ingest.errors import ApiException, decode_body, over_capacity, quota_exceeded
 from services.ingest.limits import tenant_limit_error
 from services.ingest.paging import AfterBatch, AfterFile, Limit
 from services.ingest.paths import BatchId, FileId
@@ -68,6 +69,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
     503: openapi.json_response(ApiError, "Redis unavailable; nothing was written"),
 }
+
+
+MAX_CREATE_BYTES = 64 * 1024  # a batch's creation names its input file; the requests are in the file
 
 
 def _not_found(what: str, ident: str, field: str) -> ApiException:
@@ -274,10 +278,10 @@ async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, files: FilesD
     "batch whose `errors` name each line, as OpenAI does.",
     openapi_extra=openapi.json_body(BatchCreate),
     responses={
+        **_ERRORS,
         200: openapi.json_response(Batch, "The batch"),
         404: openapi.route_error("No such input file (`input_file_id`)"),
         429: openapi.OVER_CAPACITY,
-        **_ERRORS,
     },
 )
 async def create_batch(
@@ -291,14 +295,7 @@ async def create_batch(
     limits: LimitsDep,
     tenant: TenantDep,
 ) -> Response:
-    try:
-        create = _create_dec.decode(await request.body())
-    except msgspec.ValidationError as exc:
-        msg, _, path = str(exc).rpartition(" - at `")
-        field = path.rstrip("`").removeprefix("$.") or None
-        raise ApiException(422, f"{field}: {msg}" if field else str(exc), field=field) from None
-    except msgspec.DecodeError as exc:
-        raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+    create = decode_body(_create_dec, await read_limited(request, MAX_CREATE_BYTES))
     content = await r.hget(keys.file(create.input_file_id), CONTENT_FIELD)  # type: ignore[misc]
     if content is None or await r.zscore(keys.files_index(tenant), create.input_file_id) is None:
         raise _not_found("file", create.input_file_id, "input_file_id")

@@ -15,6 +15,8 @@ from services.ingest.errors import ApiException
 from services.ingest.paths import JobId
 from shared import patterns
 from shared.api import ResultLine
+from shared.events import JobEvent, RequestEvent
+from shared.states import FINAL_JOB_STATES
 
 router = APIRouter()
 
@@ -96,7 +98,11 @@ async def get_results(
         "closes. Reconnect with `Last-Event-ID` to continue where it stopped."
     ),
     responses={
-        200: {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: openapi.sse_response(
+            "Events until the job's own, then the stream closes",
+            {"request.completed": [RequestEvent], **{f"job.{s.value}": [JobEvent] for s in sorted(FINAL_JOB_STATES)}},
+            patterns.LAST_EVENT_ID,
+        ),
         **openapi.ERRORS,
     },
 )
