@@ -26,6 +26,7 @@ from shared.redis_client import check_server_at_start, connect
 from shared.settings import Settings
 
 log = logging.getLogger("inferq.dispatcher")
+STOP_RETRY_S = 0.5  # how often a stop signal's cancellation is repeated until arq's loop ends
 
 
 async def _wait_for_redis(settings: Settings) -> bool:
@@ -57,6 +58,25 @@ async def _wait_for_redis(settings: Settings) -> bool:
             loop.remove_signal_handler(sig)
 
 
+def _stop_surely_on_signals(worker, loop: asyncio.AbstractEventLoop) -> None:
+    """arq stops on SIGTERM/SIGINT by cancelling its poll loop once. On Python 3.11 a cancellation
+    that lands as a Redis call completes can be swallowed (asyncio.wait_for, used by redis-py), and
+    the worker then runs on until it is killed. So the cancellation is repeated until the loop ends."""
+
+    def cancel_until_done() -> None:
+        task = worker.main_task
+        if task is not None and not task.done():
+            task.cancel()
+            loop.call_later(STOP_RETRY_S, cancel_until_done)
+
+    def on_signal(sig: signal.Signals) -> None:
+        worker.handle_sig(sig)
+        loop.call_later(STOP_RETRY_S, cancel_until_done)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
 def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
     from arq.connections import ArqRedis
     from arq.worker import create_worker
@@ -68,6 +88,7 @@ def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
         pool = cast(ArqRedis, connect(settings.redis_url, settings, client_class=ArqRedis))
         pool.default_queue_name = WorkerSettings.queue_name
         worker = create_worker(WorkerSettings, redis_pool=pool)
+        _stop_surely_on_signals(worker, loop)
         try:
             worker.run()
             return 0  # stopped by SIGTERM/SIGINT
