@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from shared.api import DeadLetter
+from shared.backoff import Backoff
 from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.metrics import WEBHOOK_DELIVERIES
@@ -168,17 +169,21 @@ async def schedule_deliveries(
     """Take the deliveries that fall due and hand each attempt to `enqueue`. Several dispatchers
     may run this at once: each due attempt is taken by one. An attempt taken but never made (the
     dispatcher died before its job ran) falls due again when its lease ends."""
+    backoff = Backoff(poll_s, 5.0)
     while not stop.is_set():
+        wait_s = poll_s
         try:
             taken = await attempts.take_due()
             for attempt in taken:
                 await enqueue(attempt)
             OUTAGE.recovered("webhook-scheduler")
+            backoff.reset()
         except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
             OUTAGE.failed("webhook-scheduler", exc)
             taken = []
+            wait_s = backoff.next()  # Redis is unable: do not ask it ten times a second
         if not taken:
             try:
-                await asyncio.wait_for(stop.wait(), poll_s)
+                await asyncio.wait_for(stop.wait(), wait_s)
             except TimeoutError:
                 pass
