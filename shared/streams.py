@@ -77,17 +77,22 @@ async def delivery_counts(
     return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
 
 
+async def groups_of(r: aioredis.Redis, stream: str) -> list[dict]:
+    """XINFO GROUPS of `stream`; none for a missing stream. Redis briefly unable is raised (for the
+    caller's retry), never read as a missing stream."""
+    try:
+        return await r.xinfo_groups(stream)
+    except ResponseError as exc:
+        if isinstance(exc, TRANSIENT_REDIS_ERRORS):
+            raise
+        return []
+
+
 async def unacknowledged(r: aioredis.Redis, stream: str, group: str) -> int:
     """Entries `group` has not acknowledged yet: unread (XINFO's lag) plus read and pending. Where
     Redis cannot tell the lag (entries deleted past the group's position), the stream's length,
     which is never less. 0 for a missing stream or group."""
-    try:
-        groups = await r.xinfo_groups(stream)
-    except ResponseError as exc:  # no such stream: nothing to count or trim
-        if isinstance(exc, TRANSIENT_REDIS_ERRORS):
-            raise
-        return 0
-    for g in groups:
+    for g in await groups_of(r, stream):
         if _s(g["name"]) == group:
             lag = g.get("lag")
             if lag is None:
@@ -100,12 +105,7 @@ async def trim_acknowledged(r: aioredis.Redis, stream: str) -> int:
     """Drop entries that every group has acknowledged; never an entry some group still needs.
     Entries are delivered in id order, so everything below a group's oldest pending entry (or up
     to its last-delivered id when nothing is pending) has been acknowledged by it."""
-    try:
-        groups = await r.xinfo_groups(stream)
-    except ResponseError as exc:  # no such stream: nothing to count or trim
-        if isinstance(exc, TRANSIENT_REDIS_ERRORS):
-            raise
-        return 0
+    groups = await groups_of(r, stream)
     if not groups:
         return 0
     floor: tuple[int, int] | None = None
