@@ -42,7 +42,16 @@ JOB_EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed", "job.ca
 # whether plain http is allowed is the server's setting (the document states it)
 _LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-WEBHOOK_URL_PATTERN = rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?(?:[/?#][!-~]*)?$"
+_H = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(  # every way of writing 8 groups, `::` standing for one or more zero groups
+    [
+        f"(?:{_H}:){{7}}{_H}",
+        f"(?:{_H}:){{1,7}}:",
+        *(f"(?:{_H}:){{1,{7 - n}}}(?::{_H}){{1,{n}}}" for n in range(1, 7)),
+        f":(?:(?::{_H}){{1,7}}|:)",
+    ]
+)
+WEBHOOK_URL_PATTERN = rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*|\[(?:{_IPV6})\])(?::{_PORT})?(?:[/?#][!-~]*)?$"
 WebhookUrl = Annotated[
     str,
     Meta(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN, description="https URL that receives the events"),

@@ -32,6 +32,15 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     """Routing's own answers (unknown path 404, wrong method 405, unparsable form 400) in the same
     body as ours. A 405 carries `Allow` (RFC 9110): every method of the path, not only those of
     the first route Starlette tried, since one path can have several routes."""
+    if exc.status_code == 400 and request.url.path.startswith("/v1/"):
+        # FastAPI parses a form before the app's dependencies run: the key is checked first here,
+        # so an unauthenticated caller gets 401 for a bad body too, as for anything else
+        try:
+            await request.app.state.auth.tenant(request)
+        except ApiException as denied:
+            return await handle_api_exception(request, denied)
+        except REDIS_UNAVAILABLE as unavailable:
+            return await _redis_unavailable(request, unavailable)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(allowed_methods(request))

@@ -66,6 +66,19 @@ OVER_CAPACITY = route_error(
 )
 
 
+def _no_null_parameters(doc: dict[str, Any]) -> None:
+    """An optional parameter is left out, never null (a query string or header has no null); the
+    `null` FastAPI adds to the schema of an optional one would read as the text "null"."""
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            for param in op.get("parameters", ()):
+                schema = param.get("schema", {})
+                branches = [b for b in schema.get("anyOf", ()) if b.get("type") != "null"]
+                if len(branches) == 1 and len(schema["anyOf"]) == 2:
+                    del schema["anyOf"]
+                    schema.update(branches[0])
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -82,6 +95,7 @@ def install(app: FastAPI) -> None:
                 if path.startswith("/v1/"):
                     for op in ops.values():
                         op["security"] = [{"bearer": []}]
+        _no_null_parameters(doc)
         openapi_errors.apply(doc, auth_on)
         openapi_config.apply(doc, app.state.settings, app.state.models)
         openapi_links.apply(doc)
