@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -10,7 +11,6 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from services.ingest.errors import ApiException, error_response, handle_api_exception
 from shared.api import ApiErrorBody
@@ -42,18 +42,19 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
         except REDIS_UNAVAILABLE as unavailable:
             return await _redis_unavailable(request, unavailable)
     headers = dict(exc.headers or {})
-    if exc.status_code == 405:
-        headers["Allow"] = ", ".join(allowed_methods(request))
+    if exc.status_code == 405 and (methods := allowed_methods(request)):  # else Starlette's stands
+        headers["Allow"] = ", ".join(methods)
     return error_response(exc.status_code, ApiErrorBody(message=str(exc.detail), type="http_error"), headers or None)
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods the routes matching this request's path answer (HEAD wherever GET is)."""
+    """The methods the document gives the request's path (FastAPI keeps the routes of included
+    routers inside them, so Starlette's own `Allow` names only the first route it tried)."""
+    path = request.url.path
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in ops}
     return sorted(methods)
 
 

@@ -26,6 +26,7 @@ from shared.states import FINAL_JOB_STATES
 
 END_ID = "end"
 BLOCK_MS = 5_000
+READ_COUNT = 500
 KEEPALIVE_S = 15.0
 _LAST_EVENT_ID_RE = re.compile(patterns.LAST_EVENT_ID)
 _encoder = msgspec.json.Encoder()
@@ -52,8 +53,9 @@ async def job_events(
     stream = keys.job_results(job_id)
     last_sent = time.monotonic()
     yield b"retry: 2000\n\n"
+    block: int | None = None  # wait for new lines only once the job is known to be running
     while True:
-        reply = await r.xread({stream: cursor}, count=500, block=BLOCK_MS)
+        reply = await r.xread({stream: cursor}, count=READ_COUNT, block=block)
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:
             line = fields[b"l"]
@@ -65,7 +67,8 @@ async def job_events(
             cursor = entry_id.decode()
         if entries:
             last_sent = time.monotonic()
-            continue
+            if len(entries) == READ_COUNT:  # more may be waiting: read on before asking the job
+                continue
         job = await jobs.get(job_id)
         if job is None:
             return
@@ -83,6 +86,7 @@ async def job_events(
                 + b"\n\n"
             )
             return
+        block = BLOCK_MS
         if await request.is_disconnected():
             return
         if time.monotonic() - last_sent >= KEEPALIVE_S:
