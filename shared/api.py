@@ -10,7 +10,7 @@ from msgspec import Meta, Struct
 from shared import states
 from shared.pages import Page
 
-CustomId = Annotated[str, Meta(min_length=1, max_length=512)]
+CustomId = Annotated[str, Meta(min_length=1, max_length=512, description="Unique within the job")]
 ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
 MaxTokens = Annotated[int, Meta(ge=1)]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]

@@ -57,3 +57,10 @@ async def test_the_document_states_the_configuration_and_links_creates_to_their_
     get_job = doc["paths"]["/v1/jobs/{job_id}"]["get"]["operationId"]
     assert links[get_job]["parameters"] == {"job_id": "$response.body#/id"}
     assert "404" not in doc["paths"]["/v1/models"]["get"]["responses"]  # no id, nothing to miss
+
+
+@pytest.mark.parametrize("purpose", ["fine-tune", ""])
+async def test_an_upload_for_another_purpose_is_a_422_naming_it(app, purpose):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+        resp = await api.post("/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": purpose})
+    assert resp.status_code == 422 and resp.json()["error"]["field"].endswith("purpose"), resp.text
