@@ -12,20 +12,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.ingest.errors import ApiException, error_response, handle_api_exception
+from services.ingest.errors import (
+    MALFORMED,
+    PATTERN_MISMATCH,
+    ApiException,
+    error_response,
+    handle_api_exception,
+)
 from shared.api import ApiErrorBody
 from shared.errors import REDIS_UNAVAILABLE, redis_refused
 from shared.outage import OUTAGE
 
+# Headers the API reads, as their specifications spell them (ASGI hands them over lower-cased).
+HEADER_NAMES = {name.lower(): name for name in ("Last-Event-ID", "Idempotency-Key", "Authorization")}
+
 
 async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
-    """A path, query or header parameter FastAPI rejected: 422 naming it."""
+    """A path, query or header parameter FastAPI rejected: 422 naming it (a header by its name)."""
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("path", "query", "body")]
+    if loc[:1] == ["header"] and len(loc) > 1:
+        loc = [HEADER_NAMES.get(loc[1].lower(), loc[1])]
     field = ".".join(loc) or None
-    return error_response(
-        422, ApiErrorBody(message=f"{field}: {first.get('msg', 'invalid')}", type="invalid_request_error", field=field)
-    )
+    message = PATTERN_MISMATCH.sub(MALFORMED, str(first.get("msg", "invalid")))
+    return error_response(422, ApiErrorBody(message=f"{field}: {message}", type="invalid_request_error", field=field))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

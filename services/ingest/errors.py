@@ -45,6 +45,11 @@ async def handle_api_exception(_: Request, exc: ApiException) -> Response:
     return error_response(exc.status, exc.body, exc.headers)
 
 
+# a value that does not match its pattern: the pattern itself (some are long) is in the document
+PATTERN_MISMATCH = re.compile(r"(?:Expected `str` matching regex|String should match pattern) '.*'$", re.S)
+MALFORMED = "malformed (it does not match the format the API document gives for it)"
+
+
 def from_validation_error(exc: msgspec.ValidationError) -> ApiException:
     """Turn msgspec's `Expected `int` >= 1 - at `$.requests[3].max_tokens`` into a field path
     (`requests[3].max_tokens`) and index (3) a client can act on."""
@@ -53,6 +58,7 @@ def from_validation_error(exc: msgspec.ValidationError) -> ApiException:
     if not sep:
         return ApiException(422, text)
     field = path.rstrip("`").removeprefix("$").removeprefix(".")
+    msg = PATTERN_MISMATCH.sub(MALFORMED, msg)
     named = re.search(r"(?:unknown|missing required) field `([^`]+)`", msg)
     if named:
         field = f"{field}.{named.group(1)}" if field else named.group(1)

@@ -136,11 +136,11 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
     responses={
         200: openapi.json_response(FileObject, "The stored file"),
         **_ERRORS,
-        413: openapi.json_response(
-            ApiError, "Larger than INFERQ_MAX_BODY_BYTES, or than the tenant's whole byte quota (`error.quota`)"
+        413: openapi.route_error(
+            "Larger than INFERQ_MAX_BODY_BYTES, or than the tenant's whole byte quota (`error.quota`)"
         ),
-        429: openapi.json_response(
-            ApiError, "The tenant's file quota is used up: `error.quota` names it, with its `limit` and `used`"
+        429: openapi.route_error(
+            "The tenant's file quota is used up: `error.quota` names it, with its `limit` and `used`"
         ),
     },
 )
