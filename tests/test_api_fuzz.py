@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 import schemathesis
@@ -130,14 +130,19 @@ def _repeats_an_id(body: object) -> bool:
 
 
 def _unobservable(recorder, case_id: str, check: str) -> bool:
-    """The one negative case no server can refuse: an upload whose `file` schemathesis "negated"
-    to another JSON type (a number) still arrives as a file part of bytes, and any bytes are a
-    file. (`purpose`, the form's only other field: tests/test_openapi_document.py.)"""
+    """The negative cases no server can refuse, since what is sent is valid on the wire:
+    - an upload whose `file` schemathesis "negated" to another JSON type (a number) still arrives
+      as a file part of bytes, and any bytes are a file (`purpose`, the form's only other field:
+      tests/test_openapi_document.py);
+    - a `metadata[key]` filter "negated" to null arrives as the text `null`, a valid value."""
     interaction = recorder.interactions.get(case_id)
     if interaction is None or check != "negative_data_rejection":
         return False
     request = interaction.request
-    return request.method == "POST" and urlsplit(request.uri).path == "/v1/files"
+    url = urlsplit(request.uri)
+    if request.method == "POST" and url.path == "/v1/files":
+        return True
+    return any(k.startswith("metadata[") and v == ["null"] for k, v in parse_qs(url.query).items())
 
 
 def _describe(recorder, case_id: str, check) -> str:
