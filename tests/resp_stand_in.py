@@ -5,11 +5,9 @@ arrays and answers each with whatever `answer(command)` returns (raw RESP bytes)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 from collections.abc import Callable
 
-from inferq.localstack import free_port
+from tests.threaded_server import ThreadedServer
 
 OK = b"+OK\r\n"
 
@@ -28,47 +26,15 @@ def server_info(version: str) -> bytes:
     return bulk(f"# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n")
 
 
-class RespStandIn:
-    """Runs in a thread with its own event loop; `url` points at it."""
+class RespStandIn(ThreadedServer):
+    """Answers each command with `answer(command)`; every command received is kept in `commands`."""
 
     def __init__(self, answer: Callable[[list[bytes]], bytes]) -> None:
+        super().__init__()
         self.answer = answer
-        self.port = free_port()
         self.commands: list[list[bytes]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> RespStandIn:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self._ready.set()
-        await self._stopping.wait()
-        server.close()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 header = await reader.readline()

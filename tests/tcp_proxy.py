@@ -7,57 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 
-from inferq.localstack import free_port
+from tests.threaded_server import ThreadedServer
 
 
-class PartitionProxy:
+class PartitionProxy(ThreadedServer):
+    join_timeout_s = 10.0
+
     def __init__(self, upstream_port: int) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> PartitionProxy:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._closing.set)
-        self._thread.join(10)
 
     def stop_forwarding(self) -> None:
-        self._loop.call_soon_threadsafe(self._flowing.clear)
+        self.call_in_loop(self._flowing.clear)
 
     def forward(self) -> None:
-        self._loop.call_soon_threadsafe(self._flowing.set)
+        self.call_in_loop(self._flowing.set)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
+    def prepare(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._closing = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self._ready.set()
-        await self._closing.wait()
-        server.close()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
 
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         await self._flowing.wait()
         try:
             upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
