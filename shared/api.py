@@ -35,6 +35,11 @@ CompletionWindow = Annotated[
     str, Meta(pattern=COMPLETION_WINDOW_PATTERN, description="e.g. 24h, 90m, 3600s, 7d (at most 7d)")
 ]
 Priority = Literal["interactive", "batch"]
+# Longest a request may wait for its model before it moves to the next model of the model's
+# fallback chain (seconds); without a chain it has no effect.
+MaxQueueWait = Annotated[float, Meta(gt=0, le=86_400, description="seconds; needs a fallback chain")]
+# Why a request was served by a model other than the one it named (see docs/architecture.md).
+FallbackReason = Literal["unavailable", "max_queue_wait", "retries_exhausted", "budget_exceeded"]
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
 JOB_EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled", "job.expired")
@@ -115,6 +120,7 @@ class RequestSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
     priority: Priority | None = None  # overrides the job's priority for this request
+    max_queue_wait: MaxQueueWait | None = None  # overrides the job's
 
 
 class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
@@ -124,6 +130,7 @@ class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     prompt: str
     id: CustomId | None = None
     priority: Priority | None = None
+    max_queue_wait: MaxQueueWait | None = None
 
 
 class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -135,6 +142,9 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     priority: Priority = "batch"
     # When it passes, unfinished requests end `expired`, and so does the job.
     completion_window: CompletionWindow = "24h"
+    # A request waiting longer than this for its model moves along the model's fallback chain.
+    # Unset: interactive requests take their model's `interactive_max_queue_wait_s`; batch ones wait.
+    max_queue_wait: MaxQueueWait | None = None
     metadata: Annotated[
         dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
         Meta(max_length=16),
@@ -154,8 +164,28 @@ class RequestCounts(Struct, kw_only=True):
 
 
 class Usage(Struct, kw_only=True):
+    """Tokens, the worker busy time a request was charged (`gpu_seconds`: its share of the time
+    its worker had work, split evenly among the requests in flight at each moment) and its cost
+    in USD (from the serving model's price; 0 when it has none), to the micro-dollar."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    gpu_seconds: float = 0.0
+    cost: float = 0.0
+
+
+class ModelUsage(Struct, kw_only=True):
+    """What one serving model used for a job."""
+
+    requests: int = 0
+    gpu_seconds: float = 0.0
+    cost: float = 0.0
+
+
+class JobUsage(Usage, kw_only=True):
+    """A job's usage: the sums of its result lines, and per serving model (`by_model`)."""
+
+    by_model: dict[str, ModelUsage] = {}
 
 
 class Job(Struct, kw_only=True):
@@ -174,7 +204,7 @@ class Job(Struct, kw_only=True):
     expired_at: int | None = None
     request_counts: RequestCounts
     models: dict[str, RequestCounts]
-    usage: Usage
+    usage: JobUsage
     metadata: dict[str, str]
     webhook: JobWebhookInfo | None = None
 
@@ -233,6 +263,8 @@ class ResultLine(Struct, kw_only=True):
     usage: Usage
     error: ErrorInfo | None
     timings: Timings
+    served_by: str | None = None  # the model that ran it: `model`, or one of its fallback chain
+    fallback_reason: FallbackReason | None = None  # why it moved along the chain; null when it did not
 
 
 class LaneQueue(Struct, kw_only=True):

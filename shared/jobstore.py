@@ -20,7 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared import job_scripts, luapack
-from shared.api import Job, JobWebhookInfo, Priority, RequestCounts, Usage
+from shared.api import Job, JobUsage, JobWebhookInfo, Priority, RequestCounts
 from shared.errors import (
     AdmissionRejected,
     IdempotencyConflict,
@@ -296,7 +296,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         expired_at=ended if status == JobStatus.EXPIRED else None,
         request_counts=counts(""),
         models={m: counts(model_field(m, "")) for m in models},
-        usage=Usage(
+        usage=JobUsage(
             prompt_tokens=int(h.get(JobField.PROMPT_TOKENS, 0)),
             completion_tokens=int(h.get(JobField.COMPLETION_TOKENS, 0)),
         ),

@@ -145,6 +145,13 @@ class Keys:
         self.webhook_due = f"{prefix}:webhooks:due"
         # Counter: the token of each webhook attempt taken (unique, so a late sender is recognised).
         self.webhook_attempt_seq = f"{prefix}:webhooks:attempt-seq"
+        # Hash model -> JSON ModelHealth (shared/model_health.py), written by the dispatcher each second.
+        self.model_health = f"{prefix}:models:health"
+        # String: JSON list of the spend limits reached now (shared/budgets.py), with a short TTL,
+        # written by the dispatcher each second; ingest refuses or moves work they cover.
+        self.budgets_reached = f"{prefix}:budgets:reached"
+        # Hash `<from> <to> <reason>` -> requests moved along fallback chains, ever.
+        self.fallback_moves = f"{prefix}:fallback:moves"
 
     def model_stream(self, model: str, lane: str) -> str:
         """What workers of `model` consume; the router keeps its backlog under the high watermark."""
@@ -152,6 +159,11 @@ class Keys:
 
     def model_streams(self, model: str) -> list[str]:
         return [self.model_stream(model, lane) for lane in LANES]
+
+    def spend(self, period: str, period_id: str) -> str:
+        """Hash `<tenant> <serving model>` -> micro-dollars spent in one UTC day (`day`,
+        2026-12-01) or month (`month`, 2026-12); expires a while after the period ends."""
+        return f"{self.prefix}:spend:{period}:{period_id}"
 
     def heartbeat(self, consumer: str) -> str:
         """String with a short TTL that a stream consumer keeps alive while it runs: without it,

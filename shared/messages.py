@@ -30,6 +30,13 @@ class InferenceRequest(Struct, kw_only=True, omit_defaults=True):
     accepted_ms: int
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    # Moves along the model's fallback chain when it has waited longer than this (ms), if set.
+    max_queue_wait_ms: int | None = None
+
+
+# A request that moved along its model's fallback chain (shared/lua/lib/moves.lua): why, and the
+# request as it was accepted (its `model` stays the model it named).
+MovedRequest = tuple[str, InferenceRequest]
 
 
 class IngestChunk(Struct, array_like=True):
@@ -49,6 +56,8 @@ class ResultEnvelope(Struct, array_like=True):
 
 request_encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(InferenceRequest)
+# What a model stream carries: a request as accepted, or one moved there from another model.
+routed_decoder = msgspec.msgpack.Decoder(InferenceRequest | MovedRequest)
 chunk_decoder = msgspec.msgpack.Decoder(IngestChunk)
 result_decoder = msgspec.msgpack.Decoder(ResultEnvelope)
 

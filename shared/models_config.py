@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from shared.budgets import PERIODS, Budget, Limit, TenantConfig
 from shared.errors import ModelsFileError
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -198,6 +199,19 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     scaling: ScalingConfig = msgspec.field(default_factory=ScalingConfig)
     modal: ModalConfig | None = None  # None: no Modal class is deployed for this model
     flow: FlowConfig = msgspec.field(default_factory=FlowConfig)
+    # Models its requests move to, in order, when it cannot serve them (shared/fallback.py): no
+    # worker has read its stream for `unavailable_after_s` while work waits, or its backend's starts
+    # keep failing; a request waited longer than its max_queue_wait; every attempt failed with a
+    # retryable error; a budget covering it is spent. Empty: requests wait for this model.
+    fallback: list[str] = []
+    unavailable_after_s: Annotated[float, Meta(ge=1, le=86_400)] = 60.0
+    # max_queue_wait of interactive requests that set none (seconds); None: they wait.
+    interactive_max_queue_wait_s: Annotated[float, Meta(gt=0, le=86_400)] | None = None
+    # USD per busy hour of one replica (default for a Modal model: its GPU's list price,
+    # shared/pricing.py), and USD per million tokens (prompt + completion), for hosted APIs.
+    price_per_hour: Annotated[float, Meta(ge=0)] | None = None
+    price_per_million_tokens: Annotated[float, Meta(ge=0)] | None = None
+    budget: Budget | None = None  # spend limits of this model, every tenant together
     name: str = ""  # filled from the table key
 
     def __post_init__(self) -> None:
@@ -231,12 +245,29 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 class ModelsConfig(Struct, kw_only=True):
     models: dict[str, ModelConfig]
     path: str = ""
+    tenants: dict[str, TenantConfig] = {}  # per-tenant settings: spend limits
 
     def names(self) -> list[str]:
         return sorted(self.models)
 
     def get(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
+
+    def spend_limits(self) -> list[Limit]:
+        """Every spend limit the file sets: each model's, then each tenant's, per period."""
+        out: list[Limit] = []
+        for name, cfg in sorted(self.models.items()):
+            for period in PERIODS:
+                usd = cfg.budget.limit(period) if cfg.budget else None
+                if usd is not None:
+                    out.append(Limit(tenant=None, models=(name,), period=period, usd=usd))
+        for tenant, tcfg in sorted(self.tenants.items()):
+            for period in PERIODS:
+                usd = tcfg.budget.limit(period) if tcfg.budget else None
+                if usd is not None:
+                    assert tcfg.budget is not None
+                    out.append(Limit(tenant=tenant, models=tuple(tcfg.budget.models), period=period, usd=usd))
+        return out
 
 
 def modal_class_name(model: str) -> str:
@@ -250,10 +281,11 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ModelsFileError(f"models file {source}: not valid TOML: {exc}") from None
-    unknown = sorted(set(doc) - {"models"})
+    unknown = sorted(set(doc) - {"models", "tenants"})
     if unknown:
         raise ModelsFileError(
-            f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME] tables"
+            f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME] "
+            f"and [tenants.NAME] tables"
         )
     table = doc.get("models")
     if not isinstance(table, dict) or not table:
@@ -285,7 +317,65 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
             raise ModelsFileError(f"{where}: scaling.min_replicas exceeds scaling.max_replicas")
         _check_modal(cfg, name, where)
         models[name] = cfg
-    return ModelsConfig(models=models, path=source)
+    _check_fallback(models, source)
+    tenants = _tenants(doc.get("tenants", {}), models, source)
+    return ModelsConfig(models=models, path=source, tenants=tenants)
+
+
+def _check_fallback(models: dict[str, ModelConfig], source: str) -> None:
+    """Every chain names configured models, never its own model or one twice, and following the
+    chains from any model never comes back to it."""
+    for name, cfg in models.items():
+        where = f"models file {source}: model {name!r}: fallback"
+        for entry in cfg.fallback:
+            if entry not in models:
+                raise ModelsFileError(f"{where}: {entry!r} is not a configured model; known models: {sorted(models)}")
+            if entry == name:
+                raise ModelsFileError(f"{where}: a model cannot fall back to itself")
+        if len(set(cfg.fallback)) != len(cfg.fallback):
+            raise ModelsFileError(f"{where}: names a model more than once")
+        if cfg.budget is not None and cfg.budget.models:
+            raise ModelsFileError(
+                f"models file {source}: model {name!r}: budget.models is for tenant budgets; "
+                f"a model's budget always counts that model only"
+            )
+    for name in models:
+        cycle = _cycle_from(name, models, [name])
+        if cycle:
+            raise ModelsFileError(
+                f"models file {source}: fallback chains form a cycle: {' -> '.join(cycle)}; "
+                f"a request could move between these models forever"
+            )
+
+
+def _cycle_from(name: str, models: dict[str, ModelConfig], path: list[str]) -> list[str] | None:
+    for nxt in models[name].fallback:
+        if nxt == path[0]:
+            return [*path, nxt]
+        if nxt not in path:
+            found = _cycle_from(nxt, models, [*path, nxt])
+            if found:
+                return found
+    return None
+
+
+def _tenants(table: Any, models: dict[str, ModelConfig], source: str) -> dict[str, TenantConfig]:
+    if not isinstance(table, dict):
+        raise ModelsFileError(f"models file {source}: tenants must be a table of [tenants.NAME] tables")
+    out: dict[str, TenantConfig] = {}
+    for name, entry in table.items():
+        where = f"models file {source}: tenant {name!r}"
+        try:
+            cfg = msgspec.convert(entry, TenantConfig)
+        except msgspec.ValidationError as exc:
+            raise ModelsFileError(f"{where}: {_describe(exc)}") from None
+        for model in cfg.budget.models if cfg.budget else []:
+            if model not in models:
+                raise ModelsFileError(
+                    f"{where}: budget.models: {model!r} is not a configured model; known models: {sorted(models)}"
+                )
+        out[name] = cfg
+    return out
 
 
 def _check_modal(cfg: ModelConfig, name: str, where: str) -> None:

@@ -32,7 +32,7 @@ from services.ingest.responses import as_json
 from services.ingest.submission import create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
 from shared import metrics
-from shared.api import ApiError, Job, JobCreate, JobList, JobWebhookInfo, RequestCounts, Usage
+from shared.api import ApiError, Job, JobCreate, JobList, JobUsage, JobWebhookInfo, RequestCounts
 from shared.api import JobStatus as JobStatusName
 from shared.errors import (
     REDIS_UNAVAILABLE,
@@ -141,7 +141,7 @@ async def create_job(
         expires_at=plan.expires_ms // 1000,
         request_counts=RequestCounts(total=total, queued=total),
         models={m: RequestCounts(total=n, queued=n) for m, n in sorted(plan.model_totals.items())},
-        usage=Usage(),
+        usage=JobUsage(),
         metadata=plan.metadata,
         webhook=JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events, secret=hook.secret) if hook else None,
     )
