@@ -322,6 +322,37 @@ class ModelScaling(Struct, kw_only=True):
     failures: ScalingFailures | None = None  # None: the backend's last starts succeeded
 
 
+HealthState = Literal["serving", "cold-starting", "degraded", "unavailable"]
+
+
+class ModelHealth(Struct, kw_only=True):
+    """Whether the model serves its requests now (shared/model_health.py), and why not."""
+
+    state: HealthState
+    reason: str
+    since: float  # unix seconds: when it entered this state
+
+
+class SpendLimitView(Struct, kw_only=True):
+    """A spend limit covering the model: its scope, the spend it counts so far this period."""
+
+    name: str  # e.g. `model llama-8b monthly`, `tenant my-team daily`
+    period: Literal["day", "month"]
+    limit_usd: float
+    spent_usd: float
+    reached: bool
+    resets_at: int  # unix seconds: when the period ends (UTC)
+
+
+class ModelSpend(Struct, kw_only=True):
+    """What the model has cost this UTC day and month, every tenant together (the caller's own
+    tenant limits are listed with their spend; other tenants' are not shown)."""
+
+    day_usd: float
+    month_usd: float
+    limits: list[SpendLimitView]
+
+
 class ModelInfo(Struct, kw_only=True):
     id: str
     object: Literal["model"] = "model"
@@ -329,6 +360,11 @@ class ModelInfo(Struct, kw_only=True):
     max_inflight: int
     queue: ModelQueue
     scaling: ModelScaling
+    health: ModelHealth
+    fallback: list[str]  # where its waiting requests move when it cannot serve them
+    price_per_hour: float | None  # USD per busy replica-hour (Modal models: their GPU's list price)
+    price_per_million_tokens: float | None
+    spend: ModelSpend
 
 
 class ModelList(Struct, kw_only=True):
@@ -347,6 +383,11 @@ class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     quota: str | None = None
     limit: int | None = None
     used: int | None = None
+    # A spend limit refusal (429 budget_exceeded): the limit reached, in USD, and when it resets.
+    budget: str | None = None
+    limit_usd: float | None = None
+    spent_usd: float | None = None
+    resets_at: int | None = None
 
 
 class ApiError(Struct, kw_only=True):

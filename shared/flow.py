@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from msgspec import Struct
 from redis.exceptions import ResponseError
 
 from shared.api import LaneQueue, ModelQueue, ModelScaling, ScalingChange, ScalingFailures
@@ -11,28 +12,63 @@ from shared.keys import LANES, WORKER_GROUP, FlowField, Keys, staged_field
 from shared.models_config import ModelConfig
 
 
+class StreamMarks(Struct, kw_only=True):
+    """How far the worker group has read a model's lane streams: the last-delivered ids (they move
+    whenever a worker reads) and the entries read in all (None when Redis cannot say)."""
+
+    last_delivered: list[str]
+    entries_read: int | None
+
+
 async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> ModelQueue:
-    """One round trip: the flow hash plus XINFO GROUPS of each lane's stream."""
+    """One round trip: the flow hash plus XINFO GROUPS and XLEN of each lane's stream."""
+    return (await model_queues(r, keys, [model]))[model.name][0]
+
+
+async def model_queues(
+    r: aioredis.Redis, keys: Keys, models: list[ModelConfig]
+) -> dict[str, tuple[ModelQueue, StreamMarks]]:
+    """Every model's queue and read marks, in one round trip."""
     async with r.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.flow(model.name))
-        for lane in LANES:
-            pipe.xinfo_groups(keys.model_stream(model.name, lane))
+        for model in models:
+            pipe.hgetall(keys.flow(model.name))
+            for lane in LANES:
+                pipe.xinfo_groups(keys.model_stream(model.name, lane))
+                pipe.xlen(keys.model_stream(model.name, lane))
         replies = await pipe.execute(raise_on_error=False)
     for reply in replies:  # a missing stream is an answer (below); Redis briefly unable is not
         if isinstance(reply, TRANSIENT_REDIS_ERRORS):
             raise reply
+    width = 1 + 2 * len(LANES)
+    return {model.name: _queue_from(model, replies[i * width : (i + 1) * width]) for i, model in enumerate(models)}
+
+
+def _queue_from(model: ModelConfig, replies: list) -> tuple[ModelQueue, StreamMarks]:
     flow = {k.decode(): int(v) for k, v in (replies[0] or {}).items()}
     lanes: dict[str, LaneQueue] = {}
     consumers = 0
-    for lane, groups in zip(LANES, replies[1:]):
+    marks: list[str] = []
+    read_total: int | None = 0
+    for n, lane in enumerate(LANES):
+        groups, length = replies[1 + 2 * n], replies[2 + 2 * n]
         unread = pending = 0
+        mark = "0-0"
         if not isinstance(groups, ResponseError):  # a missing stream means nothing routed yet
             for g in groups:
                 if g["name"] in (WORKER_GROUP, WORKER_GROUP.encode()):
-                    unread, pending = int(g.get("lag") or 0), int(g["pending"])
+                    pending = int(g["pending"])
+                    lag = g.get("lag")
+                    # the lag is unknown after entries were deleted; the router trims read and
+                    # acknowledged entries, so the stream holds the pending and the unread ones
+                    unread = int(lag) if lag is not None else max(0, int(length or 0) - pending)
                     consumers = max(consumers, int(g["consumers"]))
+                    ld = g["last-delivered-id"]
+                    mark = ld.decode() if isinstance(ld, bytes) else str(ld)
+                    read = g.get("entries-read")
+                    read_total = None if read is None or read_total is None else read_total + int(read)
+        marks.append(mark)
         lanes[lane] = LaneQueue(queued=flow.get(staged_field(lane), 0), routed_unread=unread, pending=pending)
-    return ModelQueue(
+    queue = ModelQueue(
         unfinished=flow.get(FlowField.UNFINISHED, 0),
         queued=sum(q.queued for q in lanes.values()),
         routed_unread=sum(q.routed_unread for q in lanes.values()),
@@ -44,6 +80,7 @@ async def model_queue(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mode
         max_backlog=model.flow.max_backlog,
         lanes=lanes,
     )
+    return queue, StreamMarks(last_delivered=marks, entries_read=read_total)
 
 
 async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> ModelScaling:
@@ -57,7 +94,7 @@ async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mo
         pipe.hgetall(keys.scaling_state(model.name))
         pipe.hgetall(keys.scaling_failures(model.name))
         h, failures = [{k.decode(): v.decode() for k, v in reply.items()} for reply in await pipe.execute()]
-    scaling.failures = _failures(failures)
+    scaling.failures = failures_from(failures)
     if not h:
         return scaling
     scaling.current, scaling.desired, scaling.backlog = int(h["current"]), int(h["desired"]), int(h["backlog"])
@@ -72,7 +109,8 @@ async def model_scaling(r: aioredis.Redis, keys: Keys, model: ModelConfig) -> Mo
     return scaling
 
 
-def _failures(h: dict[str, str]) -> ScalingFailures | None:
+def failures_from(h: dict[str, str]) -> ScalingFailures | None:
+    """A backend's failing calls for a model as `Keys.scaling_failures` holds them (None: none)."""
     if not h:
         return None
     return ScalingFailures(

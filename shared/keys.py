@@ -38,6 +38,7 @@ class JobField:
     PRIORITY = "priority"
     TENANT = "tenant"
     MODELS = "models"  # JSON list of the job's model names
+    ROUTES = "routes"  # JSON list of the models its requests may reach: MODELS and their fallback chains
     METADATA = "metadata"
     TOTAL = "total"
     DONE = "done"  # requests with a final state

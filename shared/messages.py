@@ -52,12 +52,26 @@ class ResultEnvelope(Struct, array_like=True):
 
     job_id: str
     line: ResultLine
+    # The request's charge as integers, exactly (`line.usage.gpu_seconds` and `.cost` are derived
+    # from them), so the collector's sums are exact: busy microseconds, micro-dollars.
+    busy_us: int = 0
+    cost_micros: int = 0
 
 
 request_encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(InferenceRequest)
 # What a model stream carries: a request as accepted, or one moved there from another model.
 routed_decoder = msgspec.msgpack.Decoder(InferenceRequest | MovedRequest)
+
+
+def decode_routed(raw: bytes) -> tuple[InferenceRequest, str | None]:
+    """A model stream's (or staging queue's) request, and why it moved there (None: it did not)."""
+    msg = routed_decoder.decode(raw)
+    if isinstance(msg, tuple):
+        return msg[1], msg[0]
+    return msg, None
+
+
 chunk_decoder = msgspec.msgpack.Decoder(IngestChunk)
 result_decoder = msgspec.msgpack.Decoder(ResultEnvelope)
 
@@ -73,6 +87,12 @@ DROP_OUTCOMES: dict[str, tuple[str, str, str]] = {
         RequestStatus.EXPIRED,
         "job_expired",
         "the job's completion window ended before this request ran",
+    ),
+    "budget_exceeded": (
+        RequestStatus.FAILED,
+        "budget_exceeded",
+        "a spend limit covering this request's model was reached before it ran, and no model of its "
+        "fallback chain was free of one (GET /v1/models shows the limits)",
     ),
     "max_attempts_exceeded": (
         RequestStatus.FAILED,

@@ -32,7 +32,8 @@ class _JobOf(msgspec.Struct):
     job_id: str
 
 
-_job_of = msgspec.msgpack.Decoder(_JobOf)
+# a request as accepted, or one moved from another model ([reason, request]: shared/messages.py)
+_job_of = msgspec.msgpack.Decoder(_JobOf | tuple[str, _JobOf])
 
 
 async def finish_stranded_jobs(ctx: dict) -> int:
@@ -45,15 +46,15 @@ async def finish_stranded_jobs(ctx: dict) -> int:
         return 0
     async with r.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(keys.job(job_id), [JobField.STATUS, JobField.MODELS])
+            pipe.hmget(keys.job(job_id), [JobField.STATUS, JobField.ROUTES, JobField.MODELS])
         rows = await pipe.execute()
     ended: list[str] = []
     by_model: dict[str, set[str]] = {}  # model -> its stopping jobs
-    for job_id, (status, models) in zip(ids, rows):
+    for job_id, (status, routes, models) in zip(ids, rows):
         if status is None or status.decode() not in STOPPING_JOB_STATES:
             ended.append(job_id)  # finished (or expired from Redis): nothing left to watch
             continue
-        for model in msgspec.json.decode(models or b"[]", type=list[str]):
+        for model in msgspec.json.decode(routes or models or b"[]", type=list[str]):
             by_model.setdefault(model, set()).add(job_id)
     if ended:
         await r.zrem(keys.stopping_jobs, *ended)
@@ -90,7 +91,8 @@ async def _entries_of(r, stream: str, job_ids: set[str]) -> dict[str, list[bytes
         page = await r.xrange(stream, min=start, max="+", count=SCAN_PAGE)
         for entry_id, fields in page:
             try:
-                job_id = _job_of.decode(fields.get(_PAYLOAD, b"")).job_id
+                found = _job_of.decode(fields.get(_PAYLOAD, b""))
+                job_id = (found[1] if isinstance(found, tuple) else found).job_id
             except msgspec.DecodeError:
                 continue  # unreadable: the worker that reads it dead-letters it
             if job_id in job_ids:

@@ -19,6 +19,7 @@ from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function
 
 from services.dispatcher.collector import Collector
+from services.dispatcher.fallback import FallbackMover, fallback_tick
 from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
@@ -80,6 +81,7 @@ async def startup(ctx: dict) -> None:
     ctx.update(
         keys=keys,
         models=models,
+        fallback=FallbackMover(r, keys, models),
         stream_redis=r,
         jobs=jobs,
         stop=stop,
@@ -210,6 +212,7 @@ class WorkerSettings:
         cron(_reporting(trim_streams), second=set(range(0, 60, 10)), unique=True, run_at_startup=True),
         cron(_reporting(expire_due_jobs), second=set(range(60)), unique=True, timeout=50),
         cron(_reporting(finish_stranded_jobs), second=set(range(60)), unique=True, timeout=50),
+        cron(_reporting(fallback_tick), second=set(range(60)), unique=True, timeout=50, run_at_startup=True),
     ]
     handle_signals = True
     job_timeout = 300

@@ -9,10 +9,12 @@ import msgspec
 
 from services.ingest.errors import ApiException, decode_body
 from shared.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
+from shared.fallback import reachable
 from shared.ids import new_job_id, request_id
 from shared.jobstore import NO_LIMIT, JobStore
+from shared.keys import JobField
 from shared.messages import InferenceRequest, IngestChunk, SamplingParams
-from shared.models_config import ModelsConfig
+from shared.models_config import ModelConfig, ModelsConfig
 from shared.settings import Settings
 
 CHUNK_SIZE = 500  # requests per ingest-stream entry
@@ -30,6 +32,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     metadata: dict[str, str]
     chunks: list[bytes]
     webhook: JobWebhook | None = None
+    routes: list[str] = []  # the models its requests may reach (shared/fallback.py)
 
 
 def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_chars: int = 200_000) -> JobPlan:
@@ -93,6 +96,7 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
                 field=f"{where}.max_tokens",
                 index=i,
             )
+        lane = item.priority or doc.priority
         req = InferenceRequest(
             request_id=rid,
             job_id=job_id,
@@ -108,8 +112,9 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
                 stop=[item.stop] if isinstance(item.stop, str) else item.stop,
                 seed=item.seed,
             ),
+            max_queue_wait_ms=max_queue_wait_ms(item.max_queue_wait, doc.max_queue_wait, lane, model),
         )
-        encoded.append((item.model, item.priority or doc.priority, _encoder.encode(req)))
+        encoded.append((item.model, lane, _encoder.encode(req)))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
 
     chunks = [
@@ -135,7 +140,16 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
         metadata=doc.metadata,
         chunks=chunks,
         webhook=doc.webhook,
+        routes=reachable(models, model_totals),
     )
+
+
+def max_queue_wait_ms(own: float | None, job: float | None, lane: str, model: ModelConfig) -> int | None:
+    """The request's own max_queue_wait, else the job's, else (interactive only) its model's default."""
+    seconds = own if own is not None else job
+    if seconds is None and lane == "interactive":
+        seconds = model.interactive_max_queue_wait_s
+    return None if seconds is None else max(1, round(seconds * 1000))
 
 
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -148,6 +162,9 @@ async def create_planned(
     """Write a planned job under the service's limits (every model's backlog, the global backlog,
     the tenant's queued cap); `options` are JobStore.create's own (idempotency, extra fields).
     Returns the job's id: another one when an idempotency key replays an earlier job."""
+    extra = dict(options.pop("extra", None) or {})
+    if plan.routes:
+        extra[JobField.ROUTES] = msgspec.json.encode(plan.routes).decode()
     return await jobs.create(
         plan.job_id,
         plan.created_ms,
@@ -160,6 +177,7 @@ async def create_planned(
         global_limit=settings.max_backlog,
         tenant=tenant,
         tenant_limit=settings.tenant_max_queued or NO_LIMIT,
+        extra=extra,
         **options,
     )
 

@@ -20,12 +20,14 @@ import time
 
 import redis.asyncio as aioredis
 
-from services.dispatcher.scaling.policy import ScalePolicy
+from services.dispatcher.scaling.policy import Decision, ScalePolicy
 from shared.errors import REDIS_UNAVAILABLE, TRANSIENT_REDIS_ERRORS
-from shared.keys import FlowField, Keys
+from shared.flow import model_queues
+from shared.keys import Keys
 from shared.lease_scripts import Lead
 from shared.models_config import ModelsConfig
 from shared.outage import OUTAGE
+from shared.spend import LimitStatus, read_reached
 from shared.streams import consumer_name
 
 log = logging.getLogger("inferq.scaling")
@@ -109,14 +111,15 @@ class Autoscaler:
 
     async def _scale_all(self) -> None:
         names = list(self.models)
-        async with self.r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hget(self.keys.flow(name), FlowField.UNFINISHED)
-            backlogs = [max(0, int(v or 0)) for v in await pipe.execute()]
+        queues = await model_queues(self.r, self.keys, list(self.models.values()))
+        reached = await read_reached(self.r, self.keys)
         now = self.clock()
-        for name, backlog in zip(names, backlogs):
+        for name in names:
+            q = queues[name][0]
+            # what waits for or runs on this model now, requests moved here from another included
+            backlog = q.queued + q.routed_unread + q.pending
             try:
-                await self._scale_one(name, backlog, now)
+                await self._scale_one(name, backlog, now, _model_limit(reached, name))
             except TimeoutError:
                 log.warning(
                     "autoscaler: %s backend gave no answer within %gs",
@@ -129,11 +132,14 @@ class Autoscaler:
             except Exception:  # a backend failure (Modal API down) must not stop scaling the other models
                 log.exception("autoscaler: scaling failed", extra={"model": name})
 
-    async def _scale_one(self, name: str, backlog: int, now: float) -> None:
+    async def _scale_one(self, name: str, backlog: int, now: float, spent: LimitStatus | None = None) -> None:
         cfg = self.models[name]
         backend = self.backends[cfg.scaling.backend]
         current = await asyncio.wait_for(backend.replicas(name), self.call_timeout_s)
         decision = self.policies[name].decide(now, backlog, current)
+        if spent is not None and decision.desired > current:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(spent.resets_at))
+            decision = Decision(current, f"spend limit {spent.limit.name} reached: no new replicas until {when}")
         state = {
             "backend": backend.name,
             "desired": decision.desired,
@@ -171,3 +177,9 @@ class Autoscaler:
             )
         state["current"] = reached
         await self.r.hset(self.keys.scaling_state(name), mapping=state)  # type: ignore[misc]
+
+
+def _model_limit(reached: list[LimitStatus], model: str) -> LimitStatus | None:
+    """A reached limit on the model itself (every tenant's spend): replicas started now would be
+    paid for work that is refused or moved elsewhere."""
+    return next((s for s in reached if s.limit.tenant is None and model in s.limit.models), None)

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from services.ingest import openapi
 from services.ingest.access import job_not_found, owned_job
 from services.ingest.body import read_limited
+from services.ingest.budget_check import refuse_over_budget
 from services.ingest.deps import (
     JobListerDep,
     JobsDep,
@@ -90,6 +91,7 @@ async def create_job(
     hook = None
     if plan.webhook is not None:
         await checked_url(plan.webhook.url, settings, "webhook.url")
+    await refuse_over_budget(jobs.r, jobs.keys, models, plan.model_totals, tenant)
     # the rate limit is charged only for a job that passed validation
     await limits.admit(tenant, sum(plan.model_totals.values()))
     if plan.webhook is not None:

@@ -17,6 +17,7 @@ from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
 from services.ingest.body import read_limited
+from services.ingest.budget_check import refuse_over_budget
 from services.ingest.deps import (
     FilesDep,
     JobsDep,
@@ -339,6 +340,7 @@ async def create_batch(
             request_counts=BatchRequestCounts(total=len(requests)),
         )
     if plan is not None:
+        await refuse_over_budget(r, keys, models, plan.model_totals, tenant)
         await limits.admit(tenant, len(requests))
     async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
         pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.ingest import openapi
-from services.ingest.deps import KeysDep, ModelsDep, RedisDep
+from services.ingest.deps import KeysDep, ModelsDep, RedisDep, TenantDep
+from services.ingest.model_views import model_list
 from services.ingest.responses import as_json
 from shared import metrics
-from shared.api import Health, ModelInfo, ModelList
-from shared.flow import model_queue, model_scaling
+from shared.api import Health, ModelList
 from shared.outage import OUTAGE, probe_writes
 
 router = APIRouter()
@@ -23,21 +23,8 @@ router = APIRouter()
     summary="Configured models, their queues and replicas",
     responses={200: openapi.json_response(ModelList, "Models")},
 )
-async def list_models(r: RedisDep, keys: KeysDep, models: ModelsDep) -> Response:
-    data = []
-    for name in models.names():
-        cfg = models.models[name]
-        assert cfg.max_inflight is not None  # resolved when the models file is loaded
-        data.append(
-            ModelInfo(
-                id=name,
-                engine=cfg.engine,
-                max_inflight=cfg.max_inflight,
-                queue=await model_queue(r, keys, cfg),
-                scaling=await model_scaling(r, keys, cfg),
-            )
-        )
-    return as_json(ModelList(data=data))
+async def list_models(r: RedisDep, keys: KeysDep, models: ModelsDep, tenant: TenantDep) -> Response:
+    return as_json(await model_list(r, keys, models, tenant))
 
 
 @router.get(

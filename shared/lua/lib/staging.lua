@@ -44,3 +44,11 @@ local function take_turns(ring, flow, lane, budget, quantum, emit)
   if moved > 0 then redis.call('HINCRBY', flow, STAGED[lane], -moved) end
   return moved
 end
+
+-- Take the first `n` requests of a queue (n at most its length).
+local function unstage_head(queue, ring, flow, lane, n)
+  if n <= 0 then return end
+  redis.call('LTRIM', queue, n, -1)
+  if redis.call('EXISTS', queue) == 0 then redis.call('LREM', ring, 0, queue) end
+  redis.call('HINCRBY', flow, STAGED[lane], -n)
+end

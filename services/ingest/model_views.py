@@ -1,0 +1,84 @@
+"""GET /v1/models: each configured model with its queue, scaling, health, fallback chain, prices
+and spend, read in a few round trips whatever the number of models."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import redis.asyncio as aioredis
+
+from shared.api import ModelHealth, ModelInfo, ModelList, ModelSpend, SpendLimitView
+from shared.budgets import Period
+from shared.flow import model_queues, model_scaling
+from shared.keys import Keys
+from shared.model_health import decode_record, unknown_health
+from shared.models_config import ModelsConfig
+from shared.pricing import hourly_price, usd
+from shared.spend import LimitStatus, Spend, judge, read_spend
+
+STALE_S = 10  # a health verdict older than this says no dispatcher is judging
+
+
+async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant: str) -> ModelList:
+    cfgs = [models.models[name] for name in models.names()]
+    queues = await model_queues(r, keys, cfgs)
+    health = await r.hgetall(keys.model_health)  # type: ignore[misc]
+    now = dt.datetime.now(dt.UTC)
+    spend = await read_spend(r, keys, now)
+    statuses = judge(models.spend_limits(), spend, now)
+    data = []
+    for cfg in cfgs:
+        assert cfg.max_inflight is not None  # resolved when the models file is loaded
+        data.append(
+            ModelInfo(
+                id=cfg.name,
+                engine=cfg.engine,
+                max_inflight=cfg.max_inflight,
+                queue=queues[cfg.name][0],
+                scaling=await model_scaling(r, keys, cfg),
+                health=_health(health.get(cfg.name.encode())),
+                fallback=list(cfg.fallback),
+                price_per_hour=hourly_price(cfg),
+                price_per_million_tokens=cfg.price_per_million_tokens,
+                spend=_spend(cfg.name, spend, statuses, tenant),
+            )
+        )
+    return ModelList(data=data)
+
+
+def _health(raw: bytes | None) -> ModelHealth:
+    rec = decode_record(raw)
+    now = time.time()
+    if rec is None:
+        return unknown_health(now)
+    age = now - rec.at_ms / 1000
+    if age > STALE_S:
+        return ModelHealth(
+            state=rec.health.state,
+            reason=f"{rec.health.reason} (judged {age:.0f} s ago: is a dispatcher running?)",
+            since=rec.health.since,
+        )
+    return rec.health
+
+
+def _spend(model: str, spend: Spend, statuses: list[LimitStatus], tenant: str) -> ModelSpend:
+    def total(period: Period) -> float:
+        return usd(sum(v for (_, m), v in spend[period].items() if m == model))
+
+    return ModelSpend(
+        day_usd=total("day"),
+        month_usd=total("month"),
+        limits=[
+            SpendLimitView(
+                name=s.limit.name,
+                period=s.limit.period,
+                limit_usd=s.limit.usd,
+                spent_usd=s.spent_usd,
+                reached=s.reached,
+                resets_at=s.resets_at,
+            )
+            for s in statuses
+            if (s.limit.tenant is None or s.limit.tenant == tenant) and (not s.limit.models or model in s.limit.models)
+        ],
+    )
