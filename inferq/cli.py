@@ -114,6 +114,24 @@ def _write_results(client: Client, job_id: str, path: Path | None, *, wait: bool
     return n
 
 
+def usd_text(amount: float) -> str:
+    """USD as `$0.0123`: to the micro-dollar, with at least cents."""
+    whole, _, frac = f"{amount:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def _print_usage(console: Console, job: Job) -> None:
+    """What the job cost, in all and per serving model, and the GPU time it was charged."""
+    u = job.usage
+    console.print(f"cost {usd_text(u.cost)} ({u.gpu_seconds:.3f} GPU-seconds)", highlight=False)
+    width = max((len(m) for m in u.by_model), default=0)
+    for model, mu in u.by_model.items():
+        console.print(
+            f"  {model:<{width}}  {mu.requests:>7,} requests  {usd_text(mu.cost):>12}  {mu.gpu_seconds:10.3f} GPU-s",
+            highlight=False,
+        )
+
+
 def _exit_code(job: Job) -> int:
     if job.status in (JobStatus.CANCELLED, JobStatus.EXPIRED):
         return STOPPED
@@ -156,6 +174,7 @@ def submit(
                 f"job {job.id} {job.status}: {c.succeeded} succeeded, {c.failed} failed, "
                 f"{c.cancelled} cancelled, {c.expired} expired"
             )
+            _print_usage(out, job)
             if out_path:
                 n = _write_results(client, job.id, out_path)
                 out.print(f"wrote {n} results to {out_path}")
@@ -169,13 +188,14 @@ def submit(
 
 @app.command()
 def status(job_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
-    """A job's status and counts, as JSON."""
+    """A job's status, counts and usage, as JSON; its cost per serving model on stderr."""
     try:
         with Client(url, api_key=api_key) as client:
             job = client.get(job_id)
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     out.print_json(msgspec.json.encode(job).decode())
+    _print_usage(err, job)
 
 
 @app.command()
@@ -188,14 +208,18 @@ def results(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """A job's results so far (or, with --wait, all of them), one JSON line per finished request."""
+    """A job's results so far (or, with --wait, all of them), one JSON line per finished request;
+    with --wait, then what the job cost (on stderr when the results go to stdout)."""
     try:
         with Client(url, api_key=api_key) as client:
             n = _write_results(client, job_id, out_path, wait=wait)
+            job = client.get(job_id) if wait else None
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     if out_path:
         out.print(f"wrote {n} results to {out_path}")
+    if job is not None:
+        _print_usage(out if out_path else err, job)
 
 
 def _progress(job: Job) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import msgspec
 from msgspec import Struct
 
-from shared.api import EventType, RequestCounts, ResultLine, Usage
+from shared.api import EventType, JobUsage, RequestCounts, ResultLine
 from shared.states import FINAL_JOB_STATES, JobStatus
 
 SPECVERSION = "1.0"
@@ -41,7 +41,7 @@ class JobSummary(Struct, kw_only=True):
     object: Literal["job"] = "job"
     status: FinalJobStatus
     request_counts: RequestCounts
-    usage: Usage
+    usage: JobUsage  # tokens, busy time and cost: in all and per serving model (`by_model`)
     created_at: int
     ended_at: int
     results_url: str  # relative to the API's base URL

@@ -118,9 +118,12 @@ class RecordResults:
         events_maxlen: int,
         event_source: str,
         webhook_events_maxlen: int,
+        spend: list[tuple[str, int]],
     ) -> tuple[int, list[tuple[str, str]]]:
         """`by_job`: job id -> [(request_id, model index (1-based, in `models`), status, prompt
-        tokens, completion tokens, line, error code)]. Returns (applied, [(job id, final status)])."""
+        tokens, completion tokens, line, error code, serving model ('' if it never ran), busy µs,
+        cost micro-dollars)]. `spend`: (key, TTL s) of the day's and the month's spend hashes.
+        Returns (applied, [(job id, final status)])."""
         k = self.k
         keys = [
             k.results_stream,
@@ -131,6 +134,7 @@ class RecordResults:
             k.webhook_request_subscribers,
             k.tenant_backlog,
             k.webhook_events_dropped,
+            *(key for key, _ in spend),
         ]
         for job_id in by_job:
             keys += k.job_keys(job_id)
@@ -146,6 +150,7 @@ class RecordResults:
             EVENT_FIELD,
             batch,
             webhook_events_maxlen,
+            *(ttl for _, ttl in spend),
         ]
         applied, finished = await self._script(keys=keys, args=args)
         pairs = [v.decode() for v in finished]

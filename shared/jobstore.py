@@ -20,7 +20,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared import job_scripts, luapack
-from shared.api import Job, JobUsage, JobWebhookInfo, Priority, RequestCounts
+from shared.api import Job, JobUsage, JobWebhookInfo, ModelUsage, Priority, RequestCounts
+from shared.budgets import PERIOD_TTL_S, PERIODS, period_id
 from shared.errors import (
     AdmissionRejected,
     IdempotencyConflict,
@@ -31,7 +32,9 @@ from shared.errors import (
 )
 from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import JobField, Keys, model_field
+from shared.pricing import usd
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
+from shared.usage_fields import UsageField
 
 EVENTS_MAXLEN = 100_000
 WEBHOOK_EVENTS_MAXLEN = 1_000_000
@@ -49,6 +52,9 @@ class ResultRecord(msgspec.Struct, array_like=True):
     completion_tokens: int
     line: bytes
     error_code: str = ""
+    served_by: str = ""  # the model that ran it ('' when it never ran)
+    busy_us: int = 0  # its share of that model's worker busy time
+    cost_micros: int = 0
 
 
 class JobStore:
@@ -185,8 +191,12 @@ class JobStore:
                     rec.completion_tokens,
                     luapack.lua_bytes(rec.line),
                     rec.error_code,
+                    rec.served_by,
+                    rec.busy_us,
+                    rec.cost_micros,
                 )
             )
+        today = datetime.fromtimestamp(now, tz=UTC)
         return await self._record_results(
             group=group,
             ack_ids=ack_ids,
@@ -198,6 +208,7 @@ class JobStore:
             events_maxlen=self.events_maxlen,
             event_source=EVENT_SOURCE,
             webhook_events_maxlen=self.webhook_events_maxlen,
+            spend=[(self.keys.spend(p, period_id(p, today)), PERIOD_TTL_S[p]) for p in PERIODS],
         )
 
     async def stop(self, job_id: str, reason: str) -> str:
@@ -225,7 +236,9 @@ class JobStore:
         return status
 
     async def models_of(self, job_id: str) -> list[str]:
-        raw = await self.r.hget(self.keys.job(job_id), JobField.MODELS)  # type: ignore[misc]
+        """Every model holding or about to hold requests of the job: its own and their fallbacks."""
+        routes, models = await self.r.hmget(self.keys.job(job_id), [JobField.ROUTES, JobField.MODELS])  # type: ignore[misc]
+        raw = routes or models
         return msgspec.json.decode(raw, type=list[str]) if raw else []
 
     async def due_for_expiry(self, now_ms: int | None = None, limit: int = 100) -> list[str]:
@@ -296,12 +309,36 @@ def job_from_hash(h: dict[str, str]) -> Job:
         expired_at=ended if status == JobStatus.EXPIRED else None,
         request_counts=counts(""),
         models={m: counts(model_field(m, "")) for m in models},
-        usage=JobUsage(
-            prompt_tokens=int(h.get(JobField.PROMPT_TOKENS, 0)),
-            completion_tokens=int(h.get(JobField.COMPLETION_TOKENS, 0)),
-        ),
+        usage=job_usage(h),
         metadata=msgspec.json.decode(h.get(JobField.METADATA, "{}"), type=dict[str, str]),
         webhook=msgspec.json.decode(h[JobField.WEBHOOK], type=JobWebhookInfo) if JobField.WEBHOOK in h else None,
+    )
+
+
+def job_usage(h: dict[str, str]) -> JobUsage:
+    """Tokens, and busy time and cost in all and per serving model (in name order), from the
+    integer sums the collector keeps (shared/usage_fields.py)."""
+
+    def num(field: str) -> int:
+        return int(h.get(field, 0))
+
+    suffix = ":" + UsageField.SERVED
+    served = sorted(
+        f[2 : -len(suffix)] for f in h if f.startswith("m:") and f.endswith(suffix) and len(f) > 2 + len(suffix)
+    )
+    return JobUsage(
+        prompt_tokens=num(JobField.PROMPT_TOKENS),
+        completion_tokens=num(JobField.COMPLETION_TOKENS),
+        gpu_seconds=usd(num(UsageField.BUSY_US)),
+        cost=usd(num(UsageField.COST_MICROS)),
+        by_model={
+            m: ModelUsage(
+                requests=num(model_field(m, UsageField.SERVED)),
+                gpu_seconds=usd(num(model_field(m, UsageField.BUSY_US))),
+                cost=usd(num(model_field(m, UsageField.COST_MICROS))),
+            )
+            for m in served
+        },
     )
 
 

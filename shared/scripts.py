@@ -3,9 +3,10 @@
 A script's source is, in order: a preamble generated here, the helper files it names on its first
 line (`-- uses: hash keys` includes shared/lua/lib/hash.lua and lib/keys.lua), then its own file.
 The preamble defines, as Lua tables, the job and request status names from shared/states.py and
-the hash field names from shared/keys.py, so no script spells them: states and fields reach Lua
-by substitution at load time, not as ARGV. Each source is built once per process and registered
-with redis-py's `register_script` (EVALSHA, falling back to EVAL after a Redis restart).
+the hash field names from shared/keys.py and shared/usage_fields.py, so no script spells them:
+states and fields reach Lua by substitution at load time, not as ARGV. Each source is built once
+per process and registered with redis-py's `register_script` (EVALSHA, falling back to EVAL after
+a Redis restart).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from shared.budgets import spend_field
 from shared.keys import (
     LANES,
     REQUEST_DONE,
@@ -29,6 +31,7 @@ from shared.keys import (
     staged_field,
 )
 from shared.states import JOB_END_STATES, RUNNING_JOB_STATES, STOPPING_JOB_STATES, JobStatus, RequestStatus
+from shared.usage_fields import UsageField
 
 _USES = "-- uses:"
 
@@ -77,6 +80,9 @@ def preamble() -> str:
             f" return string.format({_lua(model_field('%s', '%s'))}, model, name) end",
             "local function dead_letter_field(request_id)"
             f" return {_lua(dead_letter_field('%s').replace('%s', ''))} .. request_id end",
+            f"local U = {_names((k, v) for k, v in vars(UsageField).items() if k.isupper())}",
+            "local function spend_field(tenant, model)"
+            f" return string.format({_lua(spend_field('%s', '%s'))}, tenant, model) end",
             "",
         ]
     )

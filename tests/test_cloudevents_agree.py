@@ -119,3 +119,41 @@ async def test_stopped_job_documents_match_shared_events(r, keys, models, reason
         request_id = msgspec.json.decode(line, type=ResultLine).request_id
         assert doc == request_event_json("job_stop", request_id, cursor.decode(), line, rfc3339_ms(NOW_MS))
     assert events[-1][2] == await _python_job_event(store, "job_stop")
+
+
+# Costs and busy times in every form msgspec writes: none, below 1e-5 (an exponent), small
+# decimals, whole amounts (`.0`), many digits.
+AMOUNTS = [(0, 0), (7, 3), (42, 99), (1_000_000, 2_000_000), (1_234_567, 10), (123_456_789_012, 987_654_321)]
+
+
+@pytest.mark.parametrize(("cost", "busy"), AMOUNTS)
+async def test_job_document_with_costs_per_serving_model_matches_shared_events(r, keys, cost, busy):
+    """Requests of `alpha` served by two models (one moved along a fallback chain): the job event's
+    usage has the totals and `by_model` in byte order of the names, the same bytes as shared/events.py's."""
+    store = JobStore(r, keys)
+    reqs = await _create(store, "job_cost", 3)
+    for i, (req, served) in enumerate(zip(reqs, ["Zeta/b", "alpha", "Zeta/b"])):
+        line = ResultLine(
+            custom_id=req.custom_id,
+            request_id=req.request_id,
+            model=req.model,
+            status=RequestStatus.SUCCEEDED,
+            output=Output(text="x", finish_reason="stop"),
+            usage=Usage(prompt_tokens=1, completion_tokens=1),
+            error=None,
+            timings=Timings(queued_ms=0, inference_ms=1),
+            served_by=served,
+            fallback_reason="max_queue_wait" if served != "alpha" else None,
+        )
+        env = ResultEnvelope(req.job_id, line, busy + i, cost + i)
+        await r.xadd(keys.results_stream, {PAYLOAD_FIELD: enc.encode(env)})
+    await _collect(r, keys, store)
+
+    events = await _events(r, keys)
+    assert events[-1][0] == "job.completed"
+    assert events[-1][2] == await _python_job_event(store, "job_cost")
+    usage = msgspec.json.decode(events[-1][2])["data"]["usage"]
+    assert list(usage["by_model"]) == ["Zeta/b", "alpha"]
+    assert usage["by_model"]["Zeta/b"]["requests"] == 2
+    assert round(usage["cost"] * 1_000_000) == 3 * cost + 3
+    assert round(usage["gpu_seconds"] * 1_000_000) == 3 * busy + 3

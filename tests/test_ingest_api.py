@@ -191,7 +191,8 @@ async def test_accepted_job_is_queued_with_counts(api, r, keys):
     assert (
         got["status"] == "queued"
         and got["request_counts"] == job["request_counts"]
-        and got["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+        and got["usage"]
+        == {"prompt_tokens": 0, "completion_tokens": 0, "gpu_seconds": 0.0, "cost": 0.0, "by_model": {}}
     )
 
     entries = await r.xrange(keys.ingest_stream)

@@ -156,6 +156,14 @@ def test_result_lines_are_the_documented_shape():
         "usage",
         "error",
         "timings",
+        "served_by",
+        "fallback_reason",
+    }
+    assert set(json.loads(msgspec.json.encode(line))["usage"]) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "gpu_seconds",
+        "cost",
     }
 
 

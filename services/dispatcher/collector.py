@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
-from shared.api import DeadLetter
+from shared.api import DeadLetter, FallbackReason
 from shared.deadletters import dead_letter
 from shared.jobstore import JobStore, ResultRecord
 from shared.keys import COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
-from shared.messages import ResultEnvelope, dropped_line, request_decoder, result_decoder
+from shared.messages import ResultEnvelope, decode_routed, dropped_line, result_decoder
 
 log = logging.getLogger("inferq.collector")
 _line_encoder = msgspec.json.Encoder()
@@ -87,8 +88,10 @@ def _envelope(fields: dict[bytes, bytes]) -> ResultEnvelope:
     """A result, or a drop notice (a request that ended without running) turned into one."""
     if _PAYLOAD in fields:
         return result_decoder.decode(fields[_PAYLOAD])
-    req = request_decoder.decode(fields[_DROP])
-    return ResultEnvelope(req.job_id, dropped_line(req, fields.get(_REASON, b"").decode()))
+    req, moved = decode_routed(fields[_DROP])
+    line = dropped_line(req, fields.get(_REASON, b"").decode())
+    line.fallback_reason = cast(FallbackReason | None, moved)  # it never ran: served by none
+    return ResultEnvelope(req.job_id, line)
 
 
 def _record(env: ResultEnvelope) -> ResultRecord:
@@ -102,6 +105,9 @@ def _record(env: ResultEnvelope) -> ResultRecord:
         line.usage.completion_tokens,
         _line_encoder.encode(line),
         line.error.code if line.error else "",
+        line.served_by or "",
+        env.busy_us,
+        env.cost_micros,
     )
 
 

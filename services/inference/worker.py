@@ -7,24 +7,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from services.inference.busy_clock import BusyClock, micros
 from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
 from shared import metrics
-from shared.api import DeadLetter, ErrorInfo, Output, ResultLine, Timings, Usage
+from shared.api import DeadLetter, ErrorInfo, FallbackReason, Output, ResultLine, Timings, Usage
 from shared.backoff import Backoff, exponential_delay
 from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.liveness import Liveness, TakeoverClock
-from shared.messages import InferenceRequest, ResultEnvelope, ended_line, request_decoder
+from shared.messages import InferenceRequest, ResultEnvelope, decode_routed, dropped_line, ended_line
 from shared.models_config import ModelConfig
 from shared.outage import OUTAGE
+from shared.pricing import cost_micros, usd
 from shared.states import RequestStatus
 from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
 
@@ -72,6 +75,8 @@ class InferenceWorker:
         self._stop: asyncio.Event | None = None
         self.fatal: EngineDead | None = None  # set when the engine died: the process must exit non-zero
         self.stats = metrics.worker_stats(model.name)
+        # Each request's share of this worker's busy time (docs/architecture.md, "Cost accounting").
+        self.busy = BusyClock()
 
     @property
     def free_slots(self) -> int:
@@ -224,13 +229,14 @@ class InferenceWorker:
         """Decide what becomes of each entry: run it, or end it without running (unreadable,
         delivered too often, or its job is being cancelled or expired)."""
         field = PAYLOAD_FIELD.encode()
-        batch: list[tuple[bytes, bytes, InferenceRequest]] = []
+        batch: list[tuple[bytes, bytes, InferenceRequest, FallbackReason | None]] = []
         for entry_id, fields in entries:
             if (lane, entry_id) in self.inflight:
                 continue
             raw = fields.get(field, b"")
             try:
-                req = request_decoder.decode(raw)
+                req, reason = decode_routed(raw)
+                moved = cast(FallbackReason | None, reason)  # why it came here along a fallback chain
             except msgspec.DecodeError as exc:
                 self._reject(lane, entry_id, raw, exc)
                 continue
@@ -245,19 +251,20 @@ class InferenceWorker:
                     f"delivered {times} times; each worker that took it stopped before finishing",
                 )
                 continue
-            batch.append((entry_id, raw, req))
+            batch.append((entry_id, raw, req, moved))
         if not batch:
             return
         try:
-            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q in batch])
+            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q, _ in batch])
         except TRANSIENT_REDIS_ERRORS as exc:
             # Only the `running` figure depends on this; final counts stay exact without it. Not an
             # outage report: this call happens only when work arrives, so it could not end one.
             log.debug("could not mark %d requests running: %s", len(batch), exc)
             verdicts = ["run"] * len(batch)
-        for (entry_id, raw, req), verdict in zip(batch, verdicts):
+        for (entry_id, raw, req, moved), verdict in zip(batch, verdicts):
             if verdict == "run":
-                self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req))
+                self.busy.start((lane, entry_id))  # in flight from now: charged a share of busy time
+                self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req, moved))
                 self._payloads[(lane, entry_id)] = raw
                 self._job_of[(lane, entry_id)] = req.job_id
             elif verdict == "gone":  # its job is finished or expired from Redis: nothing to record
@@ -265,7 +272,29 @@ class InferenceWorker:
             else:  # its job is being cancelled or expired: never reaches the engine
                 self._settle(Outcome(lane, entry_id, dropped=raw, reason=verdict))
 
-    async def _run_one(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest) -> None:
+    async def _run_one(
+        self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, moved: FallbackReason | None = None
+    ) -> None:
+        try:
+            await self._generate(lane, entry_id, raw, req, moved)
+        finally:  # every way out ends its share of the busy time (a no-op once charged)
+            self.busy.stop((lane, entry_id))
+
+    def _charged(self, lane: int, entry_id: bytes, job_id: str, line: ResultLine) -> bytes:
+        """The encoded result of a request that ran here, with its charge: its share of the busy
+        time until now, at the model's prices. `line.usage` shows the amounts; the envelope
+        carries them as integers (µs, micro-dollars), from which those amounts are derived."""
+        busy_us = micros(self.busy.stop((lane, entry_id)))
+        usage = line.usage
+        cost = cost_micros(self.model, busy_us, usage.prompt_tokens + usage.completion_tokens)
+        usage.gpu_seconds = usd(busy_us)  # µs as seconds, rounded like micro-dollars as USD
+        usage.cost = usd(cost)
+        line.served_by = self.model.name
+        return _encoder.encode(ResultEnvelope(job_id, line, busy_us, cost))
+
+    async def _generate(
+        self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, moved: FallbackReason | None
+    ) -> None:
         started = time.time()
         queued_ms = max(0.0, started * 1000 - req.accepted_ms)
         output = error = None
@@ -318,8 +347,11 @@ class InferenceWorker:
             reason = self._stopped.pop((lane, entry_id), None)
             if reason is None:
                 raise  # shutting down, or another worker owns it now: not acknowledged here
-            # its job was cancelled or expired: the engine has aborted it; it ends like a queued one
-            self._settle(Outcome(lane, entry_id, dropped=raw, reason=reason))
+            # its job was cancelled or expired: the engine has aborted it; it ends like a queued one,
+            # but charged for the time it ran
+            line = dropped_line(req, reason)
+            line.fallback_reason = moved
+            self._settle(Outcome(lane, entry_id, result=self._charged(lane, entry_id, req.job_id, line)))
             return
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
@@ -338,8 +370,9 @@ class InferenceWorker:
             usage=usage,
             error=error,
             timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round(inference_s * 1000, 3)),
+            fallback_reason=moved,
         )
-        self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line))))
+        self._settle(Outcome(lane, entry_id, result=self._charged(lane, entry_id, req.job_id, line)))
 
     def _engine_died(self, exc: EngineDead) -> None:
         if self.fatal is None:
@@ -386,6 +419,8 @@ class InferenceWorker:
         info = DeadLetter(source=self.streams[lane], reason="undecodable", attempts=1, error=str(exc), lane=LANES[lane])
         try:
             doc = msgspec.msgpack.decode(raw)
+            if isinstance(doc, list) and len(doc) == 2:  # a request moved along a fallback chain
+                doc = doc[1]
             job_id, request_id = str(doc["job_id"]), str(doc["request_id"])
         except Exception:
             log.error("unattributable request entry %s moved to the dead-letter stream", entry_id)
