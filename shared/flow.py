@@ -58,9 +58,12 @@ def _queue_from(model: ModelConfig, replies: list) -> tuple[ModelQueue, StreamMa
                 if g["name"] in (WORKER_GROUP, WORKER_GROUP.encode()):
                     pending = int(g["pending"])
                     lag = g.get("lag")
-                    # the lag is unknown after entries were deleted; the router trims read and
-                    # acknowledged entries, so the stream holds the pending and the unread ones
-                    unread = int(lag) if lag is not None else max(0, int(length or 0) - pending)
+                    # the lag is unknown, or too high, after unread entries were deleted (moved to
+                    # a fallback model); the router trims read and acknowledged entries, so the
+                    # stream's length less the pending ones is never below the unread ones
+                    unread = max(0, int(length or 0) - pending)
+                    if lag is not None:
+                        unread = min(unread, int(lag))
                     consumers = max(consumers, int(g["consumers"]))
                     ld = g["last-delivered-id"]
                     mark = ld.decode() if isinstance(ld, bytes) else str(ld)

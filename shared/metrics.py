@@ -10,7 +10,8 @@ inferq_results_total{model,status}, inferq_webhook_deliveries_total{outcome},
 inferq_http_requests_total{method,route,status}, inferq_http_request_duration_seconds{method,route},
 inferq_requests_accepted_total; retention: inferq_dead_letters (kept), inferq_dead_letters_dropped_total,
 inferq_webhook_events_lag (events the webhook fan-out has not acknowledged),
-inferq_webhook_events_dropped_total (refused at the webhook events stream's bound)."""
+inferq_webhook_events_dropped_total (refused at the webhook events stream's bound); fallback,
+health and spend: shared/fallback_metrics.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from shared.fallback_metrics import FallbackFigures
 from shared.flow import model_queue, model_scaling
 from shared.keys import LANES, WEBHOOK_GROUP, Keys
 from shared.models_config import ModelsConfig
@@ -175,6 +177,7 @@ class Retention:
 
 
 RETENTION = Retention()
+FALLBACK = FallbackFigures(REGISTRY)
 
 
 async def refresh_retention_gauges(r: aioredis.Redis, keys: Keys) -> None:
@@ -207,6 +210,7 @@ async def refresh_queue_gauges(r: aioredis.Redis, keys: Keys, models: ModelsConf
         REPLICAS.labels(name).set(scaling.current if scaling.current is not None else queue.consumers)
         REPLICAS_DESIRED.labels(name).set(scaling.desired if scaling.desired is not None else queue.consumers)
     await refresh_retention_gauges(r, keys)
+    await FALLBACK.refresh(r, keys, models)
 
 
 def exposition() -> bytes:

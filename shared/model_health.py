@@ -6,7 +6,8 @@ backend's failing starts. The verdicts live in one hash (`Keys.model_health`) th
 `GET /v1/models`, `/metrics` and the fallback mover read.
 
 - unavailable: work waits and no worker has read the model's streams for `unavailable_after_s`;
-  or the backend's last `FAILED_STARTS` starts failed and no worker is there.
+  or the backend's last `FAILED_STARTS` starts failed and no worker is there. It stays so until a
+  worker joins, so later work moves at once instead of waiting out that time again.
 - cold-starting: work waits, no worker yet, for less than that.
 - degraded: workers read, but starts are failing, or reads stalled for half that time.
 - serving: otherwise (including idle at zero replicas: the first request starts one).
@@ -68,7 +69,10 @@ def assess(
         rate = (1 - RATE_SMOOTHING) * rate + RATE_SMOOTHING * sample
     failing = failures is not None and failures.count >= FAILED_STARTS
     state: HealthState
-    if waiting > 0 and stalled_s >= cfg.unavailable_after_s:
+    if prev is not None and prev.health.state == "unavailable" and queue.consumers == 0:
+        # no worker came since: new work moves at once instead of waiting out the time again
+        state, reason = "unavailable", prev.health.reason
+    elif waiting > 0 and stalled_s >= cfg.unavailable_after_s:
         state = "unavailable"
         reason = f"no worker has read its streams for {stalled_s:.0f} s while {waiting} requests wait"
     elif failing and queue.consumers == 0:
@@ -80,6 +84,9 @@ def assess(
     elif waiting > 0 and queue.consumers == 0:
         state = "cold-starting"
         reason = f"{waiting} requests wait for a worker (for {stalled_s:.0f} s)"
+    elif failures is not None and queue.consumers == 0:
+        state = "cold-starting"
+        reason = f"{failures.count} worker starts failed in a row; retrying"
     elif failures is not None:
         state = "degraded"
         reason = f"{queue.consumers} workers read, but {failures.count} worker starts failed in a row"

@@ -24,8 +24,11 @@ local function backlog(stream)
         local ms, seq = string.match(t['last-delivered-id'], '^(%d+)-(%d+)$')
         redis.call('XTRIM', stream, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
       end
-      local lag = t['lag']
-      if not lag then lag = redis.call('XLEN', stream) - t['pending'] end
+      -- the stream now holds the pending and unread entries (and acknowledged ones between
+      -- pending ones); the lag is unknown, or too high, after unread entries were deleted (moved
+      -- to a fallback model: shared/lua/move_waiting.lua), so the smaller figure is the backlog
+      local lag = redis.call('XLEN', stream) - t['pending']
+      if t['lag'] and t['lag'] < lag then lag = t['lag'] end
       return lag + t['pending']
     end
   end
