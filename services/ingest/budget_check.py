@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
@@ -14,19 +13,28 @@ from services.ingest.errors import ApiException
 from shared.fallback import next_model
 from shared.keys import Keys
 from shared.models_config import ModelsConfig
-from shared.spend import blocking, read_reached
+from shared.spend import LimitStatus, blocking, read_reached
 
 
-async def refuse_over_budget(
-    r: aioredis.Redis, keys: Keys, models: ModelsConfig, job_models: Iterable[str], tenant: str
-) -> None:
-    reached = await read_reached(r, keys)
-    if not reached:
-        return
-    for model in sorted(job_models):
-        spent = blocking(reached, tenant, model)
-        if spent is None or next_model(models, model, lambda m: blocking(reached, tenant, m) is None):
-            continue
+class BudgetRoutes:
+    """Where a tenant's new requests go while spend limits are reached: a model a reached limit
+    covers sends them to the first model of its chain no reached limit covers (they are written
+    there as moved requests, reason `budget_exceeded`), or refuses the job."""
+
+    def __init__(self, models: ModelsConfig, reached: list[LimitStatus], tenant: str) -> None:
+        self.models = models
+        self.reached = reached
+        self.tenant = tenant
+
+    def target(self, model: str) -> str | None:
+        """The model to write `model`'s requests to instead (None: `model` itself). Raises the
+        429 when a reached limit covers it and no model of its chain is free of one."""
+        spent = blocking(self.reached, self.tenant, model) if self.reached else None
+        if spent is None:
+            return None
+        to = next_model(self.models, model, lambda m: blocking(self.reached, self.tenant, m) is None)
+        if to is not None:
+            return to
         resets = dt.datetime.fromtimestamp(spent.resets_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         exc = ApiException(
             429,
@@ -41,3 +49,7 @@ async def refuse_over_budget(
         exc.body.spent_usd = spent.spent_usd
         exc.body.resets_at = spent.resets_at
         raise exc
+
+
+async def budget_routes(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant: str) -> BudgetRoutes:
+    return BudgetRoutes(models, await read_reached(r, keys), tenant)

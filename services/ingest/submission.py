@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from services.ingest.budget_check import BudgetRoutes
 from services.ingest.errors import ApiException, decode_body
 from shared.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
 from shared.fallback import reachable
@@ -35,7 +36,15 @@ class JobPlan(msgspec.Struct, kw_only=True):
     routes: list[str] = []  # the models its requests may reach (shared/fallback.py)
 
 
-def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_chars: int = 200_000) -> JobPlan:
+def plan_job(
+    body: bytes,
+    models: ModelsConfig,
+    max_requests: int,
+    max_prompt_chars: int = 200_000,
+    budgets: BudgetRoutes | None = None,
+) -> JobPlan:
+    """Check the body and encode its requests for the ingest stream. With `budgets`, requests for
+    a model a reached spend limit covers are written to the next model of its chain instead."""
     doc = decode_body(_decoder, body)
 
     items, field = _items(doc)
@@ -114,7 +123,12 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
             ),
             max_queue_wait_ms=max_queue_wait_ms(item.max_queue_wait, doc.max_queue_wait, lane, model),
         )
-        encoded.append((item.model, lane, _encoder.encode(req)))
+        payload = _encoder.encode(req)
+        target = budgets.target(item.model) if budgets is not None else None
+        if target is None:
+            encoded.append((item.model, lane, payload))
+        else:  # as the fallback mover would move it (shared/messages.py MovedRequest)
+            encoded.append((target, lane, _encoder.encode(("budget_exceeded", req))))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
 
     chunks = [
@@ -140,7 +154,7 @@ def plan_job(body: bytes, models: ModelsConfig, max_requests: int, max_prompt_ch
         metadata=doc.metadata,
         chunks=chunks,
         webhook=doc.webhook,
-        routes=reachable(models, model_totals),
+        routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
     )
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from services.ingest import openapi
 from services.ingest.access import job_not_found, owned_job
 from services.ingest.body import read_limited
-from services.ingest.budget_check import refuse_over_budget
+from services.ingest.budget_check import budget_routes
 from services.ingest.deps import (
     JobListerDep,
     JobsDep,
@@ -85,13 +85,13 @@ async def create_job(
     ] = None,
 ) -> Response:
     body = await read_limited(request, settings.max_body_bytes)
-    plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
+    budgets = await budget_routes(jobs.r, jobs.keys, models, tenant)
+    plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars, budgets)
     idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
     extra: dict[str, str] = {}
     hook = None
     if plan.webhook is not None:
         await checked_url(plan.webhook.url, settings, "webhook.url")
-    await refuse_over_budget(jobs.r, jobs.keys, models, plan.model_totals, tenant)
     # the rate limit is charged only for a job that passed validation
     await limits.admit(tenant, sum(plan.model_totals.values()))
     if plan.webhook is not None:

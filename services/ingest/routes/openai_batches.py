@@ -17,7 +17,7 @@ from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
 from services.ingest.body import read_limited
-from services.ingest.budget_check import refuse_over_budget
+from services.ingest.budget_check import budget_routes
 from services.ingest.deps import (
     FilesDep,
     JobsDep,
@@ -308,7 +308,8 @@ async def create_batch(
     plan = None
     if not errors:
         try:
-            plan = plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars)
+            budgets = await budget_routes(r, keys, models, tenant)
+            plan = plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars, budgets)
         except ApiException as exc:
             line = line_of[exc.body.index] if exc.body.index is not None else None
             message = (
@@ -340,7 +341,6 @@ async def create_batch(
             request_counts=BatchRequestCounts(total=len(requests)),
         )
     if plan is not None:
-        await refuse_over_budget(r, keys, models, plan.model_totals, tenant)
         await limits.admit(tenant, len(requests))
     async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
         pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)
