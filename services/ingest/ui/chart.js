@@ -12,8 +12,11 @@ function svg(tag, attrs) {
   return el;
 }
 
-// points: [{at, backlog, replicas}] oldest first; nulls are gaps in the sampling.
-export function backlogChart(points) {
+// all: [{at, backlog, replicas}] oldest first; nulls are gaps in the sampling.
+export function backlogChart(all) {
+  // from the first sample on, so a short history fills the chart
+  const start = all.findIndex((p) => p.backlog !== null || p.replicas !== null);
+  const points = start < 0 ? [] : all.slice(start);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "chart", role: "img" });
   const known = points.filter((p) => p.backlog !== null || p.replicas !== null);
   const maxBacklog = Math.max(1, ...known.map((p) => p.backlog || 0));
