@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from shared.api import ModelStats, ModelStatsSample, ResultLine
 from shared.keys import Keys
+from shared.states import RequestStatus
 
 BUCKET_S = 5
 WINDOW_S = 300  # the history GET /v1/model-stats shows
@@ -51,7 +52,7 @@ class ResultTally:
         if t is None:
             t = self.models[line.model] = _Tally()
         t.completed += 1
-        if line.status == "failed":
+        if line.status == RequestStatus.FAILED:
             t.failed += 1
         inference = line.timings.inference_ms
         if inference > 0:  # it ran (a request dropped before running has no timings)

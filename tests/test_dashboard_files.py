@@ -13,6 +13,7 @@ import pytest
 
 from services.ingest.app import create_app
 from services.ingest.dashboard import UI_DIR
+from shared.metrics import HTTP_REQUESTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,3 +55,10 @@ def test_the_files_are_package_data():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["services"]
     shipped = {p for pattern in data for p in (ROOT / "services").glob(pattern)}
     assert set(UI_DIR.iterdir()) <= shipped
+
+
+async def test_the_files_are_counted_under_one_route_label(api):
+    before = HTTP_REQUESTS.labels("GET", "/ui", "200")._value.get()
+    await api.get("/ui/app.js")
+    await api.get("/ui/style.css")
+    assert HTTP_REQUESTS.labels("GET", "/ui", "200")._value.get() == before + 2

@@ -5,6 +5,7 @@ for it beyond the files; they need no key themselves (the app's auth covers /v1 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
@@ -20,7 +21,11 @@ CSP = (
 
 
 class _DashboardFiles(StaticFiles):
+    route = SimpleNamespace(path="/ui")  # the label HttpMetrics counts every file under
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self.route
+
         async def with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
