@@ -33,6 +33,7 @@ let current = null; // the view shown
 let timer = null;
 let running = false;
 let again = false;
+let lastUpdate = null;
 
 function route() {
   const raw = location.hash.replace(/^#\/?/, "") || "models";
@@ -67,10 +68,12 @@ async function tick() {
   clearTimeout(timer);
   try {
     await current.refresh();
-    live.textContent = `Live · updated ${new Date().toLocaleTimeString()}`;
+    lastUpdate = new Date().toLocaleTimeString();
+    live.textContent = `Live · updated ${lastUpdate}`;
     live.classList.remove("stale");
   } catch (err) {
     live.classList.add("stale");
+    live.textContent = lastUpdate ? `Not live · last updated ${lastUpdate}` : "Not live";
     const banner = err?.status === 0 || err?.status === 401 || err?.status >= 500; // the banner says it
     if (!banner) live.textContent = `Error: ${errorText(err)}`;
   } finally {
