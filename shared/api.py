@@ -372,6 +372,36 @@ class ModelList(Struct, kw_only=True):
     data: list[ModelInfo]
 
 
+class ModelStatsSample(Struct, kw_only=True):
+    """One time bucket of a model's figures. `None`: nothing was measured in that bucket (no
+    request ran; no dispatcher sampled the queue)."""
+
+    at: int  # unix seconds, the start of the bucket
+    completed: int  # results recorded (every status)
+    failed: int
+    latency_ms: float | None  # mean from acceptance to result, of the requests that ran
+    backlog: int | None  # accepted-but-unfinished requests when sampled
+    replicas: int | None  # workers: the autoscaler's count, else the workers reading the model's queue
+
+
+class ModelStats(Struct, kw_only=True):
+    """A model's throughput and latency over the last minute, and its recent history."""
+
+    id: str
+    object: Literal["model.stats"] = "model.stats"
+    bucket_s: int
+    window_s: int
+    throughput_per_s: float  # results per second over the last minute
+    latency_ms: float | None  # mean acceptance-to-result time over the last minute
+    inference_ms: float | None  # of which in the engine
+    samples: list[ModelStatsSample]  # oldest first, one per bucket of the window, the current one last
+
+
+class ModelStatsList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ModelStats]
+
+
 class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     message: str
     type: str

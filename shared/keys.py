@@ -203,6 +203,12 @@ class Keys:
         the autoscaler started for a model, so the next leader on that host can adopt them."""
         return f"{self.prefix}:scaling:local:{model}"
 
+    def model_stats(self, model: str) -> str:
+        """Hash of a model's recent figures in fixed time buckets, fields `<bucket start s>:<name>`:
+        results, failures and latency sums (the collector, once per batch), backlog and replicas
+        (the dispatcher's sampler); read by GET /v1/model-stats (shared/model_stats.py)."""
+        return f"{self.prefix}:stats:model:{model}"
+
     def file(self, file_id: str) -> str:
         """Hash of an uploaded file: `meta` (FileObject JSON) and `content` (the bytes)."""
         return f"{self.prefix}:file:{file_id}"

@@ -108,6 +108,7 @@ async def test_every_resource_is_invisible_to_another_tenant(apps, r, keys):
         f"/v1/batches/{batch['id']}",
         f"/v1/webhooks/{hook['id']}",
         f"/v1/webhooks/{hook['id']}/deliveries",
+        f"/v1/dead-letters/{dead_id}",
     ]
     for path in owner_sees:
         assert (await a.get(path)).status_code == 200, path

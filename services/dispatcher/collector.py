@@ -14,6 +14,7 @@ from shared.deadletters import dead_letter
 from shared.jobstore import JobStore, ResultRecord
 from shared.keys import COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
 from shared.messages import ResultEnvelope, decode_routed, dropped_line, result_decoder
+from shared.model_stats import ResultTally
 
 log = logging.getLogger("inferq.collector")
 _line_encoder = msgspec.json.Encoder()
@@ -32,6 +33,7 @@ class Collector(BatchConsumer):
     async def handle(self, entries) -> None:
         ack: list[bytes] = []
         records: list[ResultRecord] = []
+        tally = ResultTally()
         for entry_id, fields in entries:
             try:
                 env = _envelope(fields)
@@ -40,12 +42,22 @@ class Collector(BatchConsumer):
                 continue
             ack.append(entry_id)
             records.append(_record(env))
+            tally.add(env.line)
         if not ack:
             return
         applied, finished = await self.jobs.record_results(COLLECTOR_GROUP, ack, records)
         self.applied += applied
         for job_id, status in finished:
             log.info("job %s", status, extra={"job_id": job_id})
+        await self._count(tally)
+
+    async def _count(self, tally: ResultTally) -> None:
+        """The batch's per-model figures for GET /v1/model-stats: one round trip, after the batch
+        is recorded; a failure loses only these statistics, never a result."""
+        try:
+            await tally.flush(self.r, self.keys)
+        except Exception as exc:
+            log.debug("model stats not recorded: %s", exc)
 
     async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:
         """Results that failed to apply `max_deliveries` times: keep them for an operator, and

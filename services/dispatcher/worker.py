@@ -24,6 +24,7 @@ from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
+from services.dispatcher.stats_sampler import sample_models
 from services.dispatcher.stranded import finish_stranded_jobs
 from services.dispatcher.webhook_delivery import arq_enqueuer, deliver_webhook, schedule_deliveries
 from services.dispatcher.webhook_fanout import WebhookFanout
@@ -109,6 +110,7 @@ async def startup(ctx: dict) -> None:
         ops_server.serve(settings.metrics_port)  # /metrics, /healthz, /readyz
         _METRICS_SERVED.append(settings.metrics_port)
     ctx["consumers"].append(asyncio.create_task(_refresh_gauges(r, keys, models, stop), name="metrics"))
+    ctx["consumers"].append(asyncio.create_task(sample_models(r, keys, models, stop), name="model-stats"))
     for task in ctx["consumers"]:
         task.add_done_callback(_exit_if_failed)
     log.info("dispatcher started", extra={"router": router.consumer, "collector": collector.consumer})

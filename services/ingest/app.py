@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from services.ingest import openapi
+from services.ingest import dashboard, openapi
 from services.ingest.auth import Authenticator
 from services.ingest.error_handlers import EXCEPTION_HANDLERS
 from services.ingest.http_metrics import HttpMetrics
 from services.ingest.limits import TenantLimits
 
 # imported in the order of /openapi.json, whose schemas are listed as the routes first name them
-from services.ingest.routes import dead_letters, jobs, openai_batches, operations, results, webhooks  # noqa: I001
+from services.ingest.routes import dead_letters, jobs, model_stats, openai_batches, operations, results, webhooks  # noqa: I001
 from shared.api_keys import ApiKeyStore
 from shared.files import FileStore
 from shared.job_listing import JobLister
@@ -28,6 +28,8 @@ from shared.settings import Settings
 from shared.webhook_store import WebhookStore
 
 ROUTERS = (openai_batches.router, webhooks.router, jobs.router, dead_letters.router, results.router, operations.router)
+# the dashboard's additions, in their own modules
+EXTRA_ROUTERS = (model_stats.router,)
 
 
 @asynccontextmanager
@@ -72,7 +74,8 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     app.state.auth = auth
     app.state.auth_enabled = auth.enabled
     app.add_middleware(HttpMetrics)
-    for router in ROUTERS:
+    for router in (*ROUTERS, *EXTRA_ROUTERS):
         app.include_router(router)
+    dashboard.mount(app)
     openapi.install(app)
     return app

@@ -13,7 +13,7 @@ from services.ingest.errors import ApiException
 from services.ingest.paging import AfterDeadLetter, Limit
 from services.ingest.paths import DeadLetterId
 from services.ingest.responses import as_json
-from shared.api import ApiError, DeadLetterList, Job
+from shared.api import ApiError, DeadLetter, DeadLetterList, Job
 from shared.deadletters import get_dead_letter, tenant_dead_letters
 from shared.errors import RequeueRefused
 from shared.pages import DEFAULT_LIMIT
@@ -45,6 +45,18 @@ async def get_dead_letters(
     return as_json(await tenant_dead_letters(r, keys, tenant, unattributed=unattributed, after=after, limit=limit))
 
 
+@router.get(
+    "/v1/dead-letters/{dead_id}",
+    response_class=Response,
+    summary="One dead letter",
+    description="A dead letter of the caller's jobs or webhook endpoints; another tenant's answers 404.",
+    responses={200: openapi.json_response(DeadLetter, "The dead letter"), **openapi.ERRORS},
+)
+async def get_one_dead_letter(request: Request, dead_id: DeadLetterId, r: RedisDep, keys: KeysDep) -> Response:
+    info, _ = await _visible_dead_letter(request, dead_id, r, keys)
+    return as_json(info)
+
+
 @router.post(
     "/v1/dead-letters/{dead_id}/requeue",
     response_class=Response,
@@ -63,14 +75,7 @@ async def get_dead_letters(
 async def requeue_dead_letter(
     request: Request, dead_id: DeadLetterId, r: RedisDep, keys: KeysDep, models: ModelsDep, jobs: JobsDep
 ) -> Response:
-    if not valid_cursor(dead_id):
-        raise ApiException(422, f"dead_id: {dead_id!r} is not a dead-letter id", field="dead_id")
-    found = await get_dead_letter(r, keys, dead_id)
-    if found is None:
-        raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
-    info, payload = found
-    if not await dead_letter_visible(request, info):
-        raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
+    info, payload = await _visible_dead_letter(request, dead_id, r, keys)
     if not (info.requeueable and info.job_id and info.request_id and info.model and info.lane):
         raise ApiException(
             409,
@@ -98,3 +103,13 @@ def _not_requeueable(exc: RequeueRefused, info) -> ApiException:
         " (not yet collected, or already requeued)",
     }[exc.reason]
     return ApiException(409, message, type="not_requeueable", field="dead_id")
+
+
+async def _visible_dead_letter(request: Request, dead_id: str, r, keys) -> tuple[DeadLetter, bytes]:
+    """The dead letter and its message, if the caller may see it; otherwise 404, as for a missing one."""
+    if not valid_cursor(dead_id):
+        raise ApiException(422, f"dead_id: {dead_id!r} is not a dead-letter id", field="dead_id")
+    found = await get_dead_letter(r, keys, dead_id)
+    if found is None or not await dead_letter_visible(request, found[0]):
+        raise ApiException(404, f"dead letter {dead_id} not found", type="not_found", field="dead_id")
+    return found

@@ -1,0 +1,83 @@
+// Jobs: the tenant's jobs, newest first, one GET /v1/jobs page per tick (each job carries its
+// per-model counts, so progress needs no further request), filtered by status, paged by cursor.
+
+import { api, query } from "./api.js";
+import { bar, badge, doneOf, duration, h, replace, table, time } from "./dom.js";
+
+export const JOB_STATUSES = ["queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expiring", "expired"];
+const FINAL = new Set(["completed", "failed", "cancelled", "expired"]);
+const PAGE = 20;
+
+export function jobsView(params) {
+  const status = params.get("status") || "";
+  const cursors = [null]; // the cursor of each page shown so far; the last is the current page's
+  const filter = h(
+    "select",
+    { id: "status-filter", "aria-label": "Filter by status", onchange: (e) => (location.hash = `#/jobs${query({ status: e.target.value })}`) },
+    h("option", { value: "" }, "every status"),
+    JOB_STATUSES.map((s) => h("option", { value: s, selected: s === status }, s.replace("_", " "))),
+  );
+  const newer = h("button", { type: "button", class: "quiet", onclick: () => move(-1) }, "← Newer");
+  const older = h("button", { type: "button", class: "quiet", onclick: () => move(1) }, "Older →");
+  const info = h("span", { class: "sub" });
+  const body = h("div", {}, h("p", { class: "empty" }, "Loading…"));
+  const el = h("section", {}, h("h1", {}, "Jobs"), h("div", { class: "toolbar" }, h("label", {}, "Status ", filter), newer, older, info), body);
+  let next = null;
+  let refreshNow = () => {};
+
+  function move(step) {
+    if (step > 0 && next) cursors.push(next);
+    if (step < 0 && cursors.length > 1) cursors.pop();
+    refreshNow();
+  }
+
+  async function refresh() {
+    const after = cursors[cursors.length - 1];
+    const page = await api(`/v1/jobs${query({ limit: PAGE, status, after })}`);
+    next = page.has_more ? page.next_cursor : null;
+    newer.disabled = cursors.length === 1;
+    older.disabled = !next;
+    info.textContent = `page ${cursors.length} · ${page.data.length} jobs${page.has_more ? " · more older" : ""}`;
+    replace(
+      body,
+      table(["Job", "Status", "Created", "Progress per model", "ETA"], page.data.map(row), status ? `No ${status.replace("_", " ")} jobs on this page.` : "No jobs yet."),
+    );
+  }
+  return { el, refresh, setRefreshNow: (fn) => (refreshNow = fn) };
+}
+
+function row(job) {
+  return h(
+    "tr",
+    { dataset: { job: job.id } },
+    h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.id), metadata(job.metadata)),
+    h("td", { dataset: { field: "status" } }, badge(job.status)),
+    h("td", {}, time(job.created_at)),
+    h("td", { class: "bars" }, progress(job)),
+    h("td", { dataset: { field: "eta" } }, eta(job)),
+  );
+}
+
+export function progress(job) {
+  const models = Object.entries(job.models);
+  if (models.length <= 1) return bar(doneOf(job.request_counts), job.request_counts.total, models[0]?.[0]);
+  return models.map(([m, c]) => bar(doneOf(c), c.total, m));
+}
+
+// From the job's own pace so far: time since it started, over the share of requests finished.
+export function eta(job) {
+  if (FINAL.has(job.status)) return "done";
+  const c = job.request_counts;
+  const done = doneOf(c);
+  if (!job.started_at || !done) return "—";
+  const elapsed = Date.now() / 1000 - job.started_at;
+  return duration((elapsed * (c.total - done)) / done);
+}
+
+function metadata(md) {
+  const entries = Object.entries(md || {});
+  if (!entries.length) return null;
+  return h("div", { class: "sub" }, entries.map(([k, v]) => `${k}=${v}`).join(" "));
+}
+
+export { FINAL };
