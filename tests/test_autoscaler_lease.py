@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from services.dispatcher.scaling.autoscaler import Autoscaler
+from shared.keys import staged_field
 from shared.models_config import parse_models
 
 MODELS = parse_models("""
@@ -48,7 +49,7 @@ def _autoscaler(r, keys, backend, **kw) -> Autoscaler:
 
 async def _busy(r, keys) -> None:
     for model in ("slow", "quick"):
-        await r.hset(keys.flow(model), "unfinished", 25)
+        await r.hset(keys.flow(model), staged_field("batch"), 25)  # 25 requests staged
 
 
 async def test_a_tick_longer_than_the_lease_keeps_it(r, keys):
