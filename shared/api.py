@@ -39,7 +39,7 @@ Priority = Literal["interactive", "batch"]
 # fallback chain (seconds); without a chain it has no effect.
 MaxQueueWait = Annotated[float, Meta(gt=0, le=86_400, description="seconds; needs a fallback chain")]
 # Why a request was served by a model other than the one it named (see docs/architecture.md).
-FallbackReason = Literal["unavailable", "max_queue_wait", "budget_exceeded"]
+FallbackReason = Literal["unavailable", "max_queue_wait", "retries_exhausted", "budget_exceeded"]
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
 JOB_EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled", "job.expired")

@@ -4,8 +4,9 @@ A request waiting for model M moves to the first model of M's `fallback` list th
 (not unavailable, no spend limit covering it reached); once there, that model's own list applies.
 The models file refuses chains that name unknown models or come back to where they started, so
 a request moves at most once per model. Why it moves (`FallbackReason`): the model is
-unavailable, the request's expected wait exceeds its max_queue_wait, or a spend limit covering it
-was reached.
+unavailable, the request's expected wait exceeds its max_queue_wait, a spend limit covering it
+was reached (all three moved by services/dispatcher/fallback.py), or every attempt failed with a
+retryable error (moved by the worker, in the script that acknowledges it: shared/lua/publish.lua).
 """
 
 from __future__ import annotations

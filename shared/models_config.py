@@ -201,8 +201,8 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     flow: FlowConfig = msgspec.field(default_factory=FlowConfig)
     # Models its requests move to, in order, when it cannot serve them (shared/fallback.py): no
     # worker has read its stream for `unavailable_after_s` while work waits, or its backend's starts
-    # keep failing; a request's expected wait exceeds its max_queue_wait; a spend limit covering it
-    # is reached. Empty: requests wait for this model.
+    # keep failing; a request's expected wait exceeds its max_queue_wait; every attempt failed with
+    # a retryable error; a spend limit covering it is reached. Empty: requests wait for this model.
     fallback: list[str] = []
     unavailable_after_s: Annotated[float, Meta(ge=1, le=86_400)] = 60.0
     # max_queue_wait of interactive requests that set none (seconds); None: they wait.

@@ -15,11 +15,20 @@ class Publish:
         self._script = scripts.register(r, "publish")
 
     async def __call__(
-        self, *, streams: list[str], results_stream: str, dead_letter_stream: str, outcomes: list[tuple]
+        self,
+        *,
+        streams: list[str],
+        results_stream: str,
+        dead_letter_stream: str,
+        moves_counter: str,
+        outcomes: list[tuple],
+        move_keys: list[str] = (),  # type: ignore[assignment]
     ) -> int:
         """`outcomes`: per entry, (index in `streams` + 1, entry id, result, dropped request, drop
-        reason, dead letter, dead-letter meta), bytes as `luapack.lua_bytes`, b'' for none.
-        Returns how many were still pending here and published."""
+        reason, dead letter, dead-letter meta, moved request, then for a move the indexes in KEYS of
+        the next model's staging queue, ring and flow, the lane and the counter field), bytes as
+        `luapack.lua_bytes`, b'' for none. `move_keys` follow the fixed keys. Returns how many were
+        still pending here and published."""
         args: list[EncodableT] = [
             WORKER_GROUP,
             PAYLOAD_FIELD,
@@ -27,8 +36,10 @@ class Publish:
             REASON_FIELD,
             META_FIELD,
             luapack.pack(outcomes),
+            len(streams),
         ]
-        return int(await self._script(keys=[*streams, results_stream, dead_letter_stream], args=args))
+        keys = [*streams, results_stream, dead_letter_stream, moves_counter, *move_keys]
+        return int(await self._script(keys=keys, args=args))
 
 
 class HandBack:

@@ -178,3 +178,51 @@ def test_a_fallback_cycle_is_refused_at_start(tmp_path):
         )
         assert proc.returncode == 2, (module, proc.stderr)
         assert "fallback chains form a cycle: a -> b -> c -> a" in proc.stderr
+
+
+FLAKY = """
+[models.flaky]
+engine = "dummy"
+fallback = ["backup"]
+[models.flaky.retry]
+max_attempts = 2
+backoff_s = 0.05
+[models.flaky.options]
+flaky_attempts = 100
+runs_log = "{tmp}/flaky.runs"
+
+[models.backup]
+engine = "dummy"
+[models.backup.options]
+runs_log = "{tmp}/backup.runs"
+
+[models.alone]
+engine = "dummy"
+[models.alone.retry]
+max_attempts = 2
+backoff_s = 0.05
+[models.alone.options]
+flaky_attempts = 100
+"""
+
+
+def test_a_request_whose_every_attempt_failed_moves_on_and_without_a_chain_is_dead_lettered(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text(FLAKY.format(tmp=tmp_path))
+    with LocalStack(path, workdir=tmp_path / "stack") as stack, httpx.Client(base_url=stack.base_url, timeout=30) as c:
+        job_id, _ = _submit(c, "flaky", 30)
+        job = _wait_end(c, job_id)
+        assert job["request_counts"]["succeeded"] == 30
+        lines = _all_results(c, job_id)
+        assert {(line["served_by"], line["fallback_reason"]) for line in lines} == {("backup", "retries_exhausted")}
+        flaky_runs = _runs(tmp_path / "flaky.runs")
+        assert len(flaky_runs) == 60 and all(flaky_runs.count(r) == 2 for r in set(flaky_runs))  # 2 attempts each
+        backup_runs = _runs(tmp_path / "backup.runs")
+        assert sorted(backup_runs) == sorted(set(flaky_runs))  # then exactly one run each on the backup
+        assert c.get("/v1/dead-letters").json()["data"] == []
+
+        alone, _ = _submit(c, "alone", 3)
+        ended = _wait_end(c, alone)
+        assert ended["request_counts"]["failed"] == 3
+        assert {line["error"]["code"] for line in _all_results(c, alone)} == {"max_attempts_exceeded"}
+        assert len(c.get("/v1/dead-letters").json()["data"]) == 3

@@ -21,11 +21,17 @@ class Outcome(msgspec.Struct, array_like=True):
     reason: str = ""  # why it was dropped
     dead: bytes = b""  # the request, to keep in the dead-letter stream
     dead_meta: bytes = b""
+    # the request moved to the next model of its fallback chain ([reason, request]), and where to:
+    # (model, lane name, job id)
+    moved: bytes = b""
+    moved_to: tuple[str, str, str] | None = None
 
 
 class ResultPublisher:
     def __init__(self, r: aioredis.Redis, keys: Keys, model: str) -> None:
         self.r = r
+        self.keys = keys
+        self.model = model
         self.streams = keys.model_streams(model)
         self.results_stream, self.dead_letter_stream = keys.results_stream, keys.dead_letter_stream
         self._publish = stream_scripts.Publish(r)
@@ -33,14 +39,27 @@ class ResultPublisher:
 
     async def publish(self, batch: list[Outcome]) -> int:
         b = luapack.lua_bytes
-        outcomes = [
-            (o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta)) for o in batch
-        ]
+        k = self.keys
+        first = len(self.streams) + 4  # KEYS index of the first move key
+        move_keys: list[str] = []
+        outcomes = []
+        for o in batch:
+            row: list = [o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta)]
+            if o.moved_to is None:
+                row.append(b(b""))
+            else:
+                to, lane, job_id = o.moved_to
+                at = first + len(move_keys)
+                move_keys += [k.staging_queue(to, lane, job_id), k.staging_ring(to, lane), k.flow(to)]
+                row += [b(o.moved), at, at + 1, at + 2, lane, f"{self.model} {to} retries_exhausted"]
+            outcomes.append(tuple(row))
         return await self._publish(
             streams=self.streams,
             results_stream=self.results_stream,
             dead_letter_stream=self.dead_letter_stream,
+            moves_counter=k.fallback_moves,
             outcomes=outcomes,
+            move_keys=move_keys,
         )
 
     async def hand_back(self, lane: int, entries: list[tuple[bytes, bytes]]) -> int:

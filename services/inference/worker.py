@@ -25,6 +25,7 @@ from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.liveness import Liveness, TakeoverClock
 from shared.messages import InferenceRequest, ResultEnvelope, decode_routed, dropped_line, ended_line
+from shared.model_health import decode_record
 from shared.models_config import ModelConfig
 from shared.outage import OUTAGE
 from shared.pricing import cost_micros, usd
@@ -54,6 +55,7 @@ class InferenceWorker:
         self.r = r
         self.model = model
         self.engine = engine
+        self.keys = keys
         self.streams = keys.model_streams(model.name)  # highest priority first
         self.consumer = consumer or consumer_name(f"worker-{model.name}")
         self.grace_s = grace_s
@@ -325,6 +327,10 @@ class InferenceWorker:
                         error = ErrorInfo(code=exc.code, message=exc.message)
                         break
                     if attempt >= retry.max_attempts:
+                        to = await self._next_model()
+                        if to is not None:
+                            self._move_on(lane, entry_id, req, to, attempt, exc)
+                            return
                         self._give_up(
                             lane,
                             entry_id,
@@ -384,6 +390,36 @@ class InferenceWorker:
             )
             if self._stop is not None:
                 self._stop.set()
+
+    async def _next_model(self) -> str | None:
+        """The first model of this model's fallback chain not judged unavailable, or None."""
+        chain = self.model.fallback
+        if not chain:
+            return None
+        try:
+            raw = await self.r.hmget(self.keys.model_health, chain)  # type: ignore[misc]
+        except TRANSIENT_REDIS_ERRORS:
+            return chain[0]  # the publish that follows waits for Redis anyway
+        for name, rec in zip(chain, raw):
+            found = decode_record(rec)
+            if found is None or found.health.state != "unavailable":
+                return name
+        return None
+
+    def _move_on(self, lane: int, entry_id: bytes, req: InferenceRequest, to: str, attempts: int, exc) -> None:
+        """Every attempt failed with a retryable error: the request moves to `to`, the next model
+        of the chain, acknowledged here in the same step. Its failed attempts are not charged
+        (as for a request that is dead-lettered)."""
+        log.warning(
+            "moved to %s after %d attempts; last error %s: %s",
+            to,
+            attempts,
+            exc.code,
+            exc.message,
+            extra={"request_id": req.request_id, "job_id": req.job_id},
+        )
+        moved = _encoder.encode(("retries_exhausted", req))
+        self._settle(Outcome(lane, entry_id, moved=moved, moved_to=(to, LANES[lane], req.job_id)))
 
     def _give_up(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, attempts: int, why: str) -> None:
         """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""

@@ -1,14 +1,20 @@
+-- uses: staging
 -- A worker publishes what became of a batch of model-stream entries.
--- KEYS: the model's lane streams..., results stream, dead-letter stream.
--- ARGV: group, payload field, drop field, reason field, meta field, then msgpack: a list of
+-- KEYS: the model's lane streams..., results stream, dead-letter stream, fallback moves counter,
+--       then the staging keys the moves name.
+-- ARGV: group, payload field, drop field, reason field, meta field, msgpack outcomes, the number
+--       of lane streams. The outcomes are a list of
 --   (lane stream index, entry id, result ('' none), dropped request ('' none), drop reason,
---    dead-letter payload ('' none), dead-letter meta) per entry.
--- Guarantees: an entry's result, drop notice and dead letter are appended exactly when its XACK
--- succeeds; nothing happens for an entry no longer pending here (another worker reclaimed it).
--- Returns how many entries were published.
-local results, dead = KEYS[#KEYS - 1], KEYS[#KEYS]
+--    dead-letter payload ('' none), dead-letter meta, moved request ('' none), and for a move:
+--    the next model's staging queue, ring and flow (KEYS indexes), the lane, the counter field)
+--   per entry.
+-- Guarantees: an entry's result, drop notice, dead letter or move to the next model of its
+-- fallback chain happens exactly when its XACK succeeds; nothing happens for an entry no longer
+-- pending here (another worker reclaimed it). Returns how many entries were published.
 local group, pf, xf, rf, mf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local outcomes = cmsgpack.unpack(ARGV[6])
+local lanes = tonumber(ARGV[7])
+local results, dead, moves = KEYS[lanes + 1], KEYS[lanes + 2], KEYS[lanes + 3]
 local published = 0
 for i = 1, #outcomes do
   local o = outcomes[i]
@@ -16,6 +22,10 @@ for i = 1, #outcomes do
     if o[3] ~= '' then redis.call('XADD', results, '*', pf, o[3]) end
     if o[4] ~= '' then redis.call('XADD', results, '*', xf, o[4], rf, o[5]) end
     if o[6] ~= '' then redis.call('XADD', dead, '*', pf, o[6], mf, o[7]) end
+    if o[8] ~= '' then
+      stage(KEYS[o[9]], KEYS[o[10]], KEYS[o[11]], o[12], {o[8]})
+      redis.call('HINCRBY', moves, o[13], 1)
+    end
     published = published + 1
   end
 end
