@@ -17,15 +17,13 @@ class MoveBatch:
         self.k = keys
         self.model = model
         self.to = to  # None: end the requests instead
-        self.keys: list[str] = [*keys.model_streams(model), keys.results_stream, keys.fallback_moves]
+        self._keys = luapack.KeyList([*keys.model_streams(model), keys.results_stream, keys.fallback_moves])
+        self._key = self._keys.index
         self.ops: list[list] = []
-        self._index: dict[str, int] = {}
 
-    def _key(self, name: str) -> int:
-        if name not in self._index:
-            self.keys.append(name)
-            self._index[name] = len(self.keys)
-        return self._index[name]
+    @property
+    def keys(self) -> list[str]:
+        return self._keys.keys
 
     def _target(self, lane: str, job_id: str) -> list[int]:
         if self.to is None:

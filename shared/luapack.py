@@ -31,3 +31,18 @@ def lua_bytes(value: bytes) -> msgspec.Raw:
 
 def pack(value: Any) -> bytes:
     return _encoder.encode(value)
+
+
+class KeyList:
+    """The KEYS of one script call, built as operations name them: `index(name)` is the 1-based
+    index Lua reads it at, each name listed once."""
+
+    def __init__(self, fixed: list[str]) -> None:
+        self.keys = list(fixed)
+        self._index = {name: i + 1 for i, name in enumerate(self.keys)}
+
+    def index(self, name: str) -> int:
+        if name not in self._index:
+            self.keys.append(name)
+            self._index[name] = len(self.keys)
+        return self._index[name]

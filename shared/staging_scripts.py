@@ -15,15 +15,13 @@ class AdmitBatch:
 
     def __init__(self, keys: Keys) -> None:
         self.k = keys
-        self.keys = [keys.ingest_stream, keys.results_stream]
+        self._keys = luapack.KeyList([keys.ingest_stream, keys.results_stream])
+        self._key = self._keys.index
         self.entries: list[list] = []
-        self._index: dict[str, int] = {}
 
-    def _key(self, name: str) -> int:
-        if name not in self._index:
-            self.keys.append(name)
-            self._index[name] = len(self.keys)
-        return self._index[name]
+    @property
+    def keys(self) -> list[str]:
+        return self._keys.keys
 
     def entry(self, entry_id: bytes, ops: list[list]) -> None:
         self.entries.append([luapack.lua_bytes(entry_id), ops])

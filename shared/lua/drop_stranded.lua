@@ -1,3 +1,4 @@
+-- uses: entries
 -- Drop the requests a stopping job still has in a model's lane streams when no live worker will
 -- read them: each becomes the drop notice a worker would publish (shared/lua/publish.lua), which
 -- the collector counts as cancelled / expired like any other.
@@ -15,41 +16,15 @@ local st = redis.call('HGET', job, F.STATUS)
 if not STOPPING[st] then return 0 end
 local reason = STOPPING[st][2]
 
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
--- the id of the last entry the group has read, or nil when the group (or the stream) is missing
-local function last_delivered(stream)
-  if redis.call('EXISTS', stream) == 0 then return nil end
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local t = {}
-    for k = 1, #g, 2 do t[g[k]] = g[k + 1] end
-    if t['name'] == group then return t['last-delivered-id'] end
-  end
-  return nil
-end
-
 local dropped = 0
 for l, ids in ipairs(per_lane) do
   local stream = KEYS[2 + l]
-  local last = last_delivered(stream)
-  local last_ms, last_seq = 0, -1
-  if last then last_ms, last_seq = parse(last) end
+  local last = last_delivered(stream, group)
   for _, id in ipairs(ids) do
-    local entry = redis.call('XRANGE', stream, id, id)[1]
-    local payload
-    if entry then
-      for k = 1, #entry[2], 2 do
-        if entry[2][k] == pf then payload = entry[2][k + 1] end
-      end
-    end
+    local payload = entry_field(stream, id, pf)
     if payload then  -- an entry without one is left to the worker, which dead-letters it
-      local ms, seq = parse(id)
-      local unread = ms > last_ms or (ms == last_ms and seq > last_seq)
       local gone
-      if unread then
+      if after(id, last) then
         gone = redis.call('XDEL', stream, id) == 1
       else
         gone = last ~= nil and redis.call('XACK', stream, group, id) == 1

@@ -1,4 +1,4 @@
--- uses: staging moves
+-- uses: staging moves entries
 -- Move requests waiting for one model (staged, or routed to its streams and not read by any
 -- worker) to the next model of a fallback chain, or end them when no model of the chain may take
 -- them (a drop notice, counted by the collector like a worker's drop).
@@ -23,28 +23,10 @@ local ops = cmsgpack.unpack(ARGV[7])
 local from, to = ARGV[8], ARGV[9]
 local moved_n, ended_n = 0, 0
 
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
 local last = {}
-local function last_delivered(l)
-  if last[l] == nil then
-    last[l] = {0, -1}
-    local stream = KEYS[l]
-    if redis.call('EXISTS', stream) == 1 then
-      for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-        local t = {}
-        for k = 1, #g, 2 do t[g[k]] = g[k + 1] end
-        if t['name'] == group then
-          local ms, seq = parse(t['last-delivered-id'])
-          last[l] = {ms, seq}
-        end
-      end
-    end
-  end
-  return last[l]
+local function last_of(l)
+  if last[l] == nil then last[l] = last_delivered(KEYS[l], group) or false end
+  return last[l] or nil
 end
 
 -- place `items` (requests leaving the model) according to their job's state
@@ -69,16 +51,8 @@ end
 for _, op in ipairs(ops) do
   if op[1] == 's' then
     local l, id = op[2], op[3]
-    local ms, seq = parse(id)
-    local ld = last_delivered(l)
-    if ms > ld[1] or (ms == ld[1] and seq > ld[2]) then
-      local entry = redis.call('XRANGE', KEYS[l], id, id)[1]
-      local payload
-      if entry then
-        for k = 1, #entry[2], 2 do
-          if entry[2][k] == pf then payload = entry[2][k + 1] end
-        end
-      end
+    if after(id, last_of(l)) then
+      local payload = entry_field(KEYS[l], id, pf)
       if payload and redis.call('XDEL', KEYS[l], id) == 1 then
         place({payload}, op[4], l == 1 and LANE.INTERACTIVE or LANE.BATCH, op[5], op[6], op[7])
       end
