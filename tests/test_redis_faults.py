@@ -167,6 +167,8 @@ def busy(s: Server) -> Iterator[None]:
         yield
     finally:
         assert raw_command(s.port, "SCRIPT", "KILL") == OK
+        # the script stops at its next check of the kill flag, which a loaded machine can delay
+        _until(lambda: not refused())
         looping.close()
 
 
