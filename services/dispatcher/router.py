@@ -43,12 +43,21 @@ class Router(BatchConsumer):
     role = "router"
 
     def __init__(
-        self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, *, count: int = 8, max_move: int = 2000, **kw
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        models: ModelsConfig,
+        *,
+        count: int = 8,
+        max_move: int = 2000,
+        direct: bool = False,
+        **kw,
     ) -> None:
         super().__init__(r, keys.ingest_stream, ROUTER_GROUP, count=count, **kw)
         self.keys = keys
         self.models = models
         self.max_move = max_move
+        self.direct = direct  # admit sends what flow control allows straight to the lane streams
         self.admitted = 0
         self.routed = 0
         self._waiting = False  # some model has staged requests
@@ -83,6 +92,7 @@ class Router(BatchConsumer):
         """Stage each chunk's requests (or, for a chunk delivered more than `max_deliveries`
         times, dead-letter it and fail its requests), acknowledging it in the same script."""
         batch = AdmitBatch(self.keys)
+        touched: set[str] = set()  # models with requests in this batch
         for entry_id, fields in entries:
             raw = fields.get(PAYLOAD_FIELD.encode(), b"")
             times = (deliveries or {}).get(entry_id, 1)
@@ -132,13 +142,21 @@ class Router(BatchConsumer):
                         )
                     )
             for (model, lane), payloads in groups.items():
-                ops.append(batch.stage(model, lane, chunk.job_id, payloads))
-                self._due.add(model)
+                ops.append(batch.stage(model, lane, chunk.job_id, payloads, self._direct(model)))
+                touched.add(model)
             batch.entry(entry_id, ops)
-        n = await self._admit(batch)
+        n, staged = await self._admit(batch)
         self.admitted += n
-        self._waiting = self._waiting or n > 0
+        if staged:  # something waits in a staging queue: the feed takes it from there
+            self._due |= touched
+            self._waiting = True
         return n
+
+    def _direct(self, model: str) -> tuple[int, int] | None:
+        if not self.direct:
+            return None
+        config = self.models.models[model]
+        return config.high_watermark, config.low_watermark
 
     def _dead(self, batch: AdmitBatch, payload: bytes, info: DeadLetter) -> list:
         return batch.append(self.keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
