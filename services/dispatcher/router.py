@@ -184,14 +184,14 @@ class Router(BatchConsumer):
     async def feed_due(self) -> None:
         """Feed the models this router staged requests for, or left requests waiting for, since
         their last feed; every model each FULL_FEED_S (requests staged by other scripts: moves
-        along fallback chains, requeues), and on every idle read. An idle model costs no script
-        call per ingest batch."""
+        along fallback chains, requeues). A model whose requests all went straight to its
+        streams, or that is idle, costs no script call per ingest batch."""
         now = time.monotonic()
-        if now >= self._next_full or not self._due:
+        if now >= self._next_full:
             self._next_full = now + FULL_FEED_S
             await self.feed_all()
-            return
-        await self._feed_models([self.models.models[name] for name in self._due if name in self.models.models])
+        elif self._due:
+            await self._feed_models([self.models.models[name] for name in self._due if name in self.models.models])
 
     async def _feed_models(self, models: list[ModelConfig]) -> None:
         pipe = self.r.pipeline(transaction=False)
