@@ -147,6 +147,7 @@ class Router(BatchConsumer):
             batch.entry(entry_id, ops)
         n, staged = await self._admit(batch)
         self.admitted += n
+        self.routed += n - staged  # sent straight to their lane streams
         if staged:  # something waits in a staging queue: the feed takes it from there
             self._due |= touched
             self._waiting = True
