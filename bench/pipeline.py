@@ -11,6 +11,7 @@ import httpx
 import psutil
 import redis.asyncio as aioredis
 
+from bench.quantiles import percentile
 from shared.keys import ROUTER_GROUP, Keys
 from shared.states import JobStatus
 
@@ -134,17 +135,13 @@ async def open_loop_latency(
         "achieved_rps": len(job_ids) * per_job / sent_s,
         "requests": len(latencies),
         "per_job": per_job,
-        "send_lag_p99_ms": sorted(lag_ms)[int(0.99 * (len(lag_ms) - 1))],
-        "p50_ms": _pct(latencies, 0.50),
-        "p95_ms": _pct(latencies, 0.95),
-        "p99_ms": _pct(latencies, 0.99),
+        "send_lag_p99_ms": percentile(sorted(lag_ms), 0.99),
+        "p50_ms": percentile(latencies, 0.50),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
         "max_ms": latencies[-1],
         "latencies_ms": latencies,
     }
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    return float(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))])
 
 
 async def dispatcher_memory(

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import baselines, pipeline, report  # noqa: E402
+from bench.redis_cost import RedisCost, summary  # noqa: E402
 from inferq.localstack import LocalStack, RedisServer  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 
@@ -32,12 +33,21 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
     try:
         # warm up: imports, connections, consumer groups, script caches
         await pipeline.throughput(stack.base_url, r, keys, 3000, runs=1)
+        aof_dir = stack.redis.dir / "appendonlydir" if stack.redis is not None else None
+        cost = await RedisCost.start(r, aof_dir)
         runs = await pipeline.throughput(stack.base_url, r, keys, args.requests, runs=args.runs)
+        redis_cost = await cost.stop(args.requests * args.runs)
         ingest = statistics.median(x["ingest_rps"] for x in runs)
         e2e = statistics.median(x["e2e_rps"] for x in runs)
         print(
             f"  throughput runs: {[round(x['e2e_rps']) for x in runs]} req/s end to end; "
             f"ingest {[round(x['ingest_rps']) for x in runs]} req/s",
+            flush=True,
+        )
+        print(
+            f"  Redis: {redis_cost['cpu_us_per_request']:.1f} µs CPU and "
+            f"{redis_cost['aof_bytes_per_request'] or 0:,.0f} AOF bytes per request; "
+            f"µs per request: {summary(redis_cost)}",
             flush=True,
         )
         rate = e2e * args.load
@@ -47,7 +57,7 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
         )
         print(
             f"  latency: {latency['requests']:,} requests at {latency['achieved_rps']:,.0f} req/s: "
-            f"p50 {latency['p50_ms']:.0f} ms p99 {latency['p99_ms']:.0f} ms",
+            f"p50 {latency['p50_ms']:.1f} ms p99 {latency['p99_ms']:.1f} ms",
             flush=True,
         )
         memory = await pipeline.dispatcher_memory(
@@ -58,6 +68,7 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
             "ingest_rps": ingest,
             "e2e_rps": e2e,
             "runs": runs,
+            "redis": redis_cost,
             "latency": latency,
             "dispatcher_memory": memory,
         }

@@ -42,7 +42,7 @@ class _Tally:
 
 
 class ResultTally:
-    """Sums one collector batch per model in memory, then writes them in one round trip."""
+    """Sums collector batches per model in memory, then writes them in one round trip."""
 
     def __init__(self) -> None:
         self.models: dict[str, _Tally] = {}
@@ -60,6 +60,18 @@ class ResultTally:
             t.ran += 1
             t.inference_ms += inference
             t.latency_ms += line.timings.queued_ms + inference
+
+    def merge(self, other: ResultTally) -> None:
+        for model, t in other.models.items():
+            mine = self.models.get(model)
+            if mine is None:
+                self.models[model] = t
+                continue
+            mine.completed += t.completed
+            mine.failed += t.failed
+            mine.ran += t.ran
+            mine.inference_ms += t.inference_ms
+            mine.latency_ms += t.latency_ms
 
     async def flush(self, r: aioredis.Redis, keys: Keys, now_s: float | None = None) -> None:
         if not self.models:

@@ -26,10 +26,14 @@ class AdmitBatch:
     def entry(self, entry_id: bytes, ops: list[list]) -> None:
         self.entries.append([luapack.lua_bytes(entry_id), ops])
 
-    def stage(self, model: str, lane: str, job_id: str, payloads: list[bytes]) -> list:
-        """Stage `payloads` if the job still runs (drop notices if it is being stopped)."""
+    def stage(
+        self, model: str, lane: str, job_id: str, payloads: list[bytes], direct: tuple[int, int] | None = None
+    ) -> list:
+        """Stage `payloads` if the job still runs (drop notices if it is being stopped); with
+        `direct` (the model's high and low watermarks), send first what its lane stream may take
+        now, as the feed would."""
         k = self.k
-        return [
+        op = [
             "q",
             self._key(k.staging_queue(model, lane, job_id)),
             self._key(k.staging_ring(model, lane)),
@@ -38,6 +42,10 @@ class AdmitBatch:
             lane,
             [luapack.lua_bytes(p) for p in payloads],
         ]
+        if direct is not None:
+            interactive, batch = k.model_streams(model)
+            op.append([self._key(interactive), self._key(batch), *direct])
+        return op
 
     def append(self, stream: str, fields: dict[str, bytes | str]) -> list:
         """Append one entry to `stream`."""
@@ -57,10 +65,18 @@ class Admit:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "admit")
 
-    async def __call__(self, batch: AdmitBatch) -> int:
-        """Returns how many requests were staged."""
-        args: list[EncodableT] = [ROUTER_GROUP, DROP_FIELD, REASON_FIELD, luapack.pack(batch.entries)]
-        return int(await self._script(keys=batch.keys, args=args))
+    async def __call__(self, batch: AdmitBatch) -> tuple[int, int]:
+        """Returns (requests admitted, of which staged; the others went straight to their lane stream)."""
+        args: list[EncodableT] = [
+            ROUTER_GROUP,
+            DROP_FIELD,
+            REASON_FIELD,
+            luapack.pack(batch.entries),
+            WORKER_GROUP,
+            PAYLOAD_FIELD,
+        ]
+        admitted, staged = await self._script(keys=batch.keys, args=args)
+        return int(admitted), int(staged)
 
 
 class Feed:

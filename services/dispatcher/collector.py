@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import cast
 
 import msgspec
@@ -17,6 +18,7 @@ from shared.messages import ResultEnvelope, decode_routed, dropped_line, result_
 from shared.model_stats import ResultTally
 
 log = logging.getLogger("inferq.collector")
+STATS_FLUSH_S = 0.5  # how often the per-model figures are written (GET /v1/model-stats buckets are 5 s)
 _line_encoder = msgspec.json.Encoder()
 _PAYLOAD, _DROP, _REASON = PAYLOAD_FIELD.encode(), DROP_FIELD.encode(), REASON_FIELD.encode()
 
@@ -29,6 +31,8 @@ class Collector(BatchConsumer):
         self.keys = keys
         self.jobs = jobs
         self.applied = 0
+        self._tally = ResultTally()  # per-model figures not yet written
+        self._next_stats = 0.0  # monotonic time of the next write of them
 
     async def handle(self, entries) -> None:
         ack: list[bytes] = []
@@ -49,14 +53,19 @@ class Collector(BatchConsumer):
         self.applied += applied
         for job_id, status in finished:
             log.info("job %s", status, extra={"job_id": job_id})
-        await self._count(tally)
+        self._tally.merge(tally)  # written by the next tick that is due
 
-    async def _count(self, tally: ResultTally) -> None:
-        """The batch's per-model figures for GET /v1/model-stats: one round trip, after the batch
-        is recorded; a failure loses only these statistics, never a result."""
+    async def tick(self) -> None:
+        """Write the per-model figures for GET /v1/model-stats summed since the last write: one
+        round trip each STATS_FLUSH_S, not one per batch; a failure loses only these statistics,
+        never a result."""
+        if time.monotonic() < self._next_stats:
+            return
+        self._next_stats = time.monotonic() + STATS_FLUSH_S
         try:
-            await tally.flush(self.r, self.keys)
+            await self._tally.flush(self.r, self.keys)
         except Exception as exc:
+            self._tally = ResultTally()
             log.debug("model stats not recorded: %s", exc)
 
     async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:

@@ -19,6 +19,7 @@ batch, whatever the backlog.
 from __future__ import annotations
 
 import logging
+import time
 
 import msgspec
 import redis.asyncio as aioredis
@@ -33,6 +34,7 @@ from shared.staging_scripts import Admit, AdmitBatch, Feed
 from shared.streams import ensure_group
 
 log = logging.getLogger("inferq.router")
+FULL_FEED_S = 0.1  # how often every model is fed, staged to by this router or not
 
 _results_encoder = msgspec.msgpack.Encoder()
 
@@ -41,16 +43,27 @@ class Router(BatchConsumer):
     role = "router"
 
     def __init__(
-        self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, *, count: int = 8, max_move: int = 2000, **kw
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        models: ModelsConfig,
+        *,
+        count: int = 8,
+        max_move: int = 2000,
+        direct: bool = False,
+        **kw,
     ) -> None:
         super().__init__(r, keys.ingest_stream, ROUTER_GROUP, count=count, **kw)
         self.keys = keys
         self.models = models
         self.max_move = max_move
+        self.direct = direct  # admit sends what flow control allows straight to the lane streams
         self.admitted = 0
         self.routed = 0
         self._waiting = False  # some model has staged requests
-        self._moving = False  # the last feed round moved something
+        self._moving = False  # the last feed round moved something and left some staged
+        self._due: set[str] = set()  # models staged to, or still waiting, since their last feed
+        self._next_full = 0.0  # monotonic time of the next feed of every model
         self._admit = Admit(r)
         self._feed = Feed(r, keys)
 
@@ -73,12 +86,13 @@ class Router(BatchConsumer):
         await self.admit(entries, deliveries)
 
     async def tick(self) -> None:
-        await self.feed_all()
+        await self.feed_due()
 
     async def admit(self, entries, deliveries: dict[bytes, int] | None = None) -> int:
         """Stage each chunk's requests (or, for a chunk delivered more than `max_deliveries`
         times, dead-letter it and fail its requests), acknowledging it in the same script."""
         batch = AdmitBatch(self.keys)
+        touched: set[str] = set()  # models with requests in this batch
         for entry_id, fields in entries:
             raw = fields.get(PAYLOAD_FIELD.encode(), b"")
             times = (deliveries or {}).get(entry_id, 1)
@@ -128,12 +142,22 @@ class Router(BatchConsumer):
                         )
                     )
             for (model, lane), payloads in groups.items():
-                ops.append(batch.stage(model, lane, chunk.job_id, payloads))
+                ops.append(batch.stage(model, lane, chunk.job_id, payloads, self._direct(model)))
+                touched.add(model)
             batch.entry(entry_id, ops)
-        n = await self._admit(batch)
+        n, staged = await self._admit(batch)
         self.admitted += n
-        self._waiting = self._waiting or n > 0
+        self.routed += n - staged  # sent straight to their lane streams
+        if staged:  # something waits in a staging queue: the feed takes it from there
+            self._due |= touched
+            self._waiting = True
         return n
+
+    def _direct(self, model: str) -> tuple[int, int] | None:
+        if not self.direct:
+            return None
+        config = self.models.models[model]
+        return config.high_watermark, config.low_watermark
 
     def _dead(self, batch: AdmitBatch, payload: bytes, info: DeadLetter) -> list:
         return batch.append(self.keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
@@ -156,15 +180,35 @@ class Router(BatchConsumer):
 
     async def feed_all(self) -> None:
         """Feed every model in one round trip (one script call per model, pipelined)."""
+        await self._feed_models(list(self.models.models.values()))
+
+    async def feed_due(self) -> None:
+        """Feed the models this router staged requests for, or left requests waiting for, since
+        their last feed; every model each FULL_FEED_S (requests staged by other scripts: moves
+        along fallback chains, requeues). A model whose requests all went straight to its
+        streams, or that is idle, costs no script call per ingest batch."""
+        now = time.monotonic()
+        if now >= self._next_full:
+            self._next_full = now + FULL_FEED_S
+            await self.feed_all()
+        elif self._due:
+            await self._feed_models([self.models.models[name] for name in self._due if name in self.models.models])
+
+    async def _feed_models(self, models: list[ModelConfig]) -> None:
         pipe = self.r.pipeline(transaction=False)
-        for model in self.models.models.values():
+        for model in models:
             await self._feed_model(model, client=pipe)
         moving = waiting = False
-        for moved_i, moved_b, _, queues in await pipe.execute():
+        due: set[str] = set()
+        for model, (moved_i, moved_b, _, queues) in zip(models, await pipe.execute()):
             self.routed += moved_i + moved_b
             moving = moving or moved_i + moved_b > 0
-            waiting = waiting or queues > 0
-        self._moving, self._waiting = moving, waiting
+            if queues > 0:
+                waiting = True
+                due.add(model.name)
+        self._due = due
+        # feeding again at once is useful only while something is left behind
+        self._moving, self._waiting = moving and waiting, waiting
 
 
 def _unroutable_result(job_id: str, payload: bytes) -> bytes | None:

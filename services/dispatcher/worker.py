@@ -53,7 +53,9 @@ async def startup(ctx: dict) -> None:
     idle_ms = int(settings.reclaim_idle_s * 1000)
     jobs = JobStore(r, keys, settings.job_ttl_s, settings.events_maxlen, settings.webhook_events_maxlen)
     liveness = Liveness(r, keys, settings.heartbeat_ttl_s)
-    router = Router(r, keys, models, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries, liveness=liveness)
+    router = Router(
+        r, keys, models, direct=True, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries, liveness=liveness
+    )
     collector = Collector(
         r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries, liveness=liveness
     )

@@ -132,9 +132,11 @@ class InferenceWorker:
         takeover = TakeoverClock()
         backoff = Backoff(0.1, 5.0)
         lost_reads = False  # a read failed: its reply may have been lost with entries in it
+        drained = False  # the last blocking read took everything there was
         while not stop.is_set():
             free = self.free_slots
             if free <= 0:
+                drained = False
                 self._slot_free.clear()
                 await _wait_either(self._slot_free, stop, timeout=1.0)
                 continue
@@ -151,13 +153,16 @@ class InferenceWorker:
                     next_reclaim = time.monotonic() + self.model.reclaim_idle_s / 3
                     if await self._reclaim(idle_ms, free):
                         continue
-                if not await self._read(free):
-                    await self._wait_for_work()
+                if drained:  # the last read emptied every lane: wait for more at once
+                    drained = await self._wait_for_work(free)
+                elif not await self._read(free):
+                    drained = await self._wait_for_work(free)
                 backoff.reset()
                 OUTAGE.recovered("worker")
             except TRANSIENT_REDIS_ERRORS as exc:  # before ResponseError: OOM, READONLY... are ones
                 OUTAGE.failed("worker", exc)  # logged once per outage, by shared/outage.py
                 lost_reads = True
+                drained = False
                 await _wait_either(asyncio.Event(), stop, timeout=backoff.next())
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -182,21 +187,29 @@ class InferenceWorker:
     async def _read(self, free: int) -> int:
         """Take new work, interactive lane first: batch work is read only with the slots left."""
         taken = 0
+        reads = []
         for lane, stream in enumerate(self.streams):
             if taken >= free:
                 break
             entries = await read_new(self.r, stream, WORKER_GROUP, self.consumer, free - taken, None)
-            await self._start(lane, entries)
+            reads.append((lane, entries))
             taken += len(entries)
+        await self._start_lanes(reads)
         return taken
 
-    async def _wait_for_work(self) -> None:
-        """Block on every lane at once for one entry; the next round reads the rest by priority."""
+    async def _wait_for_work(self, free: int) -> bool:
+        """Block on every lane at once and take what arrives, up to an equal share of the free
+        slots per lane (COUNT applies to each stream), so a burst starts in one read and one
+        mark-started call instead of one entry first and the rest a round later. Returns whether
+        every lane came back short of its share: nothing was left behind, so the next read may
+        block at once. A lane that filled its share may hold more: the next round reads by priority."""
+        share = max(1, free // len(self.streams))
         reply = await self.r.xreadgroup(
-            WORKER_GROUP, self.consumer, {s: ">" for s in self.streams}, count=1, block=self.block_ms
+            WORKER_GROUP, self.consumer, {s: ">" for s in self.streams}, count=share, block=self.block_ms
         )
-        for stream, entries in reply or ():
-            await self._start(self._lane_of(stream), entries)
+        taken = sorted(((self._lane_of(stream), entries) for stream, entries in reply or ()), key=lambda t: t[0])
+        await self._start_lanes(taken)  # interactive first
+        return all(len(entries) < share for _, entries in taken)
 
     async def _take_over(self, free: int) -> int:
         """Take the requests of this model's workers that died (no heartbeat): they run here with
@@ -228,11 +241,15 @@ class InferenceWorker:
         return self.streams.index(stream.decode() if isinstance(stream, bytes) else stream)
 
     async def _start(self, lane: int, entries, deliveries: dict[bytes, int] | None = None) -> None:
-        """Decide what becomes of each entry: run it, or end it without running (unreadable,
-        delivered too often, or its job is being cancelled or expired)."""
+        await self._start_lanes([(lane, entries)], deliveries)
+
+    async def _start_lanes(self, taken: list, deliveries: dict[bytes, int] | None = None) -> None:
+        """Decide what becomes of each entry of each (lane, entries) read, in one mark-started
+        call: run it, or end it without running (unreadable, delivered too often, or its job is
+        being cancelled or expired)."""
         field = PAYLOAD_FIELD.encode()
-        batch: list[tuple[bytes, bytes, InferenceRequest, FallbackReason | None]] = []
-        for entry_id, fields in entries:
+        batch: list[tuple[int, bytes, bytes, InferenceRequest, FallbackReason | None]] = []
+        for lane, entry_id, fields in ((lane, e, f) for lane, entries in taken for e, f in entries):
             if (lane, entry_id) in self.inflight:
                 continue
             raw = fields.get(field, b"")
@@ -253,17 +270,17 @@ class InferenceWorker:
                     f"delivered {times} times; each worker that took it stopped before finishing",
                 )
                 continue
-            batch.append((entry_id, raw, req, moved))
+            batch.append((lane, entry_id, raw, req, moved))
         if not batch:
             return
         try:
-            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q, _ in batch])
+            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, _, q, _ in batch])
         except TRANSIENT_REDIS_ERRORS as exc:
             # Only the `running` figure depends on this; final counts stay exact without it. Not an
             # outage report: this call happens only when work arrives, so it could not end one.
             log.debug("could not mark %d requests running: %s", len(batch), exc)
             verdicts = ["run"] * len(batch)
-        for (entry_id, raw, req, moved), verdict in zip(batch, verdicts):
+        for (lane, entry_id, raw, req, moved), verdict in zip(batch, verdicts):
             if verdict == "run":
                 self.busy.start((lane, entry_id))  # in flight from now: charged a share of busy time
                 self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req, moved))

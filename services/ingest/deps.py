@@ -1,5 +1,7 @@
 """What routes need, as FastAPI dependencies read from `app.state`: `create_app` puts the
-configuration there and the lifespan the Redis-backed stores, so a route module holds no state."""
+configuration there and the lifespan the Redis-backed stores, so a route module holds no state.
+They are `async def` so that FastAPI calls them inline: a plain `def` dependency is run in its
+thread pool, a thread hand-off per dependency and request."""
 
 from __future__ import annotations
 
@@ -19,45 +21,49 @@ from shared.settings import Settings
 from shared.webhook_store import WebhookStore
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _models(request: Request) -> ModelsConfig:
+async def _models(request: Request) -> ModelsConfig:
     return request.app.state.models
 
 
-def _keys(request: Request) -> Keys:
+async def _keys(request: Request) -> Keys:
     return request.app.state.keys
 
 
-def _redis(request: Request) -> aioredis.Redis:
+async def _redis(request: Request) -> aioredis.Redis:
     return request.app.state.redis
 
 
-def _jobs(request: Request) -> JobStore:
+async def _jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
-def _job_lister(request: Request) -> JobLister:
+async def _job_lister(request: Request) -> JobLister:
     return request.app.state.job_lister
 
 
-def _webhooks(request: Request) -> WebhookStore:
+async def _webhooks(request: Request) -> WebhookStore:
     return request.app.state.webhooks
 
 
-def _files(request: Request) -> FileStore:
+async def _files(request: Request) -> FileStore:
     return request.app.state.files
 
 
-def _limits(request: Request) -> TenantLimits:
+async def _limits(request: Request) -> TenantLimits:
     return request.app.state.limits
 
 
-def _model_limits(request: Request) -> dict[str, int]:
+async def _model_limits(request: Request) -> dict[str, int]:
     """Each model's `max_backlog`, for the admission check of a new job."""
     return request.app.state.model_limits
+
+
+async def _tenant(request: Request) -> str:
+    return tenant_of(request)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -71,4 +77,4 @@ FilesDep = Annotated[FileStore, Depends(_files)]
 LimitsDep = Annotated[TenantLimits, Depends(_limits)]
 ModelLimitsDep = Annotated[dict[str, int], Depends(_model_limits)]
 # The caller's tenant, set by the app-wide authentication dependency that runs first.
-TenantDep = Annotated[str, Depends(tenant_of)]
+TenantDep = Annotated[str, Depends(_tenant)]

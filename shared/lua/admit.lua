@@ -1,19 +1,69 @@
--- uses: staging
--- The router's admit: acknowledge ingest entries and stage their requests.
+-- uses: staging lanes
+-- The router's admit: acknowledge ingest entries and stage their requests, or send them straight
+-- to their lane stream when flow control would move them at once anyway.
 -- KEYS: ingest stream, results stream, then whatever the ops name (queues, rings, flows, jobs,
---       the dead-letter stream), each once.
+--       lane streams, the dead-letter stream), each once.
 -- ARGV[1] group, ARGV[2] drop field, ARGV[3] reason field, ARGV[4] msgpack: per ingest entry,
 --   (entry id, ops), each op one of
---     {'q', queue, ring, flow, job, lane, payloads}: stage the requests if their job still runs,
---        turn them into drop notices if it is being stopped, skip them if it is finished or gone;
+--     {'q', queue, ring, flow, job, lane, payloads, direct}: stage the requests if their job still
+--        runs, turn them into drop notices if it is being stopped, skip them if it is finished or
+--        gone; with `direct` = {interactive stream, batch stream, high watermark, low watermark},
+--        first send what the lane may take now straight to its stream;
 --     {'f', stream, fields}: append one entry (a flat field, value list) to a stream;
---   with keys given as their index in KEYS.
+--   with keys given as their index in KEYS. ARGV[5] worker group, ARGV[6] payload field.
 -- Guarantees: nothing happens for an entry whose XACK finds it no longer pending here, so a chunk
--- delivered twice is admitted once. Returns the number of requests staged.
+-- delivered twice is admitted once. A request is sent straight to its lane stream only while no
+-- staging queue of that model and lane waits (they keep their turn) and within the watermarks
+-- of feed.lua (the interactive lane's own backlog; the batch lane's pause, with its hysteresis,
+-- on both lanes' backlog); what does not fit is staged behind it. Returns {requests admitted,
+-- requests staged}.
 local ingest, results_stream = KEYS[1], KEYS[2]
 local group, drop, reason = ARGV[1], ARGV[2], ARGV[3]
 local entries = cmsgpack.unpack(ARGV[4])
-local admitted = 0
+local worker_group, field = ARGV[5], ARGV[6]
+local admitted, staged = 0, 0
+
+local backlogs = {}  -- lane stream -> backlog: read once per call, then counted here
+local function backlog_of(stream)
+  if not backlogs[stream] then backlogs[stream] = lane_backlog(stream, worker_group) end
+  return backlogs[stream]
+end
+
+-- How many of `n` requests of `lane` go straight to its stream, as feed.lua would move them.
+local function room(direct, ring, flow, lane, n)
+  if redis.call('LLEN', ring) > 0 then return 0 end
+  local high, low = direct[3], direct[4]
+  local bi = backlog_of(KEYS[direct[1]])
+  if lane == LANE.INTERACTIVE then return math.max(0, math.min(n, high - bi)) end
+  local total = bi + backlog_of(KEYS[direct[2]])
+  local paused = redis.call('HGET', flow, F.PAUSED) == '1'
+  if paused and total < low then
+    paused = false
+    redis.call('HSET', flow, F.PAUSED, '0')
+  end
+  if paused then return 0 end
+  local sent = math.max(0, math.min(n, high - total))
+  if total + sent >= high then redis.call('HSET', flow, F.PAUSED, '1') end
+  return sent
+end
+
+local function admit(queue, ring, flow, lane, payloads, direct)
+  local sent = 0
+  if direct then
+    sent = room(direct, ring, flow, lane, #payloads)
+    local stream = KEYS[lane == LANE.INTERACTIVE and direct[1] or direct[2]]
+    for i = 1, sent do redis.call('XADD', stream, '*', field, payloads[i]) end
+    if sent > 0 then backlogs[stream] = backlogs[stream] + sent end
+  end
+  if sent < #payloads then
+    local rest = payloads
+    if sent > 0 then rest = {unpack(payloads, sent + 1)} end
+    stage(queue, ring, flow, lane, rest)
+    staged = staged + #rest
+  end
+  admitted = admitted + #payloads
+end
+
 for _, entry in ipairs(entries) do
   if redis.call('XACK', ingest, group, entry[1]) == 1 then
     for _, op in ipairs(entry[2]) do
@@ -21,8 +71,7 @@ for _, entry in ipairs(entries) do
         local queue, ring, flow, job, lane, payloads = KEYS[op[2]], KEYS[op[3]], KEYS[op[4]], KEYS[op[5]], op[6], op[7]
         local st = redis.call('HGET', job, F.STATUS)
         if RUNNING[st] then
-          stage(queue, ring, flow, lane, payloads)
-          admitted = admitted + #payloads
+          admit(queue, ring, flow, lane, payloads, op[8])
         elseif STOPPING[st] then
           for _, payload in ipairs(payloads) do
             redis.call('XADD', results_stream, '*', drop, payload, reason, STOPPING[st][2])
@@ -34,4 +83,4 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-return admitted
+return {admitted, staged}

@@ -109,6 +109,21 @@ local function to_webhooks(limit, etype, job_id, doc)
     hooks_len = hooks_len + 1
   end
 end
+-- model_field, formatted once per (model, name) and call: a batch names few of them
+local fields_of = {}
+local function field_of(model, name)
+  local per_model = fields_of[model]
+  if not per_model then
+    per_model = {}
+    fields_of[model] = per_model
+  end
+  local f = per_model[name]
+  if not f then
+    f = model_field(model, name)
+    per_model[name] = f
+  end
+  return f
+end
 local unfinished = {}
 local applied = 0
 local finished = {}
@@ -125,6 +140,9 @@ for j = 1, #jobs do
     local states = hmget_all(reqs, rids)
     local marks, incr, seen = {}, {}, {}
     local n = 0
+    -- what every request event of this job holds between its id and its data
+    local event_middle = '","source":"' .. source .. '","type":"com.inferq.request.completed","subject":"' ..
+      job_ids[j] .. '","time":"' .. now_iso .. '","datacontenttype":"application/json","data":'
     for i = 1, #items do
       local it = items[i]
       local rid, m, status = it[1], it[2], it[3]
@@ -136,25 +154,25 @@ for j = 1, #jobs do
         marks[#marks + 1] = REQ_MARK.DONE
         if states[i] == REQ_MARK.RUNNING then
           incr[F.RUNNING] = (incr[F.RUNNING] or 0) - 1
-          local f = model_field(model, F.RUNNING)
+          local f = field_of(model, F.RUNNING)
           incr[f] = (incr[f] or 0) - 1
         end
         incr[status] = (incr[status] or 0) + 1
-        local f = model_field(model, status)
+        local f = field_of(model, status)
         incr[f] = (incr[f] or 0) + 1
         if it[4] > 0 then incr[F.PROMPT_TOKENS] = (incr[F.PROMPT_TOKENS] or 0) + it[4] end
         if it[5] > 0 then incr[F.COMPLETION_TOKENS] = (incr[F.COMPLETION_TOKENS] or 0) + it[5] end
         local served, busy_us, cost = it[8], it[9], it[10]
         if served ~= '' then  -- it ran: charged to the model that served it
-          local sf = model_field(served, U.SERVED)
+          local sf = field_of(served, U.SERVED)
           incr[sf] = (incr[sf] or 0) + 1
           if busy_us > 0 then
-            local bf = model_field(served, U.BUSY_US)
+            local bf = field_of(served, U.BUSY_US)
             incr[bf] = (incr[bf] or 0) + busy_us
             incr[U.BUSY_US] = (incr[U.BUSY_US] or 0) + busy_us
           end
           if cost > 0 then
-            local cf = model_field(served, U.COST_MICROS)
+            local cf = field_of(served, U.COST_MICROS)
             incr[cf] = (incr[cf] or 0) + cost
             incr[U.COST_MICROS] = (incr[U.COST_MICROS] or 0) + cost
             local who = spend_field(tenant or 'default', served)
@@ -163,9 +181,7 @@ for j = 1, #jobs do
         end
         local line_id = redis.call('XADD', res, '*', 'l', it[6])
         -- the request.completed CloudEvent (same bytes as shared.events.request_event_json)
-        local doc = '{"specversion":"1.0","id":"' .. rid .. '.' .. line_id .. '","source":"' .. source ..
-          '","type":"com.inferq.request.completed","subject":"' .. job_ids[j] .. '","time":"' .. now_iso ..
-          '","datacontenttype":"application/json","data":' .. it[6] .. '}'
+        local doc = '{"specversion":"1.0","id":"' .. rid .. '.' .. line_id .. event_middle .. it[6] .. '}'
         redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', 'request.completed', 'job', job_ids[j], event_field, doc)
         if hook_requests then
           to_webhooks(math.floor(hooks_bound * 0.9), 'request.completed', job_ids[j], doc)
