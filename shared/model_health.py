@@ -95,7 +95,12 @@ def assess(
         reason = f"no worker has read its streams for {stalled_s:.0f} s while {waiting} requests wait"
     else:
         state = "serving"
-        reason = f"{queue.consumers} workers reading" if queue.consumers else "idle: the first request starts a worker"
+        if queue.consumers:
+            reason = f"{queue.consumers} workers reading"
+        elif cfg.scaling.backend == "static":
+            reason = "idle: no worker reading (its workers are started by the operator)"
+        else:
+            reason = "idle: the first request starts a worker"
     since = prev.health.since if prev is not None and prev.health.state == state else now_ms / 1000
     return HealthRecord(
         health=ModelHealth(state=state, reason=reason, since=since),

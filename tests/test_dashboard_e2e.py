@@ -161,6 +161,7 @@ def test_models_page_shows_the_backlog_rise_and_replicas_go_0_to_n_to_0(page, st
     _wait_text(row.locator("[data-field=replicas]"), r"^0 / 0")
     assert row.locator("[data-field=backlog]").inner_text().strip() == "0"
     assert "local" in row.inner_text() and "echo" in page.locator("tbody").inner_text()
+    _wait_text(page.locator("tr[data-model=echo] [data-field=health]"), r"^serving")
 
     _submit(stack, KEY_A, "scaled", 3000)
     backlog = _wait_text(row.locator("[data-field=backlog]"), r"^[1-9][\d,]*", 10)

@@ -23,7 +23,7 @@ export function modelsView() {
     replace(
       body,
       table(
-        ["Model", "Queued (interactive / batch)", "Routed", "In flight", "Backlog", "Replicas", "Last scaling", "Throughput", "Latency", "Backlog and replicas"],
+        ["Model", "Health", "Queued (interactive / batch)", "Routed", "In flight", "Backlog", "Replicas", "Last scaling", "Throughput", "Latency", "Backlog and replicas"],
         models.data.map((m) => row(m, stats.get(m.id))),
         "No models are configured.",
       ),
@@ -41,6 +41,7 @@ function row(m, s) {
     "tr",
     { dataset: { model: m.id } },
     h("td", {}, h("strong", {}, m.id), h("div", { class: "sub" }, `${m.engine} · ${sc.backend}`)),
+    h("td", { dataset: { field: "health" } }, health(m)),
     h("td", { dataset: { field: "queued" } }, lanes),
     h("td", { dataset: { field: "routed" } }, num(q.routed_unread)),
     h("td", { dataset: { field: "inflight" } }, num(q.pending)),
@@ -66,6 +67,21 @@ function row(m, s) {
     ),
     h("td", {}, backlogChart(points(m, s))),
   );
+}
+
+// Whether the model serves now, where its waiting requests would go, and what it cost today.
+function health(m) {
+  const hl = m.health;
+  const parts = [
+    h("div", { class: hl.state === "serving" ? "" : "warn" }, hl.state),
+    h("div", { class: "sub" }, hl.reason),
+  ];
+  if (m.fallback.length) parts.push(h("div", { class: "sub" }, `falls back to ${m.fallback.join(", ")}`));
+  if (m.spend.day_usd > 0) parts.push(h("div", { class: "sub" }, `$${num(m.spend.day_usd, 2)} today`));
+  for (const lim of m.spend.limits.filter((l) => l.reached)) {
+    parts.push(h("div", { class: "sub warn" }, `limit reached: ${lim.name}`));
+  }
+  return parts;
 }
 
 function decision(sc) {
