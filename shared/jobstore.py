@@ -32,6 +32,7 @@ from shared.errors import (
 )
 from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import JobField, Keys, model_field
+from shared.messages import ResultRecord
 from shared.pricing import usd
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
 from shared.usage_fields import UsageField
@@ -39,22 +40,6 @@ from shared.usage_fields import UsageField
 EVENTS_MAXLEN = 100_000
 WEBHOOK_EVENTS_MAXLEN = 1_000_000
 NO_LIMIT = 2**62
-
-
-class ResultRecord(msgspec.Struct, array_like=True):
-    """What the collector needs of one result to apply it; `line` is the stored JSON line."""
-
-    job_id: str
-    request_id: str
-    model: str
-    status: str
-    prompt_tokens: int
-    completion_tokens: int
-    line: bytes
-    error_code: str = ""
-    served_by: str = ""  # the model that ran it ('' when it never ran)
-    busy_us: int = 0  # its share of that model's worker busy time
-    cost_micros: int = 0
 
 
 class JobStore:

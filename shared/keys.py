@@ -22,6 +22,9 @@ PAYLOAD_FIELD = "d"
 # (`cancelled`, `expired`, `max_attempts_exceeded`). The collector turns it into a result line.
 DROP_FIELD = "x"
 REASON_FIELD = "r"
+# Results-stream field of a workers' batch: a msgpack array of ResultRecord (shared/messages.py),
+# every result one publish call acknowledged, so the collector reads and parses one entry per batch.
+BUNDLE_FIELD = "b"
 # Field of the public events stream that carries one CloudEvents 1.0 JSON document; the entry also
 # has `type` (e.g. job.completed) and `job` (the job id), so consumers can filter without parsing.
 EVENT_FIELD = "event"

@@ -58,6 +58,47 @@ class ResultEnvelope(Struct, array_like=True):
     cost_micros: int = 0
 
 
+class ResultRecord(Struct, array_like=True):
+    """One result as the collector applies it: what it counts, and the public line already encoded
+    as the JSON that is stored (`line`), so the line is encoded once, by whoever produced it."""
+
+    job_id: str
+    request_id: str
+    model: str
+    status: str
+    prompt_tokens: int
+    completion_tokens: int
+    line: bytes
+    error_code: str = ""
+    served_by: str = ""  # the model that ran it ('' when it never ran)
+    busy_us: int = 0  # its share of that model's worker busy time
+    cost_micros: int = 0
+    queued_ms: float = 0.0  # for the per-model figures (GET /v1/model-stats)
+    inference_ms: float = 0.0
+
+
+_line_encoder = msgspec.json.Encoder()
+
+
+def result_record(job_id: str, line: ResultLine, busy_us: int = 0, cost_micros: int = 0) -> ResultRecord:
+    """The record of a result line (the one place a line becomes what the collector applies)."""
+    return ResultRecord(
+        job_id,
+        line.request_id,
+        line.model,
+        line.status,
+        line.usage.prompt_tokens,
+        line.usage.completion_tokens,
+        _line_encoder.encode(line),
+        line.error.code if line.error else "",
+        line.served_by or "",
+        busy_us,
+        cost_micros,
+        line.timings.queued_ms,
+        line.timings.inference_ms,
+    )
+
+
 request_encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(InferenceRequest)
 # What a model stream carries: a request as accepted, or one moved there from another model.
@@ -74,6 +115,7 @@ def decode_routed(raw: bytes) -> tuple[InferenceRequest, str | None]:
 
 chunk_decoder = msgspec.msgpack.Decoder(IngestChunk)
 result_decoder = msgspec.msgpack.Decoder(ResultEnvelope)
+bundle_decoder = msgspec.msgpack.Decoder(list[ResultRecord])
 
 
 # How a request that ended without running is reported: reason -> (status, error code, message).

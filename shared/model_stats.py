@@ -15,8 +15,9 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from shared.api import ModelStats, ModelStatsSample, ResultLine
+from shared.api import ModelStats, ModelStatsSample
 from shared.keys import Keys
+from shared.messages import ResultRecord
 from shared.states import RequestStatus
 
 BUCKET_S = 5
@@ -47,19 +48,19 @@ class ResultTally:
     def __init__(self) -> None:
         self.models: dict[str, _Tally] = {}
 
-    def add(self, line: ResultLine) -> None:
-        model = line.served_by or line.model  # the model that did the work (a fallback, perhaps)
+    def add(self, rec: ResultRecord) -> None:
+        model = rec.served_by or rec.model  # the model that did the work (a fallback, perhaps)
         t = self.models.get(model)
         if t is None:
             t = self.models[model] = _Tally()
         t.completed += 1
-        if line.status == RequestStatus.FAILED:
+        if rec.status == RequestStatus.FAILED:
             t.failed += 1
-        inference = line.timings.inference_ms
+        inference = rec.inference_ms
         if inference > 0:  # it ran (a request dropped before running has no timings)
             t.ran += 1
             t.inference_ms += inference
-            t.latency_ms += line.timings.queued_ms + inference
+            t.latency_ms += rec.queued_ms + inference
 
     def merge(self, other: ResultTally) -> None:
         for model, t in other.models.items():

@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from shared import luapack, scripts
-from shared.keys import DROP_FIELD, META_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP
+from shared.keys import BUNDLE_FIELD, DROP_FIELD, META_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP
 
 
 class Publish:
@@ -24,17 +24,19 @@ class Publish:
         outcomes: list[tuple],
         move_keys: list[str] = (),  # type: ignore[assignment]
     ) -> int:
-        """`outcomes`: per entry, (index in `streams` + 1, entry id, result, dropped request, drop
+        """`outcomes`: per entry, (index in `streams` + 1, entry id, result (an encoded
+        ResultRecord: the acknowledged ones go to the results stream as one batch), dropped request, drop
         reason, dead letter, dead-letter meta, moved request, then for a move the indexes in KEYS of
         the next model's staging queue, ring and flow, the lane and the counter field), bytes as
         `luapack.lua_bytes`, b'' for none. `move_keys` follow the fixed keys. Returns how many were
         still pending here and published."""
         args: list[EncodableT] = [
             WORKER_GROUP,
-            PAYLOAD_FIELD,
+            BUNDLE_FIELD,
             DROP_FIELD,
             REASON_FIELD,
             META_FIELD,
+            PAYLOAD_FIELD,
             luapack.pack(outcomes),
             len(streams),
         ]
@@ -46,10 +48,19 @@ class HandBack:
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, "hand_back")
 
-    async def __call__(self, *, stream: str, entries: list[tuple[bytes, bytes]]) -> int:
-        """Re-add (entry id, payload) entries still pending here as unread ones; how many were."""
-        packed = luapack.pack([(luapack.lua_bytes(i), luapack.lua_bytes(p)) for i, p in entries])
-        return int(await self._script(keys=[stream], args=[WORKER_GROUP, PAYLOAD_FIELD, packed]))
+    async def __call__(
+        self,
+        *,
+        stream: str,
+        entries: list[tuple[bytes, list[bytes]]],
+        group: str = WORKER_GROUP,
+        field: str = PAYLOAD_FIELD,
+    ) -> int:
+        """Re-add (entry id, payloads) entries still pending here as unread ones, one per payload;
+        how many entries were given back."""
+        b = luapack.lua_bytes
+        packed = luapack.pack([(b(i), [b(p) for p in payloads]) for i, payloads in entries])
+        return int(await self._script(keys=[stream], args=[group, field, packed]))
 
 
 class DeadLetter:

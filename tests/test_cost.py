@@ -27,10 +27,11 @@ from shared.api import ResultLine
 from shared.budgets import period_id, spend_field
 from shared.jobstore import JobStore
 from shared.keys import COLLECTOR_GROUP, EVENT_FIELD, PAYLOAD_FIELD, FlowField, Keys
-from shared.messages import InferenceRequest, SamplingParams, result_decoder
+from shared.messages import InferenceRequest, SamplingParams
 from shared.models_config import DummyOptions, parse_models
 from shared.streams import ensure_group
 from tests.conftest import ROOT
+from tests.published import published_results
 
 enc = msgspec.msgpack.Encoder()
 
@@ -135,12 +136,12 @@ async def test_a_moved_request_is_charged_to_the_model_that_served_it_and_counte
     task = asyncio.create_task(worker.run(stop))
 
     async def published():
-        return await r.xlen(keys.results_stream) == 3
+        return len(await published_results(r, keys)) == 3
 
     await _until(published)
     stop.set()
     await task
-    envelopes = [result_decoder.decode(f[PAYLOAD_FIELD.encode()]) for _, f in await r.xrange(keys.results_stream)]
+    envelopes = await published_results(r, keys)
     await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
     collector = Collector(r, keys, store)
     reply = await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}, count=100)
@@ -301,7 +302,7 @@ async def test_a_request_cancelled_while_running_is_charged_for_the_time_it_ran(
         return bool(worker.inflight)
 
     async def published():
-        return await r.xlen(keys.results_stream) == 1
+        return len(await published_results(r, keys)) == 1
 
     await _until(running)
     await asyncio.sleep(0.3)

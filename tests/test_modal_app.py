@@ -14,8 +14,9 @@ import pytest
 
 from shared.jobstore import JobStore
 from shared.keys import PAYLOAD_FIELD, WORKER_GROUP
-from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
+from shared.messages import InferenceRequest, SamplingParams
 from shared.settings import Settings
+from tests.published import published_results
 
 MODELS = """
 [models."meta-llama/Llama-3.1-8B-Instruct"]
@@ -223,7 +224,7 @@ async def test_the_container_body_serves_until_idle_and_drains(r, keys, redis_se
     assert first["served"] == 20
     second = await asyncio.wait_for(container.run(idle_exit_s=0.3), 10)  # same container, same engine
     assert second["served"] == 0 and container.engine is engine and loads == [engine]  # loaded once
-    results = [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
+    results = await published_results(r, keys)
     assert sorted(e.line.custom_id for e in results) == sorted(f"c{i}" for i in range(20))
     assert (await r.xpending(keys.model_stream("echo-gpu", "batch"), WORKER_GROUP))["pending"] == 0
     assert stops == []  # runs ending does not release the model

@@ -11,6 +11,7 @@ import pytest
 from services.dispatcher.stats_sampler import sample_once
 from services.ingest.app import create_app
 from shared.api import ErrorInfo, Output, ResultLine, Timings, Usage
+from shared.messages import result_record
 from shared.model_stats import BUCKET_S, WINDOW_S, ResultTally, read_stats, record_samples
 
 NOW = 1_800_000_000.0  # a bucket boundary (a multiple of BUCKET_S)
@@ -32,7 +33,7 @@ def _line(model: str, status: str = "succeeded", queued_ms: float = 10.0, infere
 async def _tally(r, keys, lines, at: float) -> None:
     tally = ResultTally()
     for line in lines:
-        tally.add(line)
+        tally.add(result_record("job", line))
     await tally.flush(r, keys, now_s=at)
 
 

@@ -15,9 +15,10 @@ from services.inference.worker import InferenceWorker
 from shared.api import ChatMessage
 from shared.jobstore import JobStore
 from shared.keys import PAYLOAD_FIELD
-from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
+from shared.messages import InferenceRequest, SamplingParams
 from shared.models_config import OpenAIOptions, parse_models
 from tests.openai_server import OpenAIStub
+from tests.published import published_results
 
 
 @pytest.fixture
@@ -184,15 +185,12 @@ backoff_s = 0.01
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     for _ in range(250):
-        if await r.xlen(keys.results_stream) >= 3:
+        if len(await published_results(r, keys)) >= 3:
             break
         await asyncio.sleep(0.02)
     stop.set()
     await task
-    lines = {
-        e.line.custom_id: e.line
-        for e in (msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream))
-    }
+    lines = {e.line.custom_id: e.line for e in await published_results(r, keys)}
     assert lines["c0"].status == "succeeded" and lines["c0"].output.text == "here words fine"
     assert lines["c1"].status == "failed" and lines["c1"].error.code == "upstream_400"
     assert "maximum context length" in lines["c1"].error.message

@@ -15,10 +15,11 @@ from services.inference.worker import InferenceWorker
 from shared.deadletters import list_dead_letters
 from shared.errors import RequeueRefused
 from shared.jobstore import JobStore
-from shared.keys import COLLECTOR_GROUP, PAYLOAD_FIELD, WORKER_GROUP
-from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
+from shared.keys import BUNDLE_FIELD, COLLECTOR_GROUP, PAYLOAD_FIELD, WORKER_GROUP
+from shared.messages import InferenceRequest, SamplingParams, bundle_decoder
 from shared.models_config import DummyOptions, ModelConfig, RetryConfig
 from shared.streams import ensure_group
+from tests.published import published_results
 
 enc = msgspec.msgpack.Encoder()
 
@@ -52,15 +53,12 @@ async def _run_until(r, keys, worker, n_results: int, timeout=10.0):
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     deadline = asyncio.get_running_loop().time() + timeout
-    while await r.xlen(keys.results_stream) < n_results:
+    while len(await published_results(r, keys)) < n_results:
         assert asyncio.get_running_loop().time() < deadline, "results did not arrive"
         await asyncio.sleep(0.02)
     stop.set()
     await task
-    return {
-        e.line.custom_id: e.line
-        for e in (msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream))
-    }
+    return {e.line.custom_id: e.line for e in await published_results(r, keys)}
 
 
 async def test_retryable_errors_are_retried_until_success(r, keys):
@@ -179,8 +177,8 @@ async def test_a_reopened_job_counts_and_announces_only_its_requeued_request(r, 
 
     # a late copy of req_0, which had finished: it does not start, and its result does not count
     assert await store.mark_started([("job_r", "req_0", "m"), ("job_r", "req_1", "m")]) == ["gone", "run"]
-    [ok_entry] = [f for _, f in first_results if b"req_0" in f[b"d"]]
-    await r.xadd(keys.results_stream, ok_entry)
+    late = [rec for _, f in first_results for rec in bundle_decoder.decode(f[b"b"]) if rec.request_id == "req_0"]
+    await r.xadd(keys.results_stream, {BUNDLE_FIELD: msgspec.msgpack.encode(late)})
     await collector.handle((await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}))[0][1])
     job = await store.get("job_r")
     assert job.status == "in_progress" and job.request_counts.succeeded == 1 and job.request_counts.running == 1
@@ -206,13 +204,54 @@ async def test_a_reopened_job_counts_and_announces_only_its_requeued_request(r, 
     assert len({e["id"] for e in events}) == 5
 
 
+async def _published_one_per_entry(r, keys) -> dict[str, bytes]:
+    """Each result of the results stream moved to an entry of its own (as a batch that keeps
+    failing is split): custom id -> entry id."""
+    records = [rec for _, f in await r.xrange(keys.results_stream) for rec in bundle_decoder.decode(f[b"b"])]
+    await r.delete(keys.results_stream)
+    out = {}
+    for rec in records:
+        custom_id = json.loads(rec.line)["custom_id"]
+        out[custom_id] = await r.xadd(keys.results_stream, {BUNDLE_FIELD: msgspec.msgpack.encode([rec])})
+    return out
+
+
+async def test_a_batch_of_results_that_keeps_failing_is_split_and_each_result_applied_once(r, keys):
+    await _enqueue(r, keys, [f"prompt {i}" for i in range(6)])
+    store = JobStore(r, keys)
+    worker = InferenceWorker(r, keys, _model(), DummyEngine(DummyOptions()), block_ms=50)
+    await _run_until(r, keys, worker, 6)
+    records = [rec for _, f in await r.xrange(keys.results_stream) for rec in bundle_decoder.decode(f[b"b"])]
+    await r.delete(keys.results_stream)
+    batch_id = await r.xadd(keys.results_stream, {BUNDLE_FIELD: msgspec.msgpack.encode(records)})
+    await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
+    await r.xreadgroup(COLLECTOR_GROUP, "c0", {keys.results_stream: ">"})
+    for k in range(1, 5):  # four more collectors took the batch and died: five deliveries
+        await r.xclaim(keys.results_stream, COLLECTOR_GROUP, f"c{k}", 0, [batch_id])
+
+    collector = Collector(r, keys, store, claim_idle_ms=1, max_deliveries=5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    for _ in range(200):
+        if (await store.get("job_r")).status == "completed":
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    job = await store.get("job_r")
+    assert job.status == "completed" and job.request_counts.succeeded == 6 and job.request_counts.failed == 0
+    assert len(await store.read_results("job_r", None, 100)) == 6
+    assert (await list_dead_letters(r, keys, None, 10)).data == []
+    assert (await r.xpending(keys.results_stream, COLLECTOR_GROUP))["pending"] == 0
+
+
 async def test_a_result_that_keeps_killing_the_collector_is_dead_lettered_and_counted_failed(r, keys):
     await _enqueue(r, keys, ["ok", "fatal to collectors"])
     store = JobStore(r, keys)
     await _run_until(r, keys, InferenceWorker(r, keys, _model(), DummyEngine(DummyOptions()), block_ms=50), 2)
+    by_custom = await _published_one_per_entry(r, keys)
     await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
     entries = (await r.xreadgroup(COLLECTOR_GROUP, "c0", {keys.results_stream: ">"}))[0][1]
-    by_custom = {msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope).line.custom_id: eid for eid, f in entries}
     await Collector(r, keys, store).handle([e for e in entries if e[0] == by_custom["c0"]])
     for k in range(1, 5):  # four more collectors took c1 and died: five deliveries
         await r.xclaim(keys.results_stream, COLLECTOR_GROUP, f"c{k}", 0, [by_custom["c1"]])

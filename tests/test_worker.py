@@ -13,6 +13,7 @@ from shared.jobstore import JobStore
 from shared.keys import PAYLOAD_FIELD, WORKER_GROUP
 from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
 from shared.models_config import DummyOptions
+from tests.published import published_results
 
 enc = msgspec.msgpack.Encoder()
 
@@ -37,7 +38,7 @@ async def _enqueue(r, keys, model: str, n: int, job_id="job_w") -> list[Inferenc
 
 
 async def _results(r, keys) -> list[ResultEnvelope]:
-    return [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
+    return await published_results(r, keys)
 
 
 async def _until(predicate, timeout=10.0):
@@ -76,7 +77,7 @@ async def test_worker_processes_everything_with_bounded_concurrency(r, keys, mod
 
 
 async def _count(r, keys, n):
-    return await r.xlen(keys.results_stream) >= n
+    return len(await published_results(r, keys)) >= n
 
 
 async def test_engine_failures_become_failed_results(r, keys, models):
@@ -101,7 +102,7 @@ async def test_stop_drains_in_flight_requests_before_exit(r, keys, models):
     await _until(lambda: _has_inflight(worker, 16))
     stop.set()  # requests are mid-generation
     await task
-    assert await r.xlen(keys.results_stream) == 16
+    assert len(await published_results(r, keys)) == 16
     assert (await r.xpending(keys.model_stream("gamma", "batch"), WORKER_GROUP))["pending"] == 0
 
 
@@ -115,7 +116,7 @@ async def test_unfinished_work_is_handed_back_after_the_grace_period(r, keys, mo
     await _until(lambda: _has_inflight(worker, 4))
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert await r.xlen(keys.results_stream) == 0
+    assert len(await published_results(r, keys)) == 0
     stream = keys.model_stream("gamma", "batch")
     assert (await r.xpending(stream, WORKER_GROUP))["pending"] == 0  # nothing left held by a stopped worker
     assert (await r.xinfo_groups(stream))[0]["lag"] == 4  # back as unread entries

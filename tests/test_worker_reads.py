@@ -12,8 +12,9 @@ from services.inference.engines.dummy import DummyEngine
 from services.inference.worker import InferenceWorker
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP
-from shared.messages import InferenceRequest, ResultEnvelope, SamplingParams
+from shared.messages import InferenceRequest, SamplingParams
 from shared.models_config import DummyOptions
+from tests.published import published_results
 
 enc = msgspec.msgpack.Encoder()
 
@@ -75,7 +76,7 @@ async def test_a_burst_that_arrives_while_waiting_is_started_at_once_within_the_
     await _until(lambda: _published(r, keys, 24))
     stop.set()
     await task
-    results = [msgspec.msgpack.decode(f[b"d"], type=ResultEnvelope) for _, f in await r.xrange(keys.results_stream)]
+    results = await published_results(r, keys)
     assert sorted(e.line.custom_id for e in results) == sorted(q.custom_id for qs in by_lane.values() for q in qs)
     for lane in LANES:
         assert (await r.xpending(keys.model_stream("gamma", lane), WORKER_GROUP))["pending"] == 0
@@ -87,4 +88,4 @@ async def _holding(worker: InferenceWorker, n: int) -> bool:
 
 
 async def _published(r, keys, n: int) -> bool:
-    return await r.xlen(keys.results_stream) >= n
+    return len(await published_results(r, keys)) >= n

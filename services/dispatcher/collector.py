@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import cast
 
 import msgspec
@@ -12,15 +13,15 @@ import redis.asyncio as aioredis
 from services.dispatcher.consumer import BatchConsumer
 from shared.api import DeadLetter, FallbackReason
 from shared.deadletters import dead_letter
-from shared.jobstore import JobStore, ResultRecord
-from shared.keys import COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
-from shared.messages import ResultEnvelope, decode_routed, dropped_line, result_decoder
+from shared.jobstore import JobStore
+from shared.keys import BUNDLE_FIELD, COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
+from shared.messages import ResultRecord, bundle_decoder, decode_routed, dropped_line, result_decoder, result_record
 from shared.model_stats import ResultTally
+from shared.stream_scripts import HandBack
 
 log = logging.getLogger("inferq.collector")
 STATS_FLUSH_S = 0.5  # how often the per-model figures are written (GET /v1/model-stats buckets are 5 s)
-_line_encoder = msgspec.json.Encoder()
-_PAYLOAD, _DROP, _REASON = PAYLOAD_FIELD.encode(), DROP_FIELD.encode(), REASON_FIELD.encode()
+_BUNDLE, _PAYLOAD, _DROP, _REASON = (f.encode() for f in (BUNDLE_FIELD, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD))
 
 
 class Collector(BatchConsumer):
@@ -33,6 +34,7 @@ class Collector(BatchConsumer):
         self.applied = 0
         self._tally = ResultTally()  # per-model figures not yet written
         self._next_stats = 0.0  # monotonic time of the next write of them
+        self._split = HandBack(r)
 
     async def handle(self, entries) -> None:
         ack: list[bytes] = []
@@ -40,13 +42,14 @@ class Collector(BatchConsumer):
         tally = ResultTally()
         for entry_id, fields in entries:
             try:
-                env = _envelope(fields)
+                found = _records(fields)
             except (msgspec.DecodeError, KeyError) as exc:
                 await self._dead_letter(entry_id, fields, "undecodable", 1, str(exc))
                 continue
             ack.append(entry_id)
-            records.append(_record(env))
-            tally.add(env.line)
+            records += found
+            for rec in found:
+                tally.add(rec)
         if not ack:
             return
         applied, finished = await self.jobs.record_results(COLLECTOR_GROUP, ack, records)
@@ -72,64 +75,79 @@ class Collector(BatchConsumer):
         """Results that failed to apply `max_deliveries` times: keep them for an operator, and
         record the request as failed so its job can still finish.
 
-        The failure is recorded first (idempotent: a request already done is left alone), then the
-        entry moves to the dead-letter stream atomically with its XACK. A crash in between means
-        the entry is delivered again and both steps are repeated to the same end state."""
+        A worker's batch of several results is first split, in the step that acknowledges it, into
+        one entry per result, each delivered afresh: only the result that fails is failed, not the
+        batch it came with. Otherwise the failure is recorded first (idempotent: a request already
+        done is left alone), then the entry moves to the dead-letter stream atomically with its
+        XACK. A crash in between means the entry is delivered again and both steps are repeated to
+        the same end state."""
         for entry_id, fields in entries:
             times = deliveries.get(entry_id, 0)
             why = f"result could not be applied after {times} deliveries"
             try:
-                env = _envelope(fields)
+                found = _records(fields)
             except (msgspec.DecodeError, KeyError):
-                env = None
-            if env is not None:
-                line = dropped_line(_request_of(env), "max_attempts_exceeded")
-                await self.jobs.record_results(COLLECTOR_GROUP, [], [_record(ResultEnvelope(env.job_id, line))])
-            await self._dead_letter(entry_id, fields, "max_attempts_exceeded", times, why, env)
+                found = []
+            if len(found) > 1:
+                singles = [_one_result.encode([rec]) for rec in found]
+                split = await self._split(
+                    stream=self.stream, entries=[(entry_id, singles)], group=self.group, field=BUNDLE_FIELD
+                )
+                log.warning(
+                    "result batch %s split into %d entries after %d deliveries", entry_id, split and len(found), times
+                )
+                continue
+            if found:
+                failed = [
+                    result_record(rec.job_id, dropped_line(_request_of(rec), "max_attempts_exceeded")) for rec in found
+                ]
+                await self.jobs.record_results(COLLECTOR_GROUP, [], failed)
+            await self._dead_letter(entry_id, fields, "max_attempts_exceeded", times, why, found)
 
     async def _dead_letter(
-        self, entry_id: bytes, fields, reason: str, attempts: int, error: str, env: ResultEnvelope | None = None
+        self, entry_id: bytes, fields, reason: str, attempts: int, error: str, found: Sequence[ResultRecord] = ()
     ) -> None:
+        """Keep an entry for an operator. An entry of one result names its request; a worker's
+        batch names the job only when all its results are of one job."""
         log.error("result entry %s moved to the dead-letter stream: %s", entry_id, error)
-        raw = fields.get(_PAYLOAD) or fields.get(_DROP) or b""
+        raw = fields.get(_BUNDLE) or fields.get(_PAYLOAD) or fields.get(_DROP) or b""
+        one = found[0] if len(found) == 1 else None
+        jobs = {rec.job_id for rec in found}
         info = DeadLetter(
             source=self.stream,
             reason=reason,
             attempts=attempts,
             error=error,
-            job_id=env.job_id if env else None,
-            request_id=env.line.request_id if env else None,
-            custom_id=env.line.custom_id if env else None,
-            model=env.line.model if env else None,
+            job_id=jobs.pop() if len(jobs) == 1 else None,
+            request_id=one.request_id if one else None,
+            custom_id=_request_of(one).custom_id if one else None,
+            model=one.model if one else None,
         )
         await dead_letter(self.r, self.keys, self.stream, self.group, entry_id, raw, info)
 
 
-def _envelope(fields: dict[bytes, bytes]) -> ResultEnvelope:
-    """A result, or a drop notice (a request that ended without running) turned into one."""
+def _records(fields: dict[bytes, bytes]) -> list[ResultRecord]:
+    """The results of one results-stream entry: a worker's batch, one result (a request the
+    router could not route), or a drop notice (a request that ended without running)."""
+    if _BUNDLE in fields:
+        return bundle_decoder.decode(fields[_BUNDLE])
     if _PAYLOAD in fields:
-        return result_decoder.decode(fields[_PAYLOAD])
+        env = result_decoder.decode(fields[_PAYLOAD])
+        return [result_record(env.job_id, env.line, env.busy_us, env.cost_micros)]
     req, moved = decode_routed(fields[_DROP])
     line = dropped_line(req, fields.get(_REASON, b"").decode())
     line.fallback_reason = cast(FallbackReason | None, moved)  # it never ran: served by none
-    return ResultEnvelope(req.job_id, line)
+    return [result_record(req.job_id, line)]
 
 
-def _record(env: ResultEnvelope) -> ResultRecord:
-    line = env.line
-    return ResultRecord(
-        env.job_id,
-        line.request_id,
-        line.model,
-        line.status,
-        line.usage.prompt_tokens,
-        line.usage.completion_tokens,
-        _line_encoder.encode(line),
-        line.error.code if line.error else "",
-        line.served_by or "",
-        env.busy_us,
-        env.cost_micros,
-    )
+_one_result = msgspec.msgpack.Encoder()
+
+
+class _LineNames(msgspec.Struct):
+    custom_id: str
+
+
+_names_decoder = msgspec.json.Decoder(_LineNames)
 
 
 class _Req(msgspec.Struct):
@@ -139,5 +157,5 @@ class _Req(msgspec.Struct):
     model: str
 
 
-def _request_of(env: ResultEnvelope) -> _Req:
-    return _Req(env.job_id, env.line.request_id, env.line.custom_id, env.line.model)
+def _request_of(rec: ResultRecord) -> _Req:
+    return _Req(rec.job_id, rec.request_id, _names_decoder.decode(rec.line).custom_id, rec.model)

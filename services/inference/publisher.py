@@ -16,7 +16,7 @@ class Outcome(msgspec.Struct, array_like=True):
 
     lane: int  # index into Keys.model_streams
     entry_id: bytes
-    result: bytes = b""  # encoded ResultEnvelope
+    result: bytes = b""  # encoded ResultRecord
     dropped: bytes = b""  # the request, ended without running (the collector writes its line)
     reason: str = ""  # why it was dropped
     dead: bytes = b""  # the request, to keep in the dead-letter stream
@@ -64,4 +64,4 @@ class ResultPublisher:
 
     async def hand_back(self, lane: int, entries: list[tuple[bytes, bytes]]) -> int:
         """Return unfinished requests to their lane stream (a stopping worker does this)."""
-        return await self._hand_back(stream=self.streams[lane], entries=entries)
+        return await self._hand_back(stream=self.streams[lane], entries=[(i, [p]) for i, p in entries])

@@ -24,7 +24,7 @@ from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.jobstore import JobStore
 from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
 from shared.liveness import Liveness, TakeoverClock
-from shared.messages import InferenceRequest, ResultEnvelope, decode_routed, dropped_line, ended_line
+from shared.messages import InferenceRequest, decode_routed, dropped_line, ended_line, result_record
 from shared.model_health import decode_record
 from shared.models_config import ModelConfig
 from shared.outage import OUTAGE
@@ -35,6 +35,7 @@ from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_gr
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
 PUBLISH_BATCH = 1000
+_MovedReason = FallbackReason | None  # built once: `X | None` costs a typing call each time
 STOP_CHECK_S = 0.5  # how often in-flight requests' jobs are checked for a cancel or an expiry
 
 
@@ -255,7 +256,7 @@ class InferenceWorker:
             raw = fields.get(field, b"")
             try:
                 req, reason = decode_routed(raw)
-                moved = cast(FallbackReason | None, reason)  # why it came here along a fallback chain
+                moved = cast(_MovedReason, reason)  # why it came here along a fallback chain
             except msgspec.DecodeError as exc:
                 self._reject(lane, entry_id, raw, exc)
                 continue
@@ -309,7 +310,7 @@ class InferenceWorker:
         usage.gpu_seconds = usd(busy_us)  # µs as seconds, rounded like micro-dollars as USD
         usage.cost = usd(cost)
         line.served_by = self.model.name
-        return _encoder.encode(ResultEnvelope(job_id, line, busy_us, cost))
+        return _encoder.encode(result_record(job_id, line, busy_us, cost))
 
     async def _generate(
         self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, moved: FallbackReason | None
@@ -456,7 +457,7 @@ class InferenceWorker:
         )
         self._settle(
             Outcome(
-                lane, entry_id, result=_encoder.encode(ResultEnvelope(req.job_id, line)), dead=raw, dead_meta=meta(info)
+                lane, entry_id, result=_encoder.encode(result_record(req.job_id, line)), dead=raw, dead_meta=meta(info)
             )
         )
 
@@ -489,7 +490,7 @@ class InferenceWorker:
             timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="invalid_request", message=f"the worker could not read this request: {exc}"),
         )
-        self._settle(Outcome(lane, entry_id, result=_encoder.encode(ResultEnvelope(job_id, line))))
+        self._settle(Outcome(lane, entry_id, result=_encoder.encode(result_record(job_id, line))))
 
     async def _flush_loop(self) -> None:
         """Publish finished results in batches; a result keeps its slot until published, so a

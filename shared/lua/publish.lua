@@ -1,25 +1,29 @@
--- uses: staging
+-- uses: staging bundles
 -- A worker publishes what became of a batch of model-stream entries.
 -- KEYS: the model's lane streams..., results stream, dead-letter stream, fallback moves counter,
 --       then the staging keys the moves name.
--- ARGV: group, payload field, drop field, reason field, meta field, msgpack outcomes, the number
---       of lane streams. The outcomes are a list of
---   (lane stream index, entry id, result ('' none), dropped request ('' none), drop reason,
---    dead-letter payload ('' none), dead-letter meta, moved request ('' none), and for a move:
---    the next model's staging queue, ring and flow (KEYS indexes), the lane, the counter field)
+-- ARGV: group, bundle field, drop field, reason field, meta field, payload field, msgpack
+--       outcomes, the number of lane streams. The outcomes are a list of
+--   (lane stream index, entry id, result: an encoded ResultRecord ('' none), dropped request
+--    ('' none), drop reason, dead-letter payload ('' none), dead-letter meta, moved request
+--    ('' none), and for a move: the next model's staging queue, ring and flow (KEYS indexes), the
+--    lane, the counter field)
 --   per entry.
 -- Guarantees: an entry's result, drop notice, dead letter or move to the next model of its
 -- fallback chain happens exactly when its XACK succeeds; nothing happens for an entry no longer
--- pending here (another worker reclaimed it). Returns how many entries were published.
-local group, pf, xf, rf, mf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local outcomes = cmsgpack.unpack(ARGV[6])
-local lanes = tonumber(ARGV[7])
+-- pending here (another worker reclaimed it). The results of the acknowledged entries go to the
+-- results stream as one entry (a msgpack array of their records, field `bundle`), so the collector
+-- reads one entry per batch. Returns how many entries were published.
+local group, bf, xf, rf, mf, pf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local outcomes = cmsgpack.unpack(ARGV[7])
+local lanes = tonumber(ARGV[8])
 local results, dead, moves = KEYS[lanes + 1], KEYS[lanes + 2], KEYS[lanes + 3]
 local published = 0
+local records = {}
 for i = 1, #outcomes do
   local o = outcomes[i]
   if redis.call('XACK', KEYS[o[1]], group, o[2]) == 1 then
-    if o[3] ~= '' then redis.call('XADD', results, '*', pf, o[3]) end
+    if o[3] ~= '' then records[#records + 1] = o[3] end
     if o[4] ~= '' then redis.call('XADD', results, '*', xf, o[4], rf, o[5]) end
     if o[6] ~= '' then redis.call('XADD', dead, '*', pf, o[6], mf, o[7]) end
     if o[8] ~= '' then
@@ -29,4 +33,5 @@ for i = 1, #outcomes do
     published = published + 1
   end
 end
+if #records > 0 then redis.call('XADD', results, '*', bf, msgpack_array(records)) end
 return published
