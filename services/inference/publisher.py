@@ -44,6 +44,9 @@ class ResultPublisher:
         move_keys: list[str] = []
         outcomes = []
         for o in batch:
+            if not (o.dropped or o.dead or o.moved):  # a result alone: the rest of the row is left out
+                outcomes.append((o.lane + 1, b(o.entry_id), b(o.result)))
+                continue
             row: list = [o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta)]
             if o.moved_to is None:
                 row.append(b(b""))

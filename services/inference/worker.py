@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from services.inference.busy_clock import BusyClock, micros
+from services.inference.deadlines import Deadlines
 from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
 from shared import metrics
@@ -80,6 +81,7 @@ class InferenceWorker:
         self.stats = metrics.worker_stats(model.name)
         # Each request's share of this worker's busy time (docs/architecture.md, "Cost accounting").
         self.busy = BusyClock()
+        self.deadlines = Deadlines(model.request_timeout_s)
 
     @property
     def free_slots(self) -> int:
@@ -103,6 +105,7 @@ class InferenceWorker:
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
         keeper = asyncio.create_task(self._keep_claims(), name="claims")
         aborter = asyncio.create_task(self._abort_stopped_jobs(), name="aborter")
+        watchdog = asyncio.create_task(self.deadlines.run(), name="deadlines")
         log.info("worker started", extra={"model": self.model.name, "consumer": self.consumer})
         try:
             await self._read_loop(stop)
@@ -110,6 +113,7 @@ class InferenceWorker:
             await self._drain()
             keeper.cancel()
             aborter.cancel()
+            watchdog.cancel()
             self._closing = True
             self._outbox_ready.set()
             try:
@@ -324,13 +328,20 @@ class InferenceWorker:
         try:
             while True:
                 attempt += 1
+                key = (lane, entry_id)
                 try:
-                    async with asyncio.timeout(self.model.request_timeout_s):  # no extra task, unlike wait_for
+                    self.deadlines.start(key)
+                    try:
                         gen = await self.engine.generate(req)
+                    finally:
+                        self.deadlines.end(key)
                     output = Output(text=gen.text, finish_reason=gen.finish_reason)
                     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
                     break
-                except TimeoutError:
+                except asyncio.CancelledError:
+                    if not self.deadlines.expired(key):
+                        raise  # a stop, or shutting down: handled below
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     error = ErrorInfo(
                         code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s"
                     )

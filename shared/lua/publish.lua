@@ -8,7 +8,7 @@
 --    ('' none), drop reason, dead-letter payload ('' none), dead-letter meta, moved request
 --    ('' none), and for a move: the next model's staging queue, ring and flow (KEYS indexes), the
 --    lane, the counter field)
---   per entry.
+--   per entry; a row may stop after its result (the rest is then none).
 -- Guarantees: an entry's result, drop notice, dead letter or move to the next model of its
 -- fallback chain happens exactly when its XACK succeeds; nothing happens for an entry no longer
 -- pending here (another worker reclaimed it). The results of the acknowledged entries go to the
@@ -24,9 +24,9 @@ for i = 1, #outcomes do
   local o = outcomes[i]
   if redis.call('XACK', KEYS[o[1]], group, o[2]) == 1 then
     if o[3] ~= '' then records[#records + 1] = o[3] end
-    if o[4] ~= '' then redis.call('XADD', results, '*', xf, o[4], rf, o[5]) end
-    if o[6] ~= '' then redis.call('XADD', dead, '*', pf, o[6], mf, o[7]) end
-    if o[8] ~= '' then
+    if #o > 3 and o[4] ~= '' then redis.call('XADD', results, '*', xf, o[4], rf, o[5]) end
+    if #o > 3 and o[6] ~= '' then redis.call('XADD', dead, '*', pf, o[6], mf, o[7]) end
+    if #o > 3 and o[8] ~= '' then
       stage(KEYS[o[9]], KEYS[o[10]], KEYS[o[11]], o[12], {o[8]})
       redis.call('HINCRBY', moves, o[13], 1)
     end
