@@ -19,10 +19,9 @@ class Deadlines:
         self._due: dict[Hashable, tuple[float, asyncio.Task]] = {}
         self._expired: set[Hashable] = set()
 
-    def start(self, key: Hashable) -> None:
-        """An attempt of `key` begins in the current task: it is cancelled once over the limit."""
-        task = asyncio.current_task()
-        assert task is not None
+    def start(self, key: Hashable, task: asyncio.Task) -> None:
+        """An attempt of `key` begins in `task` (the one running it: passed, because looking it up
+        costs more than the rest of this): it is cancelled once over the limit."""
         self._due[key] = (time.monotonic() + self.limit_s, task)
 
     def end(self, key: Hashable) -> None:

@@ -330,7 +330,7 @@ class InferenceWorker:
                 attempt += 1
                 key = (lane, entry_id)
                 try:
-                    self.deadlines.start(key)
+                    self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
                     try:
                         gen = await self.engine.generate(req)
                     finally:
