@@ -216,6 +216,20 @@ async def _published_one_per_entry(r, keys) -> dict[str, bytes]:
     return out
 
 
+async def _collect_until_completed(r, keys, store: JobStore) -> None:
+    """Run a collector that takes over entries at once and gives up after 5 deliveries, until
+    job_r completes (or 4 s pass: the assertions that follow then say what is missing)."""
+    collector = Collector(r, keys, store, claim_idle_ms=1, max_deliveries=5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    for _ in range(200):
+        if (await store.get("job_r")).status == "completed":
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+
+
 async def test_a_batch_of_results_that_keeps_failing_is_split_and_each_result_applied_once(r, keys):
     await _enqueue(r, keys, [f"prompt {i}" for i in range(6)])
     store = JobStore(r, keys)
@@ -229,15 +243,7 @@ async def test_a_batch_of_results_that_keeps_failing_is_split_and_each_result_ap
     for k in range(1, 5):  # four more collectors took the batch and died: five deliveries
         await r.xclaim(keys.results_stream, COLLECTOR_GROUP, f"c{k}", 0, [batch_id])
 
-    collector = Collector(r, keys, store, claim_idle_ms=1, max_deliveries=5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(collector.run(stop))
-    for _ in range(200):
-        if (await store.get("job_r")).status == "completed":
-            break
-        await asyncio.sleep(0.02)
-    stop.set()
-    await task
+    await _collect_until_completed(r, keys, store)
     job = await store.get("job_r")
     assert job.status == "completed" and job.request_counts.succeeded == 6 and job.request_counts.failed == 0
     assert len(await store.read_results("job_r", None, 100)) == 6
@@ -256,15 +262,7 @@ async def test_a_result_that_keeps_killing_the_collector_is_dead_lettered_and_co
     for k in range(1, 5):  # four more collectors took c1 and died: five deliveries
         await r.xclaim(keys.results_stream, COLLECTOR_GROUP, f"c{k}", 0, [by_custom["c1"]])
 
-    collector = Collector(r, keys, store, claim_idle_ms=1, max_deliveries=5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(collector.run(stop))
-    for _ in range(200):
-        if (await store.get("job_r")).status == "completed":
-            break
-        await asyncio.sleep(0.02)
-    stop.set()
-    await task
+    await _collect_until_completed(r, keys, store)
     job = await store.get("job_r")
     assert job.status == "completed" and job.request_counts.succeeded == 1 and job.request_counts.failed == 1
     lines = {json.loads(l)["custom_id"]: json.loads(l) for _, l in await store.read_results("job_r", None, 10)}
