@@ -24,6 +24,7 @@ from shared.streams import (
     read_own_pending,
     trim_acknowledged,
 )
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger("inferq.dispatcher")
 
@@ -102,8 +103,7 @@ class BatchConsumer:
             await self._consume(stop, backoff)
         finally:
             if beating is not None:  # the key is deleted before the caller can close the connection
-                beating.cancel()
-                await asyncio.wait([beating])
+                await cancel_and_wait(beating)
 
     async def _consume(self, stop: asyncio.Event, backoff: Backoff) -> None:
         """`run`'s loop, while the consumer's heartbeat beats."""

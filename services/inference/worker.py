@@ -32,6 +32,7 @@ from shared.outage import OUTAGE
 from shared.pricing import cost_micros, usd
 from shared.states import RequestStatus
 from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
@@ -123,8 +124,8 @@ class InferenceWorker:
                 log.error("could not publish %d results before the grace period ended", len(self.outbox))
             if self.owns_engine:
                 await self.engine.stop()
-            beating.cancel()  # and its key deleted: what is still unpublished is taken over at once
-            await asyncio.gather(beating, return_exceptions=True)
+            # and its key deleted: what is still unpublished is taken over at once
+            await cancel_and_wait(beating)
             log.info("worker stopped", extra={"model": self.model.name, "served": self.completed})
 
     async def _ensure_groups(self) -> None:
