@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from shared import luapack, scripts
-from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, Keys
+from shared.keys import DROP_FIELD, EVENT_FIELD, LANES, PAYLOAD_FIELD, REASON_FIELD, SKIP_FIELD, WORKER_GROUP, Keys
+from shared.messages import DirectChunk
 from shared.states import JobStatus
 
 
@@ -37,7 +38,7 @@ class CreateJob:
         created_ms: int,
         expires_ms: int,
         record: dict[str, str | int],
-        chunks: list[bytes],
+        chunks: list[bytes | DirectChunk],
         model_totals: dict[str, int],
         model_limits: dict[str, int],
         global_limit: int,
@@ -51,7 +52,7 @@ class CreateJob:
         script can check its job still exists; the script answers `recheck` when it differs."""
         models = sorted(model_totals)
         k = self.k
-        keys = [
+        fixed = [
             k.job(job_id),
             k.jobs_index,
             k.ingest_stream,
@@ -64,6 +65,17 @@ class CreateJob:
             k.job_tenants,
             *(k.flow(m) for m in models),
         ]
+        key_list = luapack.KeyList(fixed)
+        b = luapack.lua_bytes
+        packed: list = []
+        for c in chunks:
+            if isinstance(c, bytes):
+                packed.append(b(c))
+                continue
+            interactive, batch = k.model_streams(c.model)
+            direct = [key_list.index(interactive), key_list.index(batch), c.high_watermark, c.low_watermark]
+            ring, flow = key_list.index(k.staging_ring(c.model, c.lane)), key_list.index(k.flow(c.model))
+            packed.append([b(c.chunk), direct, ring, flow, c.lane, [b(p) for p in c.payloads]])
         fields: list = []
         for name, value in record.items():
             fields += (name, str(value))
@@ -80,9 +92,11 @@ class CreateJob:
             "tenant_limit": str(tenant_limit),
             "models": [(m, str(model_totals[m]), str(model_limits[m])) for m in models],
             "record": fields,
-            "chunks": [luapack.lua_bytes(c) for c in chunks],
+            "chunks": packed,
+            "worker_group": WORKER_GROUP,
+            "skip_field": SKIP_FIELD,
         }
-        reply = await self._script(keys=keys, args=[luapack.pack(args)])
+        reply = await self._script(keys=key_list.keys, args=[luapack.pack(args)])
         return CreateVerdict(*(v.decode() for v in reply))
 
 

@@ -32,7 +32,7 @@ from shared.errors import (
 )
 from shared.events import SOURCE as EVENT_SOURCE
 from shared.keys import JobField, Keys, model_field
-from shared.messages import ResultRecord
+from shared.messages import DirectChunk, ResultRecord
 from shared.pricing import usd
 from shared.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
 from shared.usage_fields import UsageField
@@ -68,7 +68,7 @@ class JobStore:
         created_ms: int,
         model_totals: dict[str, int],
         metadata: dict[str, str],
-        chunks: list[bytes],
+        chunks: list[bytes | DirectChunk],
         *,
         priority: str = "batch",
         expires_ms: int | None = None,

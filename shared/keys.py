@@ -18,6 +18,9 @@ LANES = ("interactive", "batch")
 
 # Stream entry field that carries the msgpack-encoded message.
 PAYLOAD_FIELD = "d"
+# Ingest-stream field: how many of the chunk's first requests ingest already sent straight to their
+# lane stream (absent: none); the router admits the rest.
+SKIP_FIELD = "o"
 # Results-stream fields of a request that ended without running: the request (msgpack) and why
 # (`cancelled`, `expired`, `max_attempts_exceeded`). The collector turns it into a result line.
 DROP_FIELD = "x"

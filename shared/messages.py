@@ -47,6 +47,19 @@ class IngestChunk(Struct, array_like=True):
     items: list[tuple[str, str, bytes]]  # (model, lane, encoded InferenceRequest)
 
 
+class DirectChunk(Struct, kw_only=True):
+    """An ingest chunk of one model and lane that the job's creation may send straight to the lane
+    stream when flow control has room (shared/lua/create_job.lua); what does not fit goes to the
+    ingest stream for the router, as any chunk does."""
+
+    chunk: bytes  # the encoded IngestChunk
+    model: str
+    lane: str
+    payloads: list[bytes]  # its requests, as the lane stream carries them
+    high_watermark: int
+    low_watermark: int
+
+
 class ResultEnvelope(Struct, array_like=True):
     """One results-stream entry: the job it belongs to and the public result line."""
 

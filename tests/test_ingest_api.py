@@ -12,6 +12,7 @@ import pytest
 from services.ingest.app import create_app
 from shared.keys import PAYLOAD_FIELD
 from shared.messages import chunk_decoder, request_decoder
+from tests.accepted import accepted, entries_written
 
 
 @pytest.fixture
@@ -195,11 +196,12 @@ async def test_accepted_job_is_queued_with_counts(api, r, keys):
         == {"prompt_tokens": 0, "completion_tokens": 0, "gpu_seconds": 0.0, "cost": 0.0, "by_model": {}}
     )
 
-    entries = await r.xrange(keys.ingest_stream)
-    assert len(entries) == 1
-    chunk = chunk_decoder.decode(entries[0][1][PAYLOAD_FIELD.encode()])
-    reqs = [request_decoder.decode(p) for _, _, p in chunk.items]
-    assert chunk.job_id == job["id"]
+    # the lane streams had room: every request went straight to its model's stream, none via the router
+    assert await r.xlen(keys.ingest_stream) == 0
+    streams = [s for m in ("alpha", "beta") for s in keys.model_streams(m)]
+    payloads = [f[PAYLOAD_FIELD.encode()] for s in streams for _, f in await r.xrange(s)]
+    reqs = sorted((request_decoder.decode(p) for p in payloads), key=lambda q: int(q.request_id.rsplit("_", 1)[1]))
+    assert {q.job_id for q in reqs} == {job["id"]} and [q.model for q in reqs] == ["alpha", "beta", "beta"]
     first = reqs[0]
     assert (
         first.custom_id == "first"
@@ -218,8 +220,7 @@ async def test_prompts_shape_maps_id_to_custom_id(api, r, keys):
         json={"prompts": [{"id": "p-1", "model": "alpha", "prompt": "a"}, {"model": "gamma", "prompt": "b"}]},
     )
     assert resp.status_code == 202
-    chunk = chunk_decoder.decode((await r.xrange(keys.ingest_stream))[0][1][b"d"])
-    reqs = [request_decoder.decode(p) for _, _, p in chunk.items]
+    reqs = await accepted(r, keys)
     assert reqs[0].custom_id == "p-1" and reqs[0].prompt == "a"
     assert reqs[1].model == "gamma"
 
@@ -232,7 +233,9 @@ async def test_large_job_is_split_into_chunks_in_one_transaction(r, settings, mo
     assert resp.status_code == 202
     entries = await r.xrange(keys.ingest_stream)
     sizes = [len(chunk_decoder.decode(f[b"d"]).items) for _, f in entries]
-    assert sizes == [500, 500, 234]
+    assert sizes and all(n <= 500 for n in sizes)  # what did not go straight to the lane stream
+    reqs = await accepted(r, keys)
+    assert [q.custom_id for q in reqs] == [str(i) for i in range(1234)]  # each exactly once, in order
 
 
 async def test_unknown_job_is_404(api):
@@ -338,7 +341,7 @@ async def test_idempotency_key_returns_the_same_job_and_writes_once(api, r, keys
     again = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-22"})
     assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
-    assert await r.xlen(keys.ingest_stream) == 1  # the replay wrote nothing
+    assert len(await accepted(r, keys)) == 2  # the replay wrote nothing
 
     changed = {**body, "metadata": {"run": "2"}}
     conflict = await api.post("/v1/jobs", json=changed, headers={"Idempotency-Key": "nightly-2026-11-22"})
@@ -360,7 +363,7 @@ async def test_replaying_an_idempotency_key_whose_job_expired_is_a_409_naming_th
     assert not await r.exists(keys.job(first["id"])) and await r.exists(
         keys.idempotency("default", "nightly-2026-11-23")
     )
-    written = (await r.xlen(keys.ingest_stream), await r.get(keys.backlog_total))
+    written = (await entries_written(r, keys), await r.get(keys.backlog_total))
 
     replay = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-23"})
     assert replay.status_code == 409 and "idempotent-replayed" not in replay.headers
@@ -369,7 +372,7 @@ async def test_replaying_an_idempotency_key_whose_job_expired_is_a_409_naming_th
         "type": "idempotency_key_expired_job",
         "field": "Idempotency-Key",
     }
-    assert (await r.xlen(keys.ingest_stream), await r.get(keys.backlog_total)) == written  # nothing of it written
+    assert (await entries_written(r, keys), await r.get(keys.backlog_total)) == written  # nothing of it written
     assert (await api.get(f"/v1/jobs/{first['id']}")).status_code == 404
     fresh = await api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-11-23b"})
     assert fresh.status_code == 202 and fresh.json()["id"] != first["id"]

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from services.dispatcher.consumer import BatchConsumer
 from shared.api import DeadLetter
 from shared.deadletters import META_FIELD, meta
-from shared.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, WORKER_GROUP, Keys
+from shared.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, SKIP_FIELD, WORKER_GROUP, Keys
 from shared.messages import ResultEnvelope, chunk_decoder, ended_line, request_decoder
 from shared.models_config import ModelConfig, ModelsConfig
 from shared.staging_scripts import Admit, AdmitBatch, Feed
@@ -37,6 +37,7 @@ log = logging.getLogger("inferq.router")
 FULL_FEED_S = 0.1  # how often every model is fed, staged to by this router or not
 
 _results_encoder = msgspec.msgpack.Encoder()
+_SKIP = SKIP_FIELD.encode()
 
 
 class Router(BatchConsumer):
@@ -111,6 +112,7 @@ class Router(BatchConsumer):
                     ],
                 )
                 continue
+            skip = int(fields.get(_SKIP, 0))  # the first ones went straight to their lane stream at creation
             if times > self.max_deliveries:
                 why = f"ingest chunk delivered {times} times; each router that took it stopped before finishing"
                 log.error(why, extra={"job_id": chunk.job_id})
@@ -121,13 +123,13 @@ class Router(BatchConsumer):
                     entry_id,
                     [
                         self._dead(batch, raw, info),
-                        *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items),
+                        *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items[skip:]),
                     ],
                 )
                 continue
             groups: dict[tuple[str, str], list[bytes]] = {}
             ops: list[list] = []
-            for model, lane, payload in chunk.items:
+            for model, lane, payload in chunk.items[skip:]:
                 if model in self.models.models and lane in LANES:
                     groups.setdefault((model, lane), []).append(payload)
                 else:

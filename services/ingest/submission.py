@@ -14,7 +14,7 @@ from shared.fallback import reachable
 from shared.ids import new_job_id, request_id
 from shared.jobstore import NO_LIMIT, JobStore
 from shared.keys import JobField
-from shared.messages import InferenceRequest, IngestChunk, SamplingParams
+from shared.messages import DirectChunk, InferenceRequest, IngestChunk, SamplingParams
 from shared.models_config import ModelConfig, ModelsConfig
 from shared.settings import Settings
 
@@ -31,7 +31,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     priority: Priority
     model_totals: dict[str, int]
     metadata: dict[str, str]
-    chunks: list[bytes]
+    chunks: list[bytes | DirectChunk]
     webhook: JobWebhook | None = None
     routes: list[str] = []  # the models its requests may reach (shared/fallback.py)
 
@@ -131,9 +131,7 @@ def plan_job(
             encoded.append((target, lane, _encoder.encode(("budget_exceeded", req))))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
 
-    chunks = [
-        _encoder.encode(IngestChunk(job_id, encoded[i : i + CHUNK_SIZE])) for i in range(0, len(encoded), CHUNK_SIZE)
-    ]
+    chunks = _chunks(job_id, encoded, models)
     for name, n in model_totals.items():
         limit = models.models[name].flow.max_backlog
         if n > limit:
@@ -156,6 +154,36 @@ def plan_job(
         webhook=doc.webhook,
         routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
     )
+
+
+def _chunks(job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsConfig) -> list[bytes | DirectChunk]:
+    """The job's ingest chunks, one (model, lane) each, in request order within it. The first
+    chunks of each, up to its high watermark, may go straight to the lane stream when the job is
+    created (no more could: flow control never lets a lane stream hold more)."""
+    groups: dict[tuple[str, str], list[tuple[str, str, bytes]]] = {}
+    for item in encoded:
+        groups.setdefault((item[0], item[1]), []).append(item)
+    out: list[bytes | DirectChunk] = []
+    for (model, lane), items in groups.items():
+        config = models.models[model]
+        high = config.high_watermark
+        for i in range(0, len(items), CHUNK_SIZE):
+            part = items[i : i + CHUNK_SIZE]
+            chunk = _encoder.encode(IngestChunk(job_id, part))
+            if i >= high:
+                out.append(chunk)
+                continue
+            out.append(
+                DirectChunk(
+                    chunk=chunk,
+                    model=model,
+                    lane=lane,
+                    payloads=[p for _, _, p in part],
+                    high_watermark=high,
+                    low_watermark=config.low_watermark,
+                )
+            )
+    return out
 
 
 def max_queue_wait_ms(own: float | None, job: float | None, lane: str, model: ModelConfig) -> int | None:

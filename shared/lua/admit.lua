@@ -23,29 +23,7 @@ local entries = cmsgpack.unpack(ARGV[4])
 local worker_group, field = ARGV[5], ARGV[6]
 local admitted, staged = 0, 0
 
-local backlogs = {}  -- lane stream -> backlog: read once per call, then counted here
-local function backlog_of(stream)
-  if not backlogs[stream] then backlogs[stream] = lane_backlog(stream, worker_group) end
-  return backlogs[stream]
-end
-
--- How many of `n` requests of `lane` go straight to its stream, as feed.lua would move them.
-local function room(direct, ring, flow, lane, n)
-  if redis.call('LLEN', ring) > 0 then return 0 end
-  local high, low = direct[3], direct[4]
-  local bi = backlog_of(KEYS[direct[1]])
-  if lane == LANE.INTERACTIVE then return math.max(0, math.min(n, high - bi)) end
-  local total = bi + backlog_of(KEYS[direct[2]])
-  local paused = redis.call('HGET', flow, F.PAUSED) == '1'
-  if paused and total < low then
-    paused = false
-    redis.call('HSET', flow, F.PAUSED, '0')
-  end
-  if paused then return 0 end
-  local sent = math.max(0, math.min(n, high - total))
-  if total + sent >= high then redis.call('HSET', flow, F.PAUSED, '1') end
-  return sent
-end
+local room, took = lane_room(worker_group)
 
 local function admit(queue, ring, flow, lane, payloads, direct)
   local sent = 0
@@ -53,7 +31,7 @@ local function admit(queue, ring, flow, lane, payloads, direct)
     sent = room(direct, ring, flow, lane, #payloads)
     local stream = KEYS[lane == LANE.INTERACTIVE and direct[1] or direct[2]]
     for i = 1, sent do redis.call('XADD', stream, '*', field, payloads[i]) end
-    if sent > 0 then backlogs[stream] = backlogs[stream] + sent end
+    took(stream, sent)
   end
   if sent < #payloads then
     local rest = payloads

@@ -24,3 +24,38 @@ local function lane_backlog(stream, group)
   end
   return redis.call('XLEN', stream)
 end
+
+-- A counter of what the lane streams of a call may still take: `room(direct, ring, flow, lane, n)`
+-- answers how many of `n` requests of `lane` go straight to their stream now, as feed.lua would
+-- move them (direct = {interactive stream, batch stream (KEYS indexes), high watermark, low
+-- watermark}): none while a staging queue of that model and lane waits (they keep their turn);
+-- the interactive lane up to its own backlog; the batch lane unless paused (hysteresis on both
+-- lanes' backlog), pausing it once it reaches the high watermark. Each stream's backlog is read
+-- once per call; `took(stream, n)` counts what the caller then sent to it.
+local function lane_room(worker_group)
+  local backlogs = {}
+  local function backlog_of(stream)
+    if not backlogs[stream] then backlogs[stream] = lane_backlog(stream, worker_group) end
+    return backlogs[stream]
+  end
+  local function room(direct, ring, flow, lane, n)
+    if redis.call('LLEN', ring) > 0 then return 0 end
+    local high, low = direct[3], direct[4]
+    local bi = backlog_of(KEYS[direct[1]])
+    if lane == LANE.INTERACTIVE then return math.max(0, math.min(n, high - bi)) end
+    local total = bi + backlog_of(KEYS[direct[2]])
+    local paused = redis.call('HGET', flow, F.PAUSED) == '1'
+    if paused and total < low then
+      paused = false
+      redis.call('HSET', flow, F.PAUSED, '0')
+    end
+    if paused then return 0 end
+    local sent = math.max(0, math.min(n, high - total))
+    if total + sent >= high then redis.call('HSET', flow, F.PAUSED, '1') end
+    return sent
+  end
+  local function took(stream, n)
+    if n > 0 then backlogs[stream] = backlog_of(stream) + n end
+  end
+  return room, took
+end
