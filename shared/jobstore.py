@@ -19,7 +19,7 @@ from typing import cast
 import msgspec
 import redis.asyncio as aioredis
 
-from shared import job_scripts, luapack
+from shared import job_scripts, luapack, metrics
 from shared.api import Job, JobUsage, JobWebhookInfo, ModelUsage, Priority, RequestCounts
 from shared.budgets import PERIOD_TTL_S, PERIODS, period_id
 from shared.errors import (
@@ -127,7 +127,10 @@ class JobStore:
                 break
             replayed = v.who
         verdict, existing, current, limit = v.verdict, v.who, v.current, v.limit
-        if verdict == "ok" or verdict == "replay":
+        if verdict == "ok":
+            metrics.ROUTED_AT_CREATION.inc(int(current or 0))
+            return existing
+        if verdict == "replay":
             return existing
         if verdict == "conflict":
             raise IdempotencyConflict(existing)

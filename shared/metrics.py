@@ -4,7 +4,8 @@ report them and they are never stale.
 
 Names: inferq_backlog{model,lane,state} (state: staged | routed_unread | in_flight),
 inferq_unfinished{model}, inferq_replicas{model} / inferq_replicas_desired{model},
-inferq_routed_total, inferq_results_applied_total, inferq_request_queue_wait_seconds{model},
+inferq_routed_total, inferq_routed_at_creation_total, inferq_results_applied_total,
+inferq_request_queue_wait_seconds{model},
 inferq_request_inference_seconds{model}, inferq_tokens_total{model,kind},
 inferq_results_total{model,status}, inferq_webhook_deliveries_total{outcome},
 inferq_http_requests_total{method,route,status}, inferq_http_request_duration_seconds{method,route},
@@ -53,6 +54,11 @@ HTTP_DURATION = Histogram(
     registry=REGISTRY,
 )
 REQUESTS_ACCEPTED = Counter("inferq_requests_accepted", "Requests accepted in jobs", registry=REGISTRY)
+ROUTED_AT_CREATION = Counter(
+    "inferq_routed_at_creation",
+    "Requests a job's creation wrote straight to their lane streams (the router routes the rest)",
+    registry=REGISTRY,
+)
 
 
 class _Buckets:

@@ -205,7 +205,8 @@ def test_a_killed_dispatchers_unacknowledged_entries_are_taken_over_within_secon
         held: list[bytes] = []
         for attempt in range(5):
             old.send_signal(signal.SIGSTOP)  # while blocked in XREADGROUP, Redis still hands it entries
-            job_id, ids = _submit(client, 20, f"d{attempt}")
+            # more than the lane's high watermark (64): what the lane has no room for goes to the router
+            job_id, ids = _submit(client, 100, f"d{attempt}")
             router = _consumer_of(rc, keys.ingest_stream, ROUTER_GROUP, old.pid)
             held = _held(rc, keys.ingest_stream, ROUTER_GROUP, router) if router else []
             if held:

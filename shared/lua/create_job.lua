@@ -17,7 +17,8 @@
 -- value and its job's key), {'replay', job id}, or {'gone', job id} (its job's record has expired);
 -- or {'global' | 'tenant' | 'model', who, current, limit} for a limit the job would pass, having
 -- written nothing; otherwise writes the record, its ingest entries, every counter and the job's
--- entries in the global and the tenant's jobs index, {'ok', job id}.
+-- entries in the global and the tenant's jobs index, {'ok', job id, requests sent straight to their
+-- lane stream}.
 -- Direct admission: a chunk's requests go straight to their lane stream when flow control has room
 -- for them now, as the router's admit would send them (lib/lanes.lua); what does not fit goes to
 -- the ingest stream with the chunk, its entry saying how many of the chunk's first requests were
@@ -67,6 +68,7 @@ redis.call('ZADD', tenant_jobs, a.created_ms, a.job_id)
 redis.call('HSET', job_tenants, a.job_id, a.tenant)
 redis.call('ZADD', deadlines, a.expires_ms, a.job_id)
 local room, took = lane_room(a.worker_group)
+local sent_direct = 0
 local deferred = {}  -- ring index -> true once a chunk of that model and lane went to the ingest stream
 for _, chunk in ipairs(a.chunks) do
   if type(chunk) == 'string' then
@@ -79,6 +81,7 @@ for _, chunk in ipairs(a.chunks) do
       local stream = KEYS[lane == LANE.INTERACTIVE and direct[1] or direct[2]]
       for i = 1, sent do redis.call('XADD', stream, '*', a.payload_field, payloads[i]) end
       took(stream, sent)
+      sent_direct = sent_direct + sent
     end
     if sent < #payloads then
       deferred[ring] = true
@@ -98,4 +101,4 @@ redis.call('HINCRBY', tenant_backlog, a.tenant, total)
 if idem ~= '' then
   redis.call('SET', idem_key, idem, 'EX', 86400)
 end
-return {'ok', a.job_id, '', ''}
+return {'ok', a.job_id, tostring(sent_direct), ''}
