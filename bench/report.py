@@ -34,6 +34,7 @@ def table(res: dict) -> str:
             f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (target p50 ≤ 3 ms, p99 ≤ 15 ms)",
         ),
         *_redis_rows(q),
+        *_process_rows(q),
         (
             f"dispatcher RSS, backlog {mem['backlog']:,}",
             f"{mem['rss_at_full_mb']:.1f} MiB",
@@ -46,6 +47,15 @@ def table(res: dict) -> str:
     lines = [f"{'measure':<{w0}}  {'figure':>{w1}}  ratio / detail", "-" * (w0 + w1 + 40)]
     lines += [f"{a:<{w0}}  {b_:>{w1}}  {c}" for a, b_, c in rows]
     return "\n".join(lines)
+
+
+def _process_rows(q: dict) -> list[tuple[str, str, str]]:
+    cpu = q.get("process_cpu_us_per_request")
+    if not cpu:
+        return []
+    total = sum(cpu.values())
+    detail = ", ".join(f"{name} {us:.1f}" for name, us in sorted(cpu.items(), key=lambda kv: -kv[1]))
+    return [("CPU per request, all processes (end-to-end runs)", f"{total:.1f} µs", detail)]
 
 
 def _redis_rows(q: dict) -> list[tuple[str, str, str]]:

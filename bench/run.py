@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,18 @@ from inferq.localstack import LocalStack, RedisServer  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 
 
+def process_cpu(stack: LocalStack) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each of the stack's processes, Redis's included."""
+    pids = {name: proc.pid for name, proc in stack.procs.items()}
+    if stack.redis is not None and stack.redis.proc is not None:
+        pids["redis"] = stack.redis.proc.pid
+    out = {}
+    for name, pid in pids.items():
+        t = psutil.Process(pid).cpu_times()
+        out[name] = t.user + t.system
+    return out
+
+
 async def measure_inferq(stack: LocalStack, args) -> dict:
     r = aioredis.Redis.from_url(stack.redis_url)
     keys = Keys()
@@ -35,8 +48,11 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
         await pipeline.throughput(stack.base_url, r, keys, 3000, runs=1)
         aof_dir = stack.redis.dir / "appendonlydir" if stack.redis is not None else None
         cost = await RedisCost.start(r, aof_dir)
+        cpu0 = process_cpu(stack)
         runs = await pipeline.throughput(stack.base_url, r, keys, args.requests, runs=args.runs)
+        cpu1 = process_cpu(stack)
         redis_cost = await cost.stop(args.requests * args.runs)
+        per_process = {name: (cpu1[name] - cpu0[name]) * 1e6 / (args.requests * args.runs) for name in cpu0}
         ingest = statistics.median(x["ingest_rps"] for x in runs)
         e2e = statistics.median(x["e2e_rps"] for x in runs)
         print(
@@ -69,6 +85,7 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
             "e2e_rps": e2e,
             "runs": runs,
             "redis": redis_cost,
+            "process_cpu_us_per_request": per_process,
             "latency": latency,
             "dispatcher_memory": memory,
         }
