@@ -77,3 +77,17 @@ def models(models_file):
 def settings(redis_server, models_file) -> Settings:
     """Auth off: these tests are about other behaviour; tests/test_tenancy.py turns it on."""
     return Settings(redis_url=redis_server.url, models_path=str(models_file), auth="off")
+
+
+@pytest.fixture
+async def api(r, settings, models):
+    """The ingest API in process (no HTTP server) on the test's Redis and models; files that need
+    other settings define their own. Imported here, not above: the vLLM virtualenv shares this file."""
+    import httpx
+
+    from services.ingest.app import create_app
+
+    app = create_app(settings, models)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            yield client

@@ -5,25 +5,13 @@ Every request is written once, and the requests of one (model, lane) keep their 
 
 from __future__ import annotations
 
-import httpx
-import pytest
-
 from services.dispatcher.router import Router
-from services.ingest.app import create_app
 from shared.jobstore import JobStore
 from shared.keys import PAYLOAD_FIELD, ROUTER_GROUP, FlowField
 from shared.messages import decode_routed
 from shared.streams import ensure_group
 from tests.accepted import accepted
 from tests.test_staging_invariant import _admit_all, _create, assert_invariant
-
-
-@pytest.fixture
-async def api(r, settings, models):
-    app = create_app(settings, models)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield client
 
 
 async def _router(r, keys, models) -> Router:

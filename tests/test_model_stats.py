@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
-import pytest
-
 from services.dispatcher.stats_sampler import sample_once
-from services.ingest.app import create_app
 from shared.api import ErrorInfo, Output, ResultLine, Timings, Usage
 from shared.messages import result_record
 from shared.model_stats import BUCKET_S, WINDOW_S, ResultTally, read_stats, record_samples
@@ -78,14 +74,6 @@ async def test_the_sampler_records_each_models_backlog_and_workers(r, keys, mode
     assert by_model["alpha"].samples[-1].backlog == 42
     assert by_model["alpha"].samples[-1].replicas == 0  # static: the workers reading its stream; none here
     assert by_model["beta"].samples[-1].backlog == 0
-
-
-@pytest.fixture
-async def api(r, settings, models):
-    app = create_app(settings, models)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield client
 
 
 async def test_the_route_answers_every_configured_model_in_order(api, models, r, keys):

@@ -10,13 +10,11 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import msgspec
 import pytest
 
 from services.dispatcher.webhook_delivery import deliver_webhook
 from services.dispatcher.webhook_http import WebhookHttp
-from services.ingest.app import create_app
 from services.ingest.errors import MALFORMED
 from shared import url_guard
 from shared.url_guard import UnsafeURL, allowed, check_url, pin
@@ -158,14 +156,6 @@ async def test_public_https_literal_and_explicit_opt_ins_pass(dns):
         "hooks.test:8443",
         "hooks.test",
     )
-
-
-@pytest.fixture
-async def api(r, settings, models):
-    app = create_app(settings, models)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield client
 
 
 @pytest.mark.parametrize(
