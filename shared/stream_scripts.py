@@ -22,14 +22,16 @@ class Publish:
         dead_letter_stream: str,
         moves_counter: str,
         outcomes: list[tuple],
+        results: bytes,
         move_keys: list[str] = (),  # type: ignore[assignment]
     ) -> int:
-        """`outcomes`: per entry, (index in `streams` + 1, entry id, result (an encoded
-        ResultRecord: the acknowledged ones go to the results stream as one batch), dropped request, drop
-        reason, dead letter, dead-letter meta, moved request, then for a move the indexes in KEYS of
-        the next model's staging queue, ring and flow, the lane and the counter field), bytes as
-        `luapack.lua_bytes`, b'' for none. `move_keys` follow the fixed keys. Returns how many were
-        still pending here and published."""
+        """`outcomes`: per entry, (index in `streams` + 1, entry id, the byte length of its result in
+        `results` (0: none), dropped request, drop reason, dead letter, dead-letter meta, moved
+        request, then for a move the indexes in KEYS of the next model's staging queue, ring and
+        flow, the lane and the counter field), bytes as `luapack.lua_bytes`, b'' for none.
+        `results`: the msgpack array of the encoded ResultRecords, in outcome order; those of the
+        acknowledged entries go to the results stream as one entry. `move_keys` follow the fixed
+        keys. Returns how many were still pending here and published."""
         args: list[EncodableT] = [
             WORKER_GROUP,
             BUNDLE_FIELD,
@@ -39,6 +41,7 @@ class Publish:
             PAYLOAD_FIELD,
             luapack.pack(outcomes),
             len(streams),
+            results,
         ]
         keys = [*streams, results_stream, dead_letter_stream, moves_counter, *move_keys]
         return int(await self._script(keys=keys, args=args))

@@ -155,3 +155,44 @@ async def test_results_cursor_continues_where_the_reader_stopped(r, keys):
         seen += [json.loads(line)["custom_id"] for _, line in page]
         cursor = page[-1][0].decode()
     assert seen == [q.custom_id for q in reqs]
+
+
+async def test_a_batch_publishes_only_the_results_of_entries_still_pending_here(r, keys):
+    """One publish call for three entries, the middle one meanwhile reclaimed and finished by
+    another worker: the batch's results-stream entry holds exactly the other two results, in
+    order, and the middle result is there once, from the worker that finished it first."""
+    from shared.messages import bundle_decoder, result_record
+
+    stream = keys.model_stream("alpha", "batch")
+    await ensure_group(r, stream, WORKER_GROUP)
+    reqs = [_request("job_d", i, "alpha") for i in range(3)]
+    ids = [await r.xadd(stream, {PAYLOAD_FIELD: enc.encode(q)}) for q in reqs]
+    await r.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
+    await r.xclaim(stream, WORKER_GROUP, "w2", 0, [ids[1]])
+
+    def record(q: InferenceRequest) -> bytes:
+        line = ResultLine(
+            custom_id=q.custom_id,
+            request_id=q.request_id,
+            model=q.model,
+            status="succeeded",
+            output=Output(text=f"out {q.request_id}", finish_reason="stop"),
+            usage=Usage(prompt_tokens=1, completion_tokens=1),
+            error=None,
+            timings=Timings(queued_ms=1, inference_ms=1),
+        )
+        return enc.encode(result_record(q.job_id, line))
+
+    w1, w2 = ResultPublisher(r, keys, "alpha"), ResultPublisher(r, keys, "alpha")
+    batch = [Outcome(1, i, result=record(q)) for i, q in zip(ids, reqs)]
+    # a drop notice (no result) between them keeps the lengths of the results apart
+    assert await w2.publish([batch[1]]) == 1
+    # a drop notice (no result) among them: the results' lengths still line up
+    assert await w1.publish([batch[0], Outcome(1, b"0-1", dropped=b"x", reason="cancelled"), *batch[1:]]) == 2
+    entries = await r.xrange(keys.results_stream)
+    assert len(entries) == 2
+    published = [[rec.request_id for rec in bundle_decoder.decode(fields[b"b"])] for _, fields in entries]
+    assert published == [["req_1"], ["req_0", "req_2"]]
+    lines = [json.loads(rec.line) for _, f in entries for rec in bundle_decoder.decode(f[b"b"])]
+    assert [line["output"]["text"] for line in lines] == ["out req_1", "out req_0", "out req_2"]
+    assert (await r.xpending(stream, WORKER_GROUP))["pending"] == 0

@@ -3,7 +3,10 @@ reach them from shared/states.py and shared/keys.py through the loader (shared/s
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 from shared import scripts
 from shared.states import BatchStatus, JobStatus, RequestStatus
@@ -38,3 +41,25 @@ async def test_every_script_compiles_on_redis(r):
 
 def test_scripts_ship_as_package_data():
     assert '"lua/*.lua"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_process_sends_the_same_script_text():
+    """Processes start with different hash seeds; a script text that followed set or dict order
+    would differ between them, and Redis would cache and compile one copy per process."""
+    probe = (
+        "import hashlib, os; from shared import scripts; "
+        "names = sorted(n[:-4] for n in os.listdir('shared/lua') if n.endswith('.lua')); "
+        "print(hashlib.sha1(''.join(scripts.source(n) for n in names).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 9)
+    }
+    assert len(digests) == 1, digests

@@ -27,6 +27,10 @@ class Outcome(msgspec.Struct, array_like=True):
     moved_to: tuple[str, str, str] | None = None
 
 
+# the results of a batch as one msgpack array, each record spliced in as already encoded
+_results_encoder = msgspec.msgpack.Encoder()
+
+
 class ResultPublisher:
     def __init__(self, r: aioredis.Redis, keys: Keys, model: str) -> None:
         self.r = r
@@ -43,11 +47,14 @@ class ResultPublisher:
         first = len(self.streams) + 4  # KEYS index of the first move key
         move_keys: list[str] = []
         outcomes = []
+        results = []
         for o in batch:
+            if o.result:
+                results.append(msgspec.Raw(o.result))
             if not (o.dropped or o.dead or o.moved):  # a result alone: the rest of the row is left out
-                outcomes.append((o.lane + 1, b(o.entry_id), b(o.result)))
+                outcomes.append((o.lane + 1, b(o.entry_id), len(o.result)))
                 continue
-            row: list = [o.lane + 1, b(o.entry_id), b(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta)]
+            row: list = [o.lane + 1, b(o.entry_id), len(o.result), b(o.dropped), o.reason, b(o.dead), b(o.dead_meta)]
             if o.moved_to is None:
                 row.append(b(b""))
             else:
@@ -62,6 +69,7 @@ class ResultPublisher:
             dead_letter_stream=self.dead_letter_stream,
             moves_counter=k.fallback_moves,
             outcomes=outcomes,
+            results=_results_encoder.encode(results),
             move_keys=move_keys,
         )
 

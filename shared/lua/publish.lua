@@ -3,8 +3,9 @@
 -- KEYS: the model's lane streams..., results stream, dead-letter stream, fallback moves counter,
 --       then the staging keys the moves name.
 -- ARGV: group, bundle field, drop field, reason field, meta field, payload field, msgpack
---       outcomes, the number of lane streams. The outcomes are a list of
---   (lane stream index, entry id, result: an encoded ResultRecord ('' none), dropped request
+--       outcomes, the number of lane streams, the results: a msgpack array of the encoded
+--       ResultRecords of the entries that have one, in outcome order. The outcomes are a list of
+--   (lane stream index, entry id, its result's byte length in the results (0: none), dropped request
 --    ('' none), drop reason, dead-letter payload ('' none), dead-letter meta, moved request
 --    ('' none), and for a move: the next model's staging queue, ring and flow (KEYS indexes), the
 --    lane, the counter field)
@@ -13,17 +14,22 @@
 -- fallback chain happens exactly when its XACK succeeds; nothing happens for an entry no longer
 -- pending here (another worker reclaimed it). The results of the acknowledged entries go to the
 -- results stream as one entry (a msgpack array of their records, field `bundle`), so the collector
--- reads one entry per batch. Returns how many entries were published.
+-- reads one entry per batch; when every entry was still pending, that entry is the results
+-- argument as given. Returns how many entries were published.
 local group, bf, xf, rf, mf, pf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local outcomes = cmsgpack.unpack(ARGV[7])
-local lanes = tonumber(ARGV[8])
+local lanes, batch = tonumber(ARGV[8]), ARGV[9]
 local results, dead, moves = KEYS[lanes + 1], KEYS[lanes + 2], KEYS[lanes + 3]
 local published = 0
-local records = {}
+local lengths, keep = {}, {}
 for i = 1, #outcomes do
   local o = outcomes[i]
-  if redis.call('XACK', KEYS[o[1]], group, o[2]) == 1 then
-    if o[3] ~= '' then records[#records + 1] = o[3] end
+  local acked = redis.call('XACK', KEYS[o[1]], group, o[2]) == 1
+  if o[3] > 0 then
+    lengths[#lengths + 1] = o[3]
+    keep[#lengths] = acked
+  end
+  if acked then
     if #o > 3 and o[4] ~= '' then redis.call('XADD', results, '*', xf, o[4], rf, o[5]) end
     if #o > 3 and o[6] ~= '' then redis.call('XADD', dead, '*', pf, o[6], mf, o[7]) end
     if #o > 3 and o[8] ~= '' then
@@ -33,5 +39,7 @@ for i = 1, #outcomes do
     published = published + 1
   end
 end
-if #records > 0 then redis.call('XADD', results, '*', bf, msgpack_array(records)) end
+local kept = 0
+for i = 1, #lengths do if keep[i] then kept = kept + 1 end end
+if kept > 0 then redis.call('XADD', results, '*', bf, msgpack_subarray(batch, lengths, keep)) end
 return published

@@ -1,15 +1,26 @@
--- Results-stream batches: a msgpack array built from elements that are already encoded.
+-- Results-stream batches: msgpack arrays of elements that are already encoded. Strings built in
+-- this Lua cost ~1-4 ns per byte (table.concat copies byte by byte), so the common case takes the
+-- batch the caller already built, whole.
 
--- the msgpack array of `items` (a list of encoded msgpack values), without decoding them
-local function msgpack_array(items)
-  local n = #items
-  local head
+-- the msgpack header of an array of n elements
+local function msgpack_array_head(n)
   if n < 16 then
-    head = string.char(0x90 + n)
+    return string.char(0x90 + n)
   elseif n < 65536 then
-    head = string.char(0xdc, math.floor(n / 256), n % 256)
-  else
-    head = string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+    return string.char(0xdc, math.floor(n / 256), n % 256)
   end
-  return head .. table.concat(items)
+  return string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end
+
+-- The msgpack array of those elements of `batch` (an encoded array of `#lengths` elements of
+-- these byte lengths) that `keep[i]` names: `batch` itself when all are kept.
+local function msgpack_subarray(batch, lengths, keep)
+  local parts, all = {}, true
+  local at = #msgpack_array_head(#lengths) + 1
+  for i = 1, #lengths do
+    if keep[i] then parts[#parts + 1] = string.sub(batch, at, at + lengths[i] - 1) else all = false end
+    at = at + lengths[i]
+  end
+  if all then return batch end
+  return msgpack_array_head(#parts) .. table.concat(parts)
 end
