@@ -34,6 +34,7 @@ def table(res: dict) -> str:
             f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (target p50 ≤ 3 ms, p99 ≤ 15 ms)",
         ),
         *_redis_rows(q),
+        *_floor_rows(res),
         *_process_rows(q),
         (
             f"dispatcher RSS, backlog {mem['backlog']:,}",
@@ -76,6 +77,20 @@ def _redis_rows(q: dict) -> list[tuple[str, str, str]]:
             "",
         ),
         ("Redis µs per request by command", "", summary(cost)),
+    ]
+
+
+def _floor_rows(res: dict) -> list[tuple[str, str, str]]:
+    floor = res.get("redis_floor_us_per_request")
+    if not floor:
+        return []
+    return [
+        (
+            "Redis CPU floor of the guarantees (bench/redis_floor.py)",
+            f"{floor['per_request_entries']:.1f} µs",
+            f"one entry per request and per CloudEvent; bundled entries {floor['bundled_entries']:.1f} µs; "
+            f"also CloudEvents batched {floor['bundled_with_event_batches']:.1f} µs",
+        )
     ]
 
 

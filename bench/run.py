@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import baselines, pipeline, report  # noqa: E402
+from bench import baselines, pipeline, redis_floor, report  # noqa: E402
 from bench.redis_cost import RedisCost, summary  # noqa: E402
 from inferq.localstack import LocalStack, RedisServer  # noqa: E402
 from shared.keys import Keys  # noqa: E402
@@ -113,6 +113,8 @@ def main() -> None:
     server = RedisServer(work / "baseline-redis").start()
     try:
         base = asyncio.run(baselines.measure(server.url))
+        print("Redis floor of the guarantees (plain commands, no Lua) ...", flush=True)
+        floor = asyncio.run(redis_floor.measure(server.url))
     finally:
         server.stop()
     print("inferq (ingest + dispatcher + one dummy worker per model) ...", flush=True)
@@ -123,6 +125,7 @@ def main() -> None:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "baselines": base,
+        "redis_floor_us_per_request": floor,
         "inferq": ours,
     }
     print()
