@@ -5,6 +5,7 @@ work it saves in Redis, not only by throughput on a shared machine."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -101,3 +102,59 @@ def summary(cost: dict, top: int = 8) -> str:
     scripts call, which also appear under their own names)."""
     parts = [f"{name} {f['usec_per_request']:.1f}" for name, f in list(cost["commands"].items())[:top]]
     return ", ".join(parts)
+
+
+class ScriptTimes:
+    """Redis time per script over a measured window, from the slow log with every call logged
+    (EVALSHA's own figure mixes all scripts). Logging every command costs Redis a little, so this
+    runs in a pass of its own, apart from the CPU and AOF figures. Names come from the script
+    texts' SHA1s (shared/scripts.py), which every process shares."""
+
+    SLOWLOG_MAX = 1_000_000
+
+    def __init__(self, r: aioredis.Redis) -> None:
+        self.r = r
+        self._saved: dict[str, str] = {}
+
+    @classmethod
+    async def start(cls, r: aioredis.Redis) -> ScriptTimes:
+        self = cls(r)
+        for name in ("slowlog-log-slower-than", "slowlog-max-len"):
+            [self._saved[name]] = (await r.config_get(name)).values()
+        await r.config_set("slowlog-max-len", self.SLOWLOG_MAX)
+        await r.config_set("slowlog-log-slower-than", 0)
+        await r.slowlog_reset()
+        return self
+
+    async def stop(self, requests: int) -> dict[str, dict[str, float]]:
+        await self.r.config_set("slowlog-log-slower-than", -1)
+        log = await self.r.slowlog_get(self.SLOWLOG_MAX)
+        await self.r.slowlog_reset()
+        for name, value in self._saved.items():
+            await self.r.config_set(name, value)
+        names = _script_names()
+        spent: dict[str, list[int]] = {}
+        for entry in log:
+            command = entry["command"].split(b" ")
+            if command[0].lower() != b"evalsha" or len(command) < 2:
+                continue
+            name = names.get(command[1].decode(), command[1].decode()[:8])
+            calls_us = spent.setdefault(name, [0, 0])
+            calls_us[0] += 1
+            calls_us[1] += entry["duration"]
+        ranked = sorted(spent.items(), key=lambda kv: -kv[1][1])
+        return {
+            name: {"calls_per_request": calls / requests, "usec_per_request": us / requests}
+            for name, (calls, us) in ranked
+        }
+
+
+def _script_names() -> dict[str, str]:
+    from shared import scripts
+
+    folder = Path(scripts.__file__).parent / "lua"
+    return {hashlib.sha1(scripts.source(path.stem).encode()).hexdigest(): path.stem for path in folder.glob("*.lua")}
+
+
+def script_summary(times: dict[str, dict[str, float]], top: int = 6) -> str:
+    return ", ".join(f"{name} {t['usec_per_request']:.1f}" for name, t in list(times.items())[:top])

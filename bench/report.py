@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bench.quantiles import curve
-from bench.redis_cost import summary
+from bench.redis_cost import script_summary, summary
 
 
 def table(res: dict) -> str:
@@ -77,6 +77,11 @@ def _redis_rows(q: dict) -> list[tuple[str, str, str]]:
             "",
         ),
         ("Redis µs per request by command", "", summary(cost)),
+        *(
+            [("Redis µs per request by script (a pass of its own)", "", script_summary(q["redis_scripts"]))]
+            if q.get("redis_scripts")
+            else []
+        ),
     ]
 
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import baselines, pipeline, redis_floor, report  # noqa: E402
-from bench.redis_cost import RedisCost, summary  # noqa: E402
+from bench.redis_cost import RedisCost, ScriptTimes, script_summary, summary  # noqa: E402
 from inferq.localstack import LocalStack, RedisServer  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 
@@ -66,6 +66,11 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
             f"µs per request: {summary(redis_cost)}",
             flush=True,
         )
+        # a pass of its own: logging every call costs Redis a little
+        times = await ScriptTimes.start(r)
+        await pipeline.throughput(stack.base_url, r, keys, args.requests, runs=1)
+        scripts = await times.stop(args.requests)
+        print(f"  Redis µs per request by script: {script_summary(scripts)}", flush=True)
         rate = e2e * args.load
         per_job = max(1, round(rate / args.jobs_per_s))
         latency = await pipeline.open_loop_latency(
@@ -85,6 +90,7 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
             "e2e_rps": e2e,
             "runs": runs,
             "redis": redis_cost,
+            "redis_scripts": scripts,
             "process_cpu_us_per_request": per_process,
             "latency": latency,
             "dispatcher_memory": memory,
