@@ -383,3 +383,20 @@ async def test_malformed_idempotency_key_is_a_422_naming_the_header(api, r, key)
     resp = await api.post("/v1/jobs", json={"requests": [_ok()]}, headers={"Idempotency-Key": key})
     assert resp.status_code == 422 and "idempotency" in resp.text.lower()
     assert await r.dbsize() == 0
+
+
+async def test_without_spend_limits_a_job_is_created_without_reading_reached_limits(api, r, keys):
+    """No spend limit in the models file: nothing can be reached, so creation does not read the
+    reached limits first (a round trip per job): one script call creates the job."""
+    await api.post("/v1/jobs", json={"requests": [_ok()]})  # loads the script
+    await r.config_set("slowlog-log-slower-than", 0)  # the slow log lists every call
+    await r.slowlog_reset()
+    try:
+        resp = await api.post("/v1/jobs", json={"requests": [_ok(), _ok(model="beta")]})
+        log = await r.slowlog_get(100)
+    finally:
+        await r.config_set("slowlog-log-slower-than", 10_000)
+    assert resp.status_code == 202
+    commands = [e["command"] for e in log]
+    assert len([c for c in commands if c.lower().startswith(b"evalsha")]) == 1
+    assert not [c for c in commands if keys.budgets_reached.encode() in c]

@@ -52,4 +52,7 @@ class BudgetRoutes:
 
 
 async def budget_routes(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant: str) -> BudgetRoutes:
-    return BudgetRoutes(models, await read_reached(r, keys), tenant)
+    """A models file that sets no spend limit has none to reach: no read (one round trip less per
+    job; the dispatcher judges the limits of the same file)."""
+    reached = await read_reached(r, keys) if models.spend_limits() else []
+    return BudgetRoutes(models, reached, tenant)
