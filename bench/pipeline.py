@@ -11,6 +11,7 @@ import httpx
 import psutil
 import redis.asyncio as aioredis
 
+from bench.lean_http import LeanClient
 from bench.quantiles import percentile
 from shared.keys import ROUTER_GROUP, Keys
 from shared.states import JobStatus
@@ -94,17 +95,15 @@ async def open_loop_latency(
     interval = per_job / rate
     job_ids: list[str] = []
     lag_ms: list[float] = []
-    async with httpx.AsyncClient(
-        base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    ) as client:
-        bodies = [job_body(per_job, offset=k * per_job) for k in range(64)]
+    client = LeanClient(base_url, connections=200)
+    try:
+        posts = [client.prepare_post("/v1/jobs", job_body(per_job, offset=k * per_job)) for k in range(64)]
 
         async def submit(k: int) -> None:
-            resp = await client.post(
-                "/v1/jobs", content=bodies[k % len(bodies)], headers={"content-type": "application/json"}
-            )
-            resp.raise_for_status()
-            job_ids.append(resp.json()["id"])
+            status, reply = await asyncio.wait_for(client.send(posts[k % len(posts)]), timeout=60)
+            if status != 202:
+                raise RuntimeError(f"POST /v1/jobs answered {status}: {reply}")
+            job_ids.append(reply["id"])
 
         tasks = []
         start = time.perf_counter()
@@ -118,6 +117,8 @@ async def open_loop_latency(
             k += 1
         await asyncio.gather(*tasks)
         sent_s = time.perf_counter() - start
+    finally:
+        await client.close()
     await _wait_done(r, keys, job_ids, timeout=120)
     latencies: list[float] = []
     for k in range(0, len(job_ids), 200):
