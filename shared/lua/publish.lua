@@ -39,7 +39,6 @@ for i = 1, #outcomes do
     published = published + 1
   end
 end
-local kept = 0
-for i = 1, #lengths do if keep[i] then kept = kept + 1 end end
-if kept > 0 then redis.call('XADD', results, '*', bf, msgpack_subarray(batch, lengths, keep)) end
+local acked_results = msgpack_subarray(batch, lengths, keep)
+if acked_results then redis.call('XADD', results, '*', bf, acked_results) end
 return published

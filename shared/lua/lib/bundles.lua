@@ -13,14 +13,18 @@ local function msgpack_array_head(n)
 end
 
 -- The msgpack array of those elements of `batch` (an encoded array of `#lengths` elements of
--- these byte lengths) that `keep[i]` names: `batch` itself when all are kept.
+-- these byte lengths) that `keep[i]` names: `batch` itself, uncopied, when all are kept; nil
+-- when none is.
 local function msgpack_subarray(batch, lengths, keep)
-  local parts, all = {}, true
+  local kept = 0
+  for i = 1, #lengths do if keep[i] then kept = kept + 1 end end
+  if kept == 0 then return nil end
+  if kept == #lengths then return batch end
+  local parts = {}
   local at = #msgpack_array_head(#lengths) + 1
   for i = 1, #lengths do
-    if keep[i] then parts[#parts + 1] = string.sub(batch, at, at + lengths[i] - 1) else all = false end
+    if keep[i] then parts[#parts + 1] = string.sub(batch, at, at + lengths[i] - 1) end
     at = at + lengths[i]
   end
-  if all then return batch end
-  return msgpack_array_head(#parts) .. table.concat(parts)
+  return msgpack_array_head(kept) .. table.concat(parts)
 end
