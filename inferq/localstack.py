@@ -7,6 +7,7 @@ graceful drain) and killed only if they outlive the grace period.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,9 +27,31 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, below the kernel's ephemeral range. A port the kernel
+    picks itself (bind to port 0) lies in that range, where an outgoing connection of any process
+    can take it between this call and the bind of the service meant to listen there (which then
+    fails to start: address already in use)."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the low range is full: whatever the kernel picks
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel gives outgoing connections (Linux; 32768 elsewhere,
+    which is below the ranges of macOS and Windows too)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class RedisServer:
