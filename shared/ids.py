@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
@@ -16,11 +17,29 @@ def _b32(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_RAND_BITS = 80
+_STEP_BITS = 40  # an id made in the same millisecond as the last one adds 1..2^40 to its random part
+_last = (0, 0)  # (ms, random part) of this process's last id
+_lock = threading.Lock()
+
+
 def new_job_id() -> str:
-    """`job_` + 48-bit millisecond time + 80 random bits, so ids sort by creation time."""
+    """`job_` + 48-bit millisecond time + 80 random bits, so ids sort by creation time. Within one
+    process they sort in creation order even inside a millisecond (or when the clock steps back):
+    such an id keeps the last one's time and adds a random step to its random part."""
+    global _last
     ms = int(time.time() * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
-    return "job_" + _b32((ms << 80) | rand, 26)
+    with _lock:
+        last_ms, last_rand = _last
+        if ms > last_ms:
+            rand = int.from_bytes(os.urandom(_RAND_BITS // 8), "big")
+        else:
+            ms = last_ms
+            rand = last_rand + 1 + int.from_bytes(os.urandom(_STEP_BITS // 8), "big")
+            if rand >= 1 << _RAND_BITS:  # this millisecond is used up: borrow the next one
+                ms, rand = ms + 1, int.from_bytes(os.urandom(_RAND_BITS // 8), "big")
+        _last = (ms, rand)
+    return "job_" + _b32((ms << _RAND_BITS) | rand, 26)
 
 
 def created_ms(ident: str) -> int:

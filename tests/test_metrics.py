@@ -35,11 +35,14 @@ def test_every_service_serves_prometheus_metrics(tmp_path):
     path.write_text(MODELS)
     dispatcher_port, worker_port = free_port(), free_port()
     stack = LocalStack(
-        path, workdir=tmp_path / "stack", models=["fast"], env={"INFERQ_METRICS_PORT": str(dispatcher_port)}
+        path,
+        workdir=tmp_path / "stack",
+        models=["fast"],
+        workers_per_model=0,
+        env={"INFERQ_METRICS_PORT": str(dispatcher_port)},
     )
     with stack:
         # the worker is started by hand to give it its own metrics port
-        stack.stop_processes([n for n in stack.procs if n.startswith("worker")])
         stack.extra_env["INFERQ_METRICS_PORT"] = str(worker_port)
         stack.spawn("worker-fast-0", "services.inference", "--model", "fast")
         with httpx.Client(base_url=stack.base_url, timeout=10) as api:
