@@ -116,8 +116,11 @@ class Autoscaler:
         now = self.clock()
         for name in names:
             q = queues[name][0]
-            # what waits for or runs on this model now, requests moved here from another included
-            backlog = q.queued + q.routed_unread + q.pending
+            # what waits for or runs on this model now, requests moved here from another included;
+            # at least what was accepted for it and is unfinished, so a large job's requests that
+            # are still on their way through the ingest stream count from the first tick (its first
+            # requests reach the lane stream at creation: counting only those scaled in two steps)
+            backlog = max(q.queued + q.routed_unread + q.pending, q.unfinished)
             try:
                 await self._scale_one(name, backlog, now, _model_limit(reached, name))
             except TimeoutError:
