@@ -6,6 +6,7 @@ import importlib.util
 
 import yaml
 
+from inferq.localstack import REDIS_PERSISTENCE
 from shared.models_config import load_models
 from tests.conftest import ROOT
 
@@ -39,8 +40,10 @@ def test_workers_name_models_from_the_models_file_it_mounts():
 
 def test_redis_is_durable_and_healthchecked():
     redis = _compose()["services"]["redis"]
-    cmd = " ".join(redis["command"])
-    assert "--appendonly yes" in cmd and "--appendfsync everysec" in cmd and "noeviction" in cmd
+    cmd = redis["command"]
+    # the same persistence settings as the local stack's Redis, each with its value
+    for flag, value in zip(REDIS_PERSISTENCE[0::2], REDIS_PERSISTENCE[1::2]):
+        assert flag in cmd and cmd[cmd.index(flag) + 1] == value, flag
     assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
     assert redis["volumes"]
 
