@@ -73,7 +73,8 @@ class CreateJob:
                 packed.append(b(c))
                 continue
             interactive, batch = k.model_streams(c.model)
-            direct = [key_list.index(interactive), key_list.index(batch), c.high_watermark, c.low_watermark]
+            streams = [key_list.index(interactive), key_list.index(batch)]
+            direct = [*streams, c.high_watermark, c.low_watermark, c.batch_bundle]
             ring, flow = key_list.index(k.staging_ring(c.model, c.lane)), key_list.index(k.flow(c.model))
             packed.append([b(c.chunk), direct, ring, flow, c.lane, [b(p) for p in c.payloads]])
         fields: list = []

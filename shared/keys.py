@@ -16,8 +16,13 @@ WEBHOOK_GROUP = "webhooks"  # on the events stream: turns events into webhook de
 # Priority lanes, highest first: workers always read `interactive` before `batch`.
 LANES = ("interactive", "batch")
 
-# Stream entry field that carries the msgpack-encoded message.
+# Stream entry field that carries the msgpack-encoded message. A lane-stream entry may carry
+# several requests of one job (flow.batch_bundle): the first in PAYLOAD_FIELD, the next ones in
+# PAYLOAD_FIELD + "1", "2"... (`lane_entry_payloads`).
 PAYLOAD_FIELD = "d"
+# Lane-stream field of a request split out of a bundle that was delivered before: how many times
+# (a poison request is dead-lettered after max_deliveries in all, bundled or not).
+DELIVERED_FIELD = "n"
 # Ingest-stream field: how many of the chunk's first requests ingest already sent straight to their
 # lane stream (absent: none); the router admits the rest.
 SKIP_FIELD = "o"
@@ -93,6 +98,20 @@ class FlowField:
 
     UNFINISHED = "unfinished"  # accepted, no result yet
     PAUSED = "paused"  # '1' while the batch lane is over its high watermark
+
+
+_PAYLOAD_BYTES = PAYLOAD_FIELD.encode()
+
+
+def lane_entry_payloads(fields: dict[bytes, bytes]) -> list[bytes]:
+    """The requests a lane-stream entry carries, in order (as redis-py reads its fields)."""
+    first = fields.get(_PAYLOAD_BYTES)
+    if first is None:
+        return []
+    out = [first]
+    while (more := fields.get(b"%s%d" % (_PAYLOAD_BYTES, len(out)))) is not None:
+        out.append(more)
+    return out
 
 
 def staged_field(lane: str) -> str:

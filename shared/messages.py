@@ -58,6 +58,7 @@ class DirectChunk(Struct, kw_only=True):
     payloads: list[bytes]  # its requests, as the lane stream carries them
     high_watermark: int
     low_watermark: int
+    batch_bundle: int = 1  # requests per batch-lane entry (flow.batch_bundle)
 
 
 class ResultEnvelope(Struct, array_like=True):

@@ -158,12 +158,20 @@ class FlowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     model's workers can hold at once (max_inflight x max(1, scaling.max_replicas)), at least 64, and
     half of that. `max_backlog` caps accepted-but-unfinished requests: a submission that would
     exceed it is answered 429. `quantum` is how many requests one job routes per round-robin turn.
+
+    `batch_bundle` > 1 puts up to that many requests of one job in each batch-lane entry (the
+    interactive lane keeps one per entry): Redis then writes, delivers and acknowledges one entry
+    for them all, which is most of its per-request work in the lane. The price: a worker publishes
+    an entry's results once all of them are done, each holding its slot until then; it reads the
+    batch lane only with `batch_bundle` slots free; and the watermarks count entries, so the batch
+    lane may hold up to `batch_bundle` times as many requests.
     """
 
     high_watermark: Annotated[int, Meta(ge=0)] = 0
     low_watermark: Annotated[int, Meta(ge=0)] = 0
     max_backlog: Annotated[int, Meta(ge=1)] = 1_000_000
     quantum: Annotated[int, Meta(ge=1, le=10_000)] = 32
+    batch_bundle: Annotated[int, Meta(ge=1, le=256)] = 1
 
 
 class RetryConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -217,6 +225,11 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.max_inflight is None:
             self.max_inflight = DEFAULT_MAX_INFLIGHT.get(self.engine, FALLBACK_MAX_INFLIGHT)
+        if self.flow.batch_bundle > self.max_inflight:
+            raise ValueError(
+                f"flow.batch_bundle ({self.flow.batch_bundle}) exceeds max_inflight ({self.max_inflight}):"
+                " a worker could never read a batch-lane entry"
+            )
         if self.scaling.backend is None:
             self.scaling.backend = "static" if self.modal is None else "modal"
 

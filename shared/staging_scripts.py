@@ -27,11 +27,11 @@ class AdmitBatch:
         self.entries.append([luapack.lua_bytes(entry_id), ops])
 
     def stage(
-        self, model: str, lane: str, job_id: str, payloads: list[bytes], direct: tuple[int, int] | None = None
+        self, model: str, lane: str, job_id: str, payloads: list[bytes], direct: tuple[int, int, int] | None = None
     ) -> list:
         """Stage `payloads` if the job still runs (drop notices if it is being stopped); with
-        `direct` (the model's high and low watermarks), send first what its lane stream may take
-        now, as the feed would."""
+        `direct` (the model's high and low watermarks, requests per batch-lane entry), send first
+        what its lane stream may take now, as the feed would."""
         k = self.k
         op = [
             "q",
@@ -85,11 +85,27 @@ class Feed:
         self._script = scripts.register(r, "feed")
 
     async def __call__(
-        self, *, model: str, high_watermark: int, low_watermark: int, max_move: int, quantum: int, client=None
+        self,
+        *,
+        model: str,
+        high_watermark: int,
+        low_watermark: int,
+        max_move: int,
+        quantum: int,
+        batch_bundle: int = 1,
+        client=None,
     ):
         """(interactive moved, batch moved, paused 0/1, staging queues waiting); with a pipeline as
         `client`, queued there and answered by its execute()."""
         k = self.k
         keys = [*k.model_streams(model), *(k.staging_ring(model, lane) for lane in LANES), k.flow(model)]
-        args: list[EncodableT] = [WORKER_GROUP, PAYLOAD_FIELD, high_watermark, low_watermark, max_move, quantum]
+        args: list[EncodableT] = [
+            WORKER_GROUP,
+            PAYLOAD_FIELD,
+            high_watermark,
+            low_watermark,
+            max_move,
+            quantum,
+            batch_bundle,
+        ]
         return await self._script(keys=keys, args=args, client=client)

@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from shared import luapack, scripts
-from shared.keys import BUNDLE_FIELD, DROP_FIELD, META_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP
+from shared.keys import BUNDLE_FIELD, DELIVERED_FIELD, DROP_FIELD, META_FIELD, PAYLOAD_FIELD, REASON_FIELD, WORKER_GROUP
 
 
 class Publish:
@@ -58,12 +58,15 @@ class HandBack:
         entries: list[tuple[bytes, list[bytes]]],
         group: str = WORKER_GROUP,
         field: str = PAYLOAD_FIELD,
+        delivered: dict[bytes, int] | None = None,
     ) -> int:
-        """Re-add (entry id, payloads) entries still pending here as unread ones, one per payload;
-        how many entries were given back."""
+        """Re-add (entry id, payloads) entries still pending here as unread ones, one per payload,
+        each carrying its entry's deliveries so far when `delivered` names it; how many entries
+        were given back."""
         b = luapack.lua_bytes
-        packed = luapack.pack([(b(i), [b(p) for p in payloads]) for i, payloads in entries])
-        return int(await self._script(keys=[stream], args=[group, field, packed]))
+        times = delivered or {}
+        packed = luapack.pack([(b(i), [b(p) for p in payloads], times.get(i, 0)) for i, payloads in entries])
+        return int(await self._script(keys=[stream], args=[group, field, DELIVERED_FIELD, packed]))
 
 
 class DeadLetter:

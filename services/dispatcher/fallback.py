@@ -215,7 +215,7 @@ class FallbackMover:
         last = last.decode() if isinstance(last, bytes) else str(last)
         out: list[tuple[bytes, _Waiting]] = []
         for entry_id, fields in await self.r.xrange(stream, min="(" + last, max="+", count=self.scan):
-            try:
+            try:  # an entry moves whole; its first request stands for it (they are of one job)
                 found = _waiting_decoder.decode(fields.get(PAYLOAD_FIELD.encode(), b""))
             except msgspec.DecodeError:
                 continue  # the worker that reads it dead-letters it

@@ -155,11 +155,11 @@ class Router(BatchConsumer):
             self._waiting = True
         return n
 
-    def _direct(self, model: str) -> tuple[int, int] | None:
+    def _direct(self, model: str) -> tuple[int, int, int] | None:
         if not self.direct:
             return None
         config = self.models.models[model]
-        return config.high_watermark, config.low_watermark
+        return config.high_watermark, config.low_watermark, config.flow.batch_bundle
 
     def _dead(self, batch: AdmitBatch, payload: bytes, info: DeadLetter) -> list:
         return batch.append(self.keys.dead_letter_stream, {PAYLOAD_FIELD: payload, META_FIELD: meta(info)})
@@ -171,6 +171,7 @@ class Router(BatchConsumer):
             low_watermark=model.low_watermark,
             max_move=self.max_move,
             quantum=model.flow.quantum,
+            batch_bundle=model.flow.batch_bundle,
             client=client,
         )
 

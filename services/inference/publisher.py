@@ -73,6 +73,9 @@ class ResultPublisher:
             move_keys=move_keys,
         )
 
-    async def hand_back(self, lane: int, entries: list[tuple[bytes, bytes]]) -> int:
-        """Return unfinished requests to their lane stream (a stopping worker does this)."""
-        return await self._hand_back(stream=self.streams[lane], entries=[(i, [p]) for i, p in entries])
+    async def hand_back(
+        self, lane: int, entries: list[tuple[bytes, list[bytes]]], delivered: dict[bytes, int] | None = None
+    ) -> int:
+        """Return entries' requests to their lane stream, one entry each: the unfinished ones of a
+        stopping worker, or a bundle delivered again (split up, each carrying its deliveries)."""
+        return await self._hand_back(stream=self.streams[lane], entries=entries, delivered=delivered)

@@ -23,7 +23,7 @@ from shared.backoff import Backoff, exponential_delay
 from shared.deadletters import meta
 from shared.errors import TRANSIENT_REDIS_ERRORS
 from shared.jobstore import JobStore
-from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, Keys
+from shared.keys import DELIVERED_FIELD, LANES, WORKER_GROUP, Keys, lane_entry_payloads
 from shared.liveness import Liveness, TakeoverClock
 from shared.messages import InferenceRequest, decode_routed, dropped_line, ended_line, result_record
 from shared.model_health import decode_record
@@ -39,6 +39,22 @@ _encoder = msgspec.msgpack.Encoder()
 PUBLISH_BATCH = 1000
 _MovedReason = FallbackReason | None  # built once: `X | None` costs a typing call each time
 STOP_CHECK_S = 0.5  # how often in-flight requests' jobs are checked for a cancel or an expiry
+_DELIVERED = DELIVERED_FIELD.encode()
+
+# A request held here: (lane, entry id, its index in the entry).
+Key = tuple[int, bytes, int]
+
+
+class HeldEntry:
+    """A lane-stream entry this worker holds: its requests, and the outcomes of those settled so far.
+    The entry is published, in one publish call, once all of its requests are settled."""
+
+    __slots__ = ("payloads", "left", "done")
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.payloads = payloads
+        self.left = len(payloads)
+        self.done: list[Outcome] = []
 
 
 class InferenceWorker:
@@ -68,11 +84,14 @@ class InferenceWorker:
         self.heartbeat = self.liveness.heartbeat(self.consumer)
         self.jobs = JobStore(r, keys)
         self.publisher = ResultPublisher(r, keys, model.name)
-        self.inflight: dict[tuple[int, bytes], asyncio.Task] = {}  # (lane, entry id) -> generation
-        self._payloads: dict[tuple[int, bytes], bytes] = {}  # (lane, entry id) -> request, to hand back
-        self._job_of: dict[tuple[int, bytes], str] = {}  # (lane, entry id) -> job id, while in flight
-        self._stopped: dict[tuple[int, bytes], str] = {}  # in flight, aborted because its job stopped
+        self.inflight: dict[Key, asyncio.Task] = {}  # request -> its generation
+        self._entries: dict[tuple[int, bytes], HeldEntry] = {}  # (lane, entry id) -> held here
+        self._held = 0  # outcomes waiting for the rest of their entry (each still holds its slot)
+        self._job_of: dict[Key, str] = {}  # request -> job id, while in flight
+        self._stopped: dict[Key, str] = {}  # in flight, aborted because its job stopped
         self.outbox: list[Outcome] = []  # finished, not yet published (still holds its slot)
+        # requests per batch-lane entry (flow.batch_bundle): that lane is read with this many slots free
+        self._batch_per = model.flow.batch_bundle
         self.completed = 0
         self._slot_free = asyncio.Event()
         self._outbox_ready = asyncio.Event()
@@ -88,7 +107,10 @@ class InferenceWorker:
     def free_slots(self) -> int:
         limit = self.model.max_inflight
         assert limit is not None  # resolved when the models file is loaded
-        return limit - len(self.inflight) - len(self.outbox)
+        return limit - len(self.inflight) - self._held - len(self.outbox)
+
+    def _per_entry(self, lane: int) -> int:
+        return self._batch_per if LANES[lane] == "batch" else 1
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
@@ -159,7 +181,12 @@ class InferenceWorker:
                     next_reclaim = time.monotonic() + self.model.reclaim_idle_s / 3
                     if await self._reclaim(idle_ms, free):
                         continue
-                if drained:  # the last read emptied every lane: wait for more at once
+                if free < self._batch_per:  # room for interactive work only
+                    drained = False
+                    if not await self._read(free):
+                        self._slot_free.clear()
+                        await _wait_either(self._slot_free, stop, timeout=self.block_ms / 1000)
+                elif drained:  # the last read emptied every lane: wait for more at once
                     drained = await self._wait_for_work(free)
                 elif not await self._read(free):
                     drained = await self._wait_for_work(free)
@@ -180,7 +207,7 @@ class InferenceWorker:
         """Start the requests pending for this worker that it does not hold (running, or finished
         and not yet published): those of a read whose reply was lost with its connection, which
         would otherwise wait for a reclaim (`reclaim_idle_s`)."""
-        held = set(self.inflight) | {(o.lane, o.entry_id) for o in self.outbox}
+        held = set(self._entries) | {(o.lane, o.entry_id) for o in self.outbox}
         for lane, stream in enumerate(self.streams):
             after: bytes | str | None = "0"
             while after is not None:
@@ -191,15 +218,17 @@ class InferenceWorker:
                     await self._start(lane, lost)
 
     async def _read(self, free: int) -> int:
-        """Take new work, interactive lane first: batch work is read only with the slots left."""
+        """Take new work, interactive lane first: batch work is read only with the slots left.
+        Returns how many requests were taken."""
         taken = 0
         reads = []
         for lane, stream in enumerate(self.streams):
-            if taken >= free:
+            count = (free - taken) // self._per_entry(lane)
+            if count <= 0:
                 break
-            entries = await read_new(self.r, stream, WORKER_GROUP, self.consumer, free - taken, None)
+            entries = await read_new(self.r, stream, WORKER_GROUP, self.consumer, count, None)
             reads.append((lane, entries))
-            taken += len(entries)
+            taken += _requests_in(entries)
         await self._start_lanes(reads)
         return taken
 
@@ -208,8 +237,10 @@ class InferenceWorker:
         slots per lane (COUNT applies to each stream), so a burst starts in one read and one
         mark-started call instead of one entry first and the rest a round later. Returns whether
         every lane came back short of its share: nothing was left behind, so the next read may
-        block at once. A lane that filled its share may hold more: the next round reads by priority."""
-        share = max(1, free // len(self.streams))
+        block at once. A lane that filled its share may hold more: the next round reads by priority.
+        COUNT counts entries: with bundled batch-lane entries the share is what both lanes'
+        replies together may carry."""
+        share = max(1, free // (len(self.streams) - 1 + self._batch_per))
         reply = await self.r.xreadgroup(
             WORKER_GROUP, self.consumer, {s: ">" for s in self.streams}, count=share, block=self.block_ms
         )
@@ -222,10 +253,13 @@ class InferenceWorker:
         their delivery counts, so a request that keeps killing workers is still dead-lettered."""
         taken = 0
         for lane, stream in enumerate(self.streams):
-            entries, deliveries = await self.liveness.take_over(stream, WORKER_GROUP, self.consumer, free - taken)
+            count = (free - taken) // self._per_entry(lane)
+            if count <= 0:
+                break
+            entries, deliveries = await self.liveness.take_over(stream, WORKER_GROUP, self.consumer, count)
             if entries:
                 await self._start(lane, entries, deliveries)
-                taken += len(entries)
+                taken += _requests_in(entries)
         return taken
 
     async def _reclaim(self, idle_ms: int, free: int) -> int:
@@ -233,14 +267,15 @@ class InferenceWorker:
         such as those of a read whose reply was lost with its connection (the worker lives on)."""
         taken = 0
         for lane, stream in enumerate(self.streams):
-            if taken >= free:
+            count = (free - taken) // self._per_entry(lane)
+            if count <= 0:
                 break
-            stale = await claim_idle(self.r, stream, WORKER_GROUP, self.consumer, idle_ms, free - taken)
+            stale = await claim_idle(self.r, stream, WORKER_GROUP, self.consumer, idle_ms, count)
             if stale:
-                log.warning("reclaimed %d requests from a stalled worker", len(stale), extra={"model": self.model.name})
+                log.warning("reclaimed %d entries from a stalled worker", len(stale), extra={"model": self.model.name})
                 counts = await delivery_counts(self.r, stream, WORKER_GROUP, self.consumer, [e[0] for e in stale])
                 await self._start(lane, stale, counts)
-                taken += len(stale)
+                taken += _requests_in(stale)
         return taken
 
     def _lane_of(self, stream: bytes | str) -> int:
@@ -250,66 +285,70 @@ class InferenceWorker:
         await self._start_lanes([(lane, entries)], deliveries)
 
     async def _start_lanes(self, taken: list, deliveries: dict[bytes, int] | None = None) -> None:
-        """Decide what becomes of each entry of each (lane, entries) read, in one mark-started
-        call: run it, or end it without running (unreadable, delivered too often, or its job is
-        being cancelled or expired)."""
-        field = PAYLOAD_FIELD.encode()
-        batch: list[tuple[int, bytes, bytes, InferenceRequest, FallbackReason | None]] = []
+        """Decide what becomes of each request of each entry of each (lane, entries) read, in one
+        mark-started call: run it, or end it without running (unreadable, delivered too often, or
+        its job is being cancelled or expired). A bundle delivered before is split up instead:
+        its requests go back to the lane one per entry, each carrying the deliveries so far, so a
+        request that keeps killing workers is dead-lettered alone."""
+        batch: list[tuple[Key, bytes, InferenceRequest, FallbackReason | None]] = []
+        split: dict[int, list[tuple[bytes, list[bytes]]]] = {}
+        split_times: dict[bytes, int] = {}
         for lane, entry_id, fields in ((lane, e, f) for lane, entries in taken for e, f in entries):
-            if (lane, entry_id) in self.inflight:
+            if (lane, entry_id) in self._entries:
                 continue
-            raw = fields.get(field, b"")
-            try:
-                req, reason = decode_routed(raw)
-                moved = cast(_MovedReason, reason)  # why it came here along a fallback chain
-            except msgspec.DecodeError as exc:
-                self._reject(lane, entry_id, raw, exc)
+            payloads = lane_entry_payloads(fields) or [b""]
+            times = (deliveries or {}).get(entry_id, 1) + _carried(fields)
+            if len(payloads) > 1 and times > 1:
+                split.setdefault(lane, []).append((entry_id, payloads))
+                split_times[entry_id] = times
                 continue
-            times = (deliveries or {}).get(entry_id, 1)
-            if times > self.model.max_deliveries:
-                self._give_up(
-                    lane,
-                    entry_id,
-                    raw,
-                    req,
-                    times,
-                    f"delivered {times} times; each worker that took it stopped before finishing",
-                )
-                continue
-            batch.append((lane, entry_id, raw, req, moved))
+            self._entries[(lane, entry_id)] = HeldEntry(payloads)
+            for i, raw in enumerate(payloads):
+                key = (lane, entry_id, i)
+                try:
+                    req, reason = decode_routed(raw)
+                    moved = cast(_MovedReason, reason)  # why it came here along a fallback chain
+                except msgspec.DecodeError as exc:
+                    self._reject(key, raw, exc)
+                    continue
+                if times > self.model.max_deliveries:
+                    why = f"delivered {times} times; each worker that took it stopped before finishing"
+                    self._give_up(key, raw, req, times, why)
+                    continue
+                batch.append((key, raw, req, moved))
+        for lane, entries in split.items():
+            n = await self.publisher.hand_back(lane, entries, split_times)
+            log.info("split %d bundles delivered again into single requests", n, extra={"model": self.model.name})
         if not batch:
             return
         try:
-            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, _, q, _ in batch])
+            verdicts = await self.jobs.mark_started([(q.job_id, q.request_id, q.model) for _, _, q, _ in batch])
         except TRANSIENT_REDIS_ERRORS as exc:
             # Only the `running` figure depends on this; final counts stay exact without it. Not an
             # outage report: this call happens only when work arrives, so it could not end one.
             log.debug("could not mark %d requests running: %s", len(batch), exc)
             verdicts = ["run"] * len(batch)
-        for (lane, entry_id, raw, req, moved), verdict in zip(batch, verdicts):
+        for (key, raw, req, moved), verdict in zip(batch, verdicts):
             if verdict == "run":
-                self.busy.start((lane, entry_id))  # in flight from now: charged a share of busy time
-                self.inflight[(lane, entry_id)] = asyncio.create_task(self._run_one(lane, entry_id, raw, req, moved))
-                self._payloads[(lane, entry_id)] = raw
-                self._job_of[(lane, entry_id)] = req.job_id
+                self.busy.start(key)  # in flight from now: charged a share of busy time
+                self.inflight[key] = asyncio.create_task(self._run_one(key, raw, req, moved))
+                self._job_of[key] = req.job_id
             elif verdict == "gone":  # its job is finished or expired from Redis: nothing to record
-                self._settle(Outcome(lane, entry_id))
+                self._settle(key, Outcome(key[0], key[1]))
             else:  # its job is being cancelled or expired: never reaches the engine
-                self._settle(Outcome(lane, entry_id, dropped=raw, reason=verdict))
+                self._settle(key, Outcome(key[0], key[1], dropped=raw, reason=verdict))
 
-    async def _run_one(
-        self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, moved: FallbackReason | None = None
-    ) -> None:
+    async def _run_one(self, key: Key, raw: bytes, req: InferenceRequest, moved: FallbackReason | None = None) -> None:
         try:
-            await self._generate(lane, entry_id, raw, req, moved)
+            await self._generate(key, raw, req, moved)
         finally:  # every way out ends its share of the busy time (a no-op once charged)
-            self.busy.stop((lane, entry_id))
+            self.busy.stop(key)
 
-    def _charged(self, lane: int, entry_id: bytes, job_id: str, line: ResultLine) -> bytes:
+    def _charged(self, key: Key, job_id: str, line: ResultLine) -> bytes:
         """The encoded result of a request that ran here, with its charge: its share of the busy
         time until now, at the model's prices. `line.usage` shows the amounts; the envelope
         carries them as integers (µs, micro-dollars), from which those amounts are derived."""
-        busy_us = micros(self.busy.stop((lane, entry_id)))
+        busy_us = micros(self.busy.stop(key))
         usage = line.usage
         cost = cost_micros(self.model, busy_us, usage.prompt_tokens + usage.completion_tokens)
         usage.gpu_seconds = usd(busy_us)  # µs as seconds, rounded like micro-dollars as USD
@@ -317,9 +356,7 @@ class InferenceWorker:
         line.served_by = self.model.name
         return _encoder.encode(result_record(job_id, line, busy_us, cost))
 
-    async def _generate(
-        self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, moved: FallbackReason | None
-    ) -> None:
+    async def _generate(self, key: Key, raw: bytes, req: InferenceRequest, moved: FallbackReason | None) -> None:
         started = time.time()
         queued_ms = max(0.0, started * 1000 - req.accepted_ms)
         output = error = None
@@ -329,7 +366,6 @@ class InferenceWorker:
         try:
             while True:
                 attempt += 1
-                key = (lane, entry_id)
                 try:
                     self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
                     try:
@@ -349,8 +385,7 @@ class InferenceWorker:
                     break
                 except EngineDead as exc:
                     self._engine_died(exc)
-                    self.inflight.pop((lane, entry_id), None)
-                    self._payloads.pop((lane, entry_id), None)
+                    self.inflight.pop(key, None)
                     return  # not acknowledged: reclaimed elsewhere, its delivery count growing
                 except EngineError as exc:
                     if not exc.retryable:
@@ -359,11 +394,10 @@ class InferenceWorker:
                     if attempt >= retry.max_attempts:
                         to = await self._next_model()
                         if to is not None:
-                            self._move_on(lane, entry_id, req, to, attempt, exc)
+                            self._move_on(key, req, to, attempt, exc)
                             return
                         self._give_up(
-                            lane,
-                            entry_id,
+                            key,
                             raw,
                             req,
                             attempt,
@@ -379,15 +413,15 @@ class InferenceWorker:
                     )
                     await asyncio.sleep(delay)
         except asyncio.CancelledError:
-            self.inflight.pop((lane, entry_id), None)
-            reason = self._stopped.pop((lane, entry_id), None)
+            self.inflight.pop(key, None)
+            reason = self._stopped.pop(key, None)
             if reason is None:
                 raise  # shutting down, or another worker owns it now: not acknowledged here
             # its job was cancelled or expired: the engine has aborted it; it ends like a queued one,
             # but charged for the time it ran
             line = dropped_line(req, reason)
             line.fallback_reason = moved
-            self._settle(Outcome(lane, entry_id, result=self._charged(lane, entry_id, req.job_id, line)))
+            self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
             return
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
@@ -408,7 +442,7 @@ class InferenceWorker:
             timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round(inference_s * 1000, 3)),
             fallback_reason=moved,
         )
-        self._settle(Outcome(lane, entry_id, result=self._charged(lane, entry_id, req.job_id, line)))
+        self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
 
     def _engine_died(self, exc: EngineDead) -> None:
         if self.fatal is None:
@@ -436,7 +470,7 @@ class InferenceWorker:
                 return name
         return None
 
-    def _move_on(self, lane: int, entry_id: bytes, req: InferenceRequest, to: str, attempts: int, exc) -> None:
+    def _move_on(self, key: Key, req: InferenceRequest, to: str, attempts: int, exc) -> None:
         """Every attempt failed with a retryable error: the request moves to `to`, the next model
         of the chain, acknowledged here in the same step. Its failed attempts are not charged
         (as for a request that is dead-lettered)."""
@@ -449,12 +483,13 @@ class InferenceWorker:
             extra={"request_id": req.request_id, "job_id": req.job_id},
         )
         moved = _encoder.encode(("retries_exhausted", req))
-        self._settle(Outcome(lane, entry_id, moved=moved, moved_to=(to, LANES[lane], req.job_id)))
+        self._settle(key, Outcome(key[0], key[1], moved=moved, moved_to=(to, LANES[key[0]], req.job_id)))
 
-    def _give_up(self, lane: int, entry_id: bytes, raw: bytes, req: InferenceRequest, attempts: int, why: str) -> None:
+    def _give_up(self, key: Key, raw: bytes, req: InferenceRequest, attempts: int, why: str) -> None:
         """Dead-letter the request and fail it with `max_attempts_exceeded`, in one step."""
         log.warning("dead-lettered: %s", why, extra={"request_id": req.request_id, "job_id": req.job_id})
         line = ended_line(req, "max_attempts_exceeded", why)
+        lane = key[0]
         info = DeadLetter(
             source=self.streams[lane],
             reason="max_attempts_exceeded",
@@ -467,21 +502,36 @@ class InferenceWorker:
             lane=LANES[lane],
             requeueable=True,
         )
-        self._settle(
-            Outcome(
-                lane, entry_id, result=_encoder.encode(result_record(req.job_id, line)), dead=raw, dead_meta=meta(info)
-            )
-        )
+        result = _encoder.encode(result_record(req.job_id, line))
+        self._settle(key, Outcome(lane, key[1], result=result, dead=raw, dead_meta=meta(info)))
 
-    def _settle(self, outcome: Outcome) -> None:
-        self.outbox.append(outcome)
-        self.inflight.pop((outcome.lane, outcome.entry_id), None)
-        self._payloads.pop((outcome.lane, outcome.entry_id), None)
+    def _settle(self, key: Key, outcome: Outcome) -> None:
+        """A request is settled: its outcome waits for the rest of its entry, and the whole entry
+        goes to the outbox, contiguous, once all are settled (one publish acknowledges it)."""
+        self.inflight.pop(key, None)
+        entry = self._entries.get(key[:2])
+        if entry is None:  # the entry was lost to another worker meanwhile: it publishes it
+            return
+        entry.done.append(outcome)
+        entry.left -= 1
+        if entry.left > 0:
+            self._held += 1
+            return
+        del self._entries[key[:2]]
+        self._held -= len(entry.done) - 1
+        self.outbox.extend(entry.done)
         self._outbox_ready.set()
 
-    def _reject(self, lane: int, entry_id: bytes, raw: bytes, exc: Exception) -> None:
+    def _forget(self, lane: int, entry_id: bytes) -> None:
+        """Drop an entry another worker took over: its outcomes here are never published."""
+        entry = self._entries.pop((lane, entry_id), None)
+        if entry is not None:
+            self._held -= len(entry.done)
+
+    def _reject(self, key: Key, raw: bytes, exc: Exception) -> None:
         """A request this worker cannot decode: fail it visibly if it can be attributed to its job
         (so the job still completes), or else move it to the dead-letter stream."""
+        lane, entry_id = key[0], key[1]
         info = DeadLetter(source=self.streams[lane], reason="undecodable", attempts=1, error=str(exc), lane=LANES[lane])
         try:
             doc = msgspec.msgpack.decode(raw)
@@ -490,7 +540,7 @@ class InferenceWorker:
             job_id, request_id = str(doc["job_id"]), str(doc["request_id"])
         except Exception:
             log.error("unattributable request entry %s moved to the dead-letter stream", entry_id)
-            self._settle(Outcome(lane, entry_id, dead=raw, dead_meta=meta(info)))
+            self._settle(key, Outcome(lane, entry_id, dead=raw, dead_meta=meta(info)))
             return
         line = ResultLine(
             custom_id=str(doc.get("custom_id", request_id)),
@@ -502,7 +552,7 @@ class InferenceWorker:
             timings=Timings(queued_ms=0.0, inference_ms=0.0),
             error=ErrorInfo(code="invalid_request", message=f"the worker could not read this request: {exc}"),
         )
-        self._settle(Outcome(lane, entry_id, result=_encoder.encode(result_record(job_id, line))))
+        self._settle(key, Outcome(lane, entry_id, result=_encoder.encode(result_record(job_id, line))))
 
     async def _flush_loop(self) -> None:
         """Publish finished results in batches; a result keeps its slot until published, so a
@@ -512,7 +562,7 @@ class InferenceWorker:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self.outbox:
-                batch = self.outbox[:PUBLISH_BATCH]
+                batch = self.outbox[: _entry_boundary(self.outbox, PUBLISH_BATCH)]
                 try:
                     await self.publisher.publish(batch)
                 except TRANSIENT_REDIS_ERRORS as exc:  # the outbox is kept and published once Redis accepts writes
@@ -570,7 +620,7 @@ class InferenceWorker:
 
     async def _refresh_claims(self) -> None:
         for lane, stream in enumerate(self.streams):
-            mine = {entry_id for (entry_lane, entry_id) in self.inflight if entry_lane == lane}
+            mine = {entry_id for (entry_lane, entry_id, _) in self.inflight if entry_lane == lane}
             if not mine:
                 continue
             rows = await self.r.xpending_range(
@@ -582,14 +632,16 @@ class InferenceWorker:
                     stream, WORKER_GROUP, self.consumer, min_idle_time=0, message_ids=list(still_mine), justid=True
                 )
             for entry_id in mine - still_mine:
-                task = self.inflight.get((lane, entry_id))
-                self._payloads.pop((lane, entry_id), None)
-                if task:
-                    task.cancel()
+                self._forget(lane, entry_id)
+                for key in [k for k in self.inflight if k[0] == lane and k[1] == entry_id]:
+                    self.inflight[key].cancel()
 
     async def _drain(self) -> None:
         """Let in-flight requests finish within the grace period; hand the rest back to their
-        stream as unread entries, so another worker takes them at once."""
+        stream as unread entries, so another worker takes them at once. An entry some of whose
+        requests did finish is left pending instead (its finished results cannot be published
+        without the others): a peer takes it over once this worker's heartbeat key is gone, and
+        runs it whole."""
         if not self.inflight:
             return
         if self.fatal is not None:
@@ -601,25 +653,46 @@ class InferenceWorker:
             return
         log.info("draining %d in-flight requests", len(self.inflight), extra={"model": self.model.name})
         _, pending = await asyncio.wait(list(self.inflight.values()), timeout=self.grace_s)
-        unfinished = [key for key, task in self.inflight.items() if task in pending]
         for task in pending:
             task.cancel()
         if not pending:
             return
         await asyncio.gather(*pending, return_exceptions=True)
         handed = 0
+        untouched = [(lane_id, e) for lane_id, e in self._entries.items() if e.left == len(e.payloads)]
+        left_pending = len(self._entries) - len(untouched)
+        if left_pending:
+            log.warning("left %d partly finished entries for a peer to take over", left_pending)
         for lane in range(len(self.streams)):
-            mine = [
-                (entry_id, self._payloads.pop((entry_lane, entry_id)))
-                for entry_lane, entry_id in unfinished
-                if entry_lane == lane
-            ]
+            mine = [(entry_id, e.payloads) for (entry_lane, entry_id), e in untouched if entry_lane == lane]
             if mine:
                 try:
                     handed += await self.publisher.hand_back(lane, mine)
                 except TRANSIENT_REDIS_ERRORS as exc:  # they stay pending and are reclaimed after reclaim_idle_s
                     log.warning("could not hand back %d requests: %s", len(mine), exc)
         log.warning("handed back %d unfinished requests", handed, extra={"model": self.model.name})
+
+
+def _requests_in(entries: list) -> int:
+    """How many requests lane-stream entries carry."""
+    return sum(len(lane_entry_payloads(fields)) or 1 for _, fields in entries)
+
+
+def _carried(fields: dict[bytes, bytes]) -> int:
+    """Deliveries a request split out of a bundle had before (0 for any other entry)."""
+    try:
+        return int(fields.get(_DELIVERED, b"0"))
+    except ValueError:
+        return 0
+
+
+def _entry_boundary(outbox: list[Outcome], most: int) -> int:
+    """How many outcomes of the outbox to publish at once: `most`, or more so that the rows of an
+    entry are never split between two calls (the first would acknowledge it for all)."""
+    n = min(most, len(outbox))
+    while n < len(outbox) and outbox[n].entry_id == outbox[n - 1].entry_id and outbox[n].lane == outbox[n - 1].lane:
+        n += 1
+    return n
 
 
 async def _wait_either(event: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:

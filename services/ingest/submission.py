@@ -166,7 +166,7 @@ def _chunks(job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsCo
     out: list[bytes | DirectChunk] = []
     for (model, lane), items in groups.items():
         config = models.models[model]
-        high = config.high_watermark
+        high = config.high_watermark * config.flow.batch_bundle  # in requests
         for i in range(0, len(items), CHUNK_SIZE):
             part = items[i : i + CHUNK_SIZE]
             chunk = _encoder.encode(IngestChunk(job_id, part))
@@ -179,8 +179,9 @@ def _chunks(job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsCo
                     model=model,
                     lane=lane,
                     payloads=[p for _, _, p in part],
-                    high_watermark=high,
+                    high_watermark=config.high_watermark,
                     low_watermark=config.low_watermark,
+                    batch_bundle=config.flow.batch_bundle,
                 )
             )
     return out

@@ -7,7 +7,8 @@
 --   (entry id, ops), each op one of
 --     {'q', queue, ring, flow, job, lane, payloads, direct}: stage the requests if their job still
 --        runs, turn them into drop notices if it is being stopped, skip them if it is finished or
---        gone; with `direct` = {interactive stream, batch stream, high watermark, low watermark},
+--        gone; with `direct` = {interactive stream, batch stream, high watermark, low watermark, requests
+--        per batch-lane entry},
 --        first send what the lane may take now straight to its stream;
 --     {'f', stream, fields}: append one entry (a flat field, value list) to a stream;
 --   with keys given as their index in KEYS. ARGV[5] worker group, ARGV[6] payload field.
@@ -23,15 +24,13 @@ local entries = cmsgpack.unpack(ARGV[4])
 local worker_group, field = ARGV[5], ARGV[6]
 local admitted, staged = 0, 0
 
-local room, took = lane_room(worker_group)
+local room, send = lane_room(worker_group)
 
 local function admit(queue, ring, flow, lane, payloads, direct)
   local sent = 0
   if direct then
     sent = room(direct, ring, flow, lane, #payloads)
-    local stream = KEYS[lane == LANE.INTERACTIVE and direct[1] or direct[2]]
-    for i = 1, sent do redis.call('XADD', stream, '*', field, payloads[i]) end
-    took(stream, sent)
+    send(direct, lane, payloads, sent, field)
   end
   if sent < #payloads then
     local rest = payloads

@@ -67,7 +67,7 @@ redis.call('ZADD', jobs_index, a.created_ms, a.job_id)
 redis.call('ZADD', tenant_jobs, a.created_ms, a.job_id)
 redis.call('HSET', job_tenants, a.job_id, a.tenant)
 redis.call('ZADD', deadlines, a.expires_ms, a.job_id)
-local room, took = lane_room(a.worker_group)
+local room, send = lane_room(a.worker_group)
 local sent_direct = 0
 local deferred = {}  -- ring index -> true once a chunk of that model and lane went to the ingest stream
 for _, chunk in ipairs(a.chunks) do
@@ -78,9 +78,7 @@ for _, chunk in ipairs(a.chunks) do
     local sent = 0
     if not deferred[ring] then
       sent = room(direct, KEYS[ring], KEYS[flow], lane, #payloads)
-      local stream = KEYS[lane == LANE.INTERACTIVE and direct[1] or direct[2]]
-      for i = 1, sent do redis.call('XADD', stream, '*', a.payload_field, payloads[i]) end
-      took(stream, sent)
+      send(direct, lane, payloads, sent, a.payload_field)
       sent_direct = sent_direct + sent
     end
     if sent < #payloads then

@@ -8,7 +8,8 @@
 -- Guarantees: nothing happens unless the job is being stopped (checked here). An entry read by a
 -- consumer is dropped only if this XACK acknowledges it, an unread one only if this XDEL removes
 -- it, so an entry a worker has published (or drops, or reads) meanwhile is never counted twice.
--- Returns how many were dropped.
+-- An entry may carry several requests, all of the job (flow.batch_bundle). Returns how many
+-- requests were dropped.
 local job, results = KEYS[1], KEYS[2]
 local group, pf, xf, rf = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local per_lane = cmsgpack.unpack(ARGV[5])
@@ -21,8 +22,8 @@ for l, ids in ipairs(per_lane) do
   local stream = KEYS[2 + l]
   local last = last_delivered(stream, group)
   for _, id in ipairs(ids) do
-    local payload = entry_field(stream, id, pf)
-    if payload then  -- an entry without one is left to the worker, which dead-letters it
+    local payloads = entry_payloads(stream, id, pf)
+    if #payloads > 0 then  -- an entry without one is left to the worker, which dead-letters it
       local gone
       if after(id, last) then
         gone = redis.call('XDEL', stream, id) == 1
@@ -30,8 +31,8 @@ for l, ids in ipairs(per_lane) do
         gone = last ~= nil and redis.call('XACK', stream, group, id) == 1
       end
       if gone then
-        redis.call('XADD', results, '*', xf, payload, rf, reason)
-        dropped = dropped + 1
+        for _, payload in ipairs(payloads) do redis.call('XADD', results, '*', xf, payload, rf, reason) end
+        dropped = dropped + #payloads
       end
     end
   end

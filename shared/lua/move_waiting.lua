@@ -6,7 +6,8 @@
 --       the keys the ops name by index.
 -- ARGV: worker group, payload field, drop field, reason field, reason, now ms, msgpack ops, the
 --       model's name, the next model's name ('' when ending them); ops are each
---   {'s', lane (1/2), entry id, job, to queue, to ring, to flow}: one stream entry, if still unread;
+--   {'s', lane (1/2), entry id, job, to queue, to ring, to flow}: one stream entry, if still unread
+--        (every request it carries: they are of one job);
 --   {'q', job, queue, ring, flow, lane, to queue, to ring, to flow, most, ahead, ms each}: the head
 --        of a staging queue: up to `most` requests, only those overdue (lib/moves.lua) when
 --        `ms each` >= 0, stopping at the first that is not;
@@ -52,9 +53,9 @@ for _, op in ipairs(ops) do
   if op[1] == 's' then
     local l, id = op[2], op[3]
     if after(id, last_of(l)) then
-      local payload = entry_field(KEYS[l], id, pf)
-      if payload and redis.call('XDEL', KEYS[l], id) == 1 then
-        place({payload}, op[4], l == 1 and LANE.INTERACTIVE or LANE.BATCH, op[5], op[6], op[7])
+      local payloads = entry_payloads(KEYS[l], id, pf)
+      if #payloads > 0 and redis.call('XDEL', KEYS[l], id) == 1 then
+        place(payloads, op[4], l == 1 and LANE.INTERACTIVE or LANE.BATCH, op[5], op[6], op[7])
       end
     end
   else

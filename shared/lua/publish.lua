@@ -12,19 +12,30 @@
 --   per entry; a row may stop after its result (the rest is then none).
 -- Guarantees: an entry's result, drop notice, dead letter or move to the next model of its
 -- fallback chain happens exactly when its XACK succeeds; nothing happens for an entry no longer
--- pending here (another worker reclaimed it). The results of the acknowledged entries go to the
+-- pending here (another worker reclaimed it). An entry that carries several requests has one row
+-- per request, all in this call: one XACK decides for them all. The results of the acknowledged entries go to the
 -- results stream as one entry (a msgpack array of their records, field `bundle`), so the collector
 -- reads one entry per batch; when every entry was still pending, that entry is the results
--- argument as given. Returns how many entries were published.
+-- argument as given. Returns how many rows (requests) were published.
 local group, bf, xf, rf, mf, pf = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local outcomes = cmsgpack.unpack(ARGV[7])
 local lanes, batch = tonumber(ARGV[8]), ARGV[9]
 local results, dead, moves = KEYS[lanes + 1], KEYS[lanes + 2], KEYS[lanes + 3]
 local published = 0
 local lengths, keep = {}, {}
+local acks = {}  -- lane index -> entry id -> whether this call's XACK acknowledged it
 for i = 1, #outcomes do
   local o = outcomes[i]
-  local acked = redis.call('XACK', KEYS[o[1]], group, o[2]) == 1
+  local of_lane = acks[o[1]]
+  if not of_lane then
+    of_lane = {}
+    acks[o[1]] = of_lane
+  end
+  local acked = of_lane[o[2]]
+  if acked == nil then
+    acked = redis.call('XACK', KEYS[o[1]], group, o[2]) == 1
+    of_lane[o[2]] = acked
+  end
   if o[3] > 0 then
     lengths[#lengths + 1] = o[3]
     keep[#lengths] = acked

@@ -25,12 +25,18 @@ local function after(id, last)
   return ms > last_ms or (ms == last_ms and seq > last_seq)
 end
 
--- the value of `field` in entry `id` of `stream`, or nil (no such entry, or no such field)
-local function entry_field(stream, id, field)
+-- the requests lane-stream entry `id` of `stream` carries (fields `field`, `field`1, `field`2...,
+-- shared/keys.py), in order: an empty list when there is no such entry or it has none
+local function entry_payloads(stream, id, field)
   local entry = redis.call('XRANGE', stream, id, id)[1]
-  if not entry then return nil end
-  for k = 1, #entry[2], 2 do
-    if entry[2][k] == field then return entry[2][k + 1] end
+  local out = {}
+  if not entry then return out end
+  local fields = entry[2]
+  for k = 1, #fields, 2 do
+    local name = fields[k]
+    if name == field or (string.sub(name, 1, #field) == field and string.match(string.sub(name, #field + 1), '^%d+$')) then
+      out[#out + 1] = fields[k + 1]
+    end
   end
-  return nil
+  return out
 end

@@ -1,4 +1,24 @@
--- A model's lane streams under flow control: how much each may still take.
+-- A model's lane streams under flow control: how much each may still take. Watermarks and
+-- backlogs count entries; a batch-lane entry may carry up to `per` requests of one job.
+
+-- Append `items[first..last]` to `stream`, `per` to an entry (fields `field`, `field`1, ...).
+-- Returns how many entries were added.
+local function append_requests(stream, field, items, first, last, per)
+  local entries = 0
+  local i = first
+  while i <= last do
+    local upto = math.min(last, i + per - 1)
+    local args = {'XADD', stream, '*', field, items[i]}
+    for j = i + 1, upto do
+      args[#args + 1] = field .. (j - i)
+      args[#args + 1] = items[j]
+    end
+    redis.call(unpack(args))
+    entries = entries + 1
+    i = upto + 1
+  end
+  return entries
+end
 
 -- Backlog of a lane stream (unread + unacknowledged) for the worker group `group`, dropping
 -- entries the group has acknowledged so the stream's length tracks its backlog.
@@ -28,15 +48,20 @@ end
 -- A counter of what the lane streams of a call may still take: `room(direct, ring, flow, lane, n)`
 -- answers how many of `n` requests of `lane` go straight to their stream now, as feed.lua would
 -- move them (direct = {interactive stream, batch stream (KEYS indexes), high watermark, low
--- watermark}): none while a staging queue of that model and lane waits (they keep their turn);
--- the interactive lane up to its own backlog; the batch lane unless paused (hysteresis on both
--- lanes' backlog), pausing it once it reaches the high watermark. Each stream's backlog is read
--- once per call; `took(stream, n)` counts what the caller then sent to it.
+-- watermark, requests per batch-lane entry}): none while a staging queue of that model and lane
+-- waits (they keep their turn); the interactive lane up to its own backlog; the batch lane unless
+-- paused (hysteresis on both lanes' backlog), pausing it once it reaches the high watermark. Each
+-- stream's backlog is read once per call; `send(direct, lane, payloads, n, field)` appends the
+-- first n payloads to their stream and counts the entries.
 local function lane_room(worker_group)
   local backlogs = {}
   local function backlog_of(stream)
     if not backlogs[stream] then backlogs[stream] = lane_backlog(stream, worker_group) end
     return backlogs[stream]
+  end
+  local function per_entry(direct, lane)
+    if lane == LANE.BATCH then return direct[5] or 1 end
+    return 1
   end
   local function room(direct, ring, flow, lane, n)
     if redis.call('LLEN', ring) > 0 then return 0 end
@@ -50,12 +75,15 @@ local function lane_room(worker_group)
       redis.call('HSET', flow, F.PAUSED, '0')
     end
     if paused then return 0 end
-    local sent = math.max(0, math.min(n, high - total))
+    local per = per_entry(direct, lane)
+    local sent = math.max(0, math.min(math.ceil(n / per), high - total))
     if total + sent >= high then redis.call('HSET', flow, F.PAUSED, '1') end
-    return sent
+    return math.min(n, sent * per)
   end
-  local function took(stream, n)
-    if n > 0 then backlogs[stream] = backlog_of(stream) + n end
+  local function send(direct, lane, payloads, n, field)
+    local stream = KEYS[lane == LANE.INTERACTIVE and direct[1] or direct[2]]
+    local entries = append_requests(stream, field, payloads, 1, n, per_entry(direct, lane))
+    if entries > 0 then backlogs[stream] = backlog_of(stream) + entries end
   end
-  return room, took
+  return room, send
 end

@@ -22,18 +22,19 @@ local function unstage_all(queue, ring, flow, lane)
   return items
 end
 
--- Round-robin over the ring's queues, up to `quantum` requests per turn and `budget` in all:
--- `emit(item)` for each request taken. Returns how many were taken.
-local function take_turns(ring, flow, lane, budget, quantum, emit)
+-- Round-robin over the ring's queues, up to `quantum` requests per turn and `budget` stream
+-- entries in all, `per` requests to an entry: `emit(items)` with each turn's requests (all of one
+-- job), which adds them as ceil(#items / per) entries. Returns how many requests were taken.
+local function take_turns(ring, flow, lane, budget, quantum, per, emit)
   local moved = 0
   local live = redis.call('LLEN', ring)
   while budget > 0 and live > 0 do
     local q = redis.call('LPOP', ring)
-    local items = redis.call('LPOP', q, math.min(quantum, budget))
+    local items = redis.call('LPOP', q, math.min(quantum, budget * per))
     if items then
-      for _, item in ipairs(items) do emit(item) end
+      emit(items)
       moved = moved + #items
-      budget = budget - #items
+      budget = budget - math.ceil(#items / per)
     end
     if redis.call('EXISTS', q) == 1 then
       redis.call('RPUSH', ring, q)
