@@ -268,9 +268,13 @@ class ResultLine(Struct, kw_only=True):
 
 
 class LaneQueue(Struct, kw_only=True):
+    """`queued` counts requests; `routed_unread` and `pending` count stream entries, which the
+    watermarks compare with: a batch-lane entry of a model with flow.batch_bundle > 1 carries up
+    to that many requests."""
+
     queued: int  # admitted, waiting in the router's staging queues
-    routed_unread: int  # in the model's stream, not yet read by a worker
-    pending: int  # read by a worker, not yet acknowledged (in flight)
+    routed_unread: int  # entries in the model's stream, not yet read by a worker
+    pending: int  # entries read by a worker, not yet acknowledged (in flight)
 
 
 class ModelQueue(Struct, kw_only=True):
