@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -114,19 +115,23 @@ def main() -> None:
     ap.add_argument("--backlog", type=int, default=1_000_000)
     ap.add_argument("--out", default=str(ROOT / "bench/results"))
     args = ap.parse_args()
+    # the runs' Redis data (its AOF reaches a GB or more) and logs, deleted at the end
     work = Path(tempfile.mkdtemp(prefix="inferq-bench-"))
-    print("baselines (raw Redis, arq) ...", flush=True)
-    server = RedisServer(work / "baseline-redis").start()
     try:
-        base = asyncio.run(baselines.measure(server.url))
-        print("Redis floor of the guarantees (plain commands, no Lua) ...", flush=True)
-        floor = asyncio.run(redis_floor.measure(server.url))
+        print("baselines (raw Redis, arq) ...", flush=True)
+        server = RedisServer(work / "baseline-redis").start()
+        try:
+            base = asyncio.run(baselines.measure(server.url))
+            print("Redis floor of the guarantees (plain commands, no Lua) ...", flush=True)
+            floor = asyncio.run(redis_floor.measure(server.url))
+        finally:
+            server.stop()
+        print("inferq (ingest + dispatcher + one dummy worker per model) ...", flush=True)
+        env = {"INFERQ_LOG_LEVEL": "WARNING"}
+        with LocalStack(ROOT / "bench/models.bench.toml", workdir=work, models=list(pipeline.MODELS), env=env) as stack:
+            ours = asyncio.run(measure_inferq(stack, args))
     finally:
-        server.stop()
-    print("inferq (ingest + dispatcher + one dummy worker per model) ...", flush=True)
-    env = {"INFERQ_LOG_LEVEL": "WARNING"}
-    with LocalStack(ROOT / "bench/models.bench.toml", workdir=work, models=list(pipeline.MODELS), env=env) as stack:
-        ours = asyncio.run(measure_inferq(stack, args))
+        shutil.rmtree(work, ignore_errors=True)
     res = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
