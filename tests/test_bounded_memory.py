@@ -13,14 +13,14 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.dispatcher.collector import Collector
+from services.dispatcher.collector import RESULTS_PER_CALL, Collector
 from services.dispatcher.maintenance import trim_streams
 from services.dispatcher.webhook_fanout import WebhookFanout
 from shared.api import DeadLetter, Output, ResultLine, Timings, Usage
 from shared.deadletters import list_dead_letters, meta
 from shared.jobstore import JobStore
-from shared.keys import COLLECTOR_GROUP, META_FIELD, PAYLOAD_FIELD, WEBHOOK_GROUP
-from shared.messages import InferenceRequest, IngestChunk, ResultEnvelope, SamplingParams
+from shared.keys import BUNDLE_FIELD, COLLECTOR_GROUP, META_FIELD, PAYLOAD_FIELD, WEBHOOK_GROUP
+from shared.messages import InferenceRequest, IngestChunk, ResultEnvelope, SamplingParams, result_record
 from shared.states import RequestStatus
 from shared.streams import ensure_group, read_new, trim_acknowledged
 from shared.webhook_store import WebhookStore
@@ -330,3 +330,60 @@ async def test_a_tenant_past_its_endpoint_quota_gets_a_429_naming_it(r, settings
                 json={"requests": [{"model": "alpha", "prompt": "hi"}], "webhook": {"url": "https://93.184.216.34/j"}},
             )
             assert job.status_code == 202, job.text
+
+
+# The collector's script calls.
+
+
+async def test_a_backlog_of_results_is_applied_in_bounded_script_calls_of_whole_entries(r, keys):
+    """After an outage a read can return many workers' batches: one script call for all of them
+    would hold Redis for seconds. Each call applies at most RESULTS_PER_CALL results, whole
+    entries only, and every result counts once."""
+    store = JobStore(r, keys)
+    job_id, n, per_batch = "job_backlog", 12_000, 1000
+    reqs = [
+        InferenceRequest(
+            request_id=f"{job_id}_{i}",
+            job_id=job_id,
+            custom_id=f"c{i}",
+            model="alpha",
+            accepted_ms=0,
+            prompt="p",
+            params=SamplingParams(max_tokens=4),
+        )
+        for i in range(n)
+    ]
+    chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
+    await store.create(job_id, int(time.time() * 1000), {"alpha": n}, {}, [chunk])
+    await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
+    for k in range(0, n, per_batch):  # what twelve publish calls of 1,000 results append
+        records = [msgspec.Raw(enc.encode(result_record(job_id, _line(q)))) for q in reqs[k : k + per_batch]]
+        await r.xadd(keys.results_stream, {BUNDLE_FIELD: enc.encode(records)})
+    sizes: list[int] = []
+    record_results = store.record_results
+
+    async def counted(group, ack_ids, records):
+        sizes.append(len(records))
+        return await record_results(group, ack_ids, records)
+
+    store.record_results = counted  # type: ignore[method-assign]
+    reply = await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}, count=1000)
+    assert len(reply[0][1]) == 12  # one read took the whole backlog
+    await Collector(r, keys, store).handle(reply[0][1])
+    assert sizes == [RESULTS_PER_CALL, RESULTS_PER_CALL, n - 2 * RESULTS_PER_CALL]
+    job = await r.hgetall(keys.job(job_id))
+    assert job[b"status"] == b"completed" and int(job[b"done"]) == n
+    assert (await r.xpending(keys.results_stream, COLLECTOR_GROUP))["pending"] == 0
+
+
+def _line(q: InferenceRequest) -> ResultLine:
+    return ResultLine(
+        custom_id=q.custom_id,
+        request_id=q.request_id,
+        model=q.model,
+        status=RequestStatus.SUCCEEDED,
+        output=Output(text="ok", finish_reason="stop"),
+        usage=Usage(prompt_tokens=1, completion_tokens=1),
+        error=None,
+        timings=Timings(queued_ms=1, inference_ms=1),
+    )

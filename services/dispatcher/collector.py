@@ -21,6 +21,10 @@ from shared.stream_scripts import HandBack
 
 log = logging.getLogger("inferq.collector")
 STATS_FLUSH_S = 0.5  # how often the per-model figures are written (GET /v1/model-stats buckets are 5 s)
+# Results applied by one script call, at most (or one results-stream entry, if it holds more):
+# Redis runs nothing else while the script runs (~20 µs a result), and the collector holds them
+# all decoded. A read after a backlog built up can return 1,000 entries of up to 1,000 results.
+RESULTS_PER_CALL = 5000
 _BUNDLE, _PAYLOAD, _DROP, _REASON = (f.encode() for f in (BUNDLE_FIELD, PAYLOAD_FIELD, DROP_FIELD, REASON_FIELD))
 
 
@@ -37,6 +41,8 @@ class Collector(BatchConsumer):
         self._split = HandBack(r)
 
     async def handle(self, entries) -> None:
+        """Apply the entries' results, in script calls of at most RESULTS_PER_CALL results, each
+        acknowledging the whole entries whose results it applies (never part of one)."""
         ack: list[bytes] = []
         records: list[ResultRecord] = []
         tally = ResultTally()
@@ -46,12 +52,17 @@ class Collector(BatchConsumer):
             except (msgspec.DecodeError, KeyError) as exc:
                 await self._dead_letter(entry_id, fields, "undecodable", 1, str(exc))
                 continue
+            if ack and len(records) + len(found) > RESULTS_PER_CALL:
+                await self._apply(ack, records, tally)
+                ack, records, tally = [], [], ResultTally()
             ack.append(entry_id)
             records += found
             for rec in found:
                 tally.add(rec)
-        if not ack:
-            return
+        if ack:
+            await self._apply(ack, records, tally)
+
+    async def _apply(self, ack: list[bytes], records: list[ResultRecord], tally: ResultTally) -> None:
         applied, finished = await self.jobs.record_results(COLLECTOR_GROUP, ack, records)
         self.applied += applied
         for job_id, status in finished:
