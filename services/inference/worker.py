@@ -183,8 +183,8 @@ class InferenceWorker:
                         continue
                 if free < self._batch_per:  # room for interactive work only
                     drained = False
+                    self._slot_free.clear()  # before the read: a slot freed meanwhile ends the wait
                     if not await self._read(free):
-                        self._slot_free.clear()
                         await _wait_either(self._slot_free, stop, timeout=self.block_ms / 1000)
                 elif drained:  # the last read emptied every lane: wait for more at once
                     drained = await self._wait_for_work(free)
