@@ -90,8 +90,8 @@ async def test_dead_letters_beyond_the_count_limit_lose_the_oldest(r, keys, mode
 # The webhook fan-out's stream.
 
 
-async def _finish_job(r, keys, store: JobStore, job_id: str, n: int) -> None:
-    """A job of `n` requests created and all its results recorded by the real collector."""
+async def _create_job(store: JobStore, job_id: str, n: int) -> list[InferenceRequest]:
+    """A job of `n` requests of model alpha, created as ingest creates one; its requests."""
     reqs = [
         InferenceRequest(
             request_id=f"{job_id}_{i}",
@@ -106,18 +106,27 @@ async def _finish_job(r, keys, store: JobStore, job_id: str, n: int) -> None:
     ]
     chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
     await store.create(job_id, int(time.time() * 1000), {"alpha": n}, {}, [chunk])
-    for req in reqs:
-        line = ResultLine(
-            custom_id=req.custom_id,
-            request_id=req.request_id,
-            model=req.model,
-            status=RequestStatus.SUCCEEDED,
-            output=Output(text="ok", finish_reason="stop"),
-            usage=Usage(prompt_tokens=1, completion_tokens=1),
-            error=None,
-            timings=Timings(queued_ms=1, inference_ms=1),
-        )
-        await r.xadd(keys.results_stream, {PAYLOAD_FIELD: enc.encode(ResultEnvelope(job_id, line))})
+    return reqs
+
+
+def _line(q: InferenceRequest) -> ResultLine:
+    """A succeeded result line for `q`."""
+    return ResultLine(
+        custom_id=q.custom_id,
+        request_id=q.request_id,
+        model=q.model,
+        status=RequestStatus.SUCCEEDED,
+        output=Output(text="ok", finish_reason="stop"),
+        usage=Usage(prompt_tokens=1, completion_tokens=1),
+        error=None,
+        timings=Timings(queued_ms=1, inference_ms=1),
+    )
+
+
+async def _finish_job(r, keys, store: JobStore, job_id: str, n: int) -> None:
+    """A job of `n` requests created and all its results recorded by the real collector."""
+    for req in await _create_job(store, job_id, n):
+        await r.xadd(keys.results_stream, {PAYLOAD_FIELD: enc.encode(ResultEnvelope(job_id, _line(req)))})
     await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
     collector = Collector(r, keys, store)
     while reply := await r.xreadgroup(COLLECTOR_GROUP, "c", {keys.results_stream: ">"}, count=100):
@@ -341,20 +350,7 @@ async def test_a_backlog_of_results_is_applied_in_bounded_script_calls_of_whole_
     entries only, and every result counts once."""
     store = JobStore(r, keys)
     job_id, n, per_batch = "job_backlog", 12_000, 1000
-    reqs = [
-        InferenceRequest(
-            request_id=f"{job_id}_{i}",
-            job_id=job_id,
-            custom_id=f"c{i}",
-            model="alpha",
-            accepted_ms=0,
-            prompt="p",
-            params=SamplingParams(max_tokens=4),
-        )
-        for i in range(n)
-    ]
-    chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
-    await store.create(job_id, int(time.time() * 1000), {"alpha": n}, {}, [chunk])
+    reqs = await _create_job(store, job_id, n)
     await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
     for k in range(0, n, per_batch):  # what twelve publish calls of 1,000 results append
         records = [msgspec.Raw(enc.encode(result_record(job_id, _line(q)))) for q in reqs[k : k + per_batch]]
@@ -374,16 +370,3 @@ async def test_a_backlog_of_results_is_applied_in_bounded_script_calls_of_whole_
     job = await r.hgetall(keys.job(job_id))
     assert job[b"status"] == b"completed" and int(job[b"done"]) == n
     assert (await r.xpending(keys.results_stream, COLLECTOR_GROUP))["pending"] == 0
-
-
-def _line(q: InferenceRequest) -> ResultLine:
-    return ResultLine(
-        custom_id=q.custom_id,
-        request_id=q.request_id,
-        model=q.model,
-        status=RequestStatus.SUCCEEDED,
-        output=Output(text="ok", finish_reason="stop"),
-        usage=Usage(prompt_tokens=1, completion_tokens=1),
-        error=None,
-        timings=Timings(queued_ms=1, inference_ms=1),
-    )

@@ -19,6 +19,7 @@ from inferq.localstack import LocalStack
 from shared.keys import WORKER_GROUP, Keys, lane_entry_payloads
 from shared.messages import request_decoder
 from tests.test_e2e import _all_results
+from tests.test_e2e_takeover import _wait_until
 
 pytestmark = pytest.mark.e2e
 keys = Keys("inferq")
@@ -51,14 +52,6 @@ def _runs(tmp_path: Path) -> list[tuple[int, str]]:
     path = tmp_path / "runs.log"
     lines = path.read_text().splitlines() if path.exists() else []
     return [(int(pid), rid) for pid, rid in (line.split() for line in lines)]
-
-
-def _wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-    return found
 
 
 def _submit(client: httpx.Client, words: list[int]) -> tuple[str, list[str]]:
