@@ -33,6 +33,7 @@ def table(res: dict) -> str:
             f"p50 {lat['p50_ms']:.1f} ms",
             f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (target p50 ≤ 3 ms, p99 ≤ 15 ms)",
         ),
+        *_latency_floor_rows(res),
         *_redis_rows(q),
         *_floor_rows(res),
         *_process_rows(q),
@@ -81,6 +82,25 @@ def _redis_rows(q: dict) -> list[tuple[str, str, str]]:
             [("Redis µs per request by script (a pass of its own)", "", script_summary(q["redis_scripts"]))]
             if q.get("redis_scripts")
             else []
+        ),
+    ]
+
+
+def _latency_floor_rows(res: dict) -> list[tuple[str, str, str]]:
+    idle, wake = res["inferq"].get("idle_latency"), res.get("wake_us")
+    if not idle or not wake:
+        return []
+    return [
+        (
+            "latency, one request at a time (bench/latency_floor.py)",
+            f"p50 {idle['total_ms']['p50']:.1f} ms",
+            f"p90 {idle['total_ms']['p90']:.1f} ms; until a worker starts it p50 "
+            f"{idle['until_started_ms']['p50']:.1f} ms, then until recorded {idle['after_start_ms']['p50']:.1f} ms",
+        ),
+        (
+            "wake-up of a blocked stream read, XADD → reply parsed",
+            f"p50 {wake['p50'] / 1000:.2f} ms",
+            f"p90 {wake['p90'] / 1000:.2f} ms, min {wake['min'] / 1000:.2f} ms (one per hop)",
         ),
     ]
 

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import baselines, pipeline, redis_floor, report  # noqa: E402
+from bench import baselines, latency_floor, pipeline, redis_floor, report  # noqa: E402
 from bench.redis_cost import RedisCost, ScriptTimes, script_summary, summary  # noqa: E402
 from inferq.localstack import LocalStack, RedisServer  # noqa: E402
 from shared.keys import Keys  # noqa: E402
@@ -47,6 +47,12 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
     try:
         # warm up: imports, connections, consumer groups, script caches
         await pipeline.throughput(stack.base_url, r, keys, 3000, runs=1)
+        idle = await latency_floor.idle_requests(stack.base_url, r, keys)
+        print(
+            f"  one request at a time: {idle['total_ms']['p50']:.1f} ms p50 from acceptance until recorded, "
+            f"{idle['until_started_ms']['p50']:.1f} ms of it until a worker starts it",
+            flush=True,
+        )
         aof_dir = stack.redis.dir / "appendonlydir" if stack.redis is not None else None
         cost = await RedisCost.start(r, aof_dir)
         cpu0 = process_cpu(stack)
@@ -94,6 +100,7 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
             "redis_scripts": scripts,
             "process_cpu_us_per_request": per_process,
             "latency": latency,
+            "idle_latency": idle,
             "dispatcher_memory": memory,
         }
     finally:
@@ -124,6 +131,8 @@ def main() -> None:
             base = asyncio.run(baselines.measure(server.url))
             print("Redis floor of the guarantees (plain commands, no Lua) ...", flush=True)
             floor = asyncio.run(redis_floor.measure(server.url))
+            print("wake-up of a blocked stream read ...", flush=True)
+            wake = asyncio.run(latency_floor.wake_latency(server.url))
         finally:
             server.stop()
         print("inferq (ingest + dispatcher + one dummy worker per model) ...", flush=True)
@@ -137,6 +146,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "baselines": base,
         "redis_floor_us_per_request": floor,
+        "wake_us": wake,
         "inferq": ours,
     }
     print()

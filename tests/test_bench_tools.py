@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from bench import redis_floor
+from bench import latency_floor, redis_floor
 from bench.redis_cost import ScriptTimes
 from shared.jobstore import JobStore
 from shared.messages import InferenceRequest, IngestChunk, SamplingParams
@@ -18,6 +18,13 @@ async def test_the_floor_measures_each_layout_and_cleans_up(r, redis_server):
     assert all(us > 0 for us in floor.values())
     assert await r.dbsize() == 0
     assert list((await r.config_get("auto-aof-rewrite-percentage")).values()) == ["100"]
+
+
+async def test_the_wake_up_is_timed_in_another_process_for_each_entry_and_cleaned_up(r, redis_server):
+    await r.flushall()
+    wake = await latency_floor.wake_latency(redis_server.url, samples=20, interval_s=0.005)
+    assert 0 < wake["min"] <= wake["p50"] <= wake["p90"] < 1_000_000  # µs: under a second
+    assert await r.dbsize() == 0
 
 
 async def test_script_times_names_each_script_called_and_restores_the_slow_log(r, keys):
