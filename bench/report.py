@@ -106,17 +106,27 @@ def _latency_floor_rows(res: dict) -> list[tuple[str, str, str]]:
 
 
 def _floor_rows(res: dict) -> list[tuple[str, str, str]]:
-    floor = res.get("redis_floor_us_per_request")
-    if not floor:
-        return []
-    return [
-        (
-            "Redis CPU floor of the guarantees (bench/redis_floor.py)",
-            f"{floor['per_request_entries']:.1f} µs",
-            f"one entry per request and per CloudEvent; bundled entries {floor['bundled_entries']:.1f} µs; "
-            f"also CloudEvents batched {floor['bundled_with_event_batches']:.1f} µs",
+    floor, lua = res.get("redis_floor_us_per_request"), res.get("lua_ns_per_byte")
+    rows = []
+    if floor:
+        rows.append(
+            (
+                "Redis CPU floor of the guarantees (bench/redis_floor.py)",
+                f"{floor['per_request_entries']:.1f} µs",
+                f"one entry per request and per CloudEvent; bundled entries {floor['bundled_entries']:.1f} µs; "
+                f"also CloudEvents batched {floor['bundled_with_event_batches']:.1f} µs",
+            )
         )
-    ]
+    if lua:
+        rows.append(
+            (
+                "Redis CPU per byte into a script (bench/lua_bytes.py)",
+                f"{lua['script_argument_ns_per_byte']:.2f} ns",
+                f"{lua['script_argument_unpacked_ns_per_byte']:.2f} ns unpacked with cmsgpack; "
+                f"a plain SET {lua['set_ns_per_byte']:.2f} ns",
+            )
+        )
+    return rows
 
 
 def write_json(res: dict, path: Path) -> None:

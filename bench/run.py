@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import baselines, latency_floor, pipeline, redis_floor, report  # noqa: E402
+from bench import baselines, latency_floor, lua_bytes, pipeline, redis_floor, report  # noqa: E402
 from bench.redis_cost import RedisCost, ScriptTimes, script_summary, summary  # noqa: E402
 from inferq.localstack import LocalStack, RedisServer  # noqa: E402
 from shared.keys import Keys  # noqa: E402
@@ -133,6 +133,7 @@ def main() -> None:
             floor = asyncio.run(redis_floor.measure(server.url))
             print("wake-up of a blocked stream read ...", flush=True)
             wake = asyncio.run(latency_floor.wake_latency(server.url))
+            lua = asyncio.run(lua_bytes.measure(server.url))
         finally:
             server.stop()
         print("inferq (ingest + dispatcher + one dummy worker per model) ...", flush=True)
@@ -147,6 +148,7 @@ def main() -> None:
         "baselines": base,
         "redis_floor_us_per_request": floor,
         "wake_us": wake,
+        "lua_ns_per_byte": lua,
         "inferq": ours,
     }
     print()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from bench import latency_floor, redis_floor
+from bench import latency_floor, lua_bytes, redis_floor
 from bench.redis_cost import ScriptTimes
 from shared.jobstore import JobStore
 from shared.messages import InferenceRequest, IngestChunk, SamplingParams
@@ -24,6 +24,13 @@ async def test_the_wake_up_is_timed_in_another_process_for_each_entry_and_cleane
     await r.flushall()
     wake = await latency_floor.wake_latency(redis_server.url, samples=20, interval_s=0.005)
     assert 0 < wake["min"] <= wake["p50"] <= wake["p90"] < 1_000_000  # µs: under a second
+    assert await r.dbsize() == 0
+
+
+async def test_the_lua_byte_cost_compares_a_plain_command_with_a_script_and_cleans_up(r, redis_server):
+    await r.flushall()
+    cost = await lua_bytes.measure(redis_server.url, payloads=50, calls=20)
+    assert set(cost) == {"set_ns_per_byte", "script_argument_ns_per_byte", "script_argument_unpacked_ns_per_byte"}
     assert await r.dbsize() == 0
 
 
