@@ -33,6 +33,17 @@ def table(res: dict) -> str:
             f"p50 {lat['p50_ms']:.1f} ms",
             f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (target p50 ≤ 3 ms, p99 ≤ 15 ms)",
         ),
+        *(
+            [
+                (
+                    f"  CPU during it ({lat['per_job']}-request jobs)",
+                    f"{lat['cpu']['us_per_request']:.0f} µs/req",
+                    f"{lat['cpu']['busy_share']:.0%} of all cores busy (stack and Redis, not the client)",
+                )
+            ]
+            if "cpu" in lat
+            else []
+        ),
         *_latency_floor_rows(res),
         *_redis_rows(q),
         *_floor_rows(res),

@@ -15,6 +15,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -39,6 +40,14 @@ def process_cpu(stack: LocalStack) -> dict[str, float]:
         t = psutil.Process(pid).cpu_times()
         out[name] = t.user + t.system
     return out
+
+
+def cpu_during(stack: LocalStack, cpu0: dict[str, float], wall0: float, requests: int) -> dict[str, float]:
+    """The stack's CPU (Redis included, the benchmark's client not) since `cpu0`, taken at `wall0`:
+    µs per request, and the share of all the machine's cores it kept busy."""
+    cpu1, wall = process_cpu(stack), time.perf_counter() - wall0
+    spent = sum(cpu1[name] - cpu0[name] for name in cpu0)
+    return {"us_per_request": spent * 1e6 / requests, "busy_share": spent / wall / (os.cpu_count() or 1)}
 
 
 async def measure_inferq(stack: LocalStack, args) -> dict:
@@ -80,12 +89,16 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
         print(f"  Redis µs per request by script: {script_summary(scripts)}", flush=True)
         rate = e2e * args.load
         per_job = max(1, round(rate / args.jobs_per_s))
+        cpu0, wall0 = process_cpu(stack), time.perf_counter()
         latency = await pipeline.open_loop_latency(
             stack.base_url, r, keys, rate=rate, seconds=args.latency_s, per_job=per_job
         )
+        latency["cpu"] = cpu_during(stack, cpu0, wall0, latency["requests"])
         print(
             f"  latency: {latency['requests']:,} requests at {latency['achieved_rps']:,.0f} req/s: "
-            f"p50 {latency['p50_ms']:.1f} ms p99 {latency['p99_ms']:.1f} ms",
+            f"p50 {latency['p50_ms']:.1f} ms p99 {latency['p99_ms']:.1f} ms; the stack used "
+            f"{latency['cpu']['us_per_request']:.0f} µs of CPU per request, "
+            f"{latency['cpu']['busy_share']:.0%} of the machine's cores",
             flush=True,
         )
         memory = await pipeline.dispatcher_memory(
