@@ -129,13 +129,8 @@ async def measure(redis_url: str, *, messages: int = 100_000, arq_jobs: int = 5_
 
 if __name__ == "__main__":
     import sys
-    import tempfile
-    from pathlib import Path
 
-    from inferq.localstack import RedisServer
+    from bench.scratch_redis import scratch_redis
 
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="inferq-bench-"))).start()
-    try:
-        print(asyncio.run(measure(server.url, messages=int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)))
-    finally:
-        server.stop()
+    with scratch_redis() as url:
+        print(asyncio.run(measure(url, messages=int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)))

@@ -121,12 +121,7 @@ async def idle_requests(
 
 
 if __name__ == "__main__":
-    import tempfile
+    from bench.scratch_redis import scratch_redis
 
-    from inferq.localstack import RedisServer
-
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="inferq-wake-"))).start()
-    try:
-        print(asyncio.run(wake_latency(server.url)))
-    finally:
-        server.stop()
+    with scratch_redis() as url:
+        print(asyncio.run(wake_latency(url)))

@@ -57,13 +57,8 @@ async def measure(redis_url: str, payloads: int = 100, calls: int = 300) -> dict
 
 
 if __name__ == "__main__":
-    import tempfile
+    from bench.scratch_redis import scratch_redis
 
-    from inferq.localstack import RedisServer
-
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="inferq-lua-bytes-"))).start()
-    try:
-        for name, ns in asyncio.run(measure(server.url)).items():
+    with scratch_redis() as url:
+        for name, ns in asyncio.run(measure(url)).items():
             print(f"{name:40s} {ns:6.2f} ns")
-    finally:
-        server.stop()

@@ -131,13 +131,8 @@ async def measure(redis_url: str, requests: int = 50_000) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    import tempfile
+    from bench.scratch_redis import scratch_redis
 
-    from inferq.localstack import RedisServer
-
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="inferq-floor-"))).start()
-    try:
-        for name, us in asyncio.run(measure(server.url)).items():
+    with scratch_redis() as url:
+        for name, us in asyncio.run(measure(url)).items():
             print(f"{name:28s} {us:5.1f} µs per request")
-    finally:
-        server.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inferq.localstack import RedisServer  # noqa: E402
+from bench.scratch_redis import scratch_redis  # noqa: E402
 from services.dispatcher.router import Router  # noqa: E402
 from shared.jobstore import JobStore  # noqa: E402
 from shared.keys import PAYLOAD_FIELD, ROUTER_GROUP, Keys  # noqa: E402
@@ -111,9 +110,8 @@ async def main() -> None:
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--jobs", type=int, default=4)
     args = ap.parse_args()
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="inferq-bench-"))).start()
-    try:
-        r = aioredis.Redis.from_url(server.url)
+    with scratch_redis() as url:
+        r = aioredis.Redis.from_url(url)
         keys = Keys("bench")
         n = args.requests
         empty = (await r.info("memory"))["used_memory"]
@@ -141,8 +139,6 @@ async def main() -> None:
             f" (payload ~{len(enc.encode(sample)):d} bytes)"
         )
         await r.aclose()
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":
