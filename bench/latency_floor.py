@@ -27,7 +27,6 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import job_body  # noqa: E402
 from bench.quantiles import percentile  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 
@@ -89,16 +88,21 @@ class _Line(msgspec.Struct):
 _line = msgspec.json.Decoder(_Line)
 
 
+def _one_request_job(model: str, k: int) -> bytes:
+    request = {"custom_id": str(k), "model": model, "prompt": f"one at a time {k}", "max_tokens": 8}
+    return msgspec.json.encode({"requests": [request]})
+
+
 async def idle_requests(
-    base_url: str, r: aioredis.Redis, keys: Keys, jobs: int = 60, interval_s: float = 0.05
+    base_url: str, r: aioredis.Redis, keys: Keys, model: str, jobs: int = 60, interval_s: float = 0.05
 ) -> dict[str, dict[str, float]]:
-    """ms from acceptance until recorded for single-request jobs sent one at a time, and its two
-    parts: until a worker starts the request, and from then until its result is recorded."""
+    """ms from acceptance until recorded for single-request jobs for `model` sent one at a time,
+    and its two parts: until a worker starts the request, and from then until it is recorded."""
     job_ids = []
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         for k in range(jobs):
             resp = await client.post(
-                "/v1/jobs", content=job_body(1, offset=k), headers={"content-type": "application/json"}
+                "/v1/jobs", content=_one_request_job(model, k), headers={"content-type": "application/json"}
             )
             resp.raise_for_status()
             job_ids.append(resp.json()["id"])

@@ -56,7 +56,7 @@ async def measure_inferq(stack: LocalStack, args) -> dict:
     try:
         # warm up: imports, connections, consumer groups, script caches
         await pipeline.throughput(stack.base_url, r, keys, 3000, runs=1)
-        idle = await latency_floor.idle_requests(stack.base_url, r, keys)
+        idle = await latency_floor.idle_requests(stack.base_url, r, keys, pipeline.MODELS[0])
         print(
             f"  one request at a time: {idle['total_ms']['p50']:.1f} ms p50 from acceptance until recorded, "
             f"{idle['until_started_ms']['p50']:.1f} ms of it until a worker starts it",
