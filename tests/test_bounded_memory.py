@@ -20,11 +20,12 @@ from shared.api import DeadLetter, Output, ResultLine, Timings, Usage
 from shared.deadletters import list_dead_letters, meta
 from shared.jobstore import JobStore
 from shared.keys import BUNDLE_FIELD, COLLECTOR_GROUP, META_FIELD, PAYLOAD_FIELD, WEBHOOK_GROUP
-from shared.messages import InferenceRequest, IngestChunk, ResultEnvelope, SamplingParams, result_record
+from shared.messages import InferenceRequest, ResultEnvelope, result_record
 from shared.states import RequestStatus
 from shared.streams import ensure_group, read_new, trim_acknowledged
 from shared.webhook_store import WebhookStore
 from shared.webhooks import DeliveryRecord
+from tests.created_jobs import create_job
 from tests.test_ingest_api import api  # noqa: F401  (the in-process API fixture)
 
 enc = msgspec.msgpack.Encoder()
@@ -90,25 +91,6 @@ async def test_dead_letters_beyond_the_count_limit_lose_the_oldest(r, keys, mode
 # The webhook fan-out's stream.
 
 
-async def _create_job(store: JobStore, job_id: str, n: int) -> list[InferenceRequest]:
-    """A job of `n` requests of model alpha, created as ingest creates one; its requests."""
-    reqs = [
-        InferenceRequest(
-            request_id=f"{job_id}_{i}",
-            job_id=job_id,
-            custom_id=f"c{i}",
-            model="alpha",
-            accepted_ms=0,
-            prompt="p",
-            params=SamplingParams(max_tokens=4),
-        )
-        for i in range(n)
-    ]
-    chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
-    await store.create(job_id, int(time.time() * 1000), {"alpha": n}, {}, [chunk])
-    return reqs
-
-
 def _line(q: InferenceRequest) -> ResultLine:
     """A succeeded result line for `q`."""
     return ResultLine(
@@ -125,7 +107,7 @@ def _line(q: InferenceRequest) -> ResultLine:
 
 async def _finish_job(r, keys, store: JobStore, job_id: str, n: int) -> None:
     """A job of `n` requests created and all its results recorded by the real collector."""
-    for req in await _create_job(store, job_id, n):
+    for req in await create_job(store, job_id, n):
         await r.xadd(keys.results_stream, {PAYLOAD_FIELD: enc.encode(ResultEnvelope(job_id, _line(req)))})
     await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
     collector = Collector(r, keys, store)
@@ -350,7 +332,7 @@ async def test_a_backlog_of_results_is_applied_in_bounded_script_calls_of_whole_
     entries only, and every result counts once."""
     store = JobStore(r, keys)
     job_id, n, per_batch = "job_backlog", 12_000, 1000
-    reqs = await _create_job(store, job_id, n)
+    reqs = await create_job(store, job_id, n)
     await ensure_group(r, keys.results_stream, COLLECTOR_GROUP)
     for k in range(0, n, per_batch):  # what twelve publish calls of 1,000 results append
         records = [msgspec.Raw(enc.encode(result_record(job_id, _line(q)))) for q in reqs[k : k + per_batch]]

@@ -16,35 +16,19 @@ from shared.api import Output, ResultLine, Timings, Usage
 from shared.events import JobSummary, job_event_json, request_event_json, rfc3339_ms
 from shared.jobstore import JobStore
 from shared.keys import COLLECTOR_GROUP, EVENT_FIELD, PAYLOAD_FIELD, ROUTER_GROUP
-from shared.messages import InferenceRequest, IngestChunk, ResultEnvelope, SamplingParams
+from shared.messages import ResultEnvelope
 from shared.states import JobStatus, RequestStatus
 from shared.streams import ensure_group
+from tests.created_jobs import create_job
 
 enc = msgspec.msgpack.Encoder()
 NOW_MS = 1_795_413_662_345
+CREATED_MS = 1_795_413_600_999
 
 
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch):
     monkeypatch.setattr(jobstore.time, "time", lambda: NOW_MS / 1000)
-
-
-async def _create(store: JobStore, job_id: str, n: int) -> list[InferenceRequest]:
-    reqs = [
-        InferenceRequest(
-            request_id=f"{job_id}_{i}",
-            job_id=job_id,
-            custom_id=f"c{i}",
-            model="alpha",
-            accepted_ms=0,
-            prompt="p",
-            params=SamplingParams(max_tokens=4),
-        )
-        for i in range(n)
-    ]
-    chunk = enc.encode(IngestChunk(job_id, [(q.model, "batch", enc.encode(q)) for q in reqs]))
-    await store.create(job_id, 1_795_413_600_999, {"alpha": n}, {}, [chunk])
-    return reqs
 
 
 async def _collect(r, keys, store: JobStore) -> None:
@@ -77,7 +61,7 @@ async def _python_job_event(store: JobStore, job_id: str) -> bytes:
 
 async def test_request_and_job_completed_documents_match_shared_events(r, keys):
     store = JobStore(r, keys)
-    reqs = await _create(store, "job_ok", 2)
+    reqs = await create_job(store, "job_ok", 2, CREATED_MS)
     for i, req in enumerate(reqs):
         line = ResultLine(
             custom_id=req.custom_id,
@@ -105,7 +89,7 @@ async def test_request_and_job_completed_documents_match_shared_events(r, keys):
 @pytest.mark.parametrize("reason", [RequestStatus.CANCELLED, RequestStatus.EXPIRED])
 async def test_stopped_job_documents_match_shared_events(r, keys, models, reason):
     store = JobStore(r, keys)
-    await _create(store, "job_stop", 3)
+    await create_job(store, "job_stop", 3, CREATED_MS)
     router = Router(r, keys, models)
     await ensure_group(r, keys.ingest_stream, ROUTER_GROUP)
     await router.admit((await r.xreadgroup(ROUTER_GROUP, router.consumer, {keys.ingest_stream: ">"}))[0][1])
@@ -131,7 +115,7 @@ async def test_job_document_with_costs_per_serving_model_matches_shared_events(r
     """Requests of `alpha` served by two models (one moved along a fallback chain): the job event's
     usage has the totals and `by_model` in byte order of the names, the same bytes as shared/events.py's."""
     store = JobStore(r, keys)
-    reqs = await _create(store, "job_cost", 3)
+    reqs = await create_job(store, "job_cost", 3, CREATED_MS)
     for i, (req, served) in enumerate(zip(reqs, ["Zeta/b", "alpha", "Zeta/b"])):
         line = ResultLine(
             custom_id=req.custom_id,
