@@ -146,6 +146,8 @@ class LocalStack:
         models: list[str] | None = None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        launcher: list[str] | None = None,
+        cwd: str | Path | None = None,
     ) -> None:
         self.models_path = str(Path(models_path).resolve())
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="inferq-"))
@@ -157,6 +159,9 @@ class LocalStack:
         self.extra_env = env or {}
         self.port = port or free_port()
         self.procs: dict[str, subprocess.Popen] = {}
+        # how a service is started: `launcher + [module, *args]`, in `cwd` (a deployed file set, say)
+        self.launcher = launcher or [sys.executable, "-m"]
+        self.cwd = Path(cwd) if cwd is not None else ROOT
 
     @property
     def base_url(self) -> str:
@@ -198,7 +203,7 @@ class LocalStack:
     def spawn(self, name: str, module: str, *args: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name.replace('/', '_')}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            [*self.launcher, module, *args], env=self.env(), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
         )
         self.procs[name] = proc
         return proc

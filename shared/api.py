@@ -216,7 +216,9 @@ class JobList(Page[Job], kw_only=True):
 
 class Output(Struct, kw_only=True):
     text: str
-    finish_reason: Literal["stop", "length"]
+    # stop: end of sequence or a stop string; length: max_tokens or the context; repetition: the
+    # engine's repetition detection ended it (vLLM)
+    finish_reason: Literal["stop", "length", "repetition"]
 
 
 class DeadLetter(Struct, kw_only=True, omit_defaults=True):

@@ -178,6 +178,8 @@ class Keys:
         self.budgets_reached = f"{prefix}:budgets:reached"
         # Hash `<from> <to> <reason>` -> requests moved along fallback chains, ever.
         self.fallback_moves = f"{prefix}:fallback:moves"
+        # Hash model -> JSON StartPhases (shared/start_phases.py) of the model's latest worker start.
+        self.start_phases = f"{prefix}:models:start-phases"
 
     def model_stream(self, model: str, lane: str) -> str:
         """What workers of `model` consume; the router keeps its backlog under the high watermark."""

@@ -38,6 +38,12 @@ BACKLOG = Gauge(
 UNFINISHED = Gauge(
     "inferq_unfinished", "Accepted requests of a model without a result yet", ["model"], registry=REGISTRY
 )
+START_PHASE = Gauge(
+    "inferq_worker_start_seconds",
+    "Seconds from this worker's process start (or snapshot restore) to each start phase",
+    ["model", "phase"],
+    registry=REGISTRY,
+)
 REPLICAS = Gauge("inferq_replicas", "Worker replicas running, per the autoscaler", ["model"], registry=REGISTRY)
 REPLICAS_DESIRED = Gauge(
     "inferq_replicas_desired", "Worker replicas the autoscaler wants", ["model"], registry=REGISTRY

@@ -126,6 +126,11 @@ class ModalConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     scaledown_window_s: Annotated[int, Meta(ge=2, le=3600)] = 300
     timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 86_400  # one container's lifetime cap
     startup_timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 1200  # model download and load
+    # Cold starts (docs/modal.md): a CPU memory snapshot restores the worker's imports instead of
+    # re-running them; a GPU snapshot (Modal alpha, `vllm` engine) restores the loaded engine too,
+    # put to sleep before the snapshot and woken in each new container.
+    memory_snapshot: bool = False
+    gpu_snapshot: bool = False
 
 
 class ScalingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -408,6 +413,15 @@ def _check_modal(cfg: ModelConfig, name: str, where: str) -> None:
             f'{where}: has a {table} table but scaling.backend = "{backend}", so its Modal '
             f"class would never be called; remove scaling.backend (a modal table means the modal "
             f"backend) or remove the modal table to run the model's workers another way"
+        )
+    if modal.gpu_snapshot and not modal.memory_snapshot:
+        raise ModelsFileError(
+            f"{where}: modal.gpu_snapshot needs modal.memory_snapshot = true (Modal takes both at once)"
+        )
+    if modal.gpu_snapshot and cfg.engine != "vllm":
+        raise ModelsFileError(
+            f"{where}: modal.gpu_snapshot needs the vllm engine (it puts vLLM to sleep before the snapshot); "
+            f"engine is {cfg.engine!r}: use modal.memory_snapshot alone"
         )
     cap = cfg.modal_max_containers
     assert cap is not None  # the model has a modal table

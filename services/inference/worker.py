@@ -17,6 +17,7 @@ from services.inference.busy_clock import BusyClock, micros
 from services.inference.deadlines import Deadlines
 from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
+from services.inference.start_clock import StartClock, start_engine
 from shared import metrics
 from shared.api import DeadLetter, ErrorInfo, FallbackReason, Output, ResultLine, Timings, Usage
 from shared.backoff import Backoff, exponential_delay
@@ -70,6 +71,7 @@ class InferenceWorker:
         block_ms: int = 1000,
         owns_engine: bool = True,
         heartbeat_ttl_s: float = 10.0,
+        start_clock: StartClock | None = None,
     ) -> None:
         self.r = r
         self.model = model
@@ -102,6 +104,8 @@ class InferenceWorker:
         # Each request's share of this worker's busy time (docs/architecture.md, "Cost accounting").
         self.busy = BusyClock()
         self.deadlines = Deadlines(model.request_timeout_s)
+        self.start_clock = start_clock or StartClock()  # a container's clock outlives its runs
+        self._recording: asyncio.Task | None = None
 
     @property
     def free_slots(self) -> int:
@@ -123,7 +127,7 @@ class InferenceWorker:
                 OUTAGE.failed("worker", exc)
                 await _wait_either(asyncio.Event(), stop, timeout=backoff.next())
         if self.owns_engine:
-            await self.engine.start()
+            await start_engine(self.engine, self.start_clock)
         beating = asyncio.create_task(self.heartbeat.run(), name="heartbeat")
         flusher = asyncio.create_task(self._flush_loop(), name="publisher")
         keeper = asyncio.create_task(self._keep_claims(), name="claims")
@@ -369,7 +373,7 @@ class InferenceWorker:
                 try:
                     self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
                     try:
-                        gen = await self.engine.generate(req)
+                        gen = await self.engine.generate(req, LANES[key[0]])
                     finally:
                         self.deadlines.end(key)
                     output = Output(text=gen.text, finish_reason=gen.finish_reason)
@@ -428,6 +432,9 @@ class InferenceWorker:
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
         inference_s = time.time() - started
         status = RequestStatus.FAILED if error else RequestStatus.SUCCEEDED
+        if error is None and self._recording is None and not self.start_clock.recorded:
+            self.start_clock.first_result(inference_s)
+            self._recording = asyncio.create_task(self.start_clock.record(self.r, self.keys, self.model.name))
         self.stats.record(
             queued_ms / 1000, inference_s, usage.prompt_tokens, usage.completion_tokens, error is not None
         )

@@ -99,7 +99,8 @@ def output_line(line: ResultLine, endpoint: str, created: int) -> OutputLine:
             error=LineError(code=code, message=message),
         )
     text = line.output.text if line.output else ""
-    finish = line.output.finish_reason if line.output else "stop"
+    # OpenAI's vocabulary has no `repetition`: the model stopped on its own there too
+    finish = "length" if line.output and line.output.finish_reason == "length" else "stop"
     usage = {
         "prompt_tokens": line.usage.prompt_tokens,
         "completion_tokens": line.usage.completion_tokens,

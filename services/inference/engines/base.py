@@ -8,7 +8,7 @@ import msgspec
 
 from shared.messages import InferenceRequest
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "repetition"]  # docs/results.md
 
 
 class Generation(msgspec.Struct, kw_only=True):
@@ -39,8 +39,9 @@ class Engine(Protocol):
     async def start(self) -> None:
         """Load the model; called once before the first request."""
 
-    async def generate(self, request: InferenceRequest) -> Generation:
-        """Run one request; many calls run concurrently (up to the model's max_inflight).
+    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
+        """Run one request; many calls run concurrently (up to the model's max_inflight). `lane`
+        is the stream it came from (`interactive` before `batch`), for engines that prioritise.
 
         Cancelling the calling task (shutdown, or another worker took the request over) must stop
         the work the request holds in the engine. Raises EngineError or EngineDead."""

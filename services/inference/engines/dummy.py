@@ -31,7 +31,7 @@ class DummyEngine:
     async def stop(self) -> None:
         return None
 
-    async def generate(self, request: InferenceRequest) -> Generation:
+    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
         if request.messages is not None:
             prompt_words = [w for m in request.messages for w in m.content.split()]
             source = request.messages[-1].content.split()

@@ -77,7 +77,7 @@ class OpenAIEngine:
         if self.client is not None:
             await self.client.aclose()
 
-    async def generate(self, request: InferenceRequest) -> Generation:
+    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
         path, body = self._request_body(request)
         async with self._slots:
             data = await self._post(path, body, request.request_id)

@@ -53,6 +53,12 @@ class TransformersEngine:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._batcher: asyncio.Task | None = None
         self._dead: BaseException | None = None
+        self.weights_loaded_at: float | None = None  # monotonic time the weights were in memory
+
+    def preload(self) -> None:
+        """Import torch and transformers (most of a CPU worker's start); before a memory snapshot."""
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
@@ -84,6 +90,7 @@ class TransformersEngine:
             tokenizer.pad_token = tokenizer.eos_token
         # transformers types `to` as taking the model itself (its decorator's signature)
         model = AutoModelForCausalLM.from_pretrained(o.model, dtype=dtype, **common).to(device)  # type: ignore[arg-type]
+        self.weights_loaded_at = time.monotonic()
         model.eval()
         cfg = model.config
         self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0) or 0)
@@ -104,7 +111,7 @@ class TransformersEngine:
             await asyncio.gather(self._batcher, return_exceptions=True)
         self.model = None
 
-    async def generate(self, request: InferenceRequest) -> Generation:
+    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
         if self._dead is not None:
             raise EngineDead(f"the transformers engine stopped: {self._dead}")
         prompt = render_prompt(self.tokenizer, request)

@@ -23,14 +23,30 @@ import logging
 import time
 from typing import Any
 
-from services.inference.engines.base import EngineDead, EngineError, Generation
+from services.inference.engines.base import EngineDead, EngineError, FinishReason, Generation
+from shared.keys import LANES
 from shared.messages import InferenceRequest
 from shared.models_config import ModelsFileError, VllmOptions
 
 log = logging.getLogger("inferq.engine.vllm")
 
-# vLLM's finish reasons other than stop/length: the request did not run to its end.
+# vLLM's finish reasons (vllm.v1.engine.FINISH_REASON_STRINGS) as inferq reports them: `stop`
+# (end of sequence or a stop string), `length` (max_tokens or the context), `repetition` (vLLM's
+# repetition detection ended it); `abort` and `error` mean the request did not run to its end and
+# are retried.
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "repetition": "repetition"}
 _RETRYABLE_FINISH = {"abort": "engine_aborted", "error": "engine_error"}
+# The sampling fields vLLM's OpenAI server fills from the model's generation_config when a request
+# leaves them unset (then its neutral default); inferq's requests can set the first two.
+_SERVER_DEFAULTED = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 def engine_args(options: VllmOptions, known: set[str]) -> dict[str, Any]:
@@ -53,10 +69,21 @@ class VllmEngine:
         self._vllm: dict[str, Any] = {}  # the imported package's names this engine uses
         self._has_chat_template = False
         self._to_render: list[tuple[InferenceRequest, asyncio.Future]] = []  # waiting for the next render call
+        # unset sampling fields take these (the model's generation_config), as vLLM's server does
+        self.sampling_defaults: dict[str, Any] = {}
+        # lanes become vLLM request priorities only where the engine schedules by priority
+        # (`scheduling_policy = "priority"` in the options): elsewhere vLLM refuses a priority
+        self.by_priority = options.engine_args.get("scheduling_policy") == "priority"
+        self.sleep_for_snapshot = False  # set by a GPU-snapshot container before start()
+        self.weights_loaded_at: float | None = None  # vLLM loads them inside its engine start
 
-    async def start(self) -> None:
-        # Imported here: only GPU (or vLLM-CPU) workers install vLLM.
+    def preload(self) -> None:
+        """Import vLLM (tens of seconds of a cold start): before a memory snapshot, so containers
+        restored from it skip the imports. Only GPU (or vLLM-CPU) workers install vLLM."""
+        if self._vllm:
+            return
         from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.exceptions import VLLMClientError
         from vllm.renderers import ChatParams
         from vllm.sampling_params import RequestOutputKind
@@ -64,25 +91,57 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        kwargs = engine_args(self.options, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
+        neutral = CompletionRequest._DEFAULT_SAMPLING_PARAMS
         self._vllm = {
+            "AsyncEngineArgs": AsyncEngineArgs,
+            "AsyncLLM": AsyncLLM,
+            "UsageContext": UsageContext,
             "SamplingParams": SamplingParams,
             "FINAL_ONLY": RequestOutputKind.FINAL_ONLY,
             "EngineDeadError": EngineDeadError,
             "ClientError": VLLMClientError,
             # the template's assistant turn opener: what vLLM's chat endpoint adds by default
             "chat": ChatParams(chat_template_kwargs={"add_generation_prompt": True}),
+            # the neutral value of each server-defaulted field (vLLM's own table)
+            "neutral": dict(getattr(neutral, "default", neutral)),  # a pydantic private attribute
         }
+
+    async def start(self) -> None:
+        self.preload()
+        v = self._vllm
+        kwargs = engine_args(self.options, {f.name for f in dataclasses.fields(v["AsyncEngineArgs"])})
+        if self.sleep_for_snapshot:
+            kwargs["enable_sleep_mode"] = True  # the weights can leave the GPU memory before a snapshot
         started = time.monotonic()
         # A worker is a batch consumer: it takes the batch sizes vLLM picks for offline use (on
         # CPU twice the sequences and tokens per step of an engine embedded elsewhere); the models
         # file's max_num_seqs / max_num_batched_tokens still win.
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS)
+        self.engine = v["AsyncLLM"].from_engine_args(
+            v["AsyncEngineArgs"](**kwargs), usage_context=v["UsageContext"].LLM_CLASS
+        )
         tokenizer = self.engine.renderer.tokenizer
         self._has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.sampling_defaults = self.engine.model_config.get_diff_sampling_param()
         log.info(
-            "model loaded", extra={"model_path": self.options.model, "load_s": round(time.monotonic() - started, 1)}
+            "model loaded",
+            extra={
+                "model_path": self.options.model,
+                "load_s": round(time.monotonic() - started, 1),
+                "sampling_defaults": self.sampling_defaults,
+            },
         )
+
+    async def suspend(self) -> None:
+        """Before a GPU snapshot: the KV cache dropped and the weights moved off the GPU (vLLM's
+        sleep mode, level 1), so what Modal snapshots is small and consistent."""
+        if self.engine is not None:
+            await self.engine.reset_prefix_cache()
+            await self.engine.sleep(level=1)
+
+    async def resume(self) -> None:
+        """After a restore: the weights back on the GPU, a fresh KV cache."""
+        if self.engine is not None and await self.engine.is_sleeping():
+            await self.engine.wake_up()
 
     async def stop(self) -> None:
         if self.engine is not None:
@@ -92,11 +151,14 @@ class VllmEngine:
     def sampling_params(self, request: InferenceRequest):
         """vLLM's SamplingParams; it validates on construction (raises VLLMValidationError)."""
         p = request.params
-        kwargs = {"max_tokens": p.max_tokens, "n": 1, "output_kind": self._vllm["FINAL_ONLY"]}
-        for name in ("temperature", "top_p", "stop", "seed"):
-            if (value := getattr(p, name)) is not None:
-                kwargs[name] = value
-        return self._vllm["SamplingParams"](**kwargs)
+        defaults, neutral = self.sampling_defaults, self._vllm["neutral"]
+        # what vLLM's OpenAI server does: the request's value, else the model's default, else neutral
+        kwargs: dict[str, Any] = {
+            name: value if (value := getattr(p, name, None)) is not None else defaults.get(name, neutral[name])
+            for name in _SERVER_DEFAULTED
+        }
+        kwargs.update(max_tokens=p.max_tokens, n=1, output_kind=self._vllm["FINAL_ONLY"], stop=p.stop, seed=p.seed)
+        return self._vllm["SamplingParams"].from_optional(**kwargs)
 
     def render_soon(self, request: InferenceRequest) -> asyncio.Future:
         """The request as vLLM's engine input (token ids), through the engine's renderer.
@@ -149,7 +211,7 @@ class VllmEngine:
                 out[i] = engine_input
         return out
 
-    async def generate(self, request: InferenceRequest) -> Generation:
+    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
         if self.engine is None or getattr(self.engine, "errored", False):
             raise EngineDead("vLLM's engine has stopped")
         final = None
@@ -159,7 +221,8 @@ class VllmEngine:
             params = self.sampling_params(request)
             engine_input = await self.render_soon(request)
             submitted = True
-            async for output in self.engine.generate(engine_input, params, request.request_id):
+            priority = {"priority": LANES.index(lane)} if self.by_priority else {}  # lower runs first
+            async for output in self.engine.generate(engine_input, params, request.request_id, **priority):
                 final = output
             finished = final is not None and final.finished
         except self._vllm["EngineDeadError"] as exc:
@@ -180,9 +243,11 @@ class VllmEngine:
             raise EngineError(
                 _RETRYABLE_FINISH[reason], f"vLLM ended the request with finish_reason {reason!r}", retryable=True
             )
+        if reason not in _FINISH:  # a reason newer than this adapter: said, and reported as its nearest
+            log.warning("vLLM finish_reason %r is not known here; reported as stop", reason)
         return Generation(
             text=out.text,
-            finish_reason="length" if reason == "length" else "stop",
+            finish_reason=_FINISH.get(reason, "stop"),
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(out.token_ids),
         )

@@ -13,3 +13,7 @@ class SamplingParams:
     ) -> None:
         self.max_tokens = max_tokens
         self.output_kind = output_kind
+
+    @classmethod
+    def from_optional(cls, *, max_tokens: int | None = 16, output_kind=RequestOutputKind.CUMULATIVE, **kwargs):
+        return cls(max_tokens=16 if max_tokens is None else max_tokens, output_kind=output_kind)

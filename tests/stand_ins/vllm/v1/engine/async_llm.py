@@ -22,6 +22,11 @@ class RequestOutput:
     finished: bool
 
 
+class _ModelConfig:
+    def get_diff_sampling_param(self):
+        return {}
+
+
 class _Renderer:
     tokenizer = type("Tokenizer", (), {"chat_template": None})()
 
@@ -34,6 +39,7 @@ class AsyncLLM:
     args: object
     delay_s: float = 0.05
     renderer: _Renderer = field(default_factory=_Renderer)
+    model_config: _ModelConfig = field(default_factory=_ModelConfig)
     aborted: list = field(default_factory=list)
     errored: bool = False
     shut_down: bool = False
@@ -47,7 +53,7 @@ class AsyncLLM:
         cls.last = cls(args, **cls.next_settings)
         return cls.last
 
-    async def generate(self, engine_input, sampling_params, request_id):
+    async def generate(self, engine_input, sampling_params, request_id, priority=0):
         prompt = engine_input["prompt"]
         if self.errored or (self.die_on and self.die_on in prompt):
             self.errored = True

@@ -1,0 +1,80 @@
+"""A worker's start, phase by phase (shared/start_phases.py): marked as the worker reaches each
+phase, recorded in Redis and on /metrics once it has served its first request."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from shared import metrics, start_phases
+from shared.keys import Keys
+from shared.start_phases import Snapshot, StartPhases, process_age_s
+
+log = logging.getLogger("inferq.start")
+
+
+class StartClock:
+    def __init__(self) -> None:
+        self._origin = time.monotonic() - process_age_s()
+        self.at_ms = int((time.time() - process_age_s()) * 1000)
+        self.marks: dict[str, float] = {}
+        self.snapshot: Snapshot = "none"
+        self.recorded = False
+
+    def restored(self, snapshot: Snapshot) -> None:
+        """The process was restored from a Modal snapshot: what came before is not this start's
+        cost, so its phases count from now, and those restored are reached at once."""
+        self._origin, self.at_ms, self.snapshot = time.monotonic(), int(time.time() * 1000), snapshot
+        self.marks = {phase: 0.0 for phase in self.marks}
+
+    def mark(self, phase: str, at: float | None = None) -> None:
+        """`phase` reached now (or at monotonic time `at`); the first mark of a phase stands."""
+        self.marks.setdefault(phase, round(max(0.0, (at if at is not None else time.monotonic()) - self._origin), 3))
+
+    def first_result(self, inference_s: float) -> None:
+        """The first request served: engine ready plus that request's own run, so a worker that
+        waited idle for its first request does not count the wait as start time."""
+        if "first_result" not in self.marks:
+            self.marks["first_result"] = round(self.marks.get("engine_ready", 0.0) + inference_s, 3)
+
+    def phases(self) -> StartPhases:
+        m = self.marks
+        return StartPhases(
+            at_ms=self.at_ms,
+            imports_s=m.get("imports", 0.0),
+            weights_loaded_s=m.get("weights_loaded"),
+            engine_ready_s=m.get("engine_ready", 0.0),
+            first_result_s=m.get("first_result", 0.0),
+            snapshot=self.snapshot,
+        )
+
+    async def record(self, r: aioredis.Redis, keys: Keys, model: str) -> None:
+        """Once per start, after the first result."""
+        if self.recorded:
+            return
+        self.recorded = True
+        phases = self.phases()
+        for phase in ("imports", "weights_loaded", "engine_ready", "first_result"):
+            value = getattr(phases, f"{phase}_s")
+            if value is not None:
+                metrics.START_PHASE.labels(model, phase).set(value)
+        try:
+            await start_phases.record(r, keys, model, phases)
+        except Exception as exc:  # a figure for operators: never worth failing a worker for
+            log.warning("could not record the start phases: %s", exc)
+        log.info("start phases", extra={"model": model, **{k: v for k, v in self.marks.items()}})
+
+
+async def start_engine(engine, clock: StartClock) -> None:
+    """Import, load and start the engine, marking each phase the engine lets us see."""
+    preload = getattr(engine, "preload", None)
+    if preload is not None:
+        preload()
+    clock.mark("imports")
+    await engine.start()
+    loaded_at = getattr(engine, "weights_loaded_at", None)
+    if loaded_at is not None:
+        clock.mark("weights_loaded", loaded_at)
+    clock.mark("engine_ready")
