@@ -22,10 +22,16 @@ APP_FILE = Path(__file__).resolve().parent.parent / "services" / "inference" / "
 def import_as_deployed(models_file: Path, app_file: Path = APP_FILE) -> ModuleType:
     """The deployment module as `modal deploy app_file` imports it, for this models file."""
     from modal.cli.import_refs import ImportRef, import_file_or_module
+    from modal.exception import _CliUserExecutionError
 
-    os.environ["INFERQ_MODELS"] = str(models_file.resolve())
+    os.environ["INFERQ_MODELS"] = str(Path(models_file).resolve())
     sys.modules.pop(app_file.stem, None)
-    return import_file_or_module(ImportRef(str(app_file), use_module_mode=False))
+    try:
+        return import_file_or_module(ImportRef(str(app_file), use_module_mode=False))
+    except _CliUserExecutionError as exc:  # the CLI's wrapper: what the module raised is the news
+        if exc.__cause__ is None:
+            raise
+        raise exc.__cause__ from None
 
 
 def _mounts_of(obj, seen: set[int]) -> list:

@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from shared import states
 from shared.pages import Page
+from shared.start_phases import StartPhases
 
 CustomId = Annotated[str, Meta(min_length=1, max_length=512, description="Unique within the job")]
 ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -371,6 +372,8 @@ class ModelInfo(Struct, kw_only=True):
     price_per_hour: float | None  # USD per busy replica-hour (Modal models: their GPU's list price)
     price_per_million_tokens: float | None
     spend: ModelSpend
+    # the latest worker start of the model, phase by phase (None until a worker served a request)
+    start_phases: StartPhases | None = None
 
 
 class ModelList(Struct, kw_only=True):

@@ -33,6 +33,8 @@ options = {model = "Qwen/Qwen2.5-72B-Instruct", tensor_parallel_size = 4}
 gpu = "H100:4"
 min_containers = 1
 max_containers = 2
+memory_snapshot = true
+gpu_snapshot = true
 [models.qwen-72b.scaling]
 min_replicas = 1
 max_replicas = 3
@@ -70,10 +72,10 @@ def test_the_plan_shows_each_modal_model_and_who_drives_it(models_file):
     lines = result.stdout.splitlines()
     assert lines[0] == f'Modal app "inferq" from {models_file}'
     assert lines[1].startswith("image: nvidia/cuda:") and "-devel-ubuntu" in lines[1] and "+ Python 3.11" in lines[1]
-    assert "vllm==0.33.0" in lines[1] and "HF_XET_HIGH_PERFORMANCE=1" in lines[1] and "HF_TRANSFER" not in lines[1]
+    assert "vllm==0.32.0" in lines[1] and "HF_XET_HIGH_PERFORMANCE=1" in lines[1] and "HF_TRANSFER" not in lines[1]
     llama = lines[
         lines.index("meta-llama/Llama-3.1-8B-Instruct -> class Worker_meta_llama_Llama_3_1_8B_Instruct") + 1 :
-    ][:8]
+    ][:12]
     assert llama == [
         "  gpu               L40S",
         "  containers        min 0, max 4",
@@ -83,19 +85,39 @@ def test_the_plan_shows_each_modal_model_and_who_drives_it(models_file):
         "  volumes           /root/.cache/huggingface <- inferq-hf-cache, /root/.cache/vllm <- inferq-vllm-cache",
         "  driven by         modal: the dispatcher spawns runs by queue depth (one per 512 waiting requests), "
         "up to 4 at a time; none after 60 s without work",
+        "  snapshots         off (modal.memory_snapshot, modal.gpu_snapshot)",
+        # 60 s of a run without work, then the 120 s scaledown window, at L40S's ~$1.95 an hour
+        "  idle billing      up to 180 s after its last work (scaling.idle_cooldown_s, then "
+        "modal.scaledown_window_s), ~$0.098 at list price per scale-down",
+        f"  container files   {_container_files()} from this checkout, {_lua_scripts()} of them Lua scripts",
+        "  warning           meta-llama/Llama-3.1-8B-Instruct is gated on the model hub and no HF secret is set: its "
+        "containers cannot download it; modal secret create huggingface HF_TOKEN=hf_... and export "
+        "INFERQ_MODAL_HF_SECRET=huggingface",
         "",
     ]
-    qwen = lines[lines.index("qwen-72b -> class Worker_qwen_72b") + 1 :][:9]
+    qwen = lines[lines.index("qwen-72b -> class Worker_qwen_72b") + 1 :][:12]
     assert qwen[0] == "  gpu               H100:4" and qwen[1] == "  containers        min 1, max 2"
     assert qwen[6] == (
         "  driven by         modal: the dispatcher spawns runs by queue depth (one per 256 waiting "
         "requests), up to 3 at a time; 1 kept going"
     )
-    assert qwen[7] == "  note              runs beyond 2 (modal.max_containers) wait for a free container"
+    assert qwen[7] == "  snapshots         memory and GPU: new containers restore vLLM loaded and asleep, then wake it"
+    assert qwen[10] == "  note              runs beyond 2 (modal.max_containers) wait for a free container"
+    assert not qwen[11].startswith("  warning")  # not a gated organisation
     assert lines[lines.index("not on Modal:") + 1 :] == [
         "  vllm-cpu: static (you start its workers)",
         "  echo: local (the dispatcher starts worker processes on its machine)",
     ]
+
+
+def _container_files() -> int:
+    """The code a container carries: every .py and .lua of shared/ and services/, the deployment
+    module again at /root, and the models file."""
+    return sum(1 for d in ("shared", "services") for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".lua")) + 2
+
+
+def _lua_scripts() -> int:
+    return len(list((ROOT / "shared").rglob("*.lua")))
 
 
 def test_the_plan_follows_the_deployment_settings_of_the_environment(models_file):
@@ -103,6 +125,24 @@ def test_the_plan_follows_the_deployment_settings_of_the_environment(models_file
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f'Modal app "inferq-staging" from {models_file}\n')
     assert "  secrets           inferq-redis (holds INFERQ_REDIS_URL), huggingface (holds HF_TOKEN)" in result.stdout
+    assert "warning" not in result.stdout  # the gated model has its token now
+
+
+@pytest.mark.parametrize("password", ["p@ss", "a/b", "x:y", "100%"])
+def test_a_redis_password_a_url_cannot_hold_raw_is_warned_about(models_file, password):
+    result = _check(models_file, INFERQ_REDIS_PASSWORD=password, INFERQ_MODAL_HF_SECRET="huggingface")
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.stdout.splitlines() if line.startswith("warning")]
+    assert warning.startswith("warning: INFERQ_REDIS_PASSWORD holds a character a URL must escape")
+
+
+def test_a_redis_url_with_an_unescaped_password_is_warned_about(models_file):
+    broken = _check(models_file, INFERQ_REDIS_URL="rediss://:pa/ss@redis.example:6380/0", INFERQ_MODAL_HF_SECRET="hf")
+    escaped = _check(
+        models_file, INFERQ_REDIS_URL="rediss://:pa%2Fss@redis.example:6380/0", INFERQ_MODAL_HF_SECRET="hf"
+    )
+    assert "warning: INFERQ_REDIS_URL does not parse as rediss://:PASSWORD@HOST:PORT/DB" in broken.stdout
+    assert "warning" not in escaped.stdout
 
 
 @pytest.mark.parametrize(

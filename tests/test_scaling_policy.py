@@ -6,9 +6,11 @@ from services.dispatcher.scaling.policy import ScalePolicy
 from shared.models_config import ScalingConfig
 
 
-def _replay(config: ScalingConfig, curve, until: float, step: float = 1.0) -> list[tuple[float, int, int]]:
+def _replay(
+    config: ScalingConfig, curve, until: float, step: float = 1.0, boot_s: float | None = None
+) -> list[tuple[float, int, int]]:
     """Tick every `step` seconds; the backend obeys at once. Returns (t, backlog, replicas)."""
-    policy, replicas, out, t = ScalePolicy(config), 0, [], 0.0
+    policy, replicas, out, t = ScalePolicy(config, boot_s=boot_s), 0, [], 0.0
     while t <= until:
         backlog = curve(t)
         replicas = policy.decide(t, backlog, replicas).desired
@@ -84,3 +86,24 @@ def test_each_decision_says_why():
     assert down.desired == 1 and down.reason == "backlog 0: down from 3 to 1 (highest of the last 10s)"
     zero = policy.decide(40, 0, 1)
     assert zero.desired == 0 and zero.reason == "idle for 20s: down to zero"
+
+
+def test_a_measured_boot_time_starts_replicas_ahead_of_a_growing_backlog():
+    def curve(t):
+        return int(20 * t)  # 20 more requests waiting every second: 400 by t=20
+
+    plain = _replay(CFG, curve, 20)
+    ahead = _replay(CFG, curve, 20, boot_s=10)
+    # without it: 2 replicas once 101 wait (t=6); with a 10 s start, at t=2 (40 now, 240 expected)
+    first_second = {
+        name: next(t for t, _, r in trace if r >= 2) for name, trace in (("plain", plain), ("ahead", ahead))
+    }
+    assert first_second == {"plain": 6.0, "ahead": 2.0}
+    assert _at(ahead, 20) == 4 and _at(plain, 20) == 4  # capped alike
+
+
+def test_a_steady_or_shrinking_backlog_is_not_projected():
+    steady = _replay(CFG, lambda t: 150, 30, boot_s=60)
+    shrinking = _replay(CFG, lambda t: max(0, 390 - 10 * int(t)), 30, boot_s=60)
+    assert {r for _, _, r in steady} == {2}
+    assert _at(shrinking, 0) == 4 and _at(shrinking, 2) == 4  # 390 / 100, nothing added

@@ -55,10 +55,10 @@ async def test_worker_processes_everything_with_bounded_concurrency(r, keys, mod
     peak = 0
     original = engine.generate
 
-    async def observed(req):
+    async def observed(req, lane="batch"):
         nonlocal peak
         peak = max(peak, len(worker.inflight))
-        return await original(req)
+        return await original(req, lane)
 
     engine.generate = observed
     worker = InferenceWorker(r, keys, model, engine, block_ms=100)

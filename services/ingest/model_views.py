@@ -16,6 +16,7 @@ from shared.model_health import decode_record, unknown_health
 from shared.models_config import ModelsConfig
 from shared.pricing import hourly_price, usd
 from shared.spend import LimitStatus, Spend, judge, read_spend
+from shared.start_phases import read_all as read_start_phases
 
 STALE_S = 10  # a health verdict older than this says no dispatcher is judging
 
@@ -27,6 +28,7 @@ async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant
     now = dt.datetime.now(dt.UTC)
     spend = await read_spend(r, keys, now)
     statuses = judge(models.spend_limits(), spend, now)
+    starts = await read_start_phases(r, keys)
     data = []
     for cfg in cfgs:
         assert cfg.max_inflight is not None  # resolved when the models file is loaded
@@ -42,6 +44,7 @@ async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant
                 price_per_hour=hourly_price(cfg),
                 price_per_million_tokens=cfg.price_per_million_tokens,
                 spend=_spend(cfg.name, spend, statuses, tenant),
+                start_phases=starts.get(cfg.name),
             )
         )
     return ModelList(data=data)

@@ -28,7 +28,9 @@ def tuned_llama(tiny_llama, tmp_path_factory):
     """The tiny model with sampling defaults in its generation_config.json, as instruct models ship."""
     path = tmp_path_factory.mktemp("tuned") / "model"
     shutil.copytree(tiny_llama, path)
-    config = json.loads((path / "generation_config.json").read_text()) if (path / "generation_config.json").exists() else {}
+    config = (
+        json.loads((path / "generation_config.json").read_text()) if (path / "generation_config.json").exists() else {}
+    )
     (path / "generation_config.json").write_text(json.dumps({**config, **GENERATION_CONFIG}))
     return path
 

@@ -28,6 +28,7 @@ from shared.lease_scripts import Lead
 from shared.models_config import ModelsConfig
 from shared.outage import OUTAGE
 from shared.spend import LimitStatus, read_reached
+from shared.start_phases import read_all as read_start_phases
 from shared.streams import consumer_name
 
 log = logging.getLogger("inferq.scaling")
@@ -113,8 +114,11 @@ class Autoscaler:
         names = list(self.models)
         queues = await model_queues(self.r, self.keys, list(self.models.values()))
         reached = await read_reached(self.r, self.keys)
+        starts = await read_start_phases(self.r, self.keys)
         now = self.clock()
         for name in names:
+            if name in starts:  # replicas start this far ahead of a growing backlog
+                self.policies[name].boot_s = starts[name].boot_s
             q = queues[name][0]
             # what waits for or runs on this model now, requests moved here from another included;
             # at least what was accepted for it and is unfinished, so a large job's requests that

@@ -23,8 +23,27 @@ class ScalePolicy:
     only after the backlog has stayed at zero for the idle cooldown."""
 
     config: ScalingConfig
+    # Seconds a new replica takes to serve (the model's measured start, shared/start_phases.py);
+    # None until one was measured. With it, a growing backlog is scaled for what it will be once
+    # the replicas started now are ready, not for what it is.
+    boot_s: float | None = None
     _history: deque = field(default_factory=deque)  # (time, recommendation)
+    _backlogs: deque = field(default_factory=deque)  # (time, backlog) of the last GROWTH_WINDOW_S
     _last_busy: float | None = None
+
+    GROWTH_WINDOW_S = 10.0  # the backlog's growth is judged over this long (at least 2 s of it)
+
+    def projected(self, now: float, backlog: int) -> int:
+        """The backlog `boot_s` from now if it keeps growing as it has lately (never below now)."""
+        self._backlogs.append((now, backlog))
+        while self._backlogs and self._backlogs[0][0] < now - self.GROWTH_WINDOW_S:
+            self._backlogs.popleft()
+        if not self.boot_s or backlog <= 0:
+            return backlog
+        then, before = self._backlogs[0]
+        if now - then < 2.0 or backlog <= before:
+            return backlog
+        return backlog + math.ceil((backlog - before) / (now - then) * self.boot_s)
 
     def recommend(self, backlog: int) -> int:
         c = self.config
@@ -41,15 +60,18 @@ class ScalePolicy:
             return Decision(
                 max(0, c.min_replicas), f"backlog {backlog} below the activation threshold {c.activation_backlog}"
             )
-        raw = self.recommend(backlog)
+        ahead = self.projected(now, backlog)
+        raw = self.recommend(ahead)
         if backlog == 0 and current > 0 and c.min_replicas == 0:
             idle_for = now - self._last_busy if self._last_busy is not None else math.inf
             if idle_for < c.idle_cooldown_s:
                 raw = 1  # hold one worker until the cooldown has passed
         self._remember(now, raw)
         if raw > current:
+            grown = f", {ahead} expected in the {self.boot_s:g}s a replica takes to start" if ahead > backlog else ""
             return Decision(
-                raw, f"backlog {backlog}: up from {current} to {raw} (target {c.target_per_replica} per replica)"
+                raw,
+                f"backlog {backlog}{grown}: up from {current} to {raw} (target {c.target_per_replica} per replica)",
             )
         stable = max(r for _, r in self._history)
         if stable < current:
