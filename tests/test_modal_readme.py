@@ -90,7 +90,7 @@ def test_the_deploy_check_of_the_readme_table_prints_that_plan(tmp_path):
     lines = check.stdout.splitlines()
     assert lines[0] == f'Modal app "inferq" from {models}'
     at = lines.index("llama-8b -> class Worker_llama_8b")
-    assert lines[at + 1 : at + 8] == [
+    assert lines[at + 1 : at + 10] == [
         "  gpu               L40S",
         "  containers        min 0, max 4",
         "  scaledown window  300 s",
@@ -99,4 +99,11 @@ def test_the_deploy_check_of_the_readme_table_prints_that_plan(tmp_path):
         "  volumes           /root/.cache/huggingface <- inferq-hf-cache, /root/.cache/vllm <- inferq-vllm-cache",
         "  driven by         modal: the dispatcher spawns runs by queue depth (one per 256 waiting requests), "
         "up to 4 at a time; none after 60 s without work",
+        "  snapshots         memory: new containers restore the engine's imports, then load the weights",
+        "  idle billing      up to 360 s after its last work (scaling.idle_cooldown_s, then "
+        "modal.scaledown_window_s), ~$0.195 at list price per scale-down",
     ]
+    assert lines[at + 10].startswith("  container files   ") and lines[at + 10].endswith("of them Lua scripts")
+    assert " 0 of them" not in lines[at + 10]
+    # the README's model is gated and the shell names no HF secret: the check says so before a deploy
+    assert lines[at + 11].startswith("  warning           meta-llama/Llama-3.1-8B-Instruct is gated")
