@@ -38,6 +38,7 @@ def models_file(engine: str, model: Path) -> str:
 
 
 def one_round(engine: str, model: Path, workdir: Path) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "models.toml"
     path.write_text(models_file(engine, model))
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
