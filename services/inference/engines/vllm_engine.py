@@ -36,6 +36,7 @@ log = logging.getLogger("inferq.engine.vllm")
 # are retried.
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "repetition": "repetition"}
 _RETRYABLE_FINISH = {"abort": "engine_aborted", "error": "engine_error"}
+RENDER_CHUNK = 32  # requests rendered per turn of the event loop: ~2-4 ms on a 2-core host
 # The sampling fields vLLM's OpenAI server fills from the model's generation_config when a request
 # leaves them unset (then its neutral default); inferq's requests can set the first two.
 _SERVER_DEFAULTED = (
@@ -68,7 +69,8 @@ class VllmEngine:
         self.engine: Any = None  # vllm's AsyncLLM, once started
         self._vllm: dict[str, Any] = {}  # the imported package's names this engine uses
         self._has_chat_template = False
-        self._to_render: list[tuple[InferenceRequest, asyncio.Future]] = []  # waiting for the next render call
+        self._to_render: list[tuple[InferenceRequest, asyncio.Future]] = []  # waiting to be rendered
+        self._renderer: asyncio.Task | None = None
         # unset sampling fields take these (the model's generation_config), as vLLM's server does
         self.sampling_defaults: dict[str, Any] = {}
         # lanes become vLLM request priorities only where the engine schedules by priority
@@ -144,6 +146,8 @@ class VllmEngine:
             await self.engine.wake_up()
 
     async def stop(self) -> None:
+        if self._renderer is not None:
+            self._renderer.cancel()
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
@@ -163,30 +167,35 @@ class VllmEngine:
     def render_soon(self, request: InferenceRequest) -> asyncio.Future:
         """The request as vLLM's engine input (token ids), through the engine's renderer.
 
-        Requests the worker starts together (one read of its stream) are rendered in one call on
-        the event loop: vLLM's async rendering sends each prompt through a thread pool and a
-        gather of its own, which cost this process more CPU than tokenizing itself, CPU that the
-        engine core would otherwise have."""
+        Requests the worker starts together (one read of its stream) are rendered together on the
+        event loop: vLLM's async rendering sends each prompt through a thread pool and a gather of
+        its own, which cost this process more CPU than tokenizing itself, CPU that the engine core
+        would otherwise have. They go RENDER_CHUNK at a time with the loop let go in between: a
+        read of 2,048 chats is ~240 ms of rendering on a 2-core host (bench/render_cost.py), which
+        in one call would hold back vLLM's outputs and the worker's heartbeat for that long."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._to_render.append((request, future))
-        if len(self._to_render) == 1:
-            loop.call_soon(self._render_pending)
+        if self._renderer is None or self._renderer.done():
+            self._renderer = loop.create_task(self._render_pending(), name="vllm-render")
         return future
 
-    def _render_pending(self) -> None:
-        batch, self._to_render = self._to_render, []
-        try:
-            inputs = self._render_many([request for request, _ in batch])
-        except Exception:  # one bad prompt fails the whole call: render each alone to find it
-            inputs = None
-        for i, (request, future) in enumerate(batch):
-            if future.done():
-                continue
+    async def _render_pending(self) -> None:
+        while self._to_render:
+            batch, self._to_render = self._to_render[:RENDER_CHUNK], self._to_render[RENDER_CHUNK:]
+            batch = [(request, future) for request, future in batch if not future.done()]  # cancelled
             try:
-                future.set_result(inputs[i] if inputs is not None else self._render_many([request])[0])
-            except Exception as exc:
-                future.set_exception(exc)
+                inputs = self._render_many([request for request, _ in batch])
+            except Exception:  # one bad prompt fails the whole call: render each alone to find it
+                inputs = None
+            for i, (request, future) in enumerate(batch):
+                if future.done():
+                    continue
+                try:
+                    future.set_result(inputs[i] if inputs is not None else self._render_many([request])[0])
+                except Exception as exc:
+                    future.set_exception(exc)
+            await asyncio.sleep(0)  # let outputs, heartbeats and reads run between chunks
 
     def _render_many(self, requests: list[InferenceRequest]) -> list:
         renderer = self.engine.renderer
