@@ -69,7 +69,8 @@ async def longest_stall(engine, batch: list[InferenceRequest]) -> float:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_llama(Path(tmp) / "model")
-        toml = f'[models.tiny]\nengine = "vllm"\n[models.tiny.options]\nmodel = "{model}"\nmax_model_len = 256\nenforce_eager = true\ndtype = "bfloat16"\n'
+        options = f'model = "{model}"\nmax_model_len = 256\nenforce_eager = true\ndtype = "bfloat16"\n'
+        toml = f'[models.tiny]\nengine = "vllm"\n[models.tiny.options]\n{options}'
         engine = create_engine(parse_models(toml).get("tiny"))
         await engine.start()
         try:
