@@ -17,7 +17,7 @@ from shared.keys import Keys
 Snapshot = Literal["none", "memory", "gpu"]
 
 
-class StartPhases(Struct, kw_only=True, omit_defaults=True):
+class StartPhases(Struct, kw_only=True):
     """Seconds since the worker's process started (after a snapshot restore: since the restore)
     at which it had imported its engine, loaded the weights, had the engine ready and returned
     its first result. `weights_loaded_s` is unset where the engine loads them inside its own

@@ -57,6 +57,14 @@ def test_every_service_serves_prometheus_metrics(tmp_path):
                 time.sleep(0.05)
             time.sleep(0.3)
             ingest = families(api.get("/metrics").text)
+            models = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
+
+        # the worker's start, phase by phase, once it has served a request; none for the idle model
+        started = models["fast"]["start_phases"]
+        assert 0 < started["imports_s"] <= started["engine_ready_s"] <= started["first_result_s"] < 30, started
+        assert started["snapshot"] == "none" and started["weights_loaded_s"] is None  # the dummy loads nothing
+        assert abs(started["at_ms"] / 1000 - time.time()) < 120
+        assert models["idle"]["start_phases"] is None
 
         # backlog per model and lane: the 7 requests of the model without workers wait, staged or routed
         backlog = ingest["inferq_backlog"]
@@ -90,6 +98,8 @@ def test_every_service_serves_prometheus_metrics(tmp_path):
         assert count[0].value == 20
         wait = [s for s in worker["inferq_request_queue_wait_seconds"].samples if s.name.endswith("_count")]
         assert wait[0].value == 20
+        phases = {s.labels["phase"]: s.value for s in samples(worker["inferq_worker_start_seconds"], model="fast")}
+        assert phases == {p: started[f"{p}_s"] for p in ("imports", "engine_ready", "first_result")}
 
     # logs: one JSON object per line, never the prompt text at info level
     for log in (tmp_path / "stack").glob("*.log"):

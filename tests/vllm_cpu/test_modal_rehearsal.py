@@ -165,4 +165,8 @@ def test_the_deployed_file_sets_serve_and_a_cancel_loses_nothing(tiny_llama, tmp
         ]
         assert sorted(line["custom_id"] for line in lines) == sorted(f"r{i}" for i in range(N))  # once each
         assert all(line["status"] == "succeeded" and line["output"]["text"] for line in lines)
+        [tiny] = [m for m in client.get("/v1/models").json()["data"] if m["id"] == "tiny"]
+        phases = tiny["start_phases"]  # what the container recorded of its start
+        assert phases["snapshot"] == ("memory" if snapshot else "none"), phases
+        assert 0 < phases["imports_s"] < phases["engine_ready_s"] <= phases["first_result_s"], phases
         assert set(stack.stop().values()) == {0}
