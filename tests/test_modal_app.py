@@ -56,6 +56,7 @@ max_inflight = 8
 latency_ms = 1
 [models.echo-gpu.modal]
 gpu = "T4"
+memory_snapshot = true
 """
 
 
@@ -93,6 +94,60 @@ def test_one_class_per_gpu_model_with_its_settings(modal_app):
         }
         assert [s.name for s in spec.secrets] == ["inferq-redis"]
         assert set(cls._get_method_names()) == {"run"}
+
+
+def _closure(obj) -> dict:
+    """What a lazily loaded modal object (a Secret, a Function) will send when it is created."""
+    import inspect
+
+    from modal._utils.async_utils import synchronizer
+
+    return inspect.getclosurevars(synchronizer._translate_in(obj)._load).nonlocals
+
+
+def test_secrets_name_the_keys_the_containers_need(modal_app):
+    [redis] = _spec(modal_app.WORKER_CLASSES["qwen-72b"]).secrets
+    assert _closure(redis)["required_keys"] == ["INFERQ_REDIS_URL"]  # a secret without it fails the deploy
+
+
+def test_snapshot_settings_reach_modal_and_split_the_start(modal_app):
+    from modal._partial_function import _PartialFunctionFlags
+    from modal._utils.async_utils import synchronizer
+
+    from shared.models_config import load_models, parse_models
+
+    models = load_models(modal_app.MODELS_FILE).models
+    snap, plain = modal_app.class_options(models["echo-gpu"]), modal_app.class_options(models["qwen-72b"])
+    assert (snap["enable_memory_snapshot"], snap["experimental_options"]) == (True, None)
+    assert (plain["enable_memory_snapshot"], plain["experimental_options"]) == (False, None)
+
+    def hooks(cls) -> dict[str, str]:
+        user_cls = cls._get_user_cls()
+        flags = {}
+        for name in ("load", "prepare", "start"):
+            partial = getattr(user_cls, name, None)
+            if partial is not None:
+                f = synchronizer._translate_in(partial).flags
+                flags[name] = "before snapshot" if f & _PartialFunctionFlags.ENTER_PRE_SNAPSHOT else "after snapshot"
+        return flags
+
+    # imports before Modal's snapshot, the model's load and Redis after it; one hook without snapshots
+    assert hooks(modal_app.WORKER_CLASSES["echo-gpu"]) == {"prepare": "before snapshot", "start": "after snapshot"}
+    assert hooks(modal_app.WORKER_CLASSES["qwen-72b"]) == {"load": "after snapshot"}
+    gpu = parse_models(MODELS.replace('gpu = "H100:4"', 'gpu = "H100:4"\nmemory_snapshot = true\ngpu_snapshot = true'))
+    options = modal_app.class_options(gpu.get("qwen-72b"))
+    assert (options["enable_memory_snapshot"], options["experimental_options"]) == (True, {"enable_gpu_snapshot": True})
+
+
+def test_a_gpu_snapshot_needs_a_memory_snapshot_and_the_vllm_engine(tmp_path, monkeypatch):
+    from shared.models_config import ModelsFileError, parse_models
+
+    with pytest.raises(ModelsFileError, match="modal.gpu_snapshot needs modal.memory_snapshot = true"):
+        parse_models(MODELS.replace('gpu = "H100:4"', 'gpu = "H100:4"\ngpu_snapshot = true'))
+    with pytest.raises(ModelsFileError, match="modal.gpu_snapshot needs the vllm engine"):
+        parse_models(MODELS.replace("memory_snapshot = true", "memory_snapshot = true\ngpu_snapshot = true"))
+    both = parse_models(MODELS.replace('gpu = "H100:4"', 'gpu = "H100:4"\nmemory_snapshot = true\ngpu_snapshot = true'))
+    assert both.get("qwen-72b").modal.gpu_snapshot
 
 
 def test_scaling_settings_come_from_the_models_file(modal_app):
