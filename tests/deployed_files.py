@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import fnmatch
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
+from inferq.modal_files import materialise
 from tests.conftest import ROOT
+
+__all__ = ["dockerfile_files", "materialise", "modal_container_files"]
 
 
 def _ignored(relative: PurePosixPath, patterns: list[str]) -> bool:
@@ -49,14 +51,6 @@ def dockerfile_files(dockerfile: Path = ROOT / "Dockerfile") -> dict[PurePosixPa
                     inside = f.relative_to(path) if path.is_dir() else PurePosixPath(f.name)
                     files[target / PurePosixPath(inside.as_posix())] = f
     return files
-
-
-def materialise(files: dict[PurePosixPath, Path], root: Path) -> Path:
-    for remote, local in files.items():
-        target = root / remote.relative_to("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(local, target)
-    return root
 
 
 def modal_container_files(models_file: Path, root: Path) -> Path:

@@ -15,8 +15,9 @@ import pytest_asyncio
 
 from services.inference.engines import create_engine
 from shared.api import ChatMessage
-from shared.messages import InferenceRequest, SamplingParams
+from shared.messages import InferenceRequest
 from shared.models_config import parse_models
+from tests.engine_requests import engine_request
 from tests.vllm_cpu.conftest import vllm_models_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -44,15 +45,8 @@ async def engine(tuned_llama):
 
 
 def _request(i: int, **params) -> InferenceRequest:
-    return InferenceRequest(
-        request_id=f"req_{i}",
-        job_id="job_f",
-        custom_id=f"c{i}",
-        model="tiny",
-        accepted_ms=0,
-        prompt="a haiku about the ocean",
-        params=SamplingParams(**{"max_tokens": 8, **params}),
-    )
+    """A completion that sets only what `params` name (no temperature unless given)."""
+    return engine_request(i, "a haiku about the ocean", **{"temperature": None, **params})
 
 
 def _fields(params) -> dict:
