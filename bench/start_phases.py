@@ -1,6 +1,6 @@
 """How long a worker takes to start, phase by phase, on this machine: a fresh worker process for a
 tiny Llama built on the spot (2 layers, head_dim 64), one request, and the phases the worker then
-records (GET /v1/models `start_phases`: imports, weights loaded, engine ready, first result, in
+records (GET /v1/models `start_phases`: imports, weights loaded, engine ready, first token, first result, in
 seconds since the process started). Each round is a new stack, so every import is cold-ish (the
 OS file cache stays warm, as on a reused host).
 
@@ -26,7 +26,7 @@ import httpx  # noqa: E402
 from inferq.localstack import LocalStack  # noqa: E402
 from inferq.tinymodel import build_tiny_llama  # noqa: E402
 
-PHASES = ("imports_s", "weights_loaded_s", "engine_ready_s", "first_result_s")
+PHASES = ("imports_s", "weights_loaded_s", "engine_ready_s", "first_token_s", "first_result_s")
 
 
 def models_file(engine: str, model: Path) -> str:
@@ -64,8 +64,8 @@ def main() -> int:
         model = build_tiny_llama(Path(tmp) / "model")
         rounds = [one_round(args.engine, model, Path(tmp) / f"round{i}") for i in range(args.rounds)]
     for i, r in enumerate(rounds):
-        print(f"round {i + 1}: " + ", ".join(f"{p.removesuffix('_s')} {r[p]:.2f} s" for p in PHASES if p in r))
-    medians = {p: statistics.median(r[p] for r in rounds) for p in PHASES if all(p in r for r in rounds)}
+        print(f"round {i + 1}: " + ", ".join(f"{p.removesuffix('_s')} {r[p]:.2f} s" for p in PHASES if r.get(p)))
+    medians = {p: statistics.median(r[p] for r in rounds) for p in PHASES if all(r.get(p) for r in rounds)}
     print(f"median ({args.engine}): " + ", ".join(f"{p.removesuffix('_s')} {v:.2f} s" for p, v in medians.items()))
     if args.out:
         args.out.write_text(json.dumps({"engine": args.engine, "rounds": rounds, "median": medians}, indent=2))

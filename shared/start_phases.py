@@ -18,18 +18,19 @@ Snapshot = Literal["none", "memory", "gpu"]
 
 
 class StartPhases(Struct, kw_only=True):
-    """Seconds since the worker's process started (after a snapshot restore: since the restore)
-    at which it had imported its engine, loaded the weights, had the engine ready and returned
-    its first result. `weights_loaded_s` is unset where the engine loads them inside its own
-    start (vLLM) and cannot tell the two apart; `first_result_s` is engine ready plus the first
-    request's own run (batch requests return whole outputs, so it bounds the first token from
-    above; a wait for that first request is not counted)."""
+    """Seconds since the worker's process started at which it had imported its engine, loaded the
+    weights, had the engine ready, produced its first token and returned its first result.
+    `weights_loaded_s` is unset where the engine loads them inside its own start (vLLM) and cannot
+    tell the two apart; `first_token_s` where the engine does not stream (it returns whole
+    outputs: transformers, dummy). The first token and result are engine ready plus the first
+    request's own times: a wait for that first request is not counted."""
 
     at_ms: int  # when the start began (wall clock)
     imports_s: float
     engine_ready_s: float
     first_result_s: float
     weights_loaded_s: float | None = None
+    first_token_s: float | None = None  # where the engine streams its first request (vLLM)
     snapshot: Snapshot = "none"  # what the start was restored from
 
     @property

@@ -23,21 +23,18 @@ class StartClock:
         self.snapshot: Snapshot = "none"
         self.recorded = False
 
-    def restored(self, snapshot: Snapshot) -> None:
-        """The process was restored from a Modal snapshot: what came before is not this start's
-        cost, so its phases count from now, and those restored are reached at once."""
-        self._origin, self.at_ms, self.snapshot = time.monotonic(), int(time.time() * 1000), snapshot
-        self.marks = {phase: 0.0 for phase in self.marks}
-
     def mark(self, phase: str, at: float | None = None) -> None:
         """`phase` reached now (or at monotonic time `at`); the first mark of a phase stands."""
         self.marks.setdefault(phase, round(max(0.0, (at if at is not None else time.monotonic()) - self._origin), 3))
 
-    def first_result(self, inference_s: float) -> None:
-        """The first request served: engine ready plus that request's own run, so a worker that
-        waited idle for its first request does not count the wait as start time."""
-        if "first_result" not in self.marks:
-            self.marks["first_result"] = round(self.marks.get("engine_ready", 0.0) + inference_s, 3)
+    def first_result(self, inference_s: float, first_token_after_s: float | None = None) -> None:
+        """The first request served: engine ready plus that request's own run (and, where the
+        engine saw it, its first token), so a worker that waited idle for its first request does
+        not count the wait as start time."""
+        ready = self.marks.get("engine_ready", 0.0)
+        if first_token_after_s is not None:
+            self.marks.setdefault("first_token", round(ready + first_token_after_s, 3))
+        self.marks.setdefault("first_result", round(ready + inference_s, 3))
 
     def phases(self) -> StartPhases:
         m = self.marks
@@ -46,6 +43,7 @@ class StartClock:
             imports_s=m.get("imports", 0.0),
             weights_loaded_s=m.get("weights_loaded"),
             engine_ready_s=m.get("engine_ready", 0.0),
+            first_token_s=m.get("first_token"),
             first_result_s=m.get("first_result", 0.0),
             snapshot=self.snapshot,
         )
@@ -56,7 +54,7 @@ class StartClock:
             return
         self.recorded = True
         phases = self.phases()
-        for phase in ("imports", "weights_loaded", "engine_ready", "first_result"):
+        for phase in ("imports", "weights_loaded", "engine_ready", "first_token", "first_result"):
             value = getattr(phases, f"{phase}_s")
             if value is not None:
                 metrics.START_PHASE.labels(model, phase).set(value)

@@ -433,7 +433,7 @@ class InferenceWorker:
         inference_s = time.time() - started
         status = RequestStatus.FAILED if error else RequestStatus.SUCCEEDED
         if error is None and self._recording is None and not self.start_clock.recorded:
-            self.start_clock.first_result(inference_s)
+            self.start_clock.first_result(inference_s, getattr(self.engine, "first_token_after_s", None))
             self._recording = asyncio.create_task(self.start_clock.record(self.r, self.keys, self.model.name))
         self.stats.record(
             queued_ms / 1000, inference_s, usage.prompt_tokens, usage.completion_tokens, error is not None

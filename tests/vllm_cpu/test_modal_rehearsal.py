@@ -168,5 +168,6 @@ def test_the_deployed_file_sets_serve_and_a_cancel_loses_nothing(tiny_llama, tmp
         [tiny] = [m for m in client.get("/v1/models").json()["data"] if m["id"] == "tiny"]
         phases = tiny["start_phases"]  # what the container recorded of its start
         assert phases["snapshot"] == ("memory" if snapshot else "none"), phases
-        assert 0 < phases["imports_s"] < phases["engine_ready_s"] <= phases["first_result_s"], phases
+        assert 0 < phases["imports_s"] < phases["engine_ready_s"] < phases["first_token_s"], phases
+        assert phases["first_token_s"] < phases["first_result_s"], phases  # 192 tokens after the first
         assert set(stack.stop().values()) == {0}

@@ -78,6 +78,10 @@ class VllmEngine:
         self.by_priority = options.engine_args.get("scheduling_policy") == "priority"
         self.sleep_for_snapshot = False  # set by a GPU-snapshot container before start()
         self.weights_loaded_at: float | None = None  # vLLM loads them inside its engine start
+        # seconds from the first request's generate() to its first token (a start phase): that one
+        # request is streamed cumulatively so the first token is seen; every other is final-only
+        self.first_token_after_s: float | None = None
+        self._watching_first = False
 
     def preload(self) -> None:
         """Import vLLM (tens of seconds of a cold start): before a memory snapshot, so containers
@@ -100,6 +104,7 @@ class VllmEngine:
             "UsageContext": UsageContext,
             "SamplingParams": SamplingParams,
             "FINAL_ONLY": RequestOutputKind.FINAL_ONLY,
+            "CUMULATIVE": RequestOutputKind.CUMULATIVE,
             "EngineDeadError": EngineDeadError,
             "ClientError": VLLMClientError,
             # the template's assistant turn opener: what vLLM's chat endpoint adds by default
@@ -226,12 +231,19 @@ class VllmEngine:
         final = None
         finished = False
         submitted = False
+        began = time.monotonic()
+        watch = self.first_token_after_s is None and not self._watching_first
         try:
             params = self.sampling_params(request)
+            if watch:  # each output then holds everything so far, so the last is the whole answer still
+                self._watching_first = True
+                params.output_kind = self._vllm["CUMULATIVE"]
             engine_input = await self.render_soon(request)
             submitted = True
             priority = {"priority": LANES.index(lane)} if self.by_priority else {}  # lower runs first
             async for output in self.engine.generate(engine_input, params, request.request_id, **priority):
+                if watch and self.first_token_after_s is None and output.outputs and output.outputs[0].token_ids:
+                    self.first_token_after_s = time.monotonic() - began
                 final = output
             finished = final is not None and final.finished
         except self._vllm["EngineDeadError"] as exc:
@@ -239,6 +251,8 @@ class VllmEngine:
         except self._vllm["ClientError"] as exc:  # prompt too long, invalid sampling values
             raise EngineError("invalid_request", str(exc), retryable=False) from None
         finally:
+            if watch:
+                self._watching_first = False  # measured, or the next request tries
             if submitted and not finished:  # cancelled, or failed mid-way: free its slot in vLLM
                 try:
                     await self.engine.abort(request.request_id)
