@@ -16,7 +16,7 @@ import time
 import redis.asyncio as aioredis
 
 from services.inference.engines import Engine, EngineDead, create_engine
-from services.inference.start_clock import StartClock, start_engine
+from services.inference.start_clock import StartClock, import_engine, start_engine
 from services.inference.worker import InferenceWorker
 from shared.keys import Keys
 from shared.models_config import ModelConfig, load_models
@@ -44,10 +44,7 @@ class ContainerWorker:
     async def prepare(self) -> None:
         """Before Modal's snapshot: import the engine; with a GPU snapshot also load it, then put
         it to sleep (weights off the GPU, no KV cache) so the snapshot is small and consistent."""
-        preload = getattr(self.engine, "preload", None)
-        if preload is not None:
-            preload()
-        self.clock.mark("imports")
+        import_engine(self.engine, self.clock)
         if self.clock.snapshot == "gpu":
             self.engine.sleep_for_snapshot = True  # type: ignore[attr-defined]  # only the vllm engine has it
             await start_engine(self.engine, self.clock)
