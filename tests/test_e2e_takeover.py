@@ -167,6 +167,22 @@ def test_a_worker_paused_for_less_than_the_ttl_keeps_its_requests(tmp_path):
         assert "took over" not in stack.log_path("worker-slow-0").read_text()
 
 
+def _stop_while_running_all_it_holds(rc, stream: str, name: str, proc, tmp_path: Path) -> list[bytes]:
+    """SIGSTOP the worker at a moment when every entry it holds is already running in its engine
+    (a held entry it had read but not started would not run late, and prove nothing). Returns
+    the entries it holds, stopped."""
+    for _ in range(200):
+        proc.send_signal(signal.SIGSTOP)
+        held = _held(rc, stream, WORKER_GROUP, name)
+        ids = {request_decoder.decode(f[b"d"]).request_id for i, f in rc.xrange(stream) if i in held}
+        started = {rid for pid, rid in _runs(tmp_path) if pid == proc.pid}
+        if len(held) == 8 and ids <= started:
+            return held
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the worker was never caught running all it held")
+
+
 def test_a_worker_paused_past_the_ttl_is_replaced_and_its_late_results_count_once(tmp_path):
     with _stack(tmp_path, workers_per_model=2) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
         rc = redis.Redis.from_url(stack.redis_url)
@@ -175,9 +191,8 @@ def test_a_worker_paused_past_the_ttl_is_replaced_and_its_late_results_count_onc
         paused, survivor = stack.procs["worker-slow-1"], stack.procs["worker-slow-0"]
         name = _wait_until(lambda: _consumer_of(rc, stream, WORKER_GROUP, paused.pid), 30, "the worker never read")
         _wait_until(lambda: len(_held(rc, stream, WORKER_GROUP, name)) == 8, 30, "the worker never filled its slots")
-        paused.send_signal(signal.SIGSTOP)
+        held = _stop_while_running_all_it_holds(rc, stream, name, paused, tmp_path)
         try:
-            held = _held(rc, stream, WORKER_GROUP, name)
             _wait_until(
                 lambda: not set(_held(rc, stream, WORKER_GROUP, name)) & set(held),
                 TAKEOVER_BOUND_S + 10,
