@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import pipeline  # noqa: E402
 from inferq.localstack import LocalStack  # noqa: E402
-from shared.keys import Keys  # noqa: E402
+from shared.redis.keys import Keys  # noqa: E402
 
 
 def commands(buf: bytes):

@@ -9,7 +9,7 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from shared.messages import InferenceRequest, SamplingParams
+from shared.wire.messages import InferenceRequest, SamplingParams
 
 BATCH = 1000
 _enc = msgspec.msgpack.Encoder()

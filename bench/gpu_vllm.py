@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import modal  # noqa: E402
 
 from services.inference.modal_app import HF_CACHE, VLLM_VERSION, vllm_image  # noqa: E402
-from shared.models_config import load_models  # noqa: E402
-from shared.states import FINAL_JOB_STATES  # noqa: E402
+from shared.catalog.models import load_models  # noqa: E402
+from shared.core.states import FINAL_JOB_STATES  # noqa: E402
 
 bench_app = modal.App("inferq-bench-offline-vllm")
 # the workers' own image (CUDA devel base, the same vLLM pin), with the same hub settings

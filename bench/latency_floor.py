@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.quantiles import percentile  # noqa: E402
-from shared.keys import Keys  # noqa: E402
+from shared.redis.keys import Keys  # noqa: E402
 
 _WAKER = """
 import asyncio, sys, time

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.luapack import lua_bytes, pack  # noqa: E402
+from shared.redis.luapack import lua_bytes, pack  # noqa: E402
 
 PAYLOAD = 187  # bytes of one encoded request in the benchmark's jobs
 

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from bench.lean_http import LeanClient
 from bench.quantiles import percentile
-from shared.keys import ROUTER_GROUP, Keys
-from shared.states import JobStatus
+from shared.core.states import JobStatus
+from shared.redis.keys import ROUTER_GROUP, Keys
 
 MODELS = ("bench-a", "bench-b", "bench-c")
 PARKED = "bench-parked"  # a model with no workers: its requests stay queued (the backlog test)

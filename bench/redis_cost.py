@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+ROOT = Path(__file__).resolve().parent.parent
 AOF_POLL_S = 0.02
 
 
@@ -109,7 +110,7 @@ class ScriptTimes:
     (EVALSHA's own figure mixes all scripts). Logging every command costs Redis a little, so this
     runs in a pass of its own, apart from the CPU and AOF figures. Redis logs the commands a
     script calls too; only the EVALSHA entries are counted. Names come from the script texts'
-    SHA1s (shared/scripts.py), which every process shares."""
+    SHA1s (shared/redis/scripts.py), which every process shares."""
 
     SLOWLOG_MAX = 1_000_000
 
@@ -153,10 +154,13 @@ class ScriptTimes:
 
 
 def _script_names() -> dict[str, str]:
-    from shared import scripts
+    from shared.redis import scripts
 
-    folder = Path(scripts.__file__).parent / "lua"
-    return {hashlib.sha1(scripts.source(path.stem).encode()).hexdigest(): path.stem for path in folder.glob("*.lua")}
+    out = {}
+    for path in sorted(p for top in ("shared", "services") for p in (ROOT / top).rglob("lua/*.lua")):
+        package = ".".join(path.parent.parent.relative_to(ROOT).parts)
+        out[hashlib.sha1(scripts.source(package, path.stem).encode()).hexdigest()] = path.stem
+    return out
 
 
 def script_summary(times: dict[str, dict[str, float]], top: int = 6) -> str:

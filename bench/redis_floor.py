@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.baselines import sample_payloads  # noqa: E402
-from shared.api import Output, ResultLine, Timings, Usage  # noqa: E402
-from shared.events import request_event_json  # noqa: E402
+from shared.wire.api import Output, ResultLine, Timings, Usage  # noqa: E402
+from shared.wire.events import request_event_json  # noqa: E402
 
 BATCH = 250
 LAYOUTS = ("per_request_entries", "bundled_entries", "bundled_with_event_batches")

@@ -25,9 +25,9 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 from inferq.tinymodel import build_tiny_llama  # noqa: E402
 from services.inference.engines import create_engine  # noqa: E402
-from shared.api import ChatMessage  # noqa: E402
-from shared.messages import InferenceRequest, SamplingParams  # noqa: E402
-from shared.models_config import parse_models  # noqa: E402
+from shared.catalog.models import parse_models  # noqa: E402
+from shared.wire.api import ChatMessage  # noqa: E402
+from shared.wire.messages import InferenceRequest, SamplingParams  # noqa: E402
 
 WORDS = "the quick brown fox jumps over the lazy dog while city rain falls on desert stars".split()
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.scratch_redis import scratch_redis  # noqa: E402
 from services.dispatcher.router import Router  # noqa: E402
-from shared.jobstore import JobStore  # noqa: E402
-from shared.keys import PAYLOAD_FIELD, ROUTER_GROUP, Keys  # noqa: E402
-from shared.messages import InferenceRequest, IngestChunk, SamplingParams, chunk_decoder  # noqa: E402
-from shared.models_config import parse_models  # noqa: E402
-from shared.streams import ensure_group, read_new  # noqa: E402
+from shared.catalog.models import parse_models  # noqa: E402
+from shared.jobs.store import JobStore  # noqa: E402
+from shared.redis.keys import PAYLOAD_FIELD, ROUTER_GROUP, Keys  # noqa: E402
+from shared.redis.streams import ensure_group, read_new  # noqa: E402
+from shared.wire.messages import InferenceRequest, IngestChunk, SamplingParams, chunk_decoder  # noqa: E402
 
 MODELS = parse_models("""
 [models.m1]
@@ -96,7 +96,7 @@ async def run_flow(r, keys: Keys, n: int, empty: int) -> tuple[float, float, int
     while router.admitted < n:
         await router.admit(await read_new(r, keys.ingest_stream, ROUTER_GROUP, router.consumer, 8, None))
     admitted_s = time.perf_counter() - t0
-    from shared.streams import trim_acknowledged
+    from shared.redis.streams import trim_acknowledged
 
     await trim_acknowledged(r, keys.ingest_stream)
     staged_bytes = (await r.info("memory"))["used_memory"] - empty

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench import baselines, latency_floor, lua_bytes, pipeline, redis_floor, report  # noqa: E402
 from bench.redis_cost import RedisCost, ScriptTimes, script_summary, summary  # noqa: E402
 from inferq.localstack import LocalStack, RedisServer  # noqa: E402
-from shared.keys import Keys  # noqa: E402
+from shared.redis.keys import Keys  # noqa: E402
 
 
 def process_cpu(stack: LocalStack) -> dict[str, float]:

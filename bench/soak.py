@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inferq.localstack import LocalStack, free_port  # noqa: E402
-from shared.keys import Keys  # noqa: E402
-from shared.states import JobStatus  # noqa: E402
+from shared.core.states import JobStatus  # noqa: E402
+from shared.redis.keys import Keys  # noqa: E402
 
 MODELS = ("soak-a", "soak-b")
 TOLERANCE = 0.10

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.keys import JobField  # noqa: E402
-from shared.states import JobStatus  # noqa: E402
+from shared.core.states import JobStatus  # noqa: E402
+from shared.redis.keys import JobField  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -107,7 +107,7 @@ class Pipeline:
         import redis
 
         from inferq.localstack import LocalStack
-        from shared.keys import Keys
+        from shared.redis.keys import Keys
 
         models = workdir / "models.toml"
         options = "\n".join(f"{k} = {json.dumps(v)}" for k, v in ENGINE.items())

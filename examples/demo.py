@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.demo_models import prepare  # noqa: E402
 from inferq.localstack import LocalStack, StackError  # noqa: E402
-from shared.states import JobStatus  # noqa: E402
+from shared.core.states import JobStatus  # noqa: E402
 
 
 def bar(done: int, total: int, width: int = 24) -> str:

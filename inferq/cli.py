@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from inferq.client import Client, InferqError
-from shared.api import Job
-from shared.states import BatchStatus, JobStatus
+from shared.core.states import BatchStatus, JobStatus
+from shared.wire.api import Job
 
 app = typer.Typer(help="Submit LLM jobs to inferq and follow them.", no_args_is_help=True, add_completion=False)
 out = Console()
@@ -344,7 +344,7 @@ def deploy(
     (GPU, containers, secrets, volumes, image, and what drives each)."""
     from inferq.deploy_plan import NothingToDeploy, build_plan, render
     from inferq.deploy_plan import deploy as modal_deploy
-    from shared.models_config import ModelsFileError
+    from shared.catalog.models import ModelsFileError
 
     try:
         plan = build_plan(models_file)
@@ -371,9 +371,9 @@ Prefix = Annotated[str, typer.Option("--prefix", envvar="INFERQ_KEY_PREFIX", hel
 
 
 def _key_store(redis_url: str, prefix: str):
-    from shared.api_keys import ApiKeyStore
-    from shared.keys import Keys
-    from shared.redis_client import connect
+    from shared.catalog.api_keys import ApiKeyStore
+    from shared.redis.client import connect
+    from shared.redis.keys import Keys
 
     return ApiKeyStore(connect(redis_url), Keys(prefix))  # with the services' timeouts: never hangs
 

@@ -17,8 +17,8 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from shared.api import ApiError, Job, JobList, ModelInfo, ModelList, ResultLine
-from shared.states import FINAL_JOB_STATES
+from shared.core.states import FINAL_JOB_STATES
+from shared.wire.api import ApiError, Job, JobList, ModelInfo, ModelList, ResultLine
 
 T = TypeVar("T")
 TERMINAL = FINAL_JOB_STATES

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from msgspec import Struct
 
 from inferq.modal_files import container_files, import_as_deployed
-from shared.models_config import ModelConfig, load_models, modal_class_name
-from shared.pricing import hourly_price
+from shared.catalog.models import ModelConfig, load_models, modal_class_name
+from shared.catalog.pricing import hourly_price
 
 APP_MODULE = "services.inference.modal_app"
 # Model-hub organisations whose models need an accepted licence (and so a token) to download.

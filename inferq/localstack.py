@@ -186,7 +186,7 @@ class LocalStack:
             self.redis_url = self.redis.url
         names = self.model_names
         if names is None:
-            from shared.models_config import load_models
+            from shared.catalog.models import load_models
 
             config = load_models(self.models_path)
             # models scaled by the `local` or `modal` backend get their workers from the dispatcher

@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from inferq.localstack import RedisServer
-from shared.keys import Keys
-from shared.models_config import parse_models
-from shared.settings import Settings
+from shared.catalog.models import parse_models
+from shared.core.settings import Settings
+from shared.redis.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 # tests/vllm_cpu runs the real vLLM, which lives in its own virtualenv (.venv-vllm; `make test`
@@ -75,7 +75,7 @@ def models(models_file):
 
 @pytest.fixture
 def settings(redis_server, models_file) -> Settings:
-    """Auth off: these tests are about other behaviour; tests/test_tenancy.py turns it on."""
+    """Auth off: these tests are about other behaviour; tests/services/ingest/test_tenancy.py turns it on."""
     return Settings(redis_url=redis_server.url, models_path=str(models_file), auth="off")
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import yaml
 
 from inferq.localstack import REDIS_PERSISTENCE
-from shared.models_config import load_models
+from shared.catalog.models import load_models
 from tests.conftest import ROOT
 
 

@@ -16,14 +16,14 @@ import signal
 import sys
 from typing import cast
 
-from shared.backoff import Backoff
-from shared.errors import TRANSIENT_REDIS_ERRORS, ModelsFileError, SettingsError
-from shared.keys import Keys
-from shared.logs import configure_logging
-from shared.models_config import load_models
-from shared.outage import OUTAGE, probe_writes
-from shared.redis_client import check_server_at_start, connect
-from shared.settings import Settings
+from shared.catalog.models import load_models
+from shared.core.backoff import Backoff
+from shared.core.errors import TRANSIENT_REDIS_ERRORS, ModelsFileError, SettingsError
+from shared.core.logs import configure_logging
+from shared.core.settings import Settings
+from shared.redis.client import check_server_at_start, connect
+from shared.redis.keys import Keys
+from shared.redis.outage import OUTAGE, probe_writes
 
 log = logging.getLogger("inferq.dispatcher")
 STOP_RETRY_S = 0.5  # how often a stop signal's cancellation is repeated until arq's loop ends
@@ -81,7 +81,7 @@ def _run(settings: Settings, loop: asyncio.AbstractEventLoop) -> int:
     from arq.connections import ArqRedis
     from arq.worker import create_worker
 
-    from services.dispatcher.worker import WorkerSettings, shutdown
+    from services.dispatcher.arq_settings import WorkerSettings, shutdown
 
     while True:
         # arq's own pool has no socket timeout: give it one made like every other connection

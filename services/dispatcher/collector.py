@@ -11,13 +11,20 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
-from shared.api import DeadLetter, FallbackReason
-from shared.deadletters import dead_letter
-from shared.jobstore import JobStore
-from shared.keys import BUNDLE_FIELD, COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
-from shared.messages import ResultRecord, bundle_decoder, decode_routed, dropped_line, result_decoder, result_record
-from shared.model_stats import ResultTally
-from shared.stream_scripts import HandBack
+from shared.jobs.store import JobStore
+from shared.lanes.dead_letters import dead_letter
+from shared.lanes.publish import HandBack
+from shared.models.stats import ResultTally
+from shared.redis.keys import BUNDLE_FIELD, COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
+from shared.wire.api import DeadLetter, FallbackReason
+from shared.wire.messages import (
+    ResultRecord,
+    bundle_decoder,
+    decode_routed,
+    dropped_line,
+    result_decoder,
+    result_record,
+)
 
 log = logging.getLogger("inferq.collector")
 STATS_FLUSH_S = 0.5  # how often the per-model figures are written (GET /v1/model-stats buckets are 5 s)

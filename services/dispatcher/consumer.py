@@ -1,6 +1,6 @@
 """The read loop shared by the router, the collector and the webhook fan-out: new entries in
 batches, plus entries that a dispatcher which died read but never acknowledged (taken over as soon
-as its heartbeat is gone, see shared/liveness.py)."""
+as its heartbeat is gone, see shared/lanes/liveness.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import time
 
 import redis.asyncio as aioredis
 
-from shared.backoff import Backoff
-from shared.errors import TRANSIENT_REDIS_ERRORS
-from shared.liveness import Liveness, TakeoverClock
-from shared.outage import OUTAGE
-from shared.streams import (
+from shared.core.backoff import Backoff
+from shared.core.errors import TRANSIENT_REDIS_ERRORS
+from shared.core.tasks import cancel_and_wait
+from shared.lanes.liveness import Liveness, TakeoverClock
+from shared.redis.outage import OUTAGE
+from shared.redis.streams import (
     Entry,
     claim_idle,
     consumer_name,
@@ -24,7 +25,6 @@ from shared.streams import (
     read_own_pending,
     trim_acknowledged,
 )
-from shared.tasks import cancel_and_wait
 
 log = logging.getLogger("inferq.dispatcher")
 
@@ -149,7 +149,7 @@ class BatchConsumer:
                     await trim_acknowledged(self.r, self.stream)
                 backoff.reset()
                 OUTAGE.recovered(self.role)
-            except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
+            except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/redis/outage.py
                 OUTAGE.failed(self.role, exc)
                 own_from = "0"
                 await _sleep_unless(stop, backoff.next())

@@ -1,6 +1,6 @@
 """The fallback mover: each second, judge every model's health and the spend limits, then move
 the waiting requests of models that cannot serve them along their fallback chains
-(shared/fallback.py), or end those a reached spend limit covers when no model may take them.
+(shared/catalog/fallback.py), or end those a reached spend limit covers when no model may take them.
 
 Per model with waiting work, per job (a job's requests share a tenant and a staging queue):
 1. a reached spend limit covers the job's tenant on this model: everything waiting moves to the
@@ -9,7 +9,7 @@ Per model with waiting work, per job (a job's requests share a tenant and a stag
 3. otherwise, requests whose expected wait (waited so far + the requests ahead at the model's
    recent read rate) exceeds their max_queue_wait move.
 A usable model is one that is not unavailable and no reached limit covers for the tenant. Every
-move is one atomic script (shared/lua/move_waiting.lua); what it finds already read by a worker,
+move is one atomic script (services/dispatcher/lua/move_waiting.lua); what it finds already read by a worker,
 or already moved, it leaves.
 """
 
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 import msgspec
 import redis.asyncio as aioredis
 
-from shared.fallback import next_model
-from shared.fallback_scripts import MoveBatch, MoveWaiting
-from shared.flow import failures_from, model_queues
-from shared.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, JobField, Keys
-from shared.model_health import HealthRecord, assess, decode_record
-from shared.models_config import ModelsConfig
-from shared.spend import LimitStatus, blocking, judge, publish_reached, read_spend
+from services.dispatcher.move_waiting import MoveBatch, MoveWaiting
+from shared.catalog.fallback import next_model
+from shared.catalog.models import ModelsConfig
+from shared.catalog.spend import LimitStatus, blocking, judge, publish_reached, read_spend
+from shared.models.flow import failures_from, model_queues
+from shared.models.health import HealthRecord, assess, decode_record
+from shared.redis.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, JobField, Keys
 
 log = logging.getLogger("inferq.fallback")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from services.dispatcher.retention import enforce_retention
-from shared.errors import StopRefused
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.models_config import ModelsConfig
-from shared.states import RequestStatus
-from shared.streams import trim_acknowledged
+from shared.catalog.models import ModelsConfig
+from shared.core.errors import StopRefused
+from shared.core.states import RequestStatus
+from shared.jobs.store import JobStore
+from shared.redis.keys import Keys
+from shared.redis.streams import trim_acknowledged
 
 log = logging.getLogger("inferq.dispatcher")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import time
 
-from shared.deadletters import apply_retention
-from shared.keys import Keys
-from shared.settings import Settings
-from shared.webhook_store import WebhookStore
+from shared.core.settings import Settings
+from shared.lanes.dead_letters import apply_retention
+from shared.redis.keys import Keys
+from shared.webhooks.store import WebhookStore
 
 log = logging.getLogger("inferq.dispatcher")
 

@@ -25,13 +25,13 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
-from shared.api import DeadLetter
-from shared.deadletters import META_FIELD, meta
-from shared.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, SKIP_FIELD, WORKER_GROUP, Keys
-from shared.messages import ResultEnvelope, chunk_decoder, ended_line, request_decoder
-from shared.models_config import ModelConfig, ModelsConfig
-from shared.staging_scripts import Admit, AdmitBatch, Feed
-from shared.streams import ensure_group
+from services.dispatcher.staging import Admit, AdmitBatch, Feed
+from shared.catalog.models import ModelConfig, ModelsConfig
+from shared.lanes.dead_letters import META_FIELD, meta
+from shared.redis.keys import LANES, PAYLOAD_FIELD, ROUTER_GROUP, SKIP_FIELD, WORKER_GROUP, Keys
+from shared.redis.streams import ensure_group
+from shared.wire.api import DeadLetter
+from shared.wire.messages import ResultEnvelope, chunk_decoder, ended_line, request_decoder
 
 log = logging.getLogger("inferq.router")
 FULL_FEED_S = 0.1  # how often every model is fed, staged to by this router or not

@@ -1,5 +1,5 @@
 """Once per stats bucket, each model's backlog and replica count into its stats hash, so
-GET /v1/model-stats can show them over the last minutes (shared/model_stats.py)."""
+GET /v1/model-stats can show them over the last minutes (shared/models/stats.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import time
 
 import redis.asyncio as aioredis
 
-from shared.flow import model_queue, model_scaling
-from shared.keys import Keys
-from shared.model_stats import BUCKET_S, record_samples
-from shared.models_config import ModelsConfig
+from shared.catalog.models import ModelsConfig
+from shared.models.flow import model_queue, model_scaling
+from shared.models.stats import BUCKET_S, record_samples
+from shared.redis.keys import Keys
 
 log = logging.getLogger("inferq.stats")
 

@@ -5,7 +5,7 @@ in a model's lane streams are normally dropped by the worker that reads them; wh
 live worker (none started, or every one died), nobody reads them and the job would stay
 `cancelling` / `expiring` for good. Every second the dispatcher looks at the stopping jobs
 (`Keys.stopping_jobs`, filled by the stop script), and for each model of theirs without a live
-worker turns their entries into drop notices (shared/lua/drop_stranded.lua), which the collector
+worker turns their entries into drop notices (shared/lanes/lua/drop_stranded.lua), which the collector
 counts like a worker's. Staging queues need no such care: the stop script drains them and the
 router drops a stopping job's requests instead of staging them.
 """
@@ -16,10 +16,10 @@ import logging
 
 import msgspec
 
-from shared.keys import PAYLOAD_FIELD, WORKER_GROUP, JobField, Keys
-from shared.liveness import Liveness
-from shared.states import STOPPING_JOB_STATES
-from shared.takeover_scripts import DropStranded
+from shared.core.states import STOPPING_JOB_STATES
+from shared.lanes.liveness import Liveness
+from shared.lanes.takeover import DropStranded
+from shared.redis.keys import PAYLOAD_FIELD, WORKER_GROUP, JobField, Keys
 
 log = logging.getLogger("inferq.dispatcher")
 SCAN_PAGE = 1000
@@ -32,7 +32,7 @@ class _JobOf(msgspec.Struct):
     job_id: str
 
 
-# a request as accepted, or one moved from another model ([reason, request]: shared/messages.py)
+# a request as accepted, or one moved from another model ([reason, request]: shared/wire/messages.py)
 _job_of = msgspec.msgpack.Decoder(_JobOf | tuple[str, _JobOf])
 
 

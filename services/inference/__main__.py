@@ -10,11 +10,11 @@ import sys
 
 from services.inference.engines import create_engine
 from services.inference.worker import InferenceWorker
-from shared.keys import Keys
-from shared.logs import configure_logging
-from shared.models_config import ModelsFileError, load_models
-from shared.redis_client import check_server_at_start, connect
-from shared.settings import Settings, SettingsError
+from shared.catalog.models import ModelsFileError, load_models
+from shared.core.logs import configure_logging
+from shared.core.settings import Settings, SettingsError
+from shared.redis.client import check_server_at_start, connect
+from shared.redis.keys import Keys
 
 
 async def serve(settings: Settings, model_name: str, consumer: str | None) -> int:
@@ -27,9 +27,9 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if settings.metrics_port:
-        from shared import ops_server
+        from shared.ops.server import serve as serve_ops
 
-        ops_server.serve(settings.metrics_port)  # /metrics, /healthz, /readyz
+        serve_ops(settings.metrics_port)  # /metrics, /healthz, /readyz
     worker = InferenceWorker(
         r,
         Keys(settings.key_prefix),

@@ -18,10 +18,10 @@ import redis.asyncio as aioredis
 from services.inference.engines import Engine, EngineDead, create_engine
 from services.inference.start_clock import StartClock, import_engine, start_engine
 from services.inference.worker import InferenceWorker
-from shared.keys import Keys
-from shared.models_config import ModelConfig, load_models
-from shared.redis_client import check_server_at_start, connect
-from shared.settings import Settings
+from shared.catalog.models import ModelConfig, load_models
+from shared.core.settings import Settings
+from shared.redis.client import check_server_at_start, connect
+from shared.redis.keys import Keys
 
 log = logging.getLogger("inferq.container")
 

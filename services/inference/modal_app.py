@@ -27,8 +27,8 @@ from pathlib import Path
 
 import modal
 
-from shared.models_config import ModelConfig, load_models, modal_class_name
-from shared.settings import Settings
+from shared.catalog.models import ModelConfig, load_models, modal_class_name
+from shared.core.settings import Settings
 
 # Read when the module is imported: by `modal deploy` on the deploying machine, and again in each container.
 _SETTINGS = Settings.from_env()
@@ -100,7 +100,7 @@ class WorkerBody:
 
     async def _prepare(self) -> None:
         from services.inference.container import ContainerWorker
-        from shared.logs import configure_logging
+        from shared.core.logs import configure_logging
 
         configure_logging(f"inference:{self.model_name}", _SETTINGS.log_level)
         self.container = ContainerWorker(self.model_name)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aioredis
 
-from shared import luapack, stream_scripts
-from shared.keys import Keys
+from shared.lanes.publish import HandBack, Publish
+from shared.redis import luapack
+from shared.redis.keys import Keys
 
 
 class Outcome(msgspec.Struct, array_like=True):
@@ -38,8 +39,8 @@ class ResultPublisher:
         self.model = model
         self.streams = keys.model_streams(model)
         self.results_stream, self.dead_letter_stream = keys.results_stream, keys.dead_letter_stream
-        self._publish = stream_scripts.Publish(r)
-        self._hand_back = stream_scripts.HandBack(r)
+        self._publish = Publish(r)
+        self._hand_back = HandBack(r)
 
     async def publish(self, batch: list[Outcome]) -> int:
         b = luapack.lua_bytes

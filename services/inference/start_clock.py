@@ -1,4 +1,4 @@
-"""A worker's start, phase by phase (shared/start_phases.py): marked as the worker reaches each
+"""A worker's start, phase by phase (shared/models/start_phases.py): marked as the worker reaches each
 phase, recorded in Redis and on /metrics once it has served its first request."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ import time
 
 import redis.asyncio as aioredis
 
-from shared import metrics, start_phases
-from shared.keys import Keys
-from shared.start_phases import Snapshot, StartPhases, process_age_s
+from shared.models import start_phases
+from shared.models.start_phases import process_age_s
+from shared.ops import metrics
+from shared.redis.keys import Keys
+from shared.wire.api import Snapshot, StartPhases
 
 log = logging.getLogger("inferq.start")
 

@@ -18,22 +18,23 @@ from services.inference.deadlines import Deadlines
 from services.inference.engines import Engine, EngineDead, EngineError
 from services.inference.publisher import Outcome, ResultPublisher
 from services.inference.start_clock import StartClock, start_engine
-from shared import metrics
-from shared.api import DeadLetter, ErrorInfo, FallbackReason, Output, ResultLine, Timings, Usage
-from shared.backoff import Backoff, exponential_delay
-from shared.deadletters import meta
-from shared.errors import TRANSIENT_REDIS_ERRORS
-from shared.jobstore import JobStore
-from shared.keys import DELIVERED_FIELD, LANES, WORKER_GROUP, Keys, lane_entry_payloads
-from shared.liveness import Liveness, TakeoverClock
-from shared.messages import InferenceRequest, decode_routed, dropped_line, ended_line, result_record
-from shared.model_health import decode_record
-from shared.models_config import ModelConfig
-from shared.outage import OUTAGE
-from shared.pricing import cost_micros, usd
-from shared.states import RequestStatus
-from shared.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
-from shared.tasks import cancel_and_wait
+from shared.catalog.models import ModelConfig
+from shared.catalog.money import usd
+from shared.catalog.pricing import cost_micros
+from shared.core.backoff import Backoff, exponential_delay
+from shared.core.errors import TRANSIENT_REDIS_ERRORS
+from shared.core.states import RequestStatus
+from shared.core.tasks import cancel_and_wait
+from shared.jobs.store import JobStore
+from shared.lanes.dead_letters import meta
+from shared.lanes.liveness import Liveness, TakeoverClock
+from shared.models.health import decode_record
+from shared.ops import metrics
+from shared.redis.keys import DELIVERED_FIELD, LANES, WORKER_GROUP, Keys, lane_entry_payloads
+from shared.redis.outage import OUTAGE
+from shared.redis.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
+from shared.wire.api import DeadLetter, ErrorInfo, FallbackReason, Output, ResultLine, Timings, Usage
+from shared.wire.messages import InferenceRequest, decode_routed, dropped_line, ended_line, result_record
 
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
@@ -197,7 +198,7 @@ class InferenceWorker:
                 backoff.reset()
                 OUTAGE.recovered("worker")
             except TRANSIENT_REDIS_ERRORS as exc:  # before ResponseError: OOM, READONLY... are ones
-                OUTAGE.failed("worker", exc)  # logged once per outage, by shared/outage.py
+                OUTAGE.failed("worker", exc)  # logged once per outage, by shared/redis/outage.py
                 lost_reads = True
                 drained = False
                 await _wait_either(asyncio.Event(), stop, timeout=backoff.next())
@@ -573,7 +574,7 @@ class InferenceWorker:
                 try:
                     await self.publisher.publish(batch)
                 except TRANSIENT_REDIS_ERRORS as exc:  # the outbox is kept and published once Redis accepts writes
-                    OUTAGE.failed("publisher", exc)  # logged once per outage, by shared/outage.py
+                    OUTAGE.failed("publisher", exc)  # logged once per outage, by shared/redis/outage.py
                     await asyncio.sleep(backoff.next())
                     continue
                 except Exception as exc:  # anything else may pass too: keep the results, retry

@@ -8,10 +8,10 @@ import sys
 import uvicorn
 
 from services.ingest.app import create_app
-from shared.logs import configure_logging
-from shared.models_config import ModelsFileError
-from shared.redis_client import check_server_at_start
-from shared.settings import Settings, SettingsError
+from shared.catalog.models import ModelsFileError
+from shared.core.logs import configure_logging
+from shared.core.settings import Settings, SettingsError
+from shared.redis.client import check_server_at_start
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from services.ingest.auth import tenant_of
-from services.ingest.errors import ApiException
+from services.ingest.errors.client import ApiException
 
 
 def job_not_found(job_id: str) -> ApiException:

@@ -8,24 +8,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from services.ingest import dashboard, openapi
+from services.ingest import dashboard
 from services.ingest.auth import Authenticator
-from services.ingest.error_handlers import EXCEPTION_HANDLERS
+from services.ingest.errors.handlers import EXCEPTION_HANDLERS
+from services.ingest.file_store import FileStore
 from services.ingest.http_metrics import HttpMetrics
+from services.ingest.job_listing import JobLister
 from services.ingest.limits import TenantLimits
+from services.ingest.openapi import document
 
 # imported in the order of /openapi.json, whose schemas are listed as the routes first name them
 from services.ingest.routes import dead_letters, jobs, model_stats, openai_batches, operations, results, webhooks  # noqa: I001
-from shared.api_keys import ApiKeyStore
-from shared.files import FileStore
-from shared.job_listing import JobLister
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.models_config import ModelsConfig, load_models
-from shared.outage import watch_recovery
-from shared.redis_client import connect
-from shared.settings import Settings
-from shared.webhook_store import WebhookStore
+from shared.catalog.api_keys import ApiKeyStore
+from shared.catalog.models import ModelsConfig, load_models
+from shared.core.settings import Settings
+from shared.jobs.store import JobStore
+from shared.redis.client import connect
+from shared.redis.keys import Keys
+from shared.redis.outage import watch_recovery
+from shared.webhooks.store import WebhookStore
 
 ROUTERS = (openai_batches.router, webhooks.router, jobs.router, dead_letters.router, results.router, operations.router)
 # the dashboard's additions, in their own modules
@@ -77,5 +78,5 @@ def create_app(settings: Settings | None = None, models: ModelsConfig | None = N
     for router in (*ROUTERS, *EXTRA_ROUTERS):
         app.include_router(router)
     dashboard.mount(app)
-    openapi.install(app)
+    document.install(app)
     return app

@@ -11,9 +11,9 @@ import time
 
 from fastapi import Request
 
-from services.ingest.errors import ApiException
-from shared.api_keys import ApiKeyStore, digest
-from shared.settings import Settings
+from services.ingest.errors.client import ApiException
+from shared.catalog.api_keys import ApiKeyStore, digest
+from shared.core.settings import Settings
 
 log = logging.getLogger("inferq.ingest")
 DEFAULT_TENANT = "default"

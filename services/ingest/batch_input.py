@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from shared.api import RequestSpec
-from shared.models_config import ModelsConfig
-from shared.openai_batch import BatchError, InputLine
+from services.ingest.openai_batch import BatchError, InputLine
+from shared.catalog.models import ModelsConfig
+from shared.wire.api import RequestSpec
 
 MAX_ERRORS = 100  # a file with thousands of bad lines gets the first hundred, as a list
 _line_decoder = msgspec.json.Decoder(InputLine)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from shared.api import Job, ResultLine
-from shared.openai_batch import (
+from services.ingest.openai_batch import (
     Batch,
     BatchError,
     BatchErrors,
@@ -16,7 +15,8 @@ from shared.openai_batch import (
     OutputLine,
     ResponseBody,
 )
-from shared.states import FINAL_JOB_STATES, BatchStatus, JobStatus, RequestStatus
+from shared.core.states import FINAL_JOB_STATES, BatchStatus, JobStatus, RequestStatus
+from shared.wire.api import Job, ResultLine
 
 # A job's status -> the batch's (OpenAI's names).
 _STATUS: dict[str, BatchStatus] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from services.ingest.errors import ApiException
+from services.ingest.errors.client import ApiException
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

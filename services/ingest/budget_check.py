@@ -9,11 +9,11 @@ import time
 
 import redis.asyncio as aioredis
 
-from services.ingest.errors import ApiException
-from shared.fallback import next_model
-from shared.keys import Keys
-from shared.models_config import ModelsConfig
-from shared.spend import LimitStatus, blocking, read_reached
+from services.ingest.errors.client import ApiException
+from shared.catalog.fallback import next_model
+from shared.catalog.models import ModelsConfig
+from shared.catalog.spend import LimitStatus, blocking, read_reached
+from shared.redis.keys import Keys
 
 
 class BudgetRoutes:

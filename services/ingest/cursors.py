@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from shared import patterns
+from services.ingest import patterns
 
 _CURSOR_RE = re.compile(patterns.STREAM_ID)
 
 
 def valid_cursor(cursor: str) -> bool:
-    """A stream entry id `ms-seq` in the form shared/patterns.py publishes (each part below 2**64)."""
+    """A stream entry id `ms-seq` in the form services/ingest/patterns.py publishes (each part below 2**64)."""
     return _CURSOR_RE.fullmatch(cursor) is not None

@@ -11,14 +11,14 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from services.ingest.auth import tenant_of
+from services.ingest.file_store import FileStore
+from services.ingest.job_listing import JobLister
 from services.ingest.limits import TenantLimits
-from shared.files import FileStore
-from shared.job_listing import JobLister
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.models_config import ModelsConfig
-from shared.settings import Settings
-from shared.webhook_store import WebhookStore
+from shared.catalog.models import ModelsConfig
+from shared.core.settings import Settings
+from shared.jobs.store import JobStore
+from shared.redis.keys import Keys
+from shared.webhooks.store import WebhookStore
 
 
 async def _settings(request: Request) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from shared.metrics import HTTP_DURATION, HTTP_REQUESTS
+from shared.ops.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 
 class HttpMetrics:

@@ -17,12 +17,12 @@ import msgspec
 import redis.asyncio as aioredis
 from fastapi import Request
 
-from shared import patterns
-from shared.api import Job
-from shared.events import JobSummary, job_event, request_event_json, rfc3339_ms
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.states import FINAL_JOB_STATES
+from services.ingest import patterns
+from shared.core.states import FINAL_JOB_STATES
+from shared.jobs.store import JobStore
+from shared.redis.keys import Keys
+from shared.wire.api import Job
+from shared.wire.events import JobSummary, job_event, request_event_json, rfc3339_ms
 
 END_ID = "end"
 BLOCK_MS = 5_000
@@ -40,7 +40,7 @@ _line_decoder = msgspec.json.Decoder(_LineIds)
 
 
 def valid_last_event_id(value: str | None) -> bool:
-    """None, `end`, or a results cursor (shared/patterns.py)."""
+    """None, `end`, or a results cursor (services/ingest/patterns.py)."""
     return value is None or _LAST_EVENT_ID_RE.fullmatch(value) is not None
 
 

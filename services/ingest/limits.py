@@ -8,10 +8,10 @@ import time
 
 import redis.asyncio as aioredis
 
-from services.ingest.errors import ApiException
-from shared.keys import Keys
-from shared.lease_scripts import TakeTokens
-from shared.settings import Settings
+from services.ingest.errors.client import ApiException
+from services.ingest.token_bucket import TakeTokens
+from shared.core.settings import Settings
+from shared.redis.keys import Keys
 
 
 class TenantLimits:

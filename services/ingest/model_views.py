@@ -8,15 +8,16 @@ import time
 
 import redis.asyncio as aioredis
 
-from shared.api import ModelHealth, ModelInfo, ModelList, ModelSpend, SpendLimitView
-from shared.budgets import Period
-from shared.flow import model_queues, model_scaling
-from shared.keys import Keys
-from shared.model_health import decode_record, unknown_health
-from shared.models_config import ModelsConfig
-from shared.pricing import hourly_price, usd
-from shared.spend import LimitStatus, Spend, judge, read_spend
-from shared.start_phases import read_all as read_start_phases
+from shared.catalog.budgets import Period
+from shared.catalog.models import ModelsConfig
+from shared.catalog.money import usd
+from shared.catalog.pricing import hourly_price
+from shared.catalog.spend import LimitStatus, Spend, judge, read_spend
+from shared.models.flow import model_queues, model_scaling
+from shared.models.health import decode_record, unknown_health
+from shared.models.start_phases import read_all as read_start_phases
+from shared.redis.keys import Keys
+from shared.wire.api import ModelHealth, ModelInfo, ModelList, ModelSpend, SpendLimitView
 
 STALE_S = 10  # a health verdict older than this says no dispatcher is judging
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from shared import patterns
-from shared.pages import DEFAULT_LIMIT, MAX_LIMIT
+from services.ingest import patterns
+from shared.core.pages import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[
     int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})")

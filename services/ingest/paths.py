@@ -1,5 +1,5 @@
 """The shape of every id in a URL path, and of the stream cursors a request may carry: a malformed
-one is a 422 naming it, before any lookup. The patterns are shared/patterns.py's, so the OpenAPI
+one is a 422 naming it, before any lookup. The patterns are services/ingest/patterns.py's, so the OpenAPI
 document states exactly what is accepted."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Path
 
-from shared import patterns
+from services.ingest import patterns
 
 JobId = Annotated[str, Path(pattern=patterns.JOB_ID, description="Job id returned by POST /v1/jobs")]
 DeadLetterId = Annotated[str, Path(pattern=patterns.STREAM_ID, description="A dead letter's id")]

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from fastapi import Request
 
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.states import FINAL_JOB_STATES
+from shared.core.states import FINAL_JOB_STATES
+from shared.jobs.store import JobStore
+from shared.redis.keys import Keys
 
 PAGE = 1000  # lines per Redis read and per chunk sent
 BLOCK_MS = 5_000  # below the Redis socket timeout (see Settings.redis_socket_timeout_s)

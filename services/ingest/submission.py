@@ -8,15 +8,15 @@ from collections.abc import Sequence
 import msgspec
 
 from services.ingest.budget_check import BudgetRoutes
-from services.ingest.errors import ApiException, decode_body
-from shared.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
-from shared.fallback import reachable
-from shared.ids import new_job_id, request_id
-from shared.jobstore import NO_LIMIT, JobStore
-from shared.keys import JobField
-from shared.messages import DirectChunk, InferenceRequest, IngestChunk, SamplingParams
-from shared.models_config import ModelConfig, ModelsConfig
-from shared.settings import Settings
+from services.ingest.errors.client import ApiException, decode_body
+from shared.catalog.fallback import reachable
+from shared.catalog.models import ModelConfig, ModelsConfig
+from shared.core.ids import new_job_id, request_id
+from shared.core.settings import Settings
+from shared.jobs.store import NO_LIMIT, JobStore
+from shared.redis.keys import JobField
+from shared.wire.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
+from shared.wire.messages import DirectChunk, InferenceRequest, IngestChunk, SamplingParams
 
 CHUNK_SIZE = 500  # requests per ingest-stream entry
 
@@ -33,7 +33,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     metadata: dict[str, str]
     chunks: list[bytes | DirectChunk]
     webhook: JobWebhook | None = None
-    routes: list[str] = []  # the models its requests may reach (shared/fallback.py)
+    routes: list[str] = []  # the models its requests may reach (shared/catalog/fallback.py)
 
 
 def plan_job(
@@ -127,7 +127,7 @@ def plan_job(
         target = budgets.target(item.model) if budgets is not None else None
         if target is None:
             encoded.append((item.model, lane, payload))
-        else:  # as the fallback mover would move it (shared/messages.py MovedRequest)
+        else:  # as the fallback mover would move it (shared/wire/messages.py MovedRequest)
             encoded.append((target, lane, _encoder.encode(("budget_exceeded", req))))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
 

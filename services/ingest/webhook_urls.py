@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.ingest.errors import ApiException
-from shared.errors import UnsafeURL
-from shared.settings import Settings
-from shared.url_guard import check_url
+from services.ingest.errors.client import ApiException
+from shared.core.errors import UnsafeURL
+from shared.core.settings import Settings
+from shared.webhooks.url_guard import check_url
 
 
 async def checked_url(url: str, settings: Settings, field: str) -> None:

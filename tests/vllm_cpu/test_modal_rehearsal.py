@@ -1,10 +1,10 @@
 """The Modal path, rehearsed: what Modal would run, run here from the deployed file sets alone.
 
 Ingest and the dispatcher run from the Dockerfile's file set (the image docker-compose.modal.yml
-builds), the dispatcher's Modal client being the fake in tests/fakes (the cloud boundary). The GPU
+builds), the dispatcher's Modal client being the fake in tests/support/fakes (the cloud boundary). The GPU
 container runs from exactly the files `modal deploy` would give it (listed with the modal client's
 own image and mount definitions), through the modal client's own container lifecycle code
-(tests/modal_container.py), with the real vLLM CPU engine and a tiny local model, on a real
+(tests/support/modal_container.py), with the real vLLM CPU engine and a tiny local model, on a real
 redis-server. A run is cancelled mid-work as Modal delivers `FunctionCall.cancel()` (SIGUSR1 in
 a `max_inputs=1` container): every request it held is finished or handed back, and the job ends
 with exactly one result per request.
@@ -27,7 +27,7 @@ import pytest
 
 from inferq.localstack import LocalStack
 from tests.conftest import ROOT
-from tests.deployed_files import dockerfile_files, materialise, modal_container_files
+from tests.support.deployed_files import dockerfile_files, materialise, modal_container_files
 from tests.vllm_cpu.conftest import vllm_models_file
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,7 @@ class Container:
     """One rehearsed Modal container: inputs in, events out (JSON lines)."""
 
     def __init__(self, root: Path, cls: str, env: dict[str, str], log: Path, snapshot: bool) -> None:
-        args = [sys.executable, str(ROOT / "tests" / "modal_container.py"), str(root), "modal_app", cls]
+        args = [sys.executable, str(ROOT / "tests" / "support" / "modal_container.py"), str(root), "modal_app", cls]
         self.proc = subprocess.Popen(
             args + (["--snapshot"] if snapshot else []),
             env=env,
@@ -96,8 +96,8 @@ def test_the_deployed_file_sets_serve_and_a_cancel_loses_nothing(tiny_llama, tmp
     image_root = materialise(dockerfile_files(), tmp_path / "image") / "app"
 
     fake_modal_log = tmp_path / "modal-calls.jsonl"
-    stack_env = {"PYTHONPATH": str(ROOT / "tests" / "fakes"), "INFERQ_FAKE_MODAL_LOG": str(fake_modal_log)}
-    launcher = [sys.executable, str(ROOT / "tests" / "deployed_python.py"), str(image_root)]
+    stack_env = {"PYTHONPATH": str(ROOT / "tests" / "support" / "fakes"), "INFERQ_FAKE_MODAL_LOG": str(fake_modal_log)}
+    launcher = [sys.executable, str(ROOT / "tests" / "support" / "deployed_python.py"), str(image_root)]
     with (
         LocalStack(
             models,

@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 
 from services.inference.engines import EngineError, create_engine
-from shared.api import ChatMessage
-from shared.models_config import ModelsFileError, parse_models
-from tests.engine_requests import engine_request
+from shared.catalog.models import ModelsFileError, parse_models
+from shared.wire.api import ChatMessage
+from tests.support.engine_requests import engine_request
 from tests.vllm_cpu.conftest import CONTEXT, vllm_models_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 
 from services.inference.engines import create_engine
-from shared.api import ChatMessage
-from shared.messages import InferenceRequest
-from shared.models_config import parse_models
-from tests.engine_requests import engine_request
+from shared.catalog.models import parse_models
+from shared.wire.api import ChatMessage
+from shared.wire.messages import InferenceRequest
+from tests.support.engine_requests import engine_request
 from tests.vllm_cpu.conftest import vllm_models_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

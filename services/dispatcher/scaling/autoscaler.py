@@ -20,16 +20,16 @@ import time
 
 import redis.asyncio as aioredis
 
+from services.dispatcher.scaling.lead import Lead
 from services.dispatcher.scaling.policy import Decision, ScalePolicy
-from shared.errors import REDIS_UNAVAILABLE, TRANSIENT_REDIS_ERRORS
-from shared.flow import model_queues
-from shared.keys import Keys
-from shared.lease_scripts import Lead
-from shared.models_config import ModelsConfig
-from shared.outage import OUTAGE
-from shared.spend import LimitStatus, read_reached
-from shared.start_phases import read_all as read_start_phases
-from shared.streams import consumer_name
+from shared.catalog.models import ModelsConfig
+from shared.catalog.spend import LimitStatus, read_reached
+from shared.core.errors import REDIS_UNAVAILABLE, TRANSIENT_REDIS_ERRORS
+from shared.models.flow import model_queues
+from shared.models.start_phases import read_all as read_start_phases
+from shared.redis.keys import Keys
+from shared.redis.outage import OUTAGE
+from shared.redis.streams import consumer_name
 
 log = logging.getLogger("inferq.scaling")
 EVENTS_MAXLEN = 10_000
@@ -68,7 +68,7 @@ class Autoscaler:
             try:
                 await self.tick()
                 OUTAGE.recovered("autoscaler")
-            except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/outage.py
+            except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/redis/outage.py
                 OUTAGE.failed("autoscaler", exc)
             except Exception:  # a backend failure (Modal API down) must not stop scaling other models
                 log.exception("autoscaler tick failed")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from shared.backoff import exponential_delay
-from shared.keys import Keys
+from shared.core.backoff import exponential_delay
+from shared.redis.keys import Keys
 
 log = logging.getLogger("inferq.scaling")
 

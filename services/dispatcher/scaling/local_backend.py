@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from services.dispatcher.scaling.failures import BackendFailures
 from services.dispatcher.scaling.procs import is_worker, start_ticks, worker_argv
-from shared.keys import Keys
+from shared.redis.keys import Keys
 
 log = logging.getLogger("inferq.scaling")
 ROOT = Path(__file__).resolve().parents[3]

@@ -25,8 +25,8 @@ import time
 import redis.asyncio as aioredis
 
 from services.dispatcher.scaling.failures import BackendFailures
-from shared.keys import Keys
-from shared.models_config import ModelsConfig, modal_class_name
+from shared.catalog.models import ModelsConfig, modal_class_name
+from shared.redis.keys import Keys
 
 log = logging.getLogger("inferq.scaling")
 

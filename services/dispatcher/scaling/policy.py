@@ -7,7 +7,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from shared.models_config import ScalingConfig
+from shared.catalog.models import ScalingConfig
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ScalePolicy:
     only after the backlog has stayed at zero for the idle cooldown."""
 
     config: ScalingConfig
-    # Seconds a new replica takes to serve (the model's measured start, shared/start_phases.py);
+    # Seconds a new replica takes to serve (the model's measured start, shared/models/start_phases.py);
     # None until one was measured. With it, a growing backlog is scaled for what it will be once
     # the replicas started now are ready, not for what it is.
     boot_s: float | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.inference.engines.base import Engine, EngineDead, EngineError, Generation
-from shared.models_config import DummyOptions, ModelConfig, OpenAIOptions, TransformersOptions, VllmOptions
+from shared.catalog.models import DummyOptions, ModelConfig, OpenAIOptions, TransformersOptions, VllmOptions
 
 
 def create_engine(model: ModelConfig) -> Engine:

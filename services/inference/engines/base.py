@@ -6,7 +6,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from shared.messages import InferenceRequest
+from shared.wire.messages import InferenceRequest
 
 FinishReason = Literal["stop", "length", "repetition"]  # docs/results.md
 

@@ -16,8 +16,8 @@ import os
 import zlib
 
 from services.inference.engines.base import EngineError, FinishReason, Generation
-from shared.messages import InferenceRequest
-from shared.models_config import DummyOptions
+from shared.catalog.models import DummyOptions
+from shared.wire.messages import InferenceRequest
 
 
 class DummyEngine:

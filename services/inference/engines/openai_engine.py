@@ -20,9 +20,9 @@ import httpx
 import msgspec
 
 from services.inference.engines.base import EngineError, Generation
-from shared.backoff import exponential_delay
-from shared.messages import InferenceRequest
-from shared.models_config import OpenAIOptions
+from shared.catalog.models import OpenAIOptions
+from shared.core.backoff import exponential_delay
+from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.openai")
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}

@@ -3,8 +3,8 @@ rules for every engine that tokenizes locally."""
 
 from __future__ import annotations
 
-from shared.api import ChatMessage
-from shared.messages import InferenceRequest
+from shared.wire.api import ChatMessage
+from shared.wire.messages import InferenceRequest
 
 
 def render_prompt(tokenizer, request: InferenceRequest) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 
 from services.inference.engines.base import EngineDead, EngineError, FinishReason, Generation
 from services.inference.engines.prompts import cut_at_stop, render_prompt
-from shared.messages import InferenceRequest
-from shared.models_config import TransformersOptions
+from shared.catalog.models import TransformersOptions
+from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.transformers")
 

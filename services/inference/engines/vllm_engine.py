@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from services.inference.engines.base import EngineDead, EngineError, FinishReason, Generation
-from shared.keys import LANES
-from shared.messages import InferenceRequest
-from shared.models_config import ModelsFileError, VllmOptions
+from shared.catalog.models import ModelsFileError, VllmOptions
+from shared.redis.keys import LANES
+from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.vllm")
 

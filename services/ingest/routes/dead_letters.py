@@ -5,18 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest import openapi
 from services.ingest.access import dead_letter_visible
 from services.ingest.cursors import valid_cursor
 from services.ingest.deps import JobsDep, KeysDep, ModelsDep, RedisDep, TenantDep
-from services.ingest.errors import ApiException
+from services.ingest.errors.client import ApiException
+from services.ingest.openapi import describe
 from services.ingest.paging import AfterDeadLetter, Limit
 from services.ingest.paths import DeadLetterId
 from services.ingest.responses import as_json
-from shared.api import ApiError, DeadLetter, DeadLetterList, Job
-from shared.deadletters import get_dead_letter, tenant_dead_letters
-from shared.errors import RequeueRefused
-from shared.pages import DEFAULT_LIMIT
+from shared.core.errors import RequeueRefused
+from shared.core.pages import DEFAULT_LIMIT
+from shared.lanes.dead_letters import get_dead_letter, tenant_dead_letters
+from shared.wire.api import ApiError, DeadLetter, DeadLetterList, Job
 
 router = APIRouter()
 
@@ -29,7 +29,7 @@ router = APIRouter()
         "The caller's dead letters (those of its jobs and webhook endpoints), oldest first. With auth off, also "
         "those that name no job or endpoint (an unreadable message)."
     ),
-    responses={200: openapi.json_response(DeadLetterList, "A page, oldest first"), **openapi.ERRORS},
+    responses={200: describe.json_response(DeadLetterList, "A page, oldest first"), **describe.ERRORS},
 )
 async def get_dead_letters(
     request: Request,
@@ -50,7 +50,7 @@ async def get_dead_letters(
     response_class=Response,
     summary="One dead letter",
     description="A dead letter of the caller's jobs or webhook endpoints; another tenant's answers 404.",
-    responses={200: openapi.json_response(DeadLetter, "The dead letter"), **openapi.ERRORS},
+    responses={200: describe.json_response(DeadLetter, "The dead letter"), **describe.ERRORS},
 )
 async def get_one_dead_letter(request: Request, dead_id: DeadLetterId, r: RedisDep, keys: KeysDep) -> Response:
     info, _ = await _visible_dead_letter(request, dead_id, r, keys)
@@ -67,9 +67,9 @@ async def get_one_dead_letter(request: Request, dead_id: DeadLetterId, r: RedisD
         "and was not cancelled or expired."
     ),
     responses={
-        200: openapi.json_response(Job, "The request's job"),
-        409: openapi.json_response(ApiError, "Not requeueable"),
-        **openapi.ERRORS,
+        200: describe.json_response(Job, "The request's job"),
+        409: describe.json_response(ApiError, "Not requeueable"),
+        **describe.ERRORS,
     },
 )
 async def requeue_dead_letter(

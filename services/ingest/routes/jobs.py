@@ -11,7 +11,6 @@ import msgspec
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from services.ingest import openapi
 from services.ingest.access import job_not_found, owned_job
 from services.ingest.body import read_limited
 from services.ingest.budget_check import budget_routes
@@ -25,17 +24,16 @@ from services.ingest.deps import (
     TenantDep,
     WebhooksDep,
 )
-from services.ingest.errors import ApiException, over_capacity, replayed_job_expired
+from services.ingest.errors.client import ApiException, over_capacity, replayed_job_expired
+from services.ingest.job_listing import CURSOR_PATTERN, SCAN_PER_PAGE, JobFilter, parse_cursor
 from services.ingest.limits import tenant_limit_error
+from services.ingest.openapi import describe
 from services.ingest.paging import Limit
 from services.ingest.paths import JobId
 from services.ingest.responses import as_json
 from services.ingest.submission import create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
-from shared import metrics
-from shared.api import ApiError, Job, JobCreate, JobList, JobUsage, JobWebhookInfo, RequestCounts
-from shared.api import JobStatus as JobStatusName
-from shared.errors import (
+from shared.core.errors import (
     REDIS_UNAVAILABLE,
     AdmissionRejected,
     IdempotencyConflict,
@@ -44,9 +42,11 @@ from shared.errors import (
     TenantLimitReached,
     redis_refused,
 )
-from shared.job_listing import CURSOR_PATTERN, SCAN_PER_PAGE, JobFilter, parse_cursor
-from shared.pages import DEFAULT_LIMIT
-from shared.states import JobStatus
+from shared.core.pages import DEFAULT_LIMIT
+from shared.core.states import JobStatus
+from shared.ops import metrics
+from shared.wire.api import ApiError, Job, JobCreate, JobList, JobUsage, JobWebhookInfo, RequestCounts
+from shared.wire.api import JobStatus as JobStatusName
 
 router = APIRouter()
 _encoder = msgspec.json.Encoder()
@@ -57,12 +57,12 @@ _encoder = msgspec.json.Encoder()
     status_code=202,
     response_class=Response,
     summary="Submit a job",
-    openapi_extra=openapi.json_body(JobCreate),
+    openapi_extra=describe.json_body(JobCreate),
     responses={
-        202: openapi.json_response(Job, "Accepted: every request is queued"),
-        409: openapi.route_error("The Idempotency-Key was used with another body, or the job it created has expired"),
-        429: openapi.OVER_CAPACITY,
-        **openapi.ERRORS,
+        202: describe.json_response(Job, "Accepted: every request is queued"),
+        409: describe.route_error("The Idempotency-Key was used with another body, or the job it created has expired"),
+        429: describe.OVER_CAPACITY,
+        **describe.ERRORS,
     },
 )
 async def create_job(
@@ -197,7 +197,7 @@ def _metadata_filter(request: Request) -> tuple[str, str] | None:
         "none, and still have `has_more`: its cursor continues where it stopped."
     ),
     openapi_extra={"parameters": [_METADATA_FILTER]},
-    responses={200: openapi.json_response(JobList, "A page of jobs"), **openapi.ERRORS},
+    responses={200: describe.json_response(JobList, "A page of jobs"), **describe.ERRORS},
 )
 async def list_jobs(
     request: Request,
@@ -222,7 +222,7 @@ async def list_jobs(
     "/v1/jobs/{job_id}",
     response_class=Response,
     summary="Get a job's status, counts and usage",
-    responses={200: openapi.json_response(Job, "The job"), **openapi.ERRORS},
+    responses={200: describe.json_response(Job, "The job"), **describe.ERRORS},
 )
 async def get_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:
     await owned_job(request, job_id)
@@ -242,9 +242,9 @@ async def get_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:
         "cancelling a finished job is a 409."
     ),
     responses={
-        200: openapi.json_response(Job, "The job, now cancelling"),
-        409: openapi.json_response(ApiError, "Already finished"),
-        **openapi.ERRORS,
+        200: describe.json_response(Job, "The job, now cancelling"),
+        409: describe.json_response(ApiError, "Already finished"),
+        **describe.ERRORS,
     },
 )
 async def cancel_job(request: Request, job_id: JobId, jobs: JobsDep) -> Response:

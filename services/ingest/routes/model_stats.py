@@ -7,11 +7,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from services.ingest import openapi
 from services.ingest.deps import KeysDep, ModelsDep, RedisDep
+from services.ingest.openapi import describe
 from services.ingest.responses import as_json
-from shared.api import ModelStatsList
-from shared.model_stats import read_stats
+from shared.models.stats import read_stats
+from shared.wire.api import ModelStatsList
 
 router = APIRouter()
 
@@ -24,7 +24,7 @@ router = APIRouter()
         "One item per configured model, in the order of GET /v1/models. `samples` holds one entry per "
         "`bucket_s` seconds over the last `window_s` seconds, oldest first, the current (partial) bucket last."
     ),
-    responses={200: openapi.json_response(ModelStatsList, "Models' recent figures")},
+    responses={200: describe.json_response(ModelStatsList, "Models' recent figures")},
 )
 async def model_stats(r: RedisDep, keys: KeysDep, models: ModelsDep) -> Response:
     return as_json(ModelStatsList(data=await read_stats(r, keys, models.names())))

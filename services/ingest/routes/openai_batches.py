@@ -13,7 +13,6 @@ import msgspec
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from services.ingest import openapi
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
 from services.ingest.body import read_limited
@@ -29,20 +28,10 @@ from services.ingest.deps import (
     SettingsDep,
     TenantDep,
 )
-from services.ingest.errors import ApiException, decode_body, over_capacity, quota_exceeded
+from services.ingest.errors.client import ApiException, decode_body, over_capacity, quota_exceeded
+from services.ingest.file_store import CONTENT_FIELD, META_FIELD, Stored
 from services.ingest.limits import tenant_limit_error
-from services.ingest.paging import AfterBatch, AfterFile, Limit
-from services.ingest.paths import BatchId, FileId
-from services.ingest.responses import as_json
-from services.ingest.submission import create_planned, plan_job
-from shared.api import ApiError, ResultLine
-from shared.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
-from shared.files import CONTENT_FIELD, META_FIELD, Stored
-from shared.ids import new_file_id
-from shared.index_pages import read_indexes, start_at
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.openai_batch import (
+from services.ingest.openai_batch import (
     Batch,
     BatchCreate,
     BatchError,
@@ -53,9 +42,20 @@ from shared.openai_batch import (
     FileList,
     FileObject,
 )
-from shared.pages import DEFAULT_LIMIT, openai_page_of
-from shared.settings import Settings
-from shared.states import BatchStatus, JobStatus, RequestStatus
+from services.ingest.openapi import describe
+from services.ingest.paging import AfterBatch, AfterFile, Limit
+from services.ingest.paths import BatchId, FileId
+from services.ingest.responses import as_json
+from services.ingest.submission import create_planned, plan_job
+from shared.core.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
+from shared.core.ids import new_file_id
+from shared.core.pages import DEFAULT_LIMIT, openai_page_of
+from shared.core.settings import Settings
+from shared.core.states import BatchStatus, JobStatus, RequestStatus
+from shared.jobs.store import JobStore
+from shared.redis.index_pages import read_indexes, start_at
+from shared.redis.keys import Keys
+from shared.wire.api import ApiError, ResultLine
 
 router = APIRouter()
 _enc = msgspec.json.Encoder()
@@ -64,11 +64,11 @@ _file_dec = msgspec.json.Decoder(FileObject)
 _create_dec = msgspec.json.Decoder(BatchCreate)
 _line_dec = msgspec.json.Decoder(ResultLine)
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: openapi.json_response(ApiError, "Malformed request"),
-    404: openapi.json_response(ApiError, "Not found"),
-    413: openapi.json_response(ApiError, "Too large"),
-    422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
-    503: openapi.json_response(ApiError, "Redis unavailable; nothing was written"),
+    400: describe.json_response(ApiError, "Malformed request"),
+    404: describe.json_response(ApiError, "Not found"),
+    413: describe.json_response(ApiError, "Too large"),
+    422: describe.json_response(ApiError, "Invalid field; `error.field` names it"),
+    503: describe.json_response(ApiError, "Redis unavailable; nothing was written"),
 }
 
 
@@ -135,12 +135,12 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
     "and INFERQ_TENANT_FILES: a file larger than the whole byte quota is a 413, one that does not fit what is "
     "left of a quota a 429; both name the quota (`error.quota`), its `limit` and the tenant's usage (`used`).",
     responses={
-        200: openapi.json_response(FileObject, "The stored file"),
+        200: describe.json_response(FileObject, "The stored file"),
         **_ERRORS,
-        413: openapi.route_error(
+        413: describe.route_error(
             "Larger than INFERQ_MAX_BODY_BYTES, or than the tenant's whole byte quota (`error.quota`)"
         ),
-        429: openapi.route_error(
+        429: describe.route_error(
             "The tenant's file quota is used up: `error.quota` names it, with its `limit` and `used`"
         ),
     },
@@ -218,7 +218,7 @@ def _over_quota(settings: Settings, stored: Stored, size: int) -> ApiException:
     "/v1/files/{file_id}",
     response_class=Response,
     summary="A file's metadata",
-    responses={200: openapi.json_response(FileObject, "The file"), **_ERRORS},
+    responses={200: describe.json_response(FileObject, "The file"), **_ERRORS},
 )
 async def get_file(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     if file_id.endswith(("-output", "-errors")):
@@ -262,7 +262,7 @@ async def get_file_content(file_id: FileId, r: RedisDep, keys: KeysDep, jobs: Jo
     "/v1/files/{file_id}",
     response_class=Response,
     summary="Delete an uploaded file",
-    responses={200: openapi.json_response(FileDeleted, "Deleted"), **_ERRORS},
+    responses={200: describe.json_response(FileDeleted, "Deleted"), **_ERRORS},
 )
 async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, files: FilesDep, tenant: TenantDep) -> Response:
     await _owned_file(r, keys, tenant, file_id)
@@ -277,12 +277,12 @@ async def delete_file(file_id: FileId, r: RedisDep, keys: KeysDep, files: FilesD
     summary="Create a batch from an uploaded file (OpenAI Batch API)",
     description="Valid files start at once as a job (`in_progress`); a file with invalid lines gives a `failed` "
     "batch whose `errors` name each line, as OpenAI does.",
-    openapi_extra=openapi.json_body(BatchCreate),
+    openapi_extra=describe.json_body(BatchCreate),
     responses={
         **_ERRORS,
-        200: openapi.json_response(Batch, "The batch"),
-        404: openapi.route_error("No such input file (`input_file_id`)"),
-        429: openapi.OVER_CAPACITY,
+        200: describe.json_response(Batch, "The batch"),
+        404: describe.route_error("No such input file (`input_file_id`)"),
+        429: describe.OVER_CAPACITY,
     },
 )
 async def create_batch(
@@ -372,7 +372,7 @@ async def create_batch(
     "/v1/batches/{batch_id}",
     response_class=Response,
     summary="A batch",
-    responses={200: openapi.json_response(Batch, "The batch"), **_ERRORS},
+    responses={200: describe.json_response(Batch, "The batch"), **_ERRORS},
 )
 async def get_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     return as_json(await _view(jobs, await _load_batch(r, keys, tenant, batch_id)))
@@ -383,8 +383,8 @@ async def get_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep
     response_class=Response,
     summary="Cancel a batch",
     responses={
-        200: openapi.json_response(Batch, "The batch, cancelling"),
-        409: openapi.json_response(ApiError, "Finished"),
+        200: describe.json_response(Batch, "The batch, cancelling"),
+        409: describe.json_response(ApiError, "Finished"),
         **_ERRORS,
     },
 )
@@ -408,7 +408,7 @@ async def cancel_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: Jobs
     "/v1/batches",
     response_class=Response,
     summary="Batches, newest first",
-    responses={200: openapi.json_response(BatchList, "A page of batches, newest first"), **_ERRORS},
+    responses={200: describe.json_response(BatchList, "A page of batches, newest first"), **_ERRORS},
 )
 async def list_batches(
     r: RedisDep,
@@ -434,7 +434,7 @@ async def list_batches(
     "/v1/files",
     response_class=Response,
     summary="Files, newest first",
-    responses={200: openapi.json_response(FileList, "A page of the tenant's uploaded files, newest first"), **_ERRORS},
+    responses={200: describe.json_response(FileList, "A page of the tenant's uploaded files, newest first"), **_ERRORS},
 )
 async def list_files(
     files: FilesDep, tenant: TenantDep, limit: Limit = DEFAULT_LIMIT, after: AfterFile = None

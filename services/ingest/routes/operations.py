@@ -6,13 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest import openapi
 from services.ingest.deps import KeysDep, ModelsDep, RedisDep, TenantDep
 from services.ingest.model_views import model_list
+from services.ingest.openapi import describe
 from services.ingest.responses import as_json
-from shared import metrics
-from shared.api import Health, ModelList
-from shared.outage import OUTAGE, probe_writes
+from shared.ops import metrics
+from shared.redis.outage import OUTAGE, probe_writes
+from shared.wire.api import Health, ModelList
 
 router = APIRouter()
 
@@ -21,7 +21,7 @@ router = APIRouter()
     "/v1/models",
     response_class=Response,
     summary="Configured models, their queues and replicas",
-    responses={200: openapi.json_response(ModelList, "Models")},
+    responses={200: describe.json_response(ModelList, "Models")},
 )
 async def list_models(r: RedisDep, keys: KeysDep, models: ModelsDep, tenant: TenantDep) -> Response:
     return as_json(await model_list(r, keys, models, tenant))
@@ -42,7 +42,7 @@ async def prometheus_metrics(r: RedisDep, keys: KeysDep, models: ModelsDep) -> R
 
 
 @router.get(
-    "/healthz", response_class=Response, summary="Liveness", responses={200: openapi.json_response(Health, "Alive")}
+    "/healthz", response_class=Response, summary="Liveness", responses={200: describe.json_response(Health, "Alive")}
 )
 async def healthz() -> Response:
     return as_json(Health(status="ok"))
@@ -53,8 +53,8 @@ async def healthz() -> Response:
     response_class=Response,
     summary="Readiness: Redis accepts writes",
     responses={
-        200: openapi.json_response(Health, "Ready"),
-        503: openapi.json_response(Health, "Redis unreachable or refusing writes"),
+        200: describe.json_response(Health, "Ready"),
+        503: describe.json_response(Health, "Redis unreachable or refusing writes"),
     },
 )
 async def readyz(request: Request) -> Response:

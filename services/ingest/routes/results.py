@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from services.ingest import job_events, openapi, result_stream
+from services.ingest import job_events, patterns, result_stream
 from services.ingest.access import owned_job
 from services.ingest.cursors import valid_cursor
 from services.ingest.deps import JobsDep, KeysDep, RedisDep
-from services.ingest.errors import ApiException
+from services.ingest.errors.client import ApiException
+from services.ingest.openapi import describe
 from services.ingest.paths import JobId
-from shared import patterns
-from shared.api import ResultLine
-from shared.events import JobEvent, RequestEvent
-from shared.states import FINAL_JOB_STATES
+from shared.core.states import FINAL_JOB_STATES
+from shared.wire.api import ResultLine
+from shared.wire.events import JobEvent, RequestEvent
 
 router = APIRouter()
 
@@ -36,8 +36,8 @@ router = APIRouter()
         "carries the job's status as read just before the first line: when it is final, no line is missing."
     ),
     responses={
-        200: {"description": "Result lines", "content": {"application/x-ndjson": {"schema": openapi.ref(ResultLine)}}},
-        **openapi.ERRORS,
+        200: {"description": "Result lines", "content": {"application/x-ndjson": {"schema": describe.ref(ResultLine)}}},
+        **describe.ERRORS,
     },
 )
 async def get_results(
@@ -98,12 +98,12 @@ async def get_results(
         "closes. Reconnect with `Last-Event-ID` to continue where it stopped."
     ),
     responses={
-        200: openapi.sse_response(
+        200: describe.sse_response(
             "Events until the job's own, then the stream closes",
             {"request.completed": [RequestEvent], **{f"job.{s.value}": [JobEvent] for s in sorted(FINAL_JOB_STATES)}},
             patterns.LAST_EVENT_ID,
         ),
-        **openapi.ERRORS,
+        **describe.ERRORS,
     },
 )
 async def follow_job(

@@ -9,18 +9,17 @@ import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest import openapi
 from services.ingest.body import read_limited
 from services.ingest.deps import SettingsDep, TenantDep, WebhooksDep
-from services.ingest.errors import ApiException, decode_body, quota_exceeded
+from services.ingest.errors.client import ApiException, decode_body, quota_exceeded
+from services.ingest.openapi import describe
 from services.ingest.paging import AfterDelivery, AfterWebhook, Limit
 from services.ingest.paths import DeliveryId, WebhookId
 from services.ingest.responses import as_json
 from services.ingest.webhook_urls import checked_url
-from shared.api import ApiError
-from shared.errors import DeliveryPending, EndpointLimitReached
-from shared.pages import DEFAULT_LIMIT, page_of
-from shared.webhooks import (
+from shared.core.errors import DeliveryPending, EndpointLimitReached
+from shared.core.pages import DEFAULT_LIMIT, page_of
+from shared.webhooks.records import (
     Delivery,
     DeliveryList,
     WebhookCreate,
@@ -29,12 +28,13 @@ from shared.webhooks import (
     delivery_view,
     endpoint_view,
 )
+from shared.wire.api import ApiError
 
 router = APIRouter()
 _create_decoder = msgspec.json.Decoder(WebhookCreate)
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: openapi.json_response(ApiError, "Not found"),
-    422: openapi.json_response(ApiError, "Invalid field; `error.field` names it"),
+    404: describe.json_response(ApiError, "Not found"),
+    422: describe.json_response(ApiError, "Invalid field; `error.field` names it"),
 }
 MAX_BODY_BYTES = 64 * 1024  # an endpoint's registration is small
 
@@ -50,11 +50,11 @@ def _not_found(endpoint_id: str) -> ApiException:
     summary="Register a webhook endpoint",
     description="Events are signed per Standard Webhooks with the returned `secret` (shown only now and on rotation). "
     "URLs must be https and must not resolve to private, loopback or link-local addresses.",
-    openapi_extra=openapi.json_body(WebhookCreate),
+    openapi_extra=describe.json_body(WebhookCreate),
     responses={
-        201: openapi.json_response(WebhookEndpoint, "Created, with its secret"),
+        201: describe.json_response(WebhookEndpoint, "Created, with its secret"),
         **_ERRORS,
-        429: openapi.json_response(
+        429: describe.json_response(
             ApiError, "The tenant has INFERQ_TENANT_WEBHOOKS endpoints already (`error.quota`, `limit`, `used`)"
         ),
     },
@@ -82,7 +82,7 @@ async def create_webhook(request: Request, settings: SettingsDep, store: Webhook
     "/v1/webhooks",
     response_class=Response,
     summary="List webhook endpoints",
-    responses={200: openapi.json_response(WebhookEndpointList, "A page of endpoints, oldest first"), **_ERRORS},
+    responses={200: describe.json_response(WebhookEndpointList, "A page of endpoints, oldest first"), **_ERRORS},
 )
 async def list_webhooks(
     store: WebhooksDep, tenant: TenantDep, limit: Limit = DEFAULT_LIMIT, after: AfterWebhook = None
@@ -99,7 +99,7 @@ def _id(item: WebhookEndpoint | Delivery) -> str:
     "/v1/webhooks/{webhook_id}",
     response_class=Response,
     summary="Get a webhook endpoint",
-    responses={200: openapi.json_response(WebhookEndpoint, "The endpoint"), **_ERRORS},
+    responses={200: describe.json_response(WebhookEndpoint, "The endpoint"), **_ERRORS},
 )
 async def get_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep) -> Response:
     rec = await store.get(webhook_id, tenant)
@@ -113,7 +113,7 @@ async def get_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantD
     response_class=Response,
     summary="Delete a webhook endpoint",
     description="Pending deliveries to it end `endpoint_disabled`.",
-    responses={200: openapi.json_response(WebhookEndpoint, "The deleted endpoint"), **_ERRORS},
+    responses={200: describe.json_response(WebhookEndpoint, "The deleted endpoint"), **_ERRORS},
 )
 async def delete_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep) -> Response:
     rec = await store.get(webhook_id, tenant)
@@ -127,7 +127,7 @@ async def delete_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: Tena
     response_class=Response,
     summary="Rotate the signing secret",
     description="Returns the new secret. For 24 hours events carry signatures with both the old and the new secret.",
-    responses={200: openapi.json_response(WebhookEndpoint, "The endpoint with its new secret"), **_ERRORS},
+    responses={200: describe.json_response(WebhookEndpoint, "The endpoint with its new secret"), **_ERRORS},
 )
 async def rotate_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: TenantDep) -> Response:
     rec = await store.rotate(tenant, webhook_id)
@@ -141,7 +141,7 @@ async def rotate_webhook(webhook_id: WebhookId, store: WebhooksDep, tenant: Tena
     response_class=Response,
     summary="Deliveries to an endpoint",
     responses={
-        200: openapi.json_response(DeliveryList, "A page of deliveries, newest first, with every attempt"),
+        200: describe.json_response(DeliveryList, "A page of deliveries, newest first, with every attempt"),
         **_ERRORS,
     },
 )
@@ -168,8 +168,8 @@ async def list_deliveries(
     summary="Send a delivery again",
     description="Schedules a new attempt now, with the same webhook-id.",
     responses={
-        200: openapi.json_response(Delivery, "The delivery, pending again"),
-        409: openapi.json_response(ApiError, "The endpoint is disabled, or the delivery is still pending"),
+        200: describe.json_response(Delivery, "The delivery, pending again"),
+        409: describe.json_response(ApiError, "The endpoint is disabled, or the delivery is still pending"),
         **_ERRORS,
     },
 )

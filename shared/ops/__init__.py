@@ -1,0 +1,1 @@
+"""Operating the processes: Prometheus metrics and the ops server that serves them with health."""

@@ -1,0 +1,1 @@
+"""The contracts between processes and clients: API bodies, stream messages, CloudEvents."""

@@ -1,0 +1,332 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a real stack:
+redis-server, ingest, dispatcher and CPU dummy-engine workers, auth on with two tenants. Each test
+asserts what the page shows. Screenshots go to each test's tmp dir; with INFERQ_DASHBOARD_SHOTS=DIR
+they are also copied there (that is how docs/dashboard/ is refreshed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inferq.localstack import LocalStack, free_port
+from tests.conftest import ROOT
+from tests.support.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.e2e
+
+KEY_A = "acme-key-0123456789abcdef"
+KEY_B = "beta-key-0123456789abcdef"
+KEY_PAGER = "page-key-0123456789abcdef"
+MODELS = """
+[models.echo]
+engine = "dummy"
+max_inflight = 4
+[models.echo.options]
+latency_ms = 40
+
+[models.scaled]
+engine = "dummy"
+max_inflight = 8
+[models.scaled.options]
+latency_ms = 50
+[models.scaled.scaling]
+backend = "local"
+min_replicas = 0
+max_replicas = 3
+target_per_replica = 100
+scale_down_window_s = 1
+idle_cooldown_s = 2
+
+[models.flaky]
+engine = "dummy"
+max_inflight = 4
+[models.flaky.options]
+flaky_attempts = 1
+[models.flaky.retry]
+max_attempts = 1
+"""
+# The flags Chromium needs here: root without a sandbox, no GPU, and none of its own network calls
+# (this machine refuses them, many at a time).
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+
+
+def _chromium() -> str:
+    """The system's Chromium; the tests never download a browser. Only a platform without Debian's
+    package (macOS, say) skips, and says so; on Linux a missing browser is a failure to fix."""
+    path = os.environ.get("INFERQ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if Path(path).exists():
+        return path
+    if sys.platform.startswith("linux"):
+        pytest.fail("Chromium not found: sudo apt-get install -y chromium (or set INFERQ_CHROMIUM)")
+    pytest.skip(f"no Chromium on this platform ({sys.platform}): the dashboard tests drive Debian's chromium")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dashboard") / "models.toml"
+    path.write_text(MODELS)
+    env = {
+        "INFERQ_AUTH": "on",
+        "INFERQ_API_KEYS": f"acme:{KEY_A},beta:{KEY_B},pager:{KEY_PAGER}",
+        "INFERQ_WEBHOOK_ALLOW_PRIVATE": "1",
+        "INFERQ_WEBHOOK_ALLOW_HTTP": "1",
+    }
+    with LocalStack(path, workdir=path.parent / "stack", env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh tab (its own sessionStorage); a script error in the page fails the test."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
+def _api(stack: LocalStack, key: str) -> httpx.Client:
+    return httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _submit(stack: LocalStack, key: str, model: str, n: int, prefix: str = "r") -> str:
+    with _api(stack, key) as api:
+        requests = [{"custom_id": f"{prefix}{i}", "model": model, "prompt": f"hello {i}"} for i in range(n)]
+        resp = api.post("/v1/jobs", json={"requests": requests})
+    assert resp.status_code == 202, resp.text
+    return resp.json()["id"]
+
+
+def _open(page, stack: LocalStack, key: str, route: str = "#/models", base: str | None = None) -> None:
+    """Load the dashboard, answer its key form, and go to `route`."""
+    page.goto(f"{base or stack.base_url}/ui/{route}")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Use this key").click()
+    page.get_by_text("Live · updated").wait_for()
+
+
+def _shot(page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=tmp_path / f"{name}.png")
+    keep = os.environ.get("INFERQ_DASHBOARD_SHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / f"{name}.png", Path(keep) / f"{name}.png")
+
+
+def _wait_text(locator, pattern: str, timeout_s: float = 30.0) -> str:
+    """The locator's text once it matches `pattern` (polled as the page refreshes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = locator.inner_text()
+        if re.search(pattern, text):
+            return text
+        assert time.monotonic() < deadline, f"{text!r} never matched {pattern!r}"
+        time.sleep(0.1)
+
+
+def test_models_page_shows_the_backlog_rise_and_replicas_go_0_to_n_to_0(page, stack, tmp_path):
+    _open(page, stack, KEY_A)
+    row = page.locator("tr[data-model=scaled]")
+    _wait_text(row.locator("[data-field=replicas]"), r"^0 / 0")
+    assert row.locator("[data-field=backlog]").inner_text().strip() == "0"
+    assert "local" in row.inner_text() and "echo" in page.locator("tbody").inner_text()
+    _wait_text(page.locator("tr[data-model=echo] [data-field=health]"), r"^serving")
+
+    _submit(stack, KEY_A, "scaled", 3000)
+    backlog = _wait_text(row.locator("[data-field=backlog]"), r"^[1-9][\d,]*", 10)
+    assert int(backlog.split()[0].replace(",", "")) > 0
+    replicas = _wait_text(row.locator("[data-field=replicas]"), r"^[1-9] / [1-9]", 15)
+    assert int(replicas.split()[0]) >= 1
+    _wait_text(row.locator("[data-field=scaling]"), r"up from 0")
+    _shot(page, tmp_path, "models")
+
+    _wait_text(row.locator("[data-field=replicas]"), r"^0 / 0", 60)
+    _wait_text(row.locator("[data-field=scaling]"), r"down to zero")
+    assert row.locator("[data-field=backlog]").inner_text().strip() == "0"
+    _wait_text(row.locator("[data-field=throughput]"), r"^[1-9][\d.,]*/s", 10)  # the minute's results
+    assert row.locator("svg.chart polyline.replicas").count() == 1
+
+
+def test_a_jobs_progress_reaches_100_percent_and_its_results_appear(page, stack, tmp_path):
+    job_id = _submit(stack, KEY_A, "echo", 40)
+    _open(page, stack, KEY_A, "#/jobs")
+    row = page.locator(f"tr[data-job={job_id}]")
+    _wait_text(row, r"100%")
+    _wait_text(row.locator("[data-field=status]"), r"^completed$")
+    assert "40/40" in row.inner_text() and "done" in row.locator("[data-field=eta]").inner_text()
+    _shot(page, tmp_path, "jobs")
+
+    page.get_by_label("Filter by status").select_option("cancelled")
+    page.get_by_text("No cancelled jobs").wait_for()
+    page.get_by_label("Filter by status").select_option("completed")
+    row.wait_for()
+
+    row.get_by_role("link", name=job_id).click()
+    page.get_by_role("heading", name=re.compile(f"Job {job_id}")).wait_for()
+    _wait_text(page.locator("[data-field=results-count]"), r"^40 results")
+    results = page.locator("section.results tbody")
+    assert results.locator("tr").count() == 40
+    assert "hello 7" in results.locator("tr[data-custom=r7]").inner_text()
+    assert page.locator("[data-field=succeeded] dd").inner_text() == "40"
+    assert page.locator("[data-field=completion-tokens] dd").inner_text() == "80"
+    _shot(page, tmp_path, "job")
+
+
+def test_jobs_are_paged(page, stack):
+    ids = [_submit(stack, KEY_PAGER, "echo", 1) for _ in range(23)]
+    _open(page, stack, KEY_PAGER, "#/jobs")
+    page.get_by_text("page 1 · 20 jobs · more older").wait_for()
+    assert page.locator(f"tr[data-job={ids[-1]}]").count() == 1  # newest first
+    page.get_by_role("button", name="Older →").click()
+    page.get_by_text("page 2 · 3 jobs").wait_for()
+    assert [page.locator(f"tr[data-job={i}]").count() for i in ids[:3]] == [1, 1, 1]
+    page.get_by_role("button", name="← Newer").click()
+    page.get_by_text("page 1 · 20 jobs").wait_for()
+
+
+def test_cancel_from_the_job_page_asks_first_and_ends_the_job_cancelled(page, stack, tmp_path):
+    job_id = _submit(stack, KEY_A, "echo", 3000, "c")
+    _open(page, stack, KEY_A, f"#/jobs/{job_id}")
+    heading = page.get_by_role("heading", name=re.compile(f"Job {job_id}"))
+    heading.wait_for()
+    page.get_by_role("button", name="Cancel job").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(f"Cancel job {job_id}?").wait_for()
+    dialog.get_by_role("button", name="Keep it").click()  # changing one's mind changes nothing
+    time.sleep(1.2)
+    assert re.search(r"queued|in progress", heading.inner_text()), heading.inner_text()
+
+    page.get_by_role("button", name="Cancel job").click()
+    dialog.get_by_role("button", name="Cancel job").click()
+    page.get_by_text(re.compile("Cancel requested: the job is (cancelling|cancelled)")).wait_for()
+    _wait_text(heading, r"cancelled$")
+    assert int(page.locator("[data-field=cancelled] dd").inner_text().replace(",", "")) > 0
+    assert page.get_by_role("button", name="Cancel job").count() == 0
+    with _api(stack, KEY_A) as api:
+        assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_dead_letter_is_requeued_from_its_page(page, stack, tmp_path):
+    job_id = _submit(stack, KEY_A, "flaky", 1, "flaky")  # fails its one attempt: dead-lettered
+    _open(page, stack, KEY_A, "#/dead-letters")
+    row = page.locator("tbody tr", has_text=job_id)
+    _wait_text(row, r"max_attempts_exceeded")
+    _shot(page, tmp_path, "dead-letters")
+
+    row.get_by_role("link").first.click()
+    page.get_by_role("heading", name=re.compile("Dead letter")).wait_for()
+    assert "flaky0" in page.locator("main").inner_text()
+    _shot(page, tmp_path, "dead-letter")
+    page.get_by_role("button", name="Requeue").click()
+    page.get_by_role("dialog").get_by_role("button", name="Requeue").click()
+    page.get_by_text(re.compile(f"Requeued: request flaky0 runs again; job {job_id} is")).wait_for()
+
+    page.get_by_role("link", name=job_id).click()  # the second attempt succeeds
+    _wait_text(page.get_by_role("heading", name=re.compile(f"Job {job_id}")), r"completed$")
+    assert page.locator("[data-field=succeeded] dd").inner_text() == "1"
+
+
+def test_a_wrong_key_and_an_unreachable_api_each_show_their_banner(page, stack, tmp_path):
+    page.goto(f"{stack.base_url}/ui/#/jobs")
+    banner = page.get_by_role("alert")
+    _wait_text(banner, r"This API needs an API key")
+    page.get_by_label("API key").fill("not-a-valid-key-000000000")
+    page.get_by_role("button", name="Use this key").click()
+    _wait_text(banner, r"The API refused this key \(401 Unauthorized\)")
+    _shot(page, tmp_path, "key-refused")
+    page.get_by_label("API key").fill(KEY_A)
+    page.get_by_role("button", name="Use this key").click()
+    banner.wait_for(state="hidden")
+
+    # a second API process of the same stack, stopped while the page is open
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.ingest"],
+        env={**stack.env(), "INFERQ_PORT": str(port)},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the second API did not start"
+            time.sleep(0.1)
+        other = page.context.new_page()
+        _open(other, stack, KEY_A, "#/models", base=base)
+        assert other.get_by_role("alert").is_hidden()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    _wait_text(other.get_by_role("alert"), r"The API is unreachable")
+    assert "Models" in other.locator("main").inner_text()  # what was shown stays, marked stale
+    _shot(other, tmp_path, "unreachable")
+
+
+def test_another_tenants_job_is_not_found(page, stack):
+    job_id = _submit(stack, KEY_A, "echo", 1, "mine")
+    _open(page, stack, KEY_B, f"#/jobs/{job_id}")
+    page.get_by_role("heading", name="Job not found").wait_for()
+    assert page.locator("section.results").is_hidden()  # nothing of the job is shown
+    page.get_by_role("link", name="Jobs").first.click()
+    page.get_by_text("No jobs yet.").wait_for()
+
+
+def test_webhook_deliveries_show_status_codes_and_redeliver(page, stack, tmp_path):
+    with Receiver() as receiver, _api(stack, KEY_A) as api:
+        receiver.on("/hook", 200)
+        hook = api.post("/v1/webhooks", json={"url": receiver.url("/hook"), "events": ["job.completed"]}).json()
+        _submit(stack, KEY_A, "echo", 1, "hooked")
+        _open(page, stack, KEY_A, "#/webhooks")
+        row = page.locator(f"tr[data-webhook={hook['id']}]")
+        assert "job.completed" in row.inner_text()
+        _shot(page, tmp_path, "webhooks")
+        row.get_by_role("link", name=hook["id"]).click()
+        delivery = page.locator("tr[data-delivery]").first
+        _wait_text(delivery.locator("[data-field=code]"), r"^200$")
+        _shot(page, tmp_path, "webhook")
+        delivery.get_by_role("button", name="Redeliver").click()
+        page.get_by_text(re.compile("Redelivery of .* queued")).wait_for()
+        deadline = time.monotonic() + 20
+        while len(receiver.calls_to("/hook")) < 2:
+            assert time.monotonic() < deadline, "the redelivery never arrived"
+            time.sleep(0.1)
+        _wait_text(delivery, r"\b2\b")  # two attempts
