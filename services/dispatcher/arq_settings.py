@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+import redis.asyncio as aioredis
 from arq import cron
 from arq.connections import RedisSettings
 from arq.cron import CronJob
@@ -61,27 +62,7 @@ async def startup(ctx: dict) -> None:
         r, keys, jobs, claim_idle_ms=idle_ms, max_deliveries=settings.max_deliveries, liveness=liveness
     )
     autoscaler = Autoscaler(r, keys, models, _backends(r, keys, models))
-    webhooks = WebhookStore(
-        r,
-        keys,
-        delivery_ttl_s=settings.webhook_delivery_ttl_s,
-        deliveries_per_endpoint=settings.webhook_deliveries_per_endpoint,
-    )
-    fanout = WebhookFanout(
-        r,
-        keys,
-        webhooks,
-        claim_idle_ms=idle_ms,
-        max_deliveries=settings.max_deliveries,
-        events_bound=settings.webhook_events_maxlen,
-        liveness=liveness,
-    )
-    attempts = WebhookAttempts(
-        r,
-        keys,
-        lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
-        max_per_endpoint=settings.webhook_max_concurrency_per_endpoint,
-    )
+    webhooks, fanout, attempts = _webhook_parts(r, keys, liveness, idle_ms)
     ctx.update(
         keys=keys,
         models=models,
@@ -117,6 +98,34 @@ async def startup(ctx: dict) -> None:
     for task in ctx["consumers"]:
         task.add_done_callback(_exit_if_failed)
     log.info("dispatcher started", extra={"router": router.consumer, "collector": collector.consumer})
+
+
+def _webhook_parts(
+    r: aioredis.Redis, keys: Keys, liveness: Liveness, idle_ms: int
+) -> tuple[WebhookStore, WebhookFanout, WebhookAttempts]:
+    """The webhook store, the fan-out of events into deliveries, and the due attempts."""
+    webhooks = WebhookStore(
+        r,
+        keys,
+        delivery_ttl_s=settings.webhook_delivery_ttl_s,
+        deliveries_per_endpoint=settings.webhook_deliveries_per_endpoint,
+    )
+    fanout = WebhookFanout(
+        r,
+        keys,
+        webhooks,
+        claim_idle_ms=idle_ms,
+        max_deliveries=settings.max_deliveries,
+        events_bound=settings.webhook_events_maxlen,
+        liveness=liveness,
+    )
+    attempts = WebhookAttempts(
+        r,
+        keys,
+        lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
+        max_per_endpoint=settings.webhook_max_concurrency_per_endpoint,
+    )
+    return webhooks, fanout, attempts
 
 
 _LOCAL: list[LocalBackend] = []

@@ -131,6 +131,29 @@ class FallbackMover:
         return usable
 
     async def _serve(self, name: str, rec: HealthRecord, now_ms: int) -> tuple[int, int]:
+        queued, routed = await self._waiting(name)
+        jobs = {j for ids in queued.values() for j in ids} | {w.job_id for es in routed.values() for _, w in es}
+        tenants = await self._tenants(sorted(jobs))
+        plan = self._plan(name, rec, now_ms, queued, routed, tenants)
+        moved = ended = 0
+        for (to, reason), b in plan.batches.items():
+            m, e = await self._move(b, reason=reason, now_ms=now_ms)
+            if m or e:
+                log.warning(
+                    "%s: %d requests moved to %s, %d ended (%s)",
+                    name,
+                    m,
+                    to,
+                    e,
+                    reason,
+                    extra={"model": name, "reason": reason},
+                )
+            moved, ended = moved + m, ended + e
+        return moved, ended
+
+    async def _waiting(self, name: str) -> tuple[dict[str, list[str]], dict[str, list[tuple[bytes, _Waiting]]]]:
+        """What waits for the model, per lane: the jobs with a staging queue, and the entries of its
+        lane streams that no worker has read yet."""
         k = self.keys
         async with self.r.pipeline(transaction=False) as pipe:
             for lane in LANES:
@@ -145,14 +168,25 @@ class FallbackMover:
         routed: dict[str, list[tuple[bytes, _Waiting]]] = {}
         for lane, stream, groups in zip(LANES, k.model_streams(name), replies[2:]):
             routed[lane] = await self._unread(stream, groups)
-        jobs = {j for ids in queued.values() for j in ids} | {w.job_id for es in routed.values() for _, w in es}
-        tenants = await self._tenants(sorted(jobs))
+        return queued, routed
+
+    def _plan(
+        self,
+        name: str,
+        rec: HealthRecord,
+        now_ms: int,
+        queued: dict[str, list[str]],
+        routed: dict[str, list[tuple[bytes, _Waiting]]],
+        tenants: dict[str, str],
+    ) -> _Plan:
+        """The moves, batched per (target, reason): everything of a tenant the model cannot serve,
+        and what would wait longer than its max_queue_wait at the model's read rate."""
         cfg = self.models.models[name]
         ms_each = 1000 / rec.read_rate if rec.read_rate > 0 else 0.0
         plan = _Plan()
 
         def batch(to: str | None, reason: str) -> MoveBatch:
-            return plan.batches.setdefault((to, reason), MoveBatch(k, name, to))
+            return plan.batches.setdefault((to, reason), MoveBatch(self.keys, name, to))
 
         ahead = {"interactive": 0, "batch": len(routed["interactive"])}
         for lane in LANES:
@@ -177,21 +211,7 @@ class FallbackMover:
                 elif to is not None and cfg.fallback:
                     behind = ahead[lane] + len(routed[lane])
                     batch(to, "max_queue_wait").queue(lane, job_id, most=1000, ahead=behind, ms_each=ms_each)
-        moved = ended = 0
-        for (to, reason), b in plan.batches.items():
-            m, e = await self._move(b, reason=reason, now_ms=now_ms)
-            if m or e:
-                log.warning(
-                    "%s: %d requests moved to %s, %d ended (%s)",
-                    name,
-                    m,
-                    to,
-                    e,
-                    reason,
-                    extra={"model": name, "reason": reason},
-                )
-            moved, ended = moved + m, ended + e
-        return moved, ended
+        return plan
 
     def _decide(self, name: str, tenant: str) -> tuple[str | None, str | None]:
         """(next model, reason to move everything now): reason None means move only what is overdue."""

@@ -95,58 +95,8 @@ class Router(BatchConsumer):
         batch = AdmitBatch(self.keys)
         touched: set[str] = set()  # models with requests in this batch
         for entry_id, fields in entries:
-            raw = fields.get(PAYLOAD_FIELD.encode(), b"")
             times = (deliveries or {}).get(entry_id, 1)
-            try:
-                chunk = chunk_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
-                log.error("undecodable ingest entry %s moved to the dead-letter stream", entry_id)
-                batch.entry(
-                    entry_id,
-                    [
-                        self._dead(
-                            batch,
-                            raw,
-                            DeadLetter(source=self.stream, reason="undecodable", attempts=times, error=str(exc)),
-                        )
-                    ],
-                )
-                continue
-            skip = int(fields.get(_SKIP, 0))  # the first ones went straight to their lane stream at creation
-            if times > self.max_deliveries:
-                why = f"ingest chunk delivered {times} times; each router that took it stopped before finishing"
-                log.error(why, extra={"job_id": chunk.job_id})
-                info = DeadLetter(
-                    source=self.stream, reason="max_attempts_exceeded", attempts=times, error=why, job_id=chunk.job_id
-                )
-                batch.entry(
-                    entry_id,
-                    [
-                        self._dead(batch, raw, info),
-                        *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items[skip:]),
-                    ],
-                )
-                continue
-            groups: dict[tuple[str, str], list[bytes]] = {}
-            ops: list[list] = []
-            for model, lane, payload in chunk.items[skip:]:
-                if model in self.models.models and lane in LANES:
-                    groups.setdefault((model, lane), []).append(payload)
-                else:
-                    failed = _unroutable_result(chunk.job_id, payload)
-                    ops.append(
-                        batch.result(failed)
-                        if failed is not None
-                        else self._dead(
-                            batch,
-                            payload,
-                            DeadLetter(source=self.stream, reason="undecodable", attempts=times, job_id=chunk.job_id),
-                        )
-                    )
-            for (model, lane), payloads in groups.items():
-                ops.append(batch.stage(model, lane, chunk.job_id, payloads, self._direct(model)))
-                touched.add(model)
-            batch.entry(entry_id, ops)
+            batch.entry(entry_id, self._entry_ops(batch, entry_id, fields, times, touched))
         n, staged = await self._admit(batch)
         self.admitted += n
         self.routed += n - staged  # sent straight to their lane streams
@@ -154,6 +104,44 @@ class Router(BatchConsumer):
             self._due |= touched
             self._waiting = True
         return n
+
+    def _entry_ops(self, batch: AdmitBatch, entry_id: bytes, fields: dict, times: int, touched: set[str]) -> list:
+        """What admitting one ingest entry does: its requests staged per (model, lane), or the
+        entry dead-lettered (undecodable, or delivered more than `max_deliveries` times)."""
+        raw = fields.get(PAYLOAD_FIELD.encode(), b"")
+        try:
+            chunk = chunk_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            log.error("undecodable ingest entry %s moved to the dead-letter stream", entry_id)
+            info = DeadLetter(source=self.stream, reason="undecodable", attempts=times, error=str(exc))
+            return [self._dead(batch, raw, info)]
+        skip = int(fields.get(_SKIP, 0))  # the first ones went straight to their lane stream at creation
+        if times > self.max_deliveries:
+            why = f"ingest chunk delivered {times} times; each router that took it stopped before finishing"
+            log.error(why, extra={"job_id": chunk.job_id})
+            info = DeadLetter(
+                source=self.stream, reason="max_attempts_exceeded", attempts=times, error=why, job_id=chunk.job_id
+            )
+            return [
+                self._dead(batch, raw, info),
+                *(batch.drop(p, "max_attempts_exceeded") for _, _, p in chunk.items[skip:]),
+            ]
+        groups: dict[tuple[str, str], list[bytes]] = {}
+        ops: list[list] = []
+        for model, lane, payload in chunk.items[skip:]:
+            if model in self.models.models and lane in LANES:
+                groups.setdefault((model, lane), []).append(payload)
+                continue
+            failed = _unroutable_result(chunk.job_id, payload)
+            if failed is not None:
+                ops.append(batch.result(failed))
+            else:
+                info = DeadLetter(source=self.stream, reason="undecodable", attempts=times, job_id=chunk.job_id)
+                ops.append(self._dead(batch, payload, info))
+        for (model, lane), payloads in groups.items():
+            ops.append(batch.stage(model, lane, chunk.job_id, payloads, self._direct(model)))
+            touched.add(model)
+        return ops
 
     def _direct(self, model: str) -> tuple[int, int, int] | None:
         if not self.direct:

@@ -48,7 +48,7 @@ IMAGE_ENV = {"INFERQ_MODELS": REMOTE_MODELS_FILE, "HF_HOME": HF_CACHE, "HF_XET_H
 # The checkout this module is deployed from; in a container the module sits alone in /root.
 _HERE = Path(__file__).resolve()
 PYPROJECT = _HERE.parents[2] / "pyproject.toml" if len(_HERE.parents) > 2 else None
-# The code a container runs: the Python source and the Lua scripts beside it (shared/lua), which
+# The code a container runs: the Python source and the Lua scripts in the `lua/` folders beside it, which
 # the worker loads at start; Modal's default would carry `.py` files only.
 CONTAINER_SOURCE = ~modal.FilePatternMatcher("**/*.py", "**/*.lua")
 

@@ -366,71 +366,96 @@ class InferenceWorker:
         queued_ms = max(0.0, started * 1000 - req.accepted_ms)
         output = error = None
         usage = Usage()
-        retry = self.model.retry
-        attempt = 0
         try:
-            while True:
-                attempt += 1
-                try:
-                    self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
-                    try:
-                        gen = await self.engine.generate(req, LANES[key[0]])
-                    finally:
-                        self.deadlines.end(key)
-                    output = Output(text=gen.text, finish_reason=gen.finish_reason)
-                    usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
-                    break
-                except asyncio.CancelledError:
-                    if not self.deadlines.expired(key):
-                        raise  # a stop, or shutting down: handled below
-                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                    error = ErrorInfo(
-                        code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s"
-                    )
-                    break
-                except EngineDead as exc:
-                    self._engine_died(exc)
-                    self.inflight.pop(key, None)
-                    return  # not acknowledged: reclaimed elsewhere, its delivery count growing
-                except EngineError as exc:
-                    if not exc.retryable:
-                        error = ErrorInfo(code=exc.code, message=exc.message)
-                        break
-                    if attempt >= retry.max_attempts:
-                        to = await self._next_model()
-                        if to is not None:
-                            self._move_on(key, req, to, attempt, exc)
-                            return
-                        self._give_up(
-                            key,
-                            raw,
-                            req,
-                            attempt,
-                            f"gave up after {attempt} attempts; last error {exc.code}: {exc.message}",
-                        )
-                        return
-                    delay = exponential_delay(attempt, retry.backoff_s, retry.backoff_max_s)
-                    log.info(
-                        "retrying in %.1fs after %s",
-                        delay,
-                        exc.code,
-                        extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt},
-                    )
-                    await asyncio.sleep(delay)
+            ran = await self._attempts(key, raw, req)
+            if ran is None:
+                return  # moved on, given up or the engine died: settled (or left) where that happened
+            output, usage, error = ran
         except asyncio.CancelledError:
-            self.inflight.pop(key, None)
-            reason = self._stopped.pop(key, None)
-            if reason is None:
+            if not self._settle_stopped(key, req, moved):
                 raise  # shutting down, or another worker owns it now: not acknowledged here
-            # its job was cancelled or expired: the engine has aborted it; it ends like a queued one,
-            # but charged for the time it ran
-            line = dropped_line(req, reason)
-            line.fallback_reason = moved
-            self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
             return
         except Exception as exc:  # an engine bug must fail the request, not the worker
             log.exception("engine failed", extra={"request_id": req.request_id, "job_id": req.job_id})
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+        self._finish(key, req, moved, started, queued_ms, output, usage, error)
+
+    async def _attempts(
+        self, key: Key, raw: bytes, req: InferenceRequest
+    ) -> tuple[Output | None, Usage, ErrorInfo | None] | None:
+        """Run the request, retrying retryable engine errors with backoff: (output, usage, error),
+        or None when it left this worker's hands (moved along its fallback chain, given up into
+        the dead letters, or not acknowledged because the engine died)."""
+        retry = self.model.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
+                try:
+                    gen = await self.engine.generate(req, LANES[key[0]])
+                finally:
+                    self.deadlines.end(key)
+                usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
+                return Output(text=gen.text, finish_reason=gen.finish_reason), usage, None
+            except asyncio.CancelledError:
+                if not self.deadlines.expired(key):
+                    raise  # a stop, or shutting down
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                timeout = f"no answer within {self.model.request_timeout_s:g}s"
+                return None, Usage(), ErrorInfo(code="request_timeout", message=timeout)
+            except EngineDead as exc:
+                self._engine_died(exc)
+                self.inflight.pop(key, None)
+                return None  # not acknowledged: reclaimed elsewhere, its delivery count growing
+            except EngineError as exc:
+                if not exc.retryable:
+                    return None, Usage(), ErrorInfo(code=exc.code, message=exc.message)
+                if attempt >= retry.max_attempts:
+                    await self._exhausted(key, raw, req, attempt, exc)
+                    return None
+                delay = exponential_delay(attempt, retry.backoff_s, retry.backoff_max_s)
+                log.info(
+                    "retrying in %.1fs after %s",
+                    delay,
+                    exc.code,
+                    extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt},
+                )
+                await asyncio.sleep(delay)
+
+    async def _exhausted(self, key: Key, raw: bytes, req: InferenceRequest, attempt: int, exc: EngineError) -> None:
+        """Every attempt failed retryably: on to the next model of the chain, else the dead letters."""
+        to = await self._next_model()
+        if to is not None:
+            self._move_on(key, req, to, attempt, exc)
+            return
+        self._give_up(key, raw, req, attempt, f"gave up after {attempt} attempts; last error {exc.code}: {exc.message}")
+
+    def _settle_stopped(self, key: Key, req: InferenceRequest, moved: FallbackReason | None) -> bool:
+        """A request cancelled while it ran: whether it was its job's cancel or expiry (then the
+        engine has aborted it and it ends like a queued one, but charged for the time it ran)."""
+        self.inflight.pop(key, None)
+        reason = self._stopped.pop(key, None)
+        if reason is None:
+            return False
+        line = dropped_line(req, reason)
+        line.fallback_reason = moved
+        self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
+        return True
+
+    def _finish(
+        self,
+        key: Key,
+        req: InferenceRequest,
+        moved: FallbackReason | None,
+        started: float,
+        queued_ms: float,
+        output: Output | None,
+        usage: Usage,
+        error: ErrorInfo | None,
+    ) -> None:
+        """The request's result line, counted in the model's stats (and, for the first result of
+        this process, its start phases), settled for publishing."""
         inference_s = time.time() - started
         status = RequestStatus.FAILED if error else RequestStatus.SUCCEEDED
         if error is None and self._recording is None and not self.start_clock.recorded:

@@ -46,7 +46,6 @@ def plan_job(
     """Check the body and encode its requests for the ingest stream. With `budgets`, requests for
     a model a reached spend limit covers are written to the next model of its chain instead."""
     doc = decode_body(_decoder, body)
-
     items, field = _items(doc)
     if len(items) > max_requests:
         raise ApiException(
@@ -55,56 +54,19 @@ def plan_job(
             type="request_too_large",
             field=field,
         )
-
     job_id = new_job_id()
     created_ms = int(time.time() * 1000)
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # custom_id -> the index that used it first
     model_totals: dict[str, int] = {}
     encoded: list[tuple[str, str, bytes]] = []
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
-        model = models.get(item.model)
-        if model is None:
-            raise ApiException(
-                422,
-                f"{where}.model: unknown model {item.model!r}; known models: {', '.join(models.names())}",
-                type="model_not_found",
-                field=f"{where}.model",
-                index=i,
-                known_models=models.names(),
-            )
-        prompt, messages, custom_id = _content(item, where, i)
-        size = len(prompt) if prompt is not None else sum(len(m.content) for m in messages or ())
-        if size > max_prompt_chars:
-            what = "prompt" if prompt is not None else "messages"
-            raise ApiException(
-                422,
-                f"{where}.{what}: {size} characters, more than the limit of {max_prompt_chars} per request",
-                type="prompt_too_long",
-                field=f"{where}.{what}",
-                index=i,
-            )
+        model = _model_of(item, where, i, models)
+        prompt, messages, custom_id = _content_within(item, where, i, max_prompt_chars)
         rid = request_id(job_id, i)
-        if custom_id is None:
-            custom_id = rid
-        elif custom_id in seen:
-            raise ApiException(
-                422,
-                f"{where}.custom_id: duplicate custom_id {custom_id!r} (also used by {field}[{seen[custom_id]}]); "
-                "custom_id must be unique within a job",
-                field=f"{where}.custom_id",
-                index=i,
-            )
+        custom_id = rid if custom_id is None else _unique_custom_id(custom_id, where, i, seen, field)
         seen[custom_id] = i
-        max_tokens = item.max_tokens or model.default_max_tokens
-        if max_tokens > model.max_tokens_limit:
-            raise ApiException(
-                422,
-                f"{where}.max_tokens: {max_tokens} exceeds the limit of {model.max_tokens_limit}"
-                f" for model {item.model!r}",
-                field=f"{where}.max_tokens",
-                index=i,
-            )
+        max_tokens = _max_tokens(item, model, where, i)
         lane = item.priority or doc.priority
         req = InferenceRequest(
             request_id=rid,
@@ -114,24 +76,99 @@ def plan_job(
             accepted_ms=created_ms,
             prompt=prompt,
             messages=messages,
-            params=SamplingParams(
-                max_tokens=max_tokens,
-                temperature=item.temperature,
-                top_p=item.top_p,
-                stop=[item.stop] if isinstance(item.stop, str) else item.stop,
-                seed=item.seed,
-            ),
+            params=_sampling(item, max_tokens),
             max_queue_wait_ms=max_queue_wait_ms(item.max_queue_wait, doc.max_queue_wait, lane, model),
         )
-        payload = _encoder.encode(req)
-        target = budgets.target(item.model) if budgets is not None else None
-        if target is None:
-            encoded.append((item.model, lane, payload))
-        else:  # as the fallback mover would move it (shared/wire/messages.py MovedRequest)
-            encoded.append((target, lane, _encoder.encode(("budget_exceeded", req))))
+        encoded.append(_encoded(req, lane, budgets))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
-
     chunks = _chunks(job_id, encoded, models)
+    _check_backlogs(model_totals, models, field)
+    return JobPlan(
+        job_id=job_id,
+        created_ms=created_ms,
+        expires_ms=created_ms + _window_ms(doc.completion_window),
+        priority=doc.priority,
+        model_totals=model_totals,
+        metadata=doc.metadata,
+        chunks=chunks,
+        webhook=doc.webhook,
+        routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
+    )
+
+
+def _model_of(item: RequestSpec | PromptSpec, where: str, i: int, models: ModelsConfig) -> ModelConfig:
+    model = models.get(item.model)
+    if model is None:
+        raise ApiException(
+            422,
+            f"{where}.model: unknown model {item.model!r}; known models: {', '.join(models.names())}",
+            type="model_not_found",
+            field=f"{where}.model",
+            index=i,
+            known_models=models.names(),
+        )
+    return model
+
+
+def _content_within(item: RequestSpec | PromptSpec, where: str, i: int, max_prompt_chars: int):
+    """(prompt, messages, custom_id) of one request, its size checked against the limit."""
+    prompt, messages, custom_id = _content(item, where, i)
+    size = len(prompt) if prompt is not None else sum(len(m.content) for m in messages or ())
+    if size > max_prompt_chars:
+        what = "prompt" if prompt is not None else "messages"
+        raise ApiException(
+            422,
+            f"{where}.{what}: {size} characters, more than the limit of {max_prompt_chars} per request",
+            type="prompt_too_long",
+            field=f"{where}.{what}",
+            index=i,
+        )
+    return prompt, messages, custom_id
+
+
+def _max_tokens(item: RequestSpec | PromptSpec, model: ModelConfig, where: str, i: int) -> int:
+    max_tokens = item.max_tokens or model.default_max_tokens
+    if max_tokens > model.max_tokens_limit:
+        raise ApiException(
+            422,
+            f"{where}.max_tokens: {max_tokens} exceeds the limit of {model.max_tokens_limit} for model {item.model!r}",
+            field=f"{where}.max_tokens",
+            index=i,
+        )
+    return max_tokens
+
+
+def _sampling(item: RequestSpec | PromptSpec, max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=item.temperature,
+        top_p=item.top_p,
+        stop=[item.stop] if isinstance(item.stop, str) else item.stop,
+        seed=item.seed,
+    )
+
+
+def _unique_custom_id(custom_id: str, where: str, i: int, seen: dict[str, int], field: str) -> str:
+    if custom_id in seen:
+        raise ApiException(
+            422,
+            f"{where}.custom_id: duplicate custom_id {custom_id!r} (also used by {field}[{seen[custom_id]}]); "
+            "custom_id must be unique within a job",
+            field=f"{where}.custom_id",
+            index=i,
+        )
+    return custom_id
+
+
+def _encoded(req: InferenceRequest, lane: str, budgets: BudgetRoutes | None) -> tuple[str, str, bytes]:
+    """(model stream, lane, payload): to its own model, or where a reached spend limit sends it."""
+    target = budgets.target(req.model) if budgets is not None else None
+    if target is None:
+        return req.model, lane, _encoder.encode(req)
+    return target, lane, _encoder.encode(("budget_exceeded", req))  # as the fallback mover would move it
+
+
+def _check_backlogs(model_totals: dict[str, int], models: ModelsConfig, field: str) -> None:
     for name, n in model_totals.items():
         limit = models.models[name].flow.max_backlog
         if n > limit:
@@ -142,18 +179,6 @@ def plan_job(
                 type="request_too_large",
                 field=field,
             )
-    window_ms = _window_ms(doc.completion_window)
-    return JobPlan(
-        job_id=job_id,
-        created_ms=created_ms,
-        expires_ms=created_ms + window_ms,
-        priority=doc.priority,
-        model_totals=model_totals,
-        metadata=doc.metadata,
-        chunks=chunks,
-        webhook=doc.webhook,
-        routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
-    )
 
 
 def _chunks(job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsConfig) -> list[bytes | DirectChunk]:

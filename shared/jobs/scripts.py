@@ -1,6 +1,6 @@
-"""Wrappers of the scripts that change job records (shared/lua): each names its KEYS and ARGV,
-packs them (msgpack, shared/redis/luapack.py) and decodes the reply. Key names come from `shared.redis.keys`;
-what the scripts decide is documented at the top of their `.lua` file."""
+"""Wrappers of the scripts that change job records (lua/ beside this module): each names its KEYS
+and ARGV, packs them (msgpack, shared/redis/luapack.py) and decodes the reply. Key names come from
+`shared.redis.keys`; what the scripts decide is documented at the top of their `.lua` file."""
 
 from __future__ import annotations
 
@@ -75,17 +75,7 @@ class CreateJob:
             *(k.flow(m) for m in models),
         ]
         key_list = luapack.KeyList(fixed)
-        b = luapack.lua_bytes
-        packed: list = []
-        for c in chunks:
-            if isinstance(c, bytes):
-                packed.append(b(c))
-                continue
-            interactive, batch = k.model_streams(c.model)
-            streams = [key_list.index(interactive), key_list.index(batch)]
-            direct = [*streams, c.high_watermark, c.low_watermark, c.batch_bundle]
-            ring, flow = key_list.index(k.staging_ring(c.model, c.lane)), key_list.index(k.flow(c.model))
-            packed.append([b(c.chunk), direct, ring, flow, c.lane, [b(p) for p in c.payloads]])
+        packed = self._chunks(key_list, chunks)
         fields: list = []
         for name, value in record.items():
             fields += (name, str(value))
@@ -108,6 +98,22 @@ class CreateJob:
         }
         reply = await self._script(keys=key_list.keys, args=[luapack.pack(args)])
         return CreateVerdict(*(v.decode() for v in reply))
+
+    def _chunks(self, key_list: luapack.KeyList, chunks: list[bytes | DirectChunk]) -> list:
+        """Each chunk as the script reads it: an ingest entry, or one that may go straight to its
+        lane stream with the KEYS indexes of its streams, staging ring and flow hash."""
+        k, b = self.k, luapack.lua_bytes
+        packed: list = []
+        for c in chunks:
+            if isinstance(c, bytes):
+                packed.append(b(c))
+                continue
+            interactive, batch = k.model_streams(c.model)
+            streams = [key_list.index(interactive), key_list.index(batch)]
+            direct = [*streams, c.high_watermark, c.low_watermark, c.batch_bundle]
+            ring, flow = key_list.index(k.staging_ring(c.model, c.lane)), key_list.index(k.flow(c.model))
+            packed.append([b(c.chunk), direct, ring, flow, c.lane, [b(p) for p in c.payloads]])
+        return packed
 
 
 class MarkStarted:

@@ -5,7 +5,7 @@ request_id -> 'r'|'d' that makes each start and each result count exactly once; 
 finished result lines whose entry ids are the results cursor. Counts that can be derived are:
 queued = total - running - terminal.
 
-Every change runs as one Lua script (shared/lua, called through shared/jobs/scripts.py), together
+Every change runs as one Lua script (shared/jobs/lua, called through shared/jobs/scripts.py), together
 with the XACK of the message that caused it, so a crash never leaves a change half made or a message
 acknowledged without effect.
 """
@@ -30,7 +30,7 @@ from shared.core.errors import (
     TenantLimitReached,
 )
 from shared.core.states import FINAL_REQUEST_STATES, STOP_FOR_REASON, STOPPING_JOB_STATES, JobStatus, RequestStatus
-from shared.jobs.scripts import CreateJob, MarkStarted, RecordResults, Requeue, StopJob
+from shared.jobs.scripts import CreateJob, CreateVerdict, MarkStarted, RecordResults, Requeue, StopJob
 from shared.ops import metrics
 from shared.redis import luapack
 from shared.redis.keys import JobField, Keys, UsageField, model_field
@@ -85,28 +85,13 @@ class JobStore:
         or nothing of it does. Returns the id of the job created, or of the job an earlier request
         with the same (tenant, Idempotency-Key, body) created. Raises AdmissionRejected,
         IdempotencyConflict or IdempotentJobExpired (that job's record is gone), having written nothing."""
-        total = sum(model_totals.values())
         expires_ms = expires_ms or created_ms + 24 * 3600 * 1000
-        record: dict[str, str | int] = {
-            JobField.ID: job_id,
-            JobField.STATUS: JobStatus.QUEUED.value,
-            JobField.PRIORITY: priority,
-            JobField.CREATED_MS: created_ms,
-            JobField.EXPIRES_MS: expires_ms,
-            JobField.TOTAL: total,
-            JobField.DONE: 0,
-            JobField.METADATA: msgspec.json.encode(metadata).decode(),
-            JobField.MODELS: msgspec.json.encode(sorted(model_totals)).decode(),
-        }
-        for model, n in model_totals.items():
-            record[model_field(model, JobField.TOTAL)] = n
-        record.update(extra or {})
         limits = model_limits or {}
         idem_key, idem_value = None, ""
         if idempotency:
             tenant, key, body_hash = idempotency
             idem_key, idem_value = self.keys.idempotency(tenant, key), f"{job_id}:{body_hash}"
-        record[JobField.TENANT] = tenant
+        record = _job_record(job_id, created_ms, expires_ms, priority, model_totals, metadata, extra, tenant)
         replayed = ""
         while True:  # `recheck` again only if the key's value changed in between (it expired and was reused)
             v = await self._create(
@@ -125,21 +110,8 @@ class JobStore:
                 replayed=replayed,
             )
             if v.verdict != "recheck":
-                break
+                return _created(v)
             replayed = v.who
-        verdict, existing, current, limit = v.verdict, v.who, v.current, v.limit
-        if verdict == "ok":
-            metrics.ROUTED_AT_CREATION.inc(int(current or 0))
-            return existing
-        if verdict == "replay":
-            return existing
-        if verdict == "conflict":
-            raise IdempotencyConflict(existing)
-        if verdict == "gone":
-            raise IdempotentJobExpired(existing)
-        if verdict == "tenant":
-            raise TenantLimitReached(existing, int(current), int(limit))
-        raise AdmissionRejected(existing or None, int(current), int(limit))
 
     async def mark_started(self, started: list[tuple[str, str, str]], now_ms: int | None = None) -> list[str]:
         """Mark (job_id, request_id, model) as running, if its job still runs. Returns a verdict per
@@ -271,6 +243,51 @@ class JobStore:
         start = f"({after}" if after else "-"
         entries = await self.r.xrange(self.keys.job_results(job_id), min=start, max="+", count=limit)
         return [(entry_id, fields[b"l"]) for entry_id, fields in entries]
+
+
+def _job_record(
+    job_id: str,
+    created_ms: int,
+    expires_ms: int,
+    priority: str,
+    model_totals: dict[str, int],
+    metadata: dict[str, str],
+    extra: dict[str, str] | None,
+    tenant: str,
+) -> dict[str, str | int]:
+    """The job hash as it is written at creation: every request queued."""
+    record: dict[str, str | int] = {
+        JobField.ID: job_id,
+        JobField.STATUS: JobStatus.QUEUED.value,
+        JobField.PRIORITY: priority,
+        JobField.CREATED_MS: created_ms,
+        JobField.EXPIRES_MS: expires_ms,
+        JobField.TOTAL: sum(model_totals.values()),
+        JobField.DONE: 0,
+        JobField.METADATA: msgspec.json.encode(metadata).decode(),
+        JobField.MODELS: msgspec.json.encode(sorted(model_totals)).decode(),
+    }
+    for model, n in model_totals.items():
+        record[model_field(model, JobField.TOTAL)] = n
+    record.update(extra or {})
+    record[JobField.TENANT] = tenant
+    return record
+
+
+def _created(v: CreateVerdict) -> str:
+    """The id of the job that stands after the creation script, or the error it refused with."""
+    if v.verdict == "ok":
+        metrics.ROUTED_AT_CREATION.inc(int(v.current or 0))
+        return v.who
+    if v.verdict == "replay":
+        return v.who
+    if v.verdict == "conflict":
+        raise IdempotencyConflict(v.who)
+    if v.verdict == "gone":
+        raise IdempotentJobExpired(v.who)
+    if v.verdict == "tenant":
+        raise TenantLimitReached(v.who, int(v.current), int(v.limit))
+    raise AdmissionRejected(v.who or None, int(v.current), int(v.limit))
 
 
 def job_from_hash(h: dict[str, str]) -> Job:

@@ -1,5 +1,5 @@
-"""Wrappers of the scripts that move work away from consumers that are gone (shared/lua:
-take_over, forget_consumer, drop_stranded)."""
+"""Wrappers of the scripts that move work away from consumers that are gone (lua/ beside this
+module: take_over, forget_consumer, drop_stranded)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Wrappers of the webhook attempt scripts (shared/lua: take_deliveries, start_attempt,
-finish_attempt): an attempt is taken, started and recorded by one holder, named by its token."""
+"""Wrappers of the webhook attempt scripts (lua/ beside this module: take_deliveries,
+start_attempt, finish_attempt): an attempt is taken, started and recorded by one holder, named by its token."""
 
 from __future__ import annotations
 

@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from services.dispatcher.webhooks.attempts import Attempt, WebhookAttempts
+from services.dispatcher.webhooks.http_client import WebhookHttp
 from shared.core.backoff import Backoff
 from shared.core.errors import TRANSIENT_REDIS_ERRORS
 from shared.core.settings import Settings
 from shared.lanes.dead_letters import meta
 from shared.ops.metrics import WEBHOOK_DELIVERIES
 from shared.redis.outage import OUTAGE
-from shared.webhooks.records import DeliveryAttempt, DeliveryRecord, signature_header
+from shared.webhooks.records import DeliveryAttempt, DeliveryRecord, WebhookRecord, signature_header
 from shared.webhooks.store import WebhookStore
 from shared.webhooks.url_guard import UnsafeURL, check_url
 from shared.wire.api import DeadLetter
@@ -53,6 +54,21 @@ async def deliver_webhook(ctx: dict, delivery_id: str, endpoint_id: str, token: 
         rec.status, rec.next_attempt_at = "endpoint_disabled", None
         return await _record(attempts, store, attempt, rec)
     started = time.time()
+    code, error, retry_after = await _post(ctx["http"], settings, endpoint, rec, started)
+    rec.attempts.append(
+        DeliveryAttempt(
+            at=int(started * 1000), status_code=code, error=error, duration_ms=round((time.time() - started) * 1000, 1)
+        )
+    )
+    dead_letter = await _fate(store, settings, endpoint, rec, code, error, retry_after)
+    return await _record(attempts, store, attempt, rec, dead_letter)
+
+
+async def _post(
+    http: WebhookHttp, settings: Settings, endpoint: WebhookRecord, rec: DeliveryRecord, started: float
+) -> tuple[int | None, str | None, float | None]:
+    """One signed POST of the delivery: (status code, error, Retry-After seconds). Whatever goes
+    wrong is an error of this attempt, never an exception: the delivery must not stall."""
     code: int | None = None
     error: str | None = None
     retry_after: float | None = None
@@ -72,7 +88,7 @@ async def deliver_webhook(ctx: dict, delivery_id: str, endpoint_id: str, token: 
             target = await check_url(
                 endpoint.url, allow_private=settings.webhook_allow_private, allow_http=settings.webhook_allow_http
             )
-            resp = await ctx["http"].post(target, content=body, headers=headers, timeout=settings.webhook_timeout_s)
+            resp = await http.post(target, content=body, headers=headers, timeout=settings.webhook_timeout_s)
         code = resp.status_code
         if code in (429, 503):
             retry_after = _retry_after(resp.headers.get("retry-after"))
@@ -84,42 +100,50 @@ async def deliver_webhook(ctx: dict, delivery_id: str, endpoint_id: str, token: 
         error = f"no answer within {settings.webhook_timeout_s:g}s"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # anything else is a failed attempt too: the delivery must not stall
+    except Exception as exc:  # anything else is a failed attempt too
         log.exception("webhook attempt failed unexpectedly", extra={"webhook_id": endpoint.id})
         error = f"{type(exc).__name__}: {exc}"
-    rec.attempts.append(
-        DeliveryAttempt(
-            at=int(started * 1000), status_code=code, error=error, duration_ms=round((time.time() - started) * 1000, 1)
-        )
-    )
-    dead_letter = None
+    return code, error, retry_after
+
+
+async def _fate(
+    store: WebhookStore,
+    settings: Settings,
+    endpoint: WebhookRecord,
+    rec: DeliveryRecord,
+    code: int | None,
+    error: str | None,
+    retry_after: float | None,
+) -> tuple[bytes, bytes] | None:
+    """What the attempt's outcome makes of the delivery: succeeded, its endpoint disabled (410),
+    retried on the schedule, or (after the last attempt) dead-lettered: then (payload, meta)."""
     if error is None:
         rec.status, rec.next_attempt_at = "succeeded", None
-    elif code == 410:
+        return None
+    if code == 410:
         rec.status, rec.next_attempt_at = "endpoint_disabled", None
         await store.disable(
             endpoint.id, f"the receiver answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
         )
         log.warning("webhook endpoint disabled: 410 Gone", extra={"webhook_id": endpoint.id})
-    else:
-        schedule = settings.retry_schedule()
-        n = len(rec.attempts)
-        if n < len(schedule):
-            delay = max(schedule[n], retry_after or 0.0)
-            rec.next_attempt_at = int((time.time() + delay) * 1000)
-        else:
-            rec.status, rec.next_attempt_at = "dead_lettered", None
-            info = DeadLetter(
-                source="webhooks",
-                reason="webhook_delivery_failed",
-                attempts=n,
-                error=f"last attempt: {error}",
-                webhook_id=endpoint.id,
-                delivery_id=rec.id,
-            )
-            log.warning("webhook delivery dead-lettered after %d attempts", n, extra={"webhook_id": endpoint.id})
-            dead_letter = (rec.payload.encode(), meta(info))
-    return await _record(attempts, store, attempt, rec, dead_letter)
+        return None
+    schedule = settings.retry_schedule()
+    n = len(rec.attempts)
+    if n < len(schedule):
+        delay = max(schedule[n], retry_after or 0.0)
+        rec.next_attempt_at = int((time.time() + delay) * 1000)
+        return None
+    rec.status, rec.next_attempt_at = "dead_lettered", None
+    info = DeadLetter(
+        source="webhooks",
+        reason="webhook_delivery_failed",
+        attempts=n,
+        error=f"last attempt: {error}",
+        webhook_id=endpoint.id,
+        delivery_id=rec.id,
+    )
+    log.warning("webhook delivery dead-lettered after %d attempts", n, extra={"webhook_id": endpoint.id})
+    return rec.payload.encode(), meta(info)
 
 
 async def _record(

@@ -1,10 +1,10 @@
 """The OpenAPI document (/openapi.json), exact for the running server.
 
-FastAPI only introspects pydantic models, so routes that decode with msgspec declare their schemas
-here, generated from the same Structs, and `install` merges the components into the document.
-When it is built, the error statuses of every operation are derived (`openapi_errors`), the
-limits that come from the configuration are written into the schemas (`openapi_config`), and
-links between operations are added (`openapi_links`), so the document follows the routes.
+FastAPI only introspects pydantic models, so routes that decode with msgspec name their Structs
+(`describe.py`), and `install` merges the schemas generated from them into the document.
+When it is built, the error statuses of every operation are derived (`errors.py`), the
+limits that come from the configuration are written into the schemas (`config.py`), and
+links between operations are added (`links.py`), so the document follows the routes.
 """
 
 from __future__ import annotations

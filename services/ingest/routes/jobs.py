@@ -31,7 +31,7 @@ from services.ingest.openapi import describe
 from services.ingest.paging import Limit
 from services.ingest.paths import JobId
 from services.ingest.responses import as_json
-from services.ingest.submission import create_planned, plan_job
+from services.ingest.submission import JobPlan, create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
 from shared.core.errors import (
     REDIS_UNAVAILABLE,
@@ -45,6 +45,7 @@ from shared.core.errors import (
 from shared.core.pages import DEFAULT_LIMIT
 from shared.core.states import JobStatus
 from shared.ops import metrics
+from shared.webhooks.records import WebhookRecord
 from shared.wire.api import ApiError, Job, JobCreate, JobList, JobUsage, JobWebhookInfo, RequestCounts
 from shared.wire.api import JobStatus as JobStatusName
 
@@ -88,44 +89,12 @@ async def create_job(
     budgets = await budget_routes(jobs.r, jobs.keys, models, tenant)
     plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars, budgets)
     idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
-    extra: dict[str, str] = {}
-    hook = None
     if plan.webhook is not None:
         await checked_url(plan.webhook.url, settings, "webhook.url")
     # the rate limit is charged only for a job that passed validation
     await limits.admit(tenant, sum(plan.model_totals.values()))
-    if plan.webhook is not None:
-        hook = await webhooks.create(tenant, plan.webhook, job_id=plan.job_id)
-        if "request.completed" in hook.events:
-            extra["wh_req"] = "1"
-        extra.update(
-            webhook_id=hook.id,
-            webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode(),
-        )
-    try:
-        job_id = await create_planned(jobs, plan, settings, model_limits, tenant, idempotency=idempotency, extra=extra)
-        if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
-            await webhooks.delete(tenant, hook.id)
-    except REDIS_UNAVAILABLE as exc:  # answered 503; a job Redis refused leaves no endpoint behind
-        if hook is not None and redis_refused(exc):
-            with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, the endpoint expires with its TTL
-                await webhooks.delete(tenant, hook.id)
-        raise
-    except (AdmissionRejected, TenantLimitReached, IdempotencyConflict, IdempotentJobExpired) as exc:
-        if hook is not None:  # a job that was not created leaves no webhook endpoint behind
-            await webhooks.delete(tenant, hook.id)
-        if isinstance(exc, AdmissionRejected):
-            raise over_capacity(exc, settings.retry_after_s) from None
-        if isinstance(exc, TenantLimitReached):
-            raise tenant_limit_error(exc, settings.retry_after_s) from None
-        if isinstance(exc, IdempotentJobExpired):
-            raise replayed_job_expired(exc.job_id) from None
-        raise ApiException(
-            409,
-            f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {exc.job_id})",
-            type="idempotency_conflict",
-            field="Idempotency-Key",
-        ) from None
+    hook, extra = await _job_webhook(webhooks, tenant, plan)
+    job_id = await _write_job(jobs, webhooks, plan, settings, model_limits, tenant, hook, extra, idempotency)
     if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
         existing = await jobs.get(job_id)
         if existing is None:  # expired since the script found it
@@ -133,9 +102,71 @@ async def create_job(
         resp = as_json(existing, 202)
         resp.headers["Idempotent-Replayed"] = "true"
         return resp
+    metrics.REQUESTS_ACCEPTED.inc(sum(plan.model_totals.values()))
+    return as_json(_accepted(plan, hook), 202)
+
+
+async def _job_webhook(
+    webhooks: WebhooksDep, tenant: str, plan: JobPlan
+) -> tuple[WebhookRecord | None, dict[str, str]]:
+    """The job's own webhook endpoint, created before the job (a job never exists without the
+    endpoint it names), and the job-hash fields that point at it."""
+    if plan.webhook is None:
+        return None, {}
+    hook = await webhooks.create(tenant, plan.webhook, job_id=plan.job_id)
+    extra = {"wh_req": "1"} if "request.completed" in hook.events else {}
+    extra.update(
+        webhook_id=hook.id,
+        webhook=_encoder.encode(JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events)).decode(),
+    )
+    return hook, extra
+
+
+async def _write_job(
+    jobs: JobsDep,
+    webhooks: WebhooksDep,
+    plan: JobPlan,
+    settings: SettingsDep,
+    model_limits: dict[str, int],
+    tenant: str,
+    hook: WebhookRecord | None,
+    extra: dict[str, str],
+    idempotency: tuple[str, str, str] | None,
+) -> str:
+    """Write the job; the id of the job that stands (another one for a replayed Idempotency-Key).
+    A job that is not created leaves no webhook endpoint behind."""
+    try:
+        job_id = await create_planned(jobs, plan, settings, model_limits, tenant, idempotency=idempotency, extra=extra)
+        if hook is not None and job_id != plan.job_id:  # a replay: the first submission's endpoint stands
+            await webhooks.delete(tenant, hook.id)
+        return job_id
+    except REDIS_UNAVAILABLE as exc:  # answered 503; a job Redis refused leaves no endpoint behind
+        if hook is not None and redis_refused(exc):
+            with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, the endpoint expires with its TTL
+                await webhooks.delete(tenant, hook.id)
+        raise
+    except (AdmissionRejected, TenantLimitReached, IdempotencyConflict, IdempotentJobExpired) as exc:
+        if hook is not None:
+            await webhooks.delete(tenant, hook.id)
+        if isinstance(exc, AdmissionRejected):
+            raise over_capacity(exc, settings.retry_after_s) from None
+        if isinstance(exc, TenantLimitReached):
+            raise tenant_limit_error(exc, settings.retry_after_s) from None
+        if isinstance(exc, IdempotentJobExpired):
+            raise replayed_job_expired(exc.job_id) from None
+        key = idempotency[1] if idempotency else None
+        raise ApiException(
+            409,
+            f"Idempotency-Key {key!r} was already used with a different body (job {exc.job_id})",
+            type="idempotency_conflict",
+            field="Idempotency-Key",
+        ) from None
+
+
+def _accepted(plan: JobPlan, hook: WebhookRecord | None) -> Job:
+    """The job as it is the moment it is accepted: every request queued."""
     total = sum(plan.model_totals.values())
-    metrics.REQUESTS_ACCEPTED.inc(total)
-    job = Job(
+    return Job(
         id=plan.job_id,
         status=JobStatus.QUEUED.value,
         priority=plan.priority,
@@ -147,7 +178,6 @@ async def create_job(
         metadata=plan.metadata,
         webhook=JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events, secret=hook.secret) if hook else None,
     )
-    return as_json(job, 202)
 
 
 _METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$", re.DOTALL)

@@ -46,7 +46,7 @@ from services.ingest.openapi import describe
 from services.ingest.paging import AfterBatch, AfterFile, Limit
 from services.ingest.paths import BatchId, FileId
 from services.ingest.responses import as_json
-from services.ingest.submission import create_planned, plan_job
+from services.ingest.submission import JobPlan, create_planned, plan_job
 from shared.core.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
 from shared.core.ids import new_file_id
 from shared.core.pages import DEFAULT_LIMIT, openai_page_of
@@ -302,22 +302,46 @@ async def create_batch(
         raise _not_found("file", create.input_file_id, "input_file_id")
     now = int(time.time())
     requests, line_of, errors = parse_batch_file(content, create.endpoint, models)
+    plan = None
+    if not errors:
+        plan, errors = await _plan(r, keys, models, settings, tenant, create, requests, line_of)
+    record = _batch_record(create, now, plan, len(requests), errors)
+    if plan is not None:
+        await limits.admit(tenant, len(requests))
+    await _save_record(r, keys, settings, tenant, record, now)
+    if plan is not None:
+        await _create_job(r, keys, jobs, settings, model_limits, tenant, record, plan)
+    return as_json(await _view(jobs, record))
+
+
+async def _plan(
+    r: RedisDep,
+    keys: KeysDep,
+    models: ModelsDep,
+    settings: SettingsDep,
+    tenant: str,
+    create: BatchCreate,
+    requests: list,
+    line_of: list[int],
+) -> tuple[JobPlan | None, list[BatchError]]:
+    """The job of a valid file, or the error of the line that makes it invalid (as OpenAI names
+    lines, not request indexes)."""
     job_body = msgspec.json.encode(
         {"requests": requests, "completion_window": create.completion_window, "metadata": create.metadata or {}}
     )
-    plan = None
-    if not errors:
-        try:
-            budgets = await budget_routes(r, keys, models, tenant)
-            plan = plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars, budgets)
-        except ApiException as exc:
-            line = line_of[exc.body.index] if exc.body.index is not None else None
-            message = (
-                exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message
-            )
-            errors = [BatchError(code=exc.body.type, message=message, line=line)]
+    try:
+        budgets = await budget_routes(r, keys, models, tenant)
+        return plan_job(job_body, models, settings.max_requests_per_job, settings.max_prompt_chars, budgets), []
+    except ApiException as exc:
+        line = line_of[exc.body.index] if exc.body.index is not None else None
+        message = exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message
+        return None, [BatchError(code=exc.body.type, message=message, line=line)]
+
+
+def _batch_record(create: BatchCreate, now: int, plan: JobPlan | None, total: int, errors: list[BatchError]) -> Batch:
+    """A failed batch that names its invalid lines, or a validating one with the job it runs as."""
     if plan is None:
-        record = Batch(
+        return Batch(
             id=batch_id_of("job_" + new_file_id()[5:]),
             endpoint=create.endpoint,
             input_file_id=create.input_file_id,
@@ -328,21 +352,22 @@ async def create_batch(
             errors=BatchErrors(data=errors),
             metadata=create.metadata,
         )
-    else:
-        record = Batch(
-            id=batch_id_of(plan.job_id),
-            endpoint=create.endpoint,
-            input_file_id=create.input_file_id,
-            completion_window=create.completion_window,
-            status=BatchStatus.VALIDATING,
-            created_at=now,
-            metadata=create.metadata,
-            job_id=plan.job_id,
-            request_counts=BatchRequestCounts(total=len(requests)),
-        )
-    if plan is not None:
-        await limits.admit(tenant, len(requests))
-    async with r.pipeline(transaction=True) as pipe:  # the record first: a crash before the job shows as failed
+    return Batch(
+        id=batch_id_of(plan.job_id),
+        endpoint=create.endpoint,
+        input_file_id=create.input_file_id,
+        completion_window=create.completion_window,
+        status=BatchStatus.VALIDATING,
+        created_at=now,
+        metadata=create.metadata,
+        job_id=plan.job_id,
+        request_counts=BatchRequestCounts(total=total),
+    )
+
+
+async def _save_record(r: RedisDep, keys: KeysDep, settings: SettingsDep, tenant: str, record: Batch, now: int) -> None:
+    """The record before its job: a crash between the two shows as a failed batch."""
+    async with r.pipeline(transaction=True) as pipe:
         pipe.set(keys.batch(record.id), _enc.encode(record), ex=settings.job_ttl_s)
         pipe.zadd(keys.batches_index(tenant), {record.id: now})
         # entries as old as the TTL point at expired records; the index goes with the record that expires last
@@ -350,22 +375,33 @@ async def create_batch(
         pipe.expire(keys.batches_index(tenant), settings.job_ttl_s, nx=True)
         pipe.expire(keys.batches_index(tenant), settings.job_ttl_s, gt=True)
         await pipe.execute()
-    if plan is not None:
-        try:
-            await create_planned(jobs, plan, settings, model_limits, tenant)
-        except REDIS_UNAVAILABLE as exc:  # answered 503; a batch whose job Redis refused is not listed
-            if redis_refused(exc):
-                with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, it shows as failed
-                    await r.delete(keys.batch(record.id))
-                    await r.zrem(keys.batches_index(tenant), record.id)
-            raise
-        except (AdmissionRejected, TenantLimitReached) as exc:
-            await r.delete(keys.batch(record.id))
-            await r.zrem(keys.batches_index(tenant), record.id)
-            if isinstance(exc, TenantLimitReached):
-                raise tenant_limit_error(exc, settings.retry_after_s) from None
-            raise over_capacity(exc, settings.retry_after_s) from None
-    return as_json(await _view(jobs, record))
+
+
+async def _create_job(
+    r: RedisDep,
+    keys: KeysDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    model_limits: dict[str, int],
+    tenant: str,
+    record: Batch,
+    plan: JobPlan,
+) -> None:
+    """The batch's job; a job that is not created takes its batch record with it."""
+    try:
+        await create_planned(jobs, plan, settings, model_limits, tenant)
+    except REDIS_UNAVAILABLE as exc:  # answered 503; a batch whose job Redis refused is not listed
+        if redis_refused(exc):
+            with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, it shows as failed
+                await r.delete(keys.batch(record.id))
+                await r.zrem(keys.batches_index(tenant), record.id)
+        raise
+    except (AdmissionRejected, TenantLimitReached) as exc:
+        await r.delete(keys.batch(record.id))
+        await r.zrem(keys.batches_index(tenant), record.id)
+        if isinstance(exc, TenantLimitReached):
+            raise tenant_limit_error(exc, settings.retry_after_s) from None
+        raise over_capacity(exc, settings.retry_after_s) from None
 
 
 @router.get(

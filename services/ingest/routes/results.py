@@ -21,6 +21,20 @@ from shared.wire.events import JobEvent, RequestEvent
 router = APIRouter()
 
 
+ResultsAfter = Annotated[
+    str | None,
+    Query(pattern=patterns.STREAM_ID, description="Only lines after this cursor (a page's Inferq-Next-Cursor header)"),
+]
+ResultsLimit = Annotated[int | None, Query(ge=1, le=10_000, description="Return one page of at most this many lines")]
+ResultsWait = Annotated[
+    bool,
+    Query(
+        description="Keep the body open until the job has ended, sending lines as they finish; with `limit`, "
+        "answer once the page has a line or the job has ended"
+    ),
+]
+
+
 @router.get(
     "/v1/jobs/{job_id}/results",
     response_class=Response,
@@ -46,22 +60,9 @@ async def get_results(
     jobs: JobsDep,
     r: RedisDep,
     keys: KeysDep,
-    after: Annotated[
-        str | None,
-        Query(
-            pattern=patterns.STREAM_ID, description="Only lines after this cursor (a page's Inferq-Next-Cursor header)"
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None, Query(ge=1, le=10_000, description="Return one page of at most this many lines")
-    ] = None,
-    wait: Annotated[
-        bool,
-        Query(
-            description="Keep the body open until the job has ended, sending lines as they finish; with `limit`, "
-            "answer once the page has a line or the job has ended"
-        ),
-    ] = False,
+    after: ResultsAfter = None,
+    limit: ResultsLimit = None,
+    wait: ResultsWait = False,
 ) -> Response:
     if after is not None and not valid_cursor(after):
         raise ApiException(
