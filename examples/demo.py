@@ -15,7 +15,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from examples.demo_models import prepare  # noqa: E402
+from inferq.local_models import prepare  # noqa: E402
 from inferq.localstack import LocalStack, StackError  # noqa: E402
 from shared.core.states import JobStatus  # noqa: E402
 

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done and every request succeeded; 1 the API could not be reached or failed (5xx);
 2 the input was refused (4xx, or an invalid batch file); 3 the job finished with failed requests;
-4 the job was cancelled or expired; 130 interrupted.
+4 the job was cancelled or expired; 5 a model the job needs stayed unavailable for the whole
+`--grace` while waiting; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from inferq.client import Client, InferqError
-from shared.core.states import BatchStatus, JobStatus
+from inferq.serving_watch import DEFAULT_GRACE_S, CannotServe, ServingWatch
+from shared.catalog.models import missing_file_message
+from shared.core.states import FINAL_JOB_STATES, BatchStatus, JobStatus
 from shared.wire.api import Job
 
 app = typer.Typer(help="Submit LLM jobs to inferq and follow them.", no_args_is_help=True, add_completion=False)
@@ -33,7 +36,16 @@ ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="INFERQ_API_KEY", help="Bearer key, if the API needs one")
 ]
 DEFAULT_URL = "http://127.0.0.1:8000"
-OK, UNREACHABLE, REFUSED, SOME_FAILED, STOPPED = 0, 1, 2, 3, 4
+OK, UNREACHABLE, REFUSED, SOME_FAILED, STOPPED, CANNOT_SERVE = 0, 1, 2, 3, 4, 5
+Grace = Annotated[
+    float,
+    typer.Option(
+        "--grace",
+        envvar="INFERQ_WAIT_GRACE_S",
+        min=0,
+        help="With --wait: give up (exit 5) once a model the job needs has been unavailable this many seconds",
+    ),
+]
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -74,8 +86,9 @@ def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path
     return batch["job_id"]
 
 
-def _follow(client: Client, job: Job) -> Job:
-    """A live progress bar per model (done/total, rate, ETA) until the job finishes."""
+def _follow(client: Client, job: Job, watch: ServingWatch) -> Job:
+    """A live progress bar per model (done/total, rate, ETA) until the job finishes; a line for each
+    model that is not serving (why, since when); CannotServe once one stays unavailable."""
     columns = [
         TextColumn("{task.description:<16}"),
         BarColumn(),
@@ -88,30 +101,54 @@ def _follow(client: Client, job: Job) -> Job:
     with Progress(*columns, console=err, transient=False) as progress:
         tasks = {m: progress.add_task(m, total=c.total, rate=0.0) for m, c in job.models.items()}
 
+        shown: set[str] = set()
+
         def show(j: Job) -> None:
             elapsed = max(time.monotonic() - started, 1e-6)
             for m, c in j.models.items():
                 done = c.succeeded + c.failed + c.cancelled + c.expired
                 progress.update(tasks[m], completed=done, rate=done / elapsed)
+            for note in watch.check(j):
+                if note not in shown:
+                    shown.add(note)
+                    progress.console.print(f"[yellow]waiting[/yellow]: {note}", highlight=False, soft_wrap=True)
 
         return client.wait(job.id, poll_s=0.25, on_progress=show)
 
 
-def _write_results(client: Client, job_id: str, path: Path | None, *, wait: bool = False) -> int:
-    """Every result line, read as one stream (with `wait`, until the job has ended)."""
+def _write_results(
+    client: Client, job_id: str, path: Path | None, *, wait: bool = False, watch: ServingWatch | None = None
+) -> int:
+    """Every result line, read as one stream; with `wait`, until the job has ended, page by page
+    (long polls), checking between them that the models it needs can serve (`watch`)."""
     enc = msgspec.json.Encoder()
     n = 0
     stream = open(path, "wb") if path else sys.stdout.buffer
     try:
-        for line in client.results(job_id, wait=wait):
-            stream.write(enc.encode(line) + b"\n")
-            n += 1
+        if not wait or watch is None:
+            for line in client.results(job_id, wait=wait):
+                stream.write(enc.encode(line) + b"\n")
+                n += 1
+            return n
+        cursor = None
+        while True:
+            try:
+                page = client.results_page(job_id, after=cursor, wait=True, timeout=httpx.Timeout(30, read=2.0))
+            except httpx.ReadTimeout:  # nothing new for a while: is anything able to serve it?
+                watch.check(client.get(job_id))
+                continue
+            for line in page.lines:
+                stream.write(enc.encode(line) + b"\n")
+            stream.flush()
+            n += len(page.lines)
+            cursor = page.cursor
+            if not page.lines and page.job_status in FINAL_JOB_STATES:
+                return n
     finally:
         if path:
             stream.close()
         else:
             stream.flush()
-    return n
 
 
 def usd_text(amount: float) -> str:
@@ -151,6 +188,7 @@ def submit(
     priority: Annotated[str | None, typer.Option(help="interactive or batch")] = None,
     completion_window: Annotated[str, typer.Option(help="e.g. 24h, 90m")] = "24h",
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
+    grace: Grace = DEFAULT_GRACE_S,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
@@ -168,7 +206,14 @@ def submit(
                 out.print(f"job {job.id}: {job.request_counts.total} requests queued")
             if not (wait or out_path):
                 raise typer.Exit(OK)
-            job = _follow(client, job)
+            try:
+                job = _follow(client, job, ServingWatch(client, grace))
+            except CannotServe as exc:
+                err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+                if out_path:
+                    n = _write_results(client, job.id, out_path)
+                    out.print(f"wrote the {n} results so far to {out_path}")
+                raise typer.Exit(CANNOT_SERVE) from None
             c = job.request_counts
             out.print(
                 f"job {job.id} {job.status}: {c.succeeded} succeeded, {c.failed} failed, "
@@ -205,6 +250,7 @@ def results(
     wait: Annotated[
         bool, typer.Option("--wait", help="Keep reading until the job has ended, writing lines as they finish")
     ] = False,
+    grace: Grace = DEFAULT_GRACE_S,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
@@ -212,7 +258,13 @@ def results(
     with --wait, then what the job cost (on stderr when the results go to stdout)."""
     try:
         with Client(url, api_key=api_key) as client:
-            n = _write_results(client, job_id, out_path, wait=wait)
+            try:
+                n = _write_results(client, job_id, out_path, wait=wait, watch=ServingWatch(client, grace))
+            except CannotServe as exc:
+                err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+                if out_path:
+                    out.print(f"the results so far are in {out_path}")
+                raise typer.Exit(CANNOT_SERVE) from None
             job = client.get(job_id) if wait else None
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
@@ -308,10 +360,17 @@ def up(
     ] = None,
 ) -> None:
     """Run the local stack (Redis, ingest, dispatcher, workers) in the foreground until Ctrl-C."""
+    from inferq.local_models import prepare
     from inferq.localstack import LocalStack, StackError
 
     workdir = Path(os.environ.get("INFERQ_WORKDIR", ".inferq"))
     workdir.mkdir(exist_ok=True)
+    if not models_file.is_file():
+        err.print(f"[red]error[/red]: {missing_file_message(models_file)}")
+        raise typer.Exit(REFUSED)
+    models_file, notes = prepare(models_file, workdir)  # hub models downloaded, or an offline stand-in
+    for note in notes:
+        out.print(f"  {note}")
     try:
         stack = LocalStack(models_file, redis_url=redis_url or None, workdir=workdir, port=port).start()
     except StackError as exc:

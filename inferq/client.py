@@ -172,6 +172,34 @@ class Client:
                 if line is not None:
                     yield line
 
+    def results_page(
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        limit: int = 1000,
+        wait: bool = False,
+        timeout: float | httpx.Timeout | None = None,
+    ) -> ResultsPage:
+        """One page of result lines after cursor `after`; with `wait`, a long poll: answered once
+        there is a line, or empty once the job has ended (httpx.ReadTimeout past `timeout`)."""
+        params = {"limit": str(limit), **_results_params(after, wait)}
+        resp = self._http.get(f"/v1/jobs/{job_id}/results", params=params, timeout=timeout or self._timeout)
+        if resp.status_code >= 400:
+            _decode(resp, dict)
+        lines = [line for raw in resp.text.splitlines() if (line := _line(raw)) is not None]
+        return ResultsPage(
+            lines=lines,
+            cursor=resp.headers.get("Inferq-Next-Cursor") or after,
+            job_status=resp.headers.get("Inferq-Job-Status", ""),
+        )
+
+
+class ResultsPage(msgspec.Struct, kw_only=True):
+    lines: list[ResultLine]
+    cursor: str | None  # pass as `after` for the next page
+    job_status: str  # as read just before the first line
+
 
 class AsyncClient:
     def __init__(

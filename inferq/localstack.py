@@ -107,6 +107,7 @@ class RedisServer:
             ],
             stdout=open(self.dir / "redis.log", "ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped last, after the services that use it
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -203,7 +204,12 @@ class LocalStack:
     def spawn(self, name: str, module: str, *args: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name.replace('/', '_')}.log", "ab")
         proc = subprocess.Popen(
-            [*self.launcher, module, *args], env=self.env(), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
+            [*self.launcher, module, *args],
+            env=self.env(),
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches the caller only, which stops them in order
         )
         self.procs[name] = proc
         return proc

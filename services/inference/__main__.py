@@ -45,7 +45,10 @@ async def serve(settings: Settings, model_name: str, consumer: str | None) -> in
         print(f"inferq worker: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the model could not load: say why, and let the platform retry
-        logging.getLogger("inferq.worker").critical("the worker failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        cause = (str(exc).strip().splitlines() or [""])[0]  # one line; the traceback is in `exc`
+        logging.getLogger("inferq.worker").critical(
+            "the worker failed: %s: %s", type(exc).__name__, cause, exc_info=exc
+        )
         return 3
     finally:
         await r.aclose()

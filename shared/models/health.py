@@ -68,19 +68,24 @@ def assess(
         sample = max(0, marks.entries_read - prev.entries_read) * 1000 / (now_ms - prev.at_ms)
         rate = (1 - RATE_SMOOTHING) * rate + RATE_SMOOTHING * sample
     failing = failures is not None and failures.count >= FAILED_STARTS
+    # why its workers do not come, when the backend knows: the cause a user needs first
+    starts = (
+        f"its last {failures.count} worker starts failed" + (f": {failures.last_error}" if failures.last_error else "")
+        if failures is not None
+        else None
+    )
     state: HealthState
     if prev is not None and prev.health.state == "unavailable" and queue.consumers == 0:
         # no worker came since: new work moves at once instead of waiting out the time again
-        state, reason = "unavailable", prev.health.reason
+        state, reason = "unavailable", starts or prev.health.reason
     elif waiting > 0 and stalled_s >= cfg.unavailable_after_s:
         state = "unavailable"
         reason = f"no worker has read its streams for {stalled_s:.0f} s while {waiting} requests wait"
+        if starts and queue.consumers == 0:
+            reason = f"{reason}; {starts}"
     elif failing and queue.consumers == 0:
-        assert failures is not None
-        state = "unavailable"
-        reason = f"its last {failures.count} worker starts failed" + (
-            f": {failures.last_error}" if failures.last_error else ""
-        )
+        assert starts is not None
+        state, reason = "unavailable", starts
     elif waiting > 0 and queue.consumers == 0:
         state = "cold-starting"
         reason = f"{waiting} requests wait for a worker (for {stalled_s:.0f} s)"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -175,3 +176,68 @@ def test_jobs_prints_a_table_of_the_newest_jobs(tmp_path):
         assert [row.split()[1] for row in only.stdout.splitlines() if "job_" in row] == [older.id]
         bad = _cli(stack, "jobs", "--status", "finished")
         assert bad.returncode == 2 and "status" in bad.stderr
+
+
+BROKEN = """
+[models.broken]
+engine = "transformers"
+unavailable_after_s = 3
+[models.broken.options]
+model = "{tmp}/no-such-weights"
+local_files_only = true
+[models.broken.scaling]
+backend = "local"
+max_replicas = 1
+
+[models.echo-small]
+engine = "dummy"
+[models.echo-small.options]
+latency_ms = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def broken_stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("broken")
+    models = workdir / "models.toml"
+    models.write_text(BROKEN.format(tmp=workdir))
+    with LocalStack(models, workdir=workdir / "stack") as running, Client(running.base_url) as client:
+        client.submit([{"model": "broken", "prompt": "starts its first worker"}])
+        deadline = time.monotonic() + 120
+        while "the worker failed: " not in (health := _health(client, "broken")).reason:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+        assert health.state == "unavailable", health  # as the commands below find it
+        yield running
+
+
+def _health(client: Client, model: str):
+    return next(m.health for m in client.models() if m.id == model)
+
+
+def _mixed_job(tmp_path, tag: str):
+    path = tmp_path / f"{tag}.json"
+    requests = [{"custom_id": f"{tag}-ok-{i}", "model": "echo-small", "prompt": "fine"} for i in range(3)]
+    requests += [{"custom_id": f"{tag}-stuck", "model": "broken", "prompt": "never runs"}]
+    path.write_text(json.dumps({"requests": requests}))
+    return path
+
+
+def test_submit_wait_gives_up_on_a_model_that_cannot_load_and_says_why(broken_stack, tmp_path):
+    out = tmp_path / "results.jsonl"
+    proc = _cli(broken_stack, "submit", str(_mixed_job(tmp_path, "s")), "--wait", "--grace", "2", "--out", str(out))
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "broken unavailable since" in proc.stderr and "the worker failed: " in proc.stderr, proc.stderr
+    assert "no-such-weights" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(json.loads(l)["custom_id"] for l in out.read_text().splitlines()) == [f"s-ok-{i}" for i in range(3)]
+
+
+def test_results_wait_gives_up_on_a_model_that_cannot_load(broken_stack, tmp_path):
+    submitted = _cli(broken_stack, "submit", str(_mixed_job(tmp_path, "r")))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[1].rstrip(":")
+    out = tmp_path / "results.jsonl"
+    proc = _cli(broken_stack, "results", job_id, "--wait", "--grace", "2", "--out", str(out))
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "broken unavailable since" in proc.stderr and "the worker failed: " in proc.stderr, proc.stderr
+    assert sorted(json.loads(l)["custom_id"] for l in out.read_text().splitlines()) == [f"r-ok-{i}" for i in range(3)]

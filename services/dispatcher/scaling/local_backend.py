@@ -206,13 +206,23 @@ class LocalBackend:
 
 
 def _last_line(path: Path | None) -> str | None:
-    """The last line a worker wrote (often why it stopped), when its output goes to a file."""
+    """Why a worker stopped, in one line: the message of the last line it wrote (its logs are JSON
+    lines: their `msg`, without the traceback), when its output goes to a file."""
     if path is None:
         return None
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
             lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
         return None
-    return lines[-1][:500] if lines else None
+    if not lines:
+        return None
+    last = lines[-1]
+    try:
+        doc = json.loads(last)
+        if isinstance(doc, dict) and isinstance(doc.get("msg"), str):
+            last = doc["msg"]
+    except ValueError:
+        pass
+    return " ".join(last.split())[:500]

@@ -138,3 +138,22 @@ async def test_a_new_backend_adopts_running_workers_and_stops_them(r, keys, make
     again = make(models_path)
     assert await again.replicas("m") == 0
     assert [k.decode() for k in await r.hkeys(key)] == ["other-host:1"]
+
+
+async def test_a_worker_whose_model_cannot_load_says_why_in_one_line(r, keys, make, tmp_path):
+    path = tmp_path / "unloadable.toml"
+    path.write_text(
+        '[models.m]\nengine = "transformers"\nscaling = {backend = "local", max_replicas = 1}\n'
+        f'[models.m.options]\nmodel = "{tmp_path / "no-such-model"}"\nlocal_files_only = true\n'
+    )
+    backend = make(path, clock=Clock())
+    assert await backend.scale("m", 1) == 1
+    backend.workers["m"][0].popen.wait(120)
+    assert await backend.replicas("m") == 0
+    failures = (await model_scaling(r, keys, parse_models(path.read_text()).get("m"))).failures
+    assert failures.count == 1 and failures.last_exit_status == 3
+    error = failures.last_error
+    assert error.startswith("the worker failed: ") and str(tmp_path / "no-such-model") in error, error
+    assert "\n" not in error and "\\n" not in error and "Traceback" not in error, error
+    log = next((tmp_path / "logs").glob("worker-m-*.log")).read_text()
+    assert "Traceback" in log  # the detail stays in the worker's own log

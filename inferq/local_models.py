@@ -1,6 +1,7 @@
-"""Get the demo's language model onto this machine before the workers start: download it from the
-Hugging Face hub when the hub can be reached, otherwise build a tiny randomly initialised model on
-the spot (and say plainly that its output is noise)."""
+"""Get a local stack's language models onto this machine before the workers start (`make demo`,
+`inferq up`): each `transformers` model named by a hub id is downloaded from the Hugging Face hub
+when the hub can be reached; otherwise a tiny randomly initialised stand-in is built on the spot,
+and the note says plainly that its output is noise."""
 
 from __future__ import annotations
 
