@@ -151,6 +151,16 @@ def _write_results(
             stream.flush()
 
 
+def _table_with_ids(ids: list[str], *columns: str) -> Table:
+    """A table whose first column holds ids, never cut or wrapped (they are there to be copied):
+    the other columns wrap or shrink to fit the terminal instead."""
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max((len(i) for i in ids), default=2))
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    return table
+
+
 def usd_text(amount: float) -> str:
     """USD as `$0.0123`: to the micro-dollar, with at least cents."""
     whole, _, frac = f"{amount:.6f}".rstrip("0").partition(".")
@@ -303,7 +313,7 @@ def list_jobs(
                 more, after = page.has_more, page.next_cursor
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
-    table = Table("id", "status", "created", "progress", "models")
+    table = _table_with_ids([j.id for j in shown], "status", "created", "progress", "models")
     for job in shown:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(job.created_at))
         table.add_row(job.id, job.status, created, _progress(job), ", ".join(job.models))
@@ -353,7 +363,7 @@ def up(
     models_file: Annotated[Path, typer.Option("--models", envvar="INFERQ_MODELS", help="The models file")] = Path(
         "examples/models.demo.toml"
     ),
-    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    port: Annotated[int, typer.Option(envvar="INFERQ_PORT", help="API port")] = 8000,
     redis_url: Annotated[
         str | None,
         typer.Option("--redis-url", envvar="INFERQ_REDIS_URL", help="Use this Redis instead of starting one"),
@@ -363,7 +373,7 @@ def up(
     from inferq.local_models import prepare
     from inferq.localstack import LocalStack, StackError
 
-    workdir = Path(os.environ.get("INFERQ_WORKDIR", ".inferq"))
+    workdir = Path(os.environ.get("INFERQ_WORKDIR", ".inferq")).resolve()  # the workers run elsewhere
     workdir.mkdir(exist_ok=True)
     if not models_file.is_file():
         err.print(f"[red]error[/red]: {missing_file_message(models_file)}")
@@ -386,8 +396,10 @@ def up(
     except StackError as exc:
         err.print(f"[red]error[/red]: {exc}")
     finally:
-        codes = stack.stop()
+        codes = stack.stop()  # workers, dispatchers, ingest, then Redis: each drains into the next
         out.print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()))
+    if any(codes.values()):
+        raise typer.Exit(UNREACHABLE)
 
 
 @app.command()
@@ -483,8 +495,9 @@ def keys_list(redis_url: RedisUrl = "redis://localhost:6379/0", prefix: Prefix =
         finally:
             await store.r.aclose()
 
-    table = Table("id", "tenant", "name", "created")
-    for rec in _run(go()):
+    records = _run(go())
+    table = _table_with_ids([rec.id for rec in records], "tenant", "name", "created")
+    for rec in records:
         table.add_row(rec.id, rec.tenant, rec.name, time.strftime("%Y-%m-%d %H:%M", time.gmtime(rec.created_at)))
     out.print(table)
 

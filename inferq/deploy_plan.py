@@ -115,14 +115,14 @@ def _warnings(cfg: ModelConfig, hf_secret: str) -> list[str]:
 
 
 def redis_url_warnings(env: dict[str, str]) -> list[str]:
-    """A Redis password with URL delimiters breaks the URL built from it (README, step 2), unless
+    """A Redis password with URL delimiters breaks the URL built from it (docs/modal.md, step 2), unless
     escaped; checked on what this shell holds, since the secret itself is only on Modal."""
     out = []
     password = env.get("INFERQ_REDIS_PASSWORD", "")
     if URL_DELIMITERS & set(password):
         out.append(
             "INFERQ_REDIS_PASSWORD holds a character a URL must escape (@ / : ? # [ ] %): put it in the URL "
-            "percent-encoded, as the README's step 2 does, or the containers connect to the wrong host"
+            "percent-encoded, as step 2 of docs/modal.md does, or the containers connect to the wrong host"
         )
     url = env.get("INFERQ_REDIS_URL", "")
     if url:

@@ -41,7 +41,7 @@ def _fetch(repo_id: str, workdir: Path) -> tuple[Path, str]:
         return Path(path), f"{repo_id} (from the Hugging Face hub, cached in ~/.cache/huggingface)"
     except Exception as exc:  # offline, blocked, or rate limited: say so, and carry on
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-        tiny = build_tiny_model(workdir / "tiny-model")
+        tiny = build_tiny_model((workdir / "tiny-model").resolve())
         return tiny, (
             f"OFFLINE: could not download {repo_id} ({reason}). Using a tiny randomly initialised "
             "model built on the spot instead: its output is NOISE, not language."

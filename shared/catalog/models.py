@@ -126,7 +126,7 @@ class ModalConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     scaledown_window_s: Annotated[int, Meta(ge=2, le=3600)] = 300
     timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 86_400  # one container's lifetime cap
     startup_timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 1200  # model download and load
-    # Cold starts (README, "Run on Modal GPUs"): a CPU memory snapshot restores the worker's imports instead of
+    # Cold starts (docs/modal.md): a CPU memory snapshot restores the worker's imports instead of
     # re-running them; a GPU snapshot (Modal alpha, `vllm` engine) restores the loaded engine too,
     # put to sleep before the snapshot and woken in each new container.
     memory_snapshot: bool = False

@@ -1,7 +1,7 @@
 """What a model costs to run: its price per busy hour, or per million tokens for hosted APIs.
 
 A model's `price_per_hour` wins; a Modal model without one is priced from its GPU spec with
-`MODAL_GPU_PRICE_PER_HOUR` (the list prices the README's table gives); a model with neither costs
+`MODAL_GPU_PRICE_PER_HOUR` (the list prices the table in docs/modal.md gives); a model with neither costs
 nothing. Costs are counted in integer micro-dollars everywhere they are added up, so a job's total
 equals the sum of its result lines exactly.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.catalog.models import ModelConfig
 
-# USD per GPU-hour, Modal list prices (the README's table; check modal.com/pricing before planning).
+# USD per GPU-hour, Modal list prices (the table in docs/modal.md; check modal.com/pricing before planning).
 MODAL_GPU_PRICE_PER_HOUR: dict[str, float] = {
     "T4": 0.59,
     "L4": 0.80,

@@ -66,7 +66,8 @@ class WebhookEndpoint(Struct, kw_only=True):
     description: str
     status: Literal["enabled", "disabled"]
     disabled_reason: str | None = None
-    job_id: str | None = None
+    # a job's own endpoint only; absent otherwise (never null: an id a client follows always exists)
+    job_id: str | msgspec.UnsetType = msgspec.UNSET
     created_at: int
     secret: str | None = None
 
@@ -145,7 +146,7 @@ def endpoint_view(rec: WebhookRecord, *, with_secret: bool = False) -> WebhookEn
         description=rec.description,
         status=rec.status,
         disabled_reason=rec.disabled_reason,
-        job_id=rec.job_id,
+        job_id=rec.job_id if rec.job_id is not None else msgspec.UNSET,
         created_at=rec.created_at,
         secret=rec.secret if with_secret else None,
     )

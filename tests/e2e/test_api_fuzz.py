@@ -65,9 +65,6 @@ def _run(stack: LocalStack, key: str, examples: int, phases: list[str]):
     project.update(headers={"Authorization": f"Bearer {key}"}, workers=1, request_timeout=5)
     project.checks.update(included_check_names=["all"])
     project.phases.update(phases=phases)
-    # follow the document's links only: links schemathesis infers from field names follow nullable
-    # ids (a webhook's `job_id`) and send "None"
-    project.phases.stateful.inference.algorithms = []
     project.phases.stateful.generation.update(max_examples=STATEFUL_SCENARIOS)
     project.generation.update(max_examples=examples, database="none")
     schema = schemathesis.openapi.from_url(f"{stack.base_url}/openapi.json", config=config)
@@ -130,18 +127,12 @@ def _repeats_an_id(body: object) -> bool:
 
 
 def _unobservable(recorder, case_id: str, check: str) -> bool:
-    """The negative cases no server can refuse, since what is sent is valid on the wire:
-    - an upload whose `file` schemathesis "negated" to another JSON type (a number) still arrives
-      as a file part of bytes, and any bytes are a file (`purpose`, the form's only other field:
-      tests/services/ingest/test_openapi_document.py);
-    - a `metadata[key]` filter "negated" to null arrives as the text `null`, a valid value."""
+    """The negative case no server can refuse, since what is sent is valid on the wire: a
+    `metadata[key]` filter "negated" to null arrives as the text `null`, a valid value."""
     interaction = recorder.interactions.get(case_id)
     if interaction is None or check != "negative_data_rejection":
         return False
-    request = interaction.request
-    url = urlsplit(request.uri)
-    if request.method == "POST" and url.path == "/v1/files":
-        return True
+    url = urlsplit(interaction.request.uri)
     return any(k.startswith("metadata[") and v == ["null"] for k, v in parse_qs(url.query).items())
 
 

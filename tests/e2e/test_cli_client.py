@@ -32,8 +32,8 @@ def stack(tmp_path_factory):
         yield running
 
 
-def _cli(stack, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "INFERQ_URL": stack.base_url, "COLUMNS": "120"}
+def _cli(stack, *args: str, columns: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "INFERQ_URL": stack.base_url, "COLUMNS": str(columns)}
     return subprocess.run(
         [sys.executable, "-m", "inferq.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -172,6 +172,8 @@ def test_jobs_prints_a_table_of_the_newest_jobs(tmp_path):
         assert "cancelled" in rows[0] and "2/2 100% ██████████" in rows[0] and "echo-large" in rows[0]
         assert "queued" in rows[1] and "0/4   0% ░░░░░░░░░░" in rows[1] and "echo-small" in rows[1]
         assert all(h in proc.stdout for h in ("id", "status", "created", "progress", "models"))
+        narrow = _cli(stack, "jobs", "--limit", "2", columns=80)  # a plain terminal: ids stay whole
+        assert newer.id in narrow.stdout and older.id in narrow.stdout, narrow.stdout
         only = _cli(stack, "jobs", "--status", "queued")
         assert [row.split()[1] for row in only.stdout.splitlines() if "job_" in row] == [older.id]
         bad = _cli(stack, "jobs", "--status", "finished")

@@ -1,4 +1,4 @@
-"""README's "Run on Modal GPUs", followed as written: its models table, unchanged, deploys a Modal
+"""docs/modal.md, "Run on Modal GPUs", followed as written: its models table, unchanged, deploys a Modal
 class and makes a real dispatcher spawn runs of it by queue depth. Real ingest, dispatcher and
 redis-server processes; the dispatcher's Modal client is the fake in tests/support/fakes (the only part
 that would need a Modal account). The deploy check uses the real `modal` package."""
@@ -21,13 +21,14 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 FAKES = ROOT / "tests" / "support" / "fakes"
+PAGE = ROOT / "docs" / "modal.md"
 
 
-def readme_models_table() -> str:
-    """The ```toml block of the README's Modal section, as a user would copy it."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("\n## Run on Modal GPUs\n") :]
-    section = section[: section.index("\n## ", 1)]
+def page_models_table() -> str:
+    """The ```toml block of docs/modal.md's "Run on Modal GPUs", as a user would copy it."""
+    page = PAGE.read_text(encoding="utf-8")
+    assert page.startswith("# Run on Modal GPUs\n"), f"{PAGE} no longer starts with '# Run on Modal GPUs'"
+    section = page.split("\n## ", 1)[0]  # up to the page's first section, if it has one
     [block] = re.findall(r"```toml\n(.*?)\n\s*```", section, flags=re.S)
     return block + "\n"
 
@@ -38,9 +39,9 @@ def _spawns(log) -> list[dict]:
     return [e for e in map(json.loads, log.read_text().splitlines()) if e["op"] == "spawn"]
 
 
-def test_the_readme_table_is_driven_by_modal_as_is(tmp_path):
+def test_the_pages_table_is_driven_by_modal_as_is(tmp_path):
     models = tmp_path / "models.toml"
-    models.write_text(readme_models_table())
+    models.write_text(page_models_table())
     [name] = re.findall(r"^\s*\[models\.([\w-]+)\]$", models.read_text(), flags=re.M)
     log = tmp_path / "modal-calls.jsonl"
     env = {"PYTHONPATH": str(FAKES), "INFERQ_FAKE_MODAL_LOG": str(log)}
@@ -73,9 +74,9 @@ def test_the_readme_table_is_driven_by_modal_as_is(tmp_path):
         assert set(stack.stop().values()) == {0}
 
 
-def test_the_deploy_check_of_the_readme_table_prints_that_plan(tmp_path):
+def test_the_deploy_check_of_the_pages_table_prints_that_plan(tmp_path):
     models = tmp_path / "models.toml"
-    models.write_text(readme_models_table())
+    models.write_text(page_models_table())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "INFERQ_MODAL_"))}
     env.pop("PYTHONPATH", None)  # the real modal package, not the fake
     check = subprocess.run(
@@ -105,5 +106,5 @@ def test_the_deploy_check_of_the_readme_table_prints_that_plan(tmp_path):
     ]
     assert lines[at + 10].startswith("  container files   ") and lines[at + 10].endswith("of them Lua scripts")
     assert " 0 of them" not in lines[at + 10]
-    # the README's model is gated and the shell names no HF secret: the check says so before a deploy
+    # the page's model is gated and the shell names no HF secret: the check says so before a deploy
     assert lines[at + 11].startswith("  warning           meta-llama/Llama-3.1-8B-Instruct is gated")

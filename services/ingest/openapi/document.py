@@ -31,6 +31,17 @@ def _no_null_parameters(doc: dict[str, Any]) -> None:
                     schema.update(branches[0])
 
 
+def _closed_forms(doc: dict[str, Any]) -> None:
+    """A multipart body takes the fields its schema names and no other (the routes refuse the rest)."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
+            name = form.get("schema", {}).get("$ref", "").rpartition("/")[2]
+            if name in schemas:
+                schemas[name]["additionalProperties"] = False
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -48,6 +59,7 @@ def install(app: FastAPI) -> None:
                     for op in ops.values():
                         op["security"] = [{"bearer": []}]
         _no_null_parameters(doc)
+        _closed_forms(doc)
         errors.apply(doc, auth_on)
         config.apply(doc, app.state.settings, app.state.models)
         links.apply(doc)

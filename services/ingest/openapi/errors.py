@@ -3,10 +3,11 @@ is built, so a route added or changed later is documented by the same rules.
 
 What an operation takes decides what it can answer: a /v1 route checks the API key (401, when
 auth is on) and reads Redis (503 while Redis is briefly unable); a parameter can be malformed
-(422); an id in the path can name nothing (404); a body can be unparsable (400) or too large
-(413). A status with another cause (a 409, a 429, a 404 for an id in a body) is declared by its
-route (`openapi.route_error`). A generic error a route declared that its operation cannot produce
-is dropped; a response with a body of its own (the readiness probe's 503) is the route's."""
+(422); an id in the path can name nothing (404); a body can be unparsable (400), too large (413),
+or, for a JSON body, sent as something else (415). A status with another cause (a 409, a 429, a
+404 for an id in a body) is declared by its route (`describe.route_error`). A generic error a
+route declared that its operation cannot produce is dropped; a response with a body of its own
+(the readiness probe's 503) is the route's."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ DESCRIPTIONS = {
     401: "Missing, unknown or revoked API key",
     404: "Not found (or another tenant's)",
     413: "Body larger than the server's limit",
+    415: "Body not sent as `application/json` (its Content-Type)",
     422: "Invalid field; `error.field` names it",
     503: "Redis is briefly unable to serve; retry after `Retry-After` seconds",
 }
@@ -59,6 +61,8 @@ def statuses(path: str, method: str, op: dict[str, Any], auth_on: bool) -> set[i
         found.add(404)
     if body:
         found |= {400, 413}
+        if "application/json" in op["requestBody"].get("content", {}):
+            found.add(415)
     return found
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from services.ingest.access import job_not_found, owned_job
-from services.ingest.body import read_limited
+from services.ingest.body import read_json
 from services.ingest.budget_check import budget_routes
 from services.ingest.deps import (
     JobListerDep,
@@ -85,7 +85,7 @@ async def create_job(
         ),
     ] = None,
 ) -> Response:
-    body = await read_limited(request, settings.max_body_bytes)
+    body = await read_json(request, settings.max_body_bytes)
     budgets = await budget_routes(jobs.r, jobs.keys, models, tenant)
     plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars, budgets)
     idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None

@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from services.ingest.batch_input import parse_batch_file
 from services.ingest.batch_view import batch_id_of, batch_status, batch_view, output_line
-from services.ingest.body import read_limited
+from services.ingest.body import read_json
 from services.ingest.budget_check import budget_routes
 from services.ingest.deps import (
     FilesDep,
@@ -127,6 +127,9 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
             yield bytes(out)
 
 
+UPLOAD_FIELDS = {"file", "purpose"}
+
+
 @router.post(
     "/v1/files",
     response_class=Response,
@@ -146,12 +149,18 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
     },
 )
 async def upload_file(
+    request: Request,
     file: Annotated[UploadFile, File(description="JSONL, one request per line")],
     purpose: Annotated[Literal["batch"], Form(description="What the file is for: batch input")],
     settings: SettingsDep,
     files: FilesDep,
     tenant: TenantDep,
 ) -> Response:
+    unknown = sorted(set((await request.form()).keys()) - UPLOAD_FIELDS)  # the form FastAPI parsed, cached
+    if unknown:
+        raise ApiException(
+            422, f"{unknown[0]}: unknown form field; the upload takes `file` and `purpose`", field=unknown[0]
+        )
     content = await file.read(settings.max_body_bytes + 1)
     if len(content) > settings.max_body_bytes:
         raise ApiException(
@@ -296,7 +305,7 @@ async def create_batch(
     limits: LimitsDep,
     tenant: TenantDep,
 ) -> Response:
-    create = decode_body(_create_dec, await read_limited(request, MAX_CREATE_BYTES))
+    create = decode_body(_create_dec, await read_json(request, MAX_CREATE_BYTES))
     content = await r.hget(keys.file(create.input_file_id), CONTENT_FIELD)  # type: ignore[misc]
     if content is None or await r.zscore(keys.files_index(tenant), create.input_file_id) is None:
         raise _not_found("file", create.input_file_id, "input_file_id")

@@ -9,7 +9,7 @@ import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest.body import read_limited
+from services.ingest.body import read_json
 from services.ingest.deps import SettingsDep, TenantDep, WebhooksDep
 from services.ingest.errors.client import ApiException, decode_body, quota_exceeded
 from services.ingest.openapi import describe
@@ -60,7 +60,7 @@ def _not_found(endpoint_id: str) -> ApiException:
     },
 )
 async def create_webhook(request: Request, settings: SettingsDep, store: WebhooksDep, tenant: TenantDep) -> Response:
-    body = await read_limited(request, MAX_BODY_BYTES)
+    body = await read_json(request, MAX_BODY_BYTES)
     spec = decode_body(_create_decoder, body)
     await checked_url(spec.url, settings, "url")
     try:

@@ -400,3 +400,38 @@ async def test_without_spend_limits_a_job_is_created_without_reading_reached_lim
     commands = [e["command"] for e in log]
     assert len([c for c in commands if c.lower().startswith(b"evalsha")]) == 1
     assert not [c for c in commands if keys.budgets_reached.encode() in c]
+
+
+JOB = json.dumps({"requests": [{"model": "alpha", "prompt": "hi"}]}).encode()
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/jobs", JOB),
+        ("/v1/webhooks", json.dumps({"url": "https://hooks.example.com/x"}).encode()),
+        ("/v1/batches", json.dumps({"input_file_id": "file-x", "endpoint": "/v1/chat/completions"}).encode()),
+    ],
+)
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_json_body_sent_as_anything_else_is_a_415_naming_json(api, r, path, body, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    resp = await api.post(path, content=body, headers=headers)
+    assert resp.status_code == 415, resp.text
+    err = resp.json()["error"]
+    assert err["type"] == "unsupported_media_type" and err["field"] == "Content-Type"
+    assert "application/json" in err["message"]
+    assert await r.dbsize() == 0
+
+
+async def test_json_with_a_charset_is_json(api):
+    resp = await api.post("/v1/jobs", content=JOB, headers={"content-type": "application/json; charset=utf-8"})
+    assert resp.status_code == 202, resp.text
+
+
+async def test_the_document_lists_the_415_of_json_bodies_only(api):
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    for path, method in (("/v1/jobs", "post"), ("/v1/webhooks", "post"), ("/v1/batches", "post")):
+        assert "415" in paths[path][method]["responses"], path
+    assert "415" not in paths["/v1/files"]["post"]["responses"]  # multipart
+    assert "415" not in paths["/v1/jobs"]["get"]["responses"]

@@ -1,0 +1,96 @@
+"""README's quick start, followed as written on a fresh clone with the model hub unreachable: the
+first block (`inferq up`) in one terminal, the second (a first job) in another. The up command
+takes the offline path (a stand-in model it names as such), the job's every request succeeds, and
+a Ctrl-C stops the stack with exit 0.
+
+The clone is of HEAD (what a new user gets). Three things differ from a user's machine: the
+install line links this checkout's `.venv` instead of installing one, the API listens on a free
+port (INFERQ_PORT, INFERQ_URL), and the hub is a closed port on loopback (HF_ENDPOINT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+
+import pytest
+
+from inferq.localstack import free_port
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+INSTALL = "make install"
+UP = ".venv/bin/inferq up"
+
+
+def quick_start_blocks(readme: str) -> list[str]:
+    """The ```bash blocks of "## Quick start", up to the next `##` heading, in order."""
+    after = readme.split("\n## Quick start\n", 1)
+    assert len(after) == 2, "README.md has no '## Quick start' section"
+    section = re.split(r"\n## ", after[1], maxsplit=1)[0]
+    return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
+
+
+def _lines(block: str) -> list[str]:
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(400)
+def test_the_quick_start_works_as_written_with_the_hub_unreachable(tmp_path):
+    clone = tmp_path / "inferq"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=60)
+    blocks = quick_start_blocks((clone / "README.md").read_text(encoding="utf-8"))
+    up_block = next(b for b in blocks if UP in b)
+    job_block = blocks[blocks.index(up_block) + 1]
+    assert _lines(up_block) == [INSTALL, UP], up_block
+    assert len(_lines(up_block)) + len(_lines(job_block)) == 5, "the quick start is five lines"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERQ_", "HF_")) and k != "VIRTUAL_ENV"}
+    env.update(
+        PYTHONPATH=str(clone),  # the clone's own code, also for the `inferq` command
+        INFERQ_PORT=str(port),
+        INFERQ_URL=f"http://127.0.0.1:{port}",
+        HF_ENDPOINT=f"http://127.0.0.1:{free_port()}",  # nothing listens there: the hub is unreachable
+        HF_HOME=str(tmp_path / "hf"),  # and nothing is cached
+        COLUMNS="120",
+    )
+    subprocess.run(["ln", "-s", str(ROOT / ".venv"), ".venv"], cwd=clone, check=True)  # for `make install`
+    up_log = tmp_path / "up.log"
+    with up_log.open("wb") as log:
+        up = subprocess.Popen(
+            ["bash", "-e", "-c", UP], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        second = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", _wait_for_api(port) + "\n" + job_block],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode == 0, f"{second.stdout}\n{second.stderr}\n{up_log.read_text()}"
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in the first terminal
+        up.wait(timeout=90)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+    printed = up_log.read_text()
+    assert up.returncode == 0, printed
+    assert "OFFLINE" in printed and "NOISE" in printed, printed  # the stand-in, named as such
+    submitted = json.loads((clone / "examples/prompts.json").read_text())["requests"]
+    written = [json.loads(line) for line in (clone / "results.jsonl").read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in written) == sorted(r["custom_id"] for r in submitted)
+    assert {line["status"] for line in written} == {"succeeded"}
+    assert '{"custom_id"' in second.stdout  # `head` showed the first result
+    assert all(m in second.stdout for m in ("smol", "echo-small")), second.stdout  # `inferq models`
+
+
+def _wait_for_api(port: int) -> str:
+    """What a user does between the two terminals: wait until the first says it is up."""
+    url = shlex.quote(f"http://127.0.0.1:{port}/readyz")
+    return f"for i in $(seq 600); do curl -sf {url} >/dev/null && break; sleep 0.5; done"
