@@ -1,7 +1,7 @@
 """README's quick start, followed as written on a fresh clone with the model hub unreachable: the
-first block (`inferq up`) in one terminal, the second (a first job) in another. The up command
-takes the offline path (a stand-in model it names as such), the job's every request succeeds, and
-a Ctrl-C stops the stack with exit 0.
+first block (`inferq up`) in one terminal, the second (a first job) in another, then the API
+section's curl submission. The up command takes the offline path (a stand-in model it names as
+such), every request of both jobs succeeds, and a Ctrl-C stops the stack with exit 0.
 
 The clone is of HEAD (what a new user gets). Three things differ from a user's machine: the
 install line links this checkout's `.venv` instead of installing one, the API listens on a free
@@ -18,6 +18,7 @@ import subprocess
 
 import pytest
 
+from inferq.client import Client
 from inferq.localstack import free_port
 from tests.conftest import ROOT
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 INSTALL = "make install"
 UP = ".venv/bin/inferq up"
+API = "localhost:8000"
 
 
 def quick_start_blocks(readme: str) -> list[str]:
@@ -32,6 +34,12 @@ def quick_start_blocks(readme: str) -> list[str]:
     after = readme.split("\n## Quick start\n", 1)
     assert len(after) == 2, "README.md has no '## Quick start' section"
     section = re.split(r"\n## ", after[1], maxsplit=1)[0]
+    return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
+
+
+def api_blocks(readme: str) -> list[str]:
+    """The ```bash blocks of "## The API in brief"."""
+    section = re.split(r"\n## ", readme.split("\n## The API in brief\n", 1)[1], maxsplit=1)[0]
     return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
 
 
@@ -64,6 +72,8 @@ def test_the_quick_start_works_as_written_with_the_hub_unreachable(tmp_path):
         up = subprocess.Popen(
             ["bash", "-e", "-c", UP], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    api_submit = api_blocks((clone / "README.md").read_text(encoding="utf-8"))[0]
+    assert "/v1/jobs" in api_submit and API in api_submit, api_submit
     try:
         second = subprocess.run(
             ["bash", "-e", "-o", "pipefail", "-c", _wait_for_api(port) + "\n" + job_block],
@@ -74,6 +84,19 @@ def test_the_quick_start_works_as_written_with_the_hub_unreachable(tmp_path):
             timeout=300,
         )
         assert second.returncode == 0, f"{second.stdout}\n{second.stderr}\n{up_log.read_text()}"
+        # the API section's submission, against the same stack
+        answer = subprocess.run(
+            ["bash", "-e", "-c", api_submit.replace(API, f"127.0.0.1:{port}")],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        job = json.loads(answer.stdout)
+        assert job["status"] == "queued" and job["request_counts"]["total"] == 2, answer.stdout + answer.stderr
+        with Client(env["INFERQ_URL"]) as client:
+            assert client.wait(job["id"], poll_s=0.2, timeout=120).request_counts.succeeded == 2
         os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in the first terminal
         up.wait(timeout=90)
     finally:
