@@ -48,7 +48,7 @@ def batch_status(job_status: str) -> str:
 
 def batch_view(record: Batch, job: Job | None, now: int) -> Batch:
     """The batch as OpenAI shows it: the stored record, with state from the job it runs as."""
-    if record.status == BatchStatus.FAILED or record.job_id is None:
+    if record.status == BatchStatus.FAILED or not record.job_id:
         return record
     view = msgspec.structs.replace(record)
     if job is None:  # the job's record is gone: past its retention, or the submission was cut short

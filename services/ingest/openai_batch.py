@@ -85,7 +85,9 @@ class Batch(Struct, kw_only=True):
     request_counts: BatchRequestCounts = msgspec.field(default_factory=BatchRequestCounts)
     usage: BatchUsage | None = None
     metadata: dict[str, str] | None = None
-    job_id: str | None = None  # the inferq job that runs it (an extension)
+    # the inferq job that runs it (an extension); absent for a batch that failed validation, never
+    # null: an id a client follows always exists
+    job_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class BatchList(OpenAIPage[Batch], kw_only=True):

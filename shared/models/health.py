@@ -70,7 +70,8 @@ def assess(
     failing = failures is not None and failures.count >= FAILED_STARTS
     # why its workers do not come, when the backend knows: the cause a user needs first
     starts = (
-        f"its last {failures.count} worker starts failed" + (f": {failures.last_error}" if failures.last_error else "")
+        f"its last {_n(failures.count, 'worker start')} failed"
+        + (f": {failures.last_error}" if failures.last_error else "")
         if failures is not None
         else None
     )
@@ -80,7 +81,7 @@ def assess(
         state, reason = "unavailable", starts or prev.health.reason
     elif waiting > 0 and stalled_s >= cfg.unavailable_after_s:
         state = "unavailable"
-        reason = f"no worker has read its streams for {stalled_s:.0f} s while {waiting} requests wait"
+        reason = f"no worker has read its streams for {stalled_s:.0f} s while {_n(waiting, 'request')} wait"
         if starts and queue.consumers == 0:
             reason = f"{reason}; {starts}"
     elif failing and queue.consumers == 0:
@@ -88,20 +89,20 @@ def assess(
         state, reason = "unavailable", starts
     elif waiting > 0 and queue.consumers == 0:
         state = "cold-starting"
-        reason = f"{waiting} requests wait for a worker (for {stalled_s:.0f} s)"
+        reason = f"{_n(waiting, 'request')} wait for a worker (for {stalled_s:.0f} s)"
     elif failures is not None and queue.consumers == 0:
         state = "cold-starting"
-        reason = f"{failures.count} worker starts failed in a row; retrying"
+        reason = f"{_n(failures.count, 'worker start')} failed in a row; retrying"
     elif failures is not None:
         state = "degraded"
-        reason = f"{queue.consumers} workers read, but {failures.count} worker starts failed in a row"
+        reason = f"{_n(queue.consumers, 'worker')} read, but {_n(failures.count, 'worker start')} failed in a row"
     elif waiting > 0 and stalled_s >= cfg.unavailable_after_s / 2:
         state = "degraded"
-        reason = f"no worker has read its streams for {stalled_s:.0f} s while {waiting} requests wait"
+        reason = f"no worker has read its streams for {stalled_s:.0f} s while {_n(waiting, 'request')} wait"
     else:
         state = "serving"
         if queue.consumers:
-            reason = f"{queue.consumers} workers reading"
+            reason = f"{_n(queue.consumers, 'worker')} reading"
         elif cfg.scaling.backend == "static":
             reason = "idle: no worker reading (its workers are started by the operator)"
         else:
@@ -116,6 +117,10 @@ def assess(
         read_rate=rate,
         waiting=waiting,
     )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def unknown_health(now_s: float) -> ModelHealth:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -79,17 +80,21 @@ def _chromium() -> str:
     pytest.skip(f"no Chromium on this platform ({sys.platform}): the dashboard tests drive Debian's chromium")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dashboard") / "models.toml"
-    path.write_text(MODELS)
+def _stack(tmp_path_factory, name: str, models: str):
+    path = tmp_path_factory.mktemp(name) / "models.toml"
+    path.write_text(models)
     env = {
         "INFERQ_AUTH": "on",
         "INFERQ_API_KEYS": f"acme:{KEY_A},beta:{KEY_B},pager:{KEY_PAGER}",
         "INFERQ_WEBHOOK_ALLOW_PRIVATE": "1",
         "INFERQ_WEBHOOK_ALLOW_HTTP": "1",
     }
-    with LocalStack(path, workdir=path.parent / "stack", env=env) as running:
+    return LocalStack(path, workdir=path.parent / "stack", env=env)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with _stack(tmp_path_factory, "dashboard", MODELS) as running:
         yield running
 
 
@@ -159,20 +164,28 @@ def _wait_text(locator, pattern: str, timeout_s: float = 30.0) -> str:
 def test_models_page_shows_the_backlog_rise_and_replicas_go_0_to_n_to_0(page, stack, tmp_path):
     _open(page, stack, KEY_A)
     row = page.locator("tr[data-model=scaled]")
-    _wait_text(row.locator("[data-field=replicas]"), r"^0 / 0")
+    _wait_text(row.locator("[data-field=replicas]"), r"^0 replicas\n0 wanted · 0–3 allowed$")
     assert row.locator("[data-field=backlog]").inner_text().strip() == "0"
     assert "local" in row.inner_text() and "echo" in page.locator("tbody").inner_text()
-    _wait_text(page.locator("tr[data-model=echo] [data-field=health]"), r"^serving")
+    echo = page.locator("tr[data-model=echo]")
+    _wait_text(echo.locator("[data-field=health]"), r"^serving")
+    # a model without an autoscaler (its one worker started by the stack) counts the readers of its
+    # queue: none before its first request has made the queue, then that one worker, in the singular
+    _submit(stack, KEY_A, "echo", 1, "first")
+    _wait_text(echo.locator("[data-field=replicas]"), r"^1 worker reading$")
+    _wait_text(echo.locator("[data-field=health]"), r"^serving$")  # not again, nor contradicted
 
     _submit(stack, KEY_A, "scaled", 3000)
     backlog = _wait_text(row.locator("[data-field=backlog]"), r"^[1-9][\d,]*", 10)
     assert int(backlog.split()[0].replace(",", "")) > 0
-    replicas = _wait_text(row.locator("[data-field=replicas]"), r"^[1-9] / [1-9]", 15)
+    busy = r"^(1 replica|[2-9] replicas)\n[1-9] wanted · 0–3 allowed$"
+    replicas = _wait_text(row.locator("[data-field=replicas]"), busy, 15)
     assert int(replicas.split()[0]) >= 1
+    assert "reading" not in row.inner_text()  # the autoscaler's count, not also a reader count
     _wait_text(row.locator("[data-field=scaling]"), r"up from 0")
     _shot(page, tmp_path, "models")
 
-    _wait_text(row.locator("[data-field=replicas]"), r"^0 / 0", 60)
+    _wait_text(row.locator("[data-field=replicas]"), r"^0 replicas\n0 wanted", 60)
     _wait_text(row.locator("[data-field=scaling]"), r"down to zero")
     assert row.locator("[data-field=backlog]").inner_text().strip() == "0"
     _wait_text(row.locator("[data-field=throughput]"), r"^[1-9][\d.,]*/s", 10)  # the minute's results
@@ -330,3 +343,117 @@ def test_webhook_deliveries_show_status_codes_and_redeliver(page, stack, tmp_pat
             assert time.monotonic() < deadline, "the redelivery never arrived"
             time.sleep(0.1)
         _wait_text(delivery, r"\b2\b")  # two attempts
+
+
+# A model whose worker cannot start: a hub id with the hub out of reach (local files only, none
+# cached), so each worker exits as it loads and the local backend retries with growing delays.
+# Its default `unavailable_after_s` (60 s) is not waited out: the failed starts make it unavailable.
+FAILING = """
+[models.echo]
+engine = "dummy"
+[models.echo.options]
+latency_ms = 5
+
+[models.llama]
+engine = "transformers"
+[models.llama.options]
+model = "nobody/does-not-exist"
+local_files_only = true
+[models.llama.scaling]
+backend = "local"
+max_replicas = 1
+"""
+
+
+def _model(stack: LocalStack, name: str) -> dict:
+    with _api(stack, KEY_A) as api:
+        return next(m for m in api.get("/v1/models").json()["data"] if m["id"] == name)
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory):
+    """The stack, and a job of 3 requests for echo (they finish) and 2 for llama (they wait), once
+    llama is unavailable."""
+    with _stack(tmp_path_factory, "failing", FAILING) as running:
+        with _api(running, KEY_A) as api:
+            requests = [{"custom_id": f"e{i}", "model": "echo", "prompt": f"hi {i}"} for i in range(3)]
+            requests += [{"custom_id": f"l{i}", "model": "llama", "prompt": f"hi {i}"} for i in range(2)]
+            resp = api.post("/v1/jobs", json={"requests": requests})
+            assert resp.status_code == 202, resp.text
+            job_id = resp.json()["id"]
+            deadline = time.monotonic() + 120
+            while (health := _model(running, "llama")["health"])["state"] != "unavailable":
+                assert time.monotonic() < deadline, f"llama never became unavailable: {health}"
+                time.sleep(0.2)
+            while (job := api.get(f"/v1/jobs/{job_id}").json())["models"]["echo"]["succeeded"] < 3:
+                assert time.monotonic() < deadline, f"echo's requests never finished: {job}"
+                time.sleep(0.1)
+        yield running, job_id
+
+
+def _unescaped(text: str) -> str:
+    """A message as a reader means it: escaped newlines (a JSON log line's) as line breaks."""
+    if "\\n" in text:
+        text = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "  ", "r": ""}.get(m[1], m[1]), text)
+    return " ".join(text.split())
+
+
+def test_a_model_whose_worker_cannot_start_shows_the_cause_in_one_line_and_all_of_it_on_click(page, failing, tmp_path):
+    stack, _ = failing
+    reason = _model(stack, "llama")["health"]["reason"]
+    _open(page, stack, KEY_A)
+    row = page.locator("tr[data-model=llama]")
+    cell = row.locator("[data-field=health]")
+    _wait_text(cell, r"^unavailable since \d")
+
+    summary = cell.locator("details[data-field=cause] > summary")
+    cause = summary.inner_text()
+    assert "\n" not in cause and "\\n" not in cause and "Traceback" not in cause and "  File " not in cause, cause
+    # what failed, and why: the worker's own error (the hub out of reach), not a frame of its traceback
+    assert re.match(r"its last \d+ worker starts? failed: .*OSError: .*huggingface\.co", cause), cause
+    detail = cell.locator("[data-field=detail]")
+    assert detail.is_hidden()
+
+    summary.click()
+    detail.wait_for(state="visible")
+    shown = detail.inner_text()
+    assert _unescaped(reason) in " ".join(shown.split()), (reason, shown)  # the whole message
+    assert "\\n" not in shown and re.search(r"unavailable since \d", shown), shown
+    assert re.search(r"worker starts failed in a row: [1-9]", shown), shown
+    # it stays open while the page refreshes (each second)
+    live = page.locator("#live")
+    before = live.inner_text()
+    _wait_text(live, rf"^(?!{re.escape(before)}$)")
+    assert detail.is_visible()
+
+    # the scaling column: the failing starts, counted, and their error in one line
+    scaling = row.locator("[data-field=scaling]")
+    assert re.search(r"\b[1-9]\d* failing starts \(exit status \d+\)", scaling.inner_text()), scaling.inner_text()
+    start_error = scaling.locator("details[data-field=cause] > summary").inner_text()
+    assert "\n" not in start_error and "\\n" not in start_error and "Traceback" not in start_error, start_error
+    _wait_text(row.locator("[data-field=replicas]"), r"^(0 replicas|1 replica)\n1 wanted · 0–1 allowed$")
+    _shot(page, tmp_path, "models-failing")
+
+
+SINCE = r"since \d{1,2}:\d{2}(:\d{2})?( [AP]M)?"
+
+
+def test_a_job_waiting_for_an_unavailable_model_says_so_instead_of_an_eta(page, failing, tmp_path):
+    stack, job_id = failing
+    since = _model(stack, "llama")["health"]["since"]
+    _open(page, stack, KEY_A, "#/jobs")
+    row = page.locator(f"tr[data-job={job_id}]")
+    eta = row.locator("[data-field=eta]")
+    _wait_text(eta, rf"^waiting for llama: unavailable {SINCE}$")  # and nothing else: no ETA
+    assert "3/3" in row.inner_text() and "0/2" in row.inner_text()  # echo's done, llama's not
+    shown_since = eta.locator("time").get_attribute("datetime")
+    assert abs(datetime.fromisoformat(shown_since.replace("Z", "+00:00")).timestamp() - since) < 1
+    _shot(page, tmp_path, "jobs-waiting")
+
+    row.get_by_role("link", name=job_id).click()
+    page.get_by_role("heading", name=re.compile(f"Job {job_id}")).wait_for()
+    eta = page.locator(".toolbar [data-field=eta]")
+    _wait_text(eta, rf"^waiting for llama: unavailable {SINCE}$")
+    assert "ETA" not in page.locator(".toolbar").inner_text()
+    _wait_text(page.locator("[data-field=results-count]"), r"^3 results")  # echo's, as they came
+    _shot(page, tmp_path, "job-waiting")

@@ -212,7 +212,7 @@ def _last_line(path: Path | None) -> str | None:
         return None
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 262_144))  # a last record with a long traceback, whole
             lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
         return None

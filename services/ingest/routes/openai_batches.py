@@ -60,6 +60,13 @@ from shared.wire.api import ApiError, ResultLine
 router = APIRouter()
 _enc = msgspec.json.Encoder()
 _batch_dec = msgspec.json.Decoder(Batch)
+
+
+def _decode_record(raw: bytes) -> Batch:
+    """A stored batch record; one written before `job_id` was left out when unset held `null`."""
+    return _batch_dec.decode(raw.replace(b',"job_id":null', b""))
+
+
 _file_dec = msgspec.json.Decoder(FileObject)
 _create_dec = msgspec.json.Decoder(BatchCreate)
 _line_dec = msgspec.json.Decoder(ResultLine)
@@ -89,7 +96,7 @@ async def _load_batch(r, keys: Keys, tenant: str, batch_id: str) -> Batch:
     raw = await r.get(keys.batch(batch_id))
     if raw is None or await r.zscore(keys.batches_index(tenant), batch_id) is None:
         raise _not_found("batch", batch_id, "batch_id")
-    return _batch_dec.decode(raw)
+    return _decode_record(raw)
 
 
 async def _view(jobs: JobStore, record: Batch) -> Batch:
@@ -111,7 +118,7 @@ async def _output_file(r, keys: Keys, jobs: JobStore, tenant: str, file_id: str)
 
 async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[bytes]:
     """The output (or error) file's lines, rendered from the job's results a page at a time."""
-    assert record.job_id is not None  # only a batch that runs as a job has output files
+    assert isinstance(record.job_id, str)  # only a batch that runs as a job has output files
     cursor = None
     while True:
         page = await jobs.read_results(record.job_id, cursor, 1000)
@@ -435,7 +442,7 @@ async def get_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep
 )
 async def cancel_batch(batch_id: BatchId, r: RedisDep, keys: KeysDep, jobs: JobsDep, tenant: TenantDep) -> Response:
     record = await _load_batch(r, keys, tenant, batch_id)
-    if record.job_id is None or record.status == BatchStatus.FAILED:
+    if not record.job_id or record.status == BatchStatus.FAILED:
         raise ApiException(
             409, f"batch {batch_id} failed validation; there is nothing to cancel", type="batch_finished"
         )
@@ -468,7 +475,7 @@ async def list_batches(
 
     async def load(ids: list[str]) -> list[Batch | None]:
         raws = await r.mget([keys.batch(i) for i in ids])
-        return [None if raw is None else _batch_dec.decode(raw) for raw in raws]
+        return [None if raw is None else _decode_record(raw) for raw in raws]
 
     found = await read_indexes(r, [index], after=position, by_id=by_id, want=limit + 1, newest_first=True, load=load)
     shown = [await _view(jobs, record) for record in found[:limit]]  # the one beyond only says more follow

@@ -105,3 +105,8 @@ export function confirmAction(text, yesLabel) {
 export function errorText(err) {
   return err?.status ? `${err.message} (HTTP ${err.status})` : String(err?.message || err);
 }
+
+// "1 worker", "2 workers", "0 workers".
+export function plural(n, one, many) {
+  return `${num(n)} ${n === 1 ? one : many}`;
+}

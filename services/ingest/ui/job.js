@@ -1,8 +1,10 @@
 // One job: its counts, usage and progress, a cancel button that asks first, and its result lines
 // as they arrive (GET /v1/jobs/{id}/results one page per tick, continuing from the last cursor).
+// While it is unfinished, one GET /v1/models per tick says whether the models its requests wait
+// for can serve them: if one cannot, the page says what the job waits for instead of an ETA.
 
 import { api, query } from "./api.js";
-import { FINAL, eta, progress } from "./jobs.js";
+import { FINAL, eta, modelsFor, progress, waiting, waitingView } from "./jobs.js";
 import { badge, confirmAction, errorText, h, ms, num, replace, time } from "./dom.js";
 
 const PAGE = 500;
@@ -36,7 +38,8 @@ export function jobView(jobId) {
       }
       throw err;
     }
-    replace(head, summary(job, cancel));
+    const models = await modelsFor([job]);
+    replace(head, summary(job, cancel, models));
     if (!complete) await readResults();
   }
 
@@ -65,7 +68,7 @@ export function jobView(jobId) {
   return { el, refresh };
 }
 
-function summary(job, cancel) {
+function summary(job, cancel, models) {
   const c = job.request_counts;
   const running = job.status === "queued" || job.status === "in_progress";
   return h(
@@ -76,7 +79,7 @@ function summary(job, cancel) {
       "div",
       { class: "toolbar" },
       running ? h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel job") : null,
-      h("span", { class: "sub" }, `ETA ${eta(job)}`),
+      h("span", { class: "sub", dataset: { field: "eta" } }, waitingView(waiting(job, models)) ?? `ETA ${eta(job)}`),
     ),
     h(
       "dl",

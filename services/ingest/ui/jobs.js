@@ -1,5 +1,7 @@
 // Jobs: the tenant's jobs, newest first, one GET /v1/jobs page per tick (each job carries its
-// per-model counts, so progress needs no further request), filtered by status, paged by cursor.
+// per-model counts, so progress needs no further request), filtered by status, paged by cursor;
+// and, while a job on the page is unfinished, one GET /v1/models, for whether the models its
+// requests wait for can serve them (else it shows what it waits for instead of an ETA).
 
 import { api, query } from "./api.js";
 import { bar, badge, doneOf, duration, h, replace, table, time } from "./dom.js";
@@ -34,19 +36,20 @@ export function jobsView(params) {
   async function refresh() {
     const after = cursors[cursors.length - 1];
     const page = await api(`/v1/jobs${query({ limit: PAGE, status, after })}`);
+    const models = await modelsFor(page.data);
     next = page.has_more ? page.next_cursor : null;
     newer.disabled = cursors.length === 1;
     older.disabled = !next;
     info.textContent = `page ${cursors.length} · ${page.data.length} jobs${page.has_more ? " · more older" : ""}`;
     replace(
       body,
-      table(["Job", "Status", "Created", "Progress per model", "ETA"], page.data.map(row), status ? `No ${status.replace("_", " ")} jobs on this page.` : "No jobs yet."),
+      table(["Job", "Status", "Created", "Progress per model", "ETA"], page.data.map((job) => row(job, models)), status ? `No ${status.replace("_", " ")} jobs on this page.` : "No jobs yet."),
     );
   }
   return { el, refresh, setRefreshNow: (fn) => (refreshNow = fn) };
 }
 
-function row(job) {
+function row(job, models) {
   return h(
     "tr",
     { dataset: { job: job.id } },
@@ -54,7 +57,7 @@ function row(job) {
     h("td", { dataset: { field: "status" } }, badge(job.status)),
     h("td", {}, time(job.created_at)),
     h("td", { class: "bars" }, progress(job)),
-    h("td", { dataset: { field: "eta" } }, eta(job)),
+    h("td", { dataset: { field: "eta" } }, waitingView(waiting(job, models)) ?? eta(job)),
   );
 }
 
@@ -72,6 +75,41 @@ export function eta(job) {
   if (!job.started_at || !done) return "—";
   const elapsed = Date.now() / 1000 - job.started_at;
   return duration((elapsed * (c.total - done)) / done);
+}
+
+// The models (by id) with their health, when one of `jobs` is unfinished (else null: no request).
+export async function modelsFor(jobs) {
+  if (jobs.every((j) => FINAL.has(j.status))) return null;
+  try {
+    return new Map((await api("/v1/models")).data.map((m) => [m.id, m]));
+  } catch (err) {
+    if ([0, 401, 502, 503, 504].includes(err.status)) throw err; // the banner says it
+    return null; // without health, the ETA from the job's pace
+  }
+}
+
+// The models that still have requests of the job and cannot serve them now: not serving, and,
+// where it is unavailable (its waiting requests move down its fallback chain), no model of that
+// chain serves either. Their requests do not move, so a pace-based ETA would be a guess.
+export function waiting(job, models) {
+  if (!models || FINAL.has(job.status)) return [];
+  return Object.entries(job.models)
+    .filter(([name, c]) => c.total > doneOf(c) && stuck(name, models, new Set()))
+    .map(([name]) => ({ name, health: models.get(name).health }));
+}
+
+function stuck(name, models, seen) {
+  const m = models.get(name);
+  if (!m || m.health.state === "serving") return false;
+  seen.add(name);
+  if (m.health.state !== "unavailable") return true; // cold-starting, degraded: its requests wait there
+  return m.fallback.every((f) => seen.has(f) || stuck(f, models, seen));
+}
+
+// "waiting for llama: unavailable since 12:03:04", one line per model; null when none waits.
+export function waitingView(list) {
+  if (!list.length) return null;
+  return list.map(({ name, health }) => h("div", { class: "waiting" }, `waiting for ${name}: ${health.state} since `, time(health.since)));
 }
 
 function metadata(md) {

@@ -64,3 +64,21 @@ async def test_an_upload_for_another_purpose_is_a_422_naming_it(app, purpose):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
         resp = await api.post("/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": purpose})
     assert resp.status_code == 422 and resp.json()["error"]["field"].endswith("purpose"), resp.text
+
+
+async def test_an_upload_with_a_field_the_document_does_not_name_is_a_422_naming_it(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+        resp = await api.post(
+            "/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": "batch", "expires_after": "1h"}
+        )
+        ok = await api.post("/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": "batch"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "expires_after" and "unknown form field" in resp.json()["error"]["message"]
+    assert ok.status_code == 200, ok.text
+
+
+async def test_the_upload_form_is_closed(app):
+    doc = (await _call(app, "GET", "/openapi.json")).json()
+    ref = doc["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    form = doc["components"]["schemas"][ref.rpartition("/")[2]]
+    assert form["additionalProperties"] is False and set(form["properties"]) == {"file", "purpose"}
