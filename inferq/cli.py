@@ -36,7 +36,7 @@ ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="INFERQ_API_KEY", help="Bearer key, if the API needs one")
 ]
 DEFAULT_URL = "http://127.0.0.1:8000"
-OK, UNREACHABLE, REFUSED, SOME_FAILED, STOPPED, CANNOT_SERVE = 0, 1, 2, 3, 4, 5
+OK, UNREACHABLE, REFUSED, SOME_FAILED, STOPPED, CANNOT_SERVE, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 Grace = Annotated[
     float,
     typer.Option(
@@ -218,12 +218,13 @@ def submit(
                 raise typer.Exit(OK)
             try:
                 job = _follow(client, job, ServingWatch(client, grace))
-            except CannotServe as exc:
-                err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
-                if out_path:
+            except (CannotServe, KeyboardInterrupt) as exc:
+                if isinstance(exc, CannotServe):
+                    err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+                if out_path:  # what has finished is not lost with the wait
                     n = _write_results(client, job.id, out_path)
-                    out.print(f"wrote the {n} results so far to {out_path}")
-                raise typer.Exit(CANNOT_SERVE) from None
+                    out.print(f"wrote the {n} results so far to {out_path}; the job goes on: inferq results {job.id}")
+                raise typer.Exit(CANNOT_SERVE if isinstance(exc, CannotServe) else INTERRUPTED) from None
             c = job.request_counts
             out.print(
                 f"job {job.id} {job.status}: {c.succeeded} succeeded, {c.failed} failed, "

@@ -63,18 +63,9 @@ def assess(
     moved = prev is None or marks.last_delivered != prev.marks
     progress_ms = now_ms if moved or waiting == 0 or prev is None else prev.progress_ms
     stalled_s = (now_ms - progress_ms) / 1000
-    rate = prev.read_rate if prev else 0.0
-    if prev is not None and now_ms > prev.at_ms and marks.entries_read is not None and prev.entries_read is not None:
-        sample = max(0, marks.entries_read - prev.entries_read) * 1000 / (now_ms - prev.at_ms)
-        rate = (1 - RATE_SMOOTHING) * rate + RATE_SMOOTHING * sample
+    rate = _read_rate(prev, now_ms, marks)
     failing = failures is not None and failures.count >= FAILED_STARTS
-    # why its workers do not come, when the backend knows: the cause a user needs first
-    starts = (
-        f"its last {_n(failures.count, 'worker start')} failed"
-        + (f": {failures.last_error}" if failures.last_error else "")
-        if failures is not None
-        else None
-    )
+    starts = _failed_starts(failures)  # why its workers do not come, when the backend knows
     state: HealthState
     if prev is not None and prev.health.state == "unavailable" and queue.consumers == 0:
         # no worker came since: new work moves at once instead of waiting out the time again
@@ -117,6 +108,23 @@ def assess(
         read_rate=rate,
         waiting=waiting,
     )
+
+
+def _read_rate(prev: HealthRecord | None, now_ms: int, marks: StreamMarks) -> float:
+    """The smoothed read rate (requests per second), updated with the reads since the last judgement."""
+    rate = prev.read_rate if prev else 0.0
+    if prev is not None and now_ms > prev.at_ms and marks.entries_read is not None and prev.entries_read is not None:
+        sample = max(0, marks.entries_read - prev.entries_read) * 1000 / (now_ms - prev.at_ms)
+        rate = (1 - RATE_SMOOTHING) * rate + RATE_SMOOTHING * sample
+    return rate
+
+
+def _failed_starts(failures: ScalingFailures | None) -> str | None:
+    """The cause a user needs first when workers do not come: the backend's failing starts."""
+    if failures is None:
+        return None
+    text = f"its last {_n(failures.count, 'worker start')} failed"
+    return f"{text}: {failures.last_error}" if failures.last_error else text
 
 
 def _n(count: int, noun: str) -> str:

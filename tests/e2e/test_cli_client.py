@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -243,3 +244,35 @@ def test_results_wait_gives_up_on_a_model_that_cannot_load(broken_stack, tmp_pat
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "broken unavailable since" in proc.stderr and "the worker failed: " in proc.stderr, proc.stderr
     assert sorted(json.loads(l)["custom_id"] for l in out.read_text().splitlines()) == [f"r-ok-{i}" for i in range(3)]
+
+
+def test_ctrl_c_during_submit_wait_keeps_what_finished(broken_stack, tmp_path):
+    out = tmp_path / "results.jsonl"
+    env = {**os.environ, "INFERQ_URL": broken_stack.base_url, "COLUMNS": "120"}
+    job_file = _mixed_job(tmp_path, "c")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inferq.cli", "submit", str(job_file), "--wait", "--grace", "600", "--out", str(out)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:  # it names the model it waits for: the rest has finished or will
+            if "waiting: broken unavailable since" in line:
+                break
+        with Client(broken_stack.base_url) as client:
+            job_id = proc.stdout.readline().split()[1].rstrip(":")
+            deadline = time.monotonic() + 60
+            while client.get(job_id).models["echo-small"].succeeded < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        printed, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, printed
+    assert f"inferq results {job_id}" in printed
+    assert sorted(json.loads(l)["custom_id"] for l in out.read_text().splitlines()) == [f"c-ok-{i}" for i in range(3)]
