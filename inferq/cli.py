@@ -106,8 +106,7 @@ def _follow(client: Client, job: Job, watch: ServingWatch) -> Job:
         def show(j: Job) -> None:
             elapsed = max(time.monotonic() - started, 1e-6)
             for m, c in j.models.items():
-                done = c.succeeded + c.failed + c.cancelled + c.expired
-                progress.update(tasks[m], completed=done, rate=done / elapsed)
+                progress.update(tasks[m], completed=c.finished, rate=c.finished / elapsed)
             for note in watch.check(j):
                 if note not in shown:
                     shown.add(note)
@@ -288,7 +287,7 @@ def results(
 def _progress(job: Job) -> str:
     """`done/total pct bar`: the share of the job's requests that have a final state."""
     c = job.request_counts
-    done = c.succeeded + c.failed + c.cancelled + c.expired
+    done = c.finished
     share = done / c.total if c.total else 1.0
     filled = round(share * 10)
     return f"{done:,}/{c.total:,} {share:4.0%} " + "█" * filled + "░" * (10 - filled)

@@ -19,7 +19,7 @@ class CannotServe(Exception):
 
 def remaining_models(job: Job) -> list[str]:
     """The models that still have requests of the job to finish."""
-    return [m for m, c in job.models.items() if c.total > c.succeeded + c.failed + c.cancelled + c.expired]
+    return [m for m, c in job.models.items() if c.total > c.finished]
 
 
 def _clock_time(unix_s: float) -> str:

@@ -162,6 +162,11 @@ class RequestCounts(Struct, kw_only=True):
     cancelled: int = 0
     expired: int = 0
 
+    @property
+    def finished(self) -> int:
+        """Requests in a final state."""
+        return self.succeeded + self.failed + self.cancelled + self.expired
+
 
 class Usage(Struct, kw_only=True):
     """Tokens, the worker busy time a request was charged (`gpu_seconds`: its share of the time
