@@ -15,7 +15,8 @@ from redis.exceptions import ResponseError
 
 from services.inference.busy_clock import BusyClock, micros
 from services.inference.deadlines import Deadlines
-from services.inference.engines import Engine, EngineDead, EngineError
+from services.inference.engines import Engine, EngineDead, EngineError, Generation
+from services.inference.output_contracts import ContractMissing, OutputContracts
 from services.inference.publisher import Outcome, ResultPublisher
 from services.inference.start_clock import StartClock, start_engine
 from shared.catalog.models import ModelConfig
@@ -34,6 +35,7 @@ from shared.redis.keys import DELIVERED_FIELD, LANES, WORKER_GROUP, Keys, lane_e
 from shared.redis.outage import OUTAGE
 from shared.redis.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
 from shared.wire.api import DeadLetter, ErrorInfo, FallbackReason, Output, ResultLine, Timings, Usage
+from shared.wire.contract import Contract
 from shared.wire.messages import InferenceRequest, decode_routed, dropped_line, ended_line, result_record
 
 log = logging.getLogger("inferq.worker")
@@ -43,6 +45,7 @@ _MovedReason = FallbackReason | None  # built once: `X | None` costs a typing ca
 STOP_CHECK_S = 0.5  # how often in-flight requests' jobs are checked for a cancel or an expiry
 _DELIVERED = DELIVERED_FIELD.encode()
 
+_AGAIN = object()  # an attempt failed retryably and its backoff is over: run it again
 # A request held here: (lane, entry id, its index in the entry).
 Key = tuple[int, bytes, int]
 
@@ -107,6 +110,7 @@ class InferenceWorker:
         self.deadlines = Deadlines(model.request_timeout_s)
         self.start_clock = start_clock or StartClock()  # a container's clock outlives its runs
         self._recording: asyncio.Task | None = None
+        self.contracts = OutputContracts(r, keys)
 
     @property
     def free_slots(self) -> int:
@@ -383,45 +387,84 @@ class InferenceWorker:
     async def _attempts(
         self, key: Key, raw: bytes, req: InferenceRequest
     ) -> tuple[Output | None, Usage, ErrorInfo | None] | None:
-        """Run the request, retrying retryable engine errors with backoff: (output, usage, error),
-        or None when it left this worker's hands (moved along its fallback chain, given up into
-        the dead letters, or not acknowledged because the engine died)."""
-        retry = self.model.retry
+        """Run the request, retrying retryable engine errors with backoff, and outputs that miss
+        their contract (at once): (output, usage, error), or None when it left this worker's hands
+        (moved along its fallback chain, given up into the dead letters, or not acknowledged
+        because the engine died). Usage counts every attempt's tokens."""
+        try:
+            contract = await self.contracts.of(req)
+        except ContractMissing as exc:
+            return None, Usage(), ErrorInfo(code="contract_not_found", message=str(exc))
+        usage = Usage()
         attempt = 0
         while True:
             attempt += 1
+            gen = await self._attempt(key, raw, req, contract, attempt)
+            if isinstance(gen, ErrorInfo):
+                return None, usage, gen
+            if not isinstance(gen, Generation):
+                if gen is _AGAIN:
+                    continue
+                return None
+            usage.prompt_tokens += gen.prompt_tokens
+            usage.completion_tokens += gen.completion_tokens
+            output = Output(text=gen.text, finish_reason=gen.finish_reason)
+            missed = None if contract is None else self._held_to(req, contract, gen, output)
+            if missed is None or attempt >= self.model.retry.max_attempts:
+                return output, usage, missed
+            log.info(
+                "output misses its contract; running it again",
+                extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt},
+            )
+
+    async def _attempt(
+        self, key: Key, raw: bytes, req: InferenceRequest, contract: Contract | None, attempt: int
+    ) -> Generation | ErrorInfo | object | None:
+        """One engine call: its generation; or the error that ends the request; or _AGAIN after
+        the backoff of a retryable error; or None when the request left this worker's hands."""
+        retry = self.model.retry
+        try:
+            self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
             try:
-                self.deadlines.start(key, self.inflight.get(key) or asyncio.current_task())  # type: ignore[arg-type]
-                try:
-                    gen = await self.engine.generate(req, LANES[key[0]])
-                finally:
-                    self.deadlines.end(key)
-                usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
-                return Output(text=gen.text, finish_reason=gen.finish_reason), usage, None
-            except asyncio.CancelledError:
-                if not self.deadlines.expired(key):
-                    raise  # a stop, or shutting down
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                timeout = f"no answer within {self.model.request_timeout_s:g}s"
-                return None, Usage(), ErrorInfo(code="request_timeout", message=timeout)
-            except EngineDead as exc:
-                self._engine_died(exc)
-                self.inflight.pop(key, None)
-                return None  # not acknowledged: reclaimed elsewhere, its delivery count growing
-            except EngineError as exc:
-                if not exc.retryable:
-                    return None, Usage(), ErrorInfo(code=exc.code, message=exc.message)
-                if attempt >= retry.max_attempts:
-                    await self._exhausted(key, raw, req, attempt, exc)
-                    return None
-                delay = exponential_delay(attempt, retry.backoff_s, retry.backoff_max_s)
-                log.info(
-                    "retrying in %.1fs after %s",
-                    delay,
-                    exc.code,
-                    extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt},
-                )
-                await asyncio.sleep(delay)
+                if contract is None:
+                    return await self.engine.generate(req, LANES[key[0]])
+                return await self.engine.generate(req, LANES[key[0]], contract)
+            finally:
+                self.deadlines.end(key)
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(key):
+                raise  # a stop, or shutting down
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return ErrorInfo(code="request_timeout", message=f"no answer within {self.model.request_timeout_s:g}s")
+        except EngineDead as exc:
+            self._engine_died(exc)
+            self.inflight.pop(key, None)
+            return None  # not acknowledged: reclaimed elsewhere, its delivery count growing
+        except EngineError as exc:
+            if not exc.retryable:
+                return ErrorInfo(code=exc.code, message=exc.message)
+            if attempt >= retry.max_attempts:
+                await self._exhausted(key, raw, req, attempt, exc)
+                return None
+            delay = exponential_delay(attempt, retry.backoff_s, retry.backoff_max_s)
+            log.info(
+                "retrying in %.1fs after %s",
+                delay,
+                exc.code,
+                extra={"request_id": req.request_id, "job_id": req.job_id, "attempt": attempt},
+            )
+            await asyncio.sleep(delay)
+            return _AGAIN
+
+    def _held_to(self, req: InferenceRequest, contract: Contract, gen: Generation, output: Output) -> ErrorInfo | None:
+        """None when the output keeps its contract (its decoded JSON then in `output.parsed`),
+        else the `output_invalid` error: the validator's first message."""
+        verdict = self.contracts.judge(req, contract, gen.text)
+        if verdict.valid:
+            output.parsed = verdict.parsed
+            return None
+        cut = " (the output ended at max_tokens)" if gen.finish_reason == "length" else ""
+        return ErrorInfo(code="output_invalid", message=verdict.message + cut)
 
     async def _exhausted(self, key: Key, raw: bytes, req: InferenceRequest, attempt: int, exc: EngineError) -> None:
         """Every attempt failed retryably: on to the next model of the chain, else the dead letters."""

@@ -20,7 +20,6 @@ _UNSUPPORTED = {
     "tool_choice",
     "functions",
     "function_call",
-    "response_format",
     "logit_bias",
     "audio",
     "modalities",
@@ -135,6 +134,7 @@ def _request(number: int, line: InputLine, endpoint: str, models: ModelsConfig) 
         ("top_p", body.get("top_p")),
         ("stop", body.get("stop")),
         ("seed", body.get("seed")),
+        ("response_format", body.get("response_format")),
     ):
         if value is not None:
             req[name] = value

@@ -9,6 +9,7 @@ import time
 import redis.asyncio as aioredis
 
 from shared.catalog.budgets import Period
+from shared.catalog.fallback import cannot_enforce_contracts
 from shared.catalog.models import ModelsConfig
 from shared.catalog.money import usd
 from shared.catalog.pricing import hourly_price
@@ -45,6 +46,7 @@ async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant
                 price_per_hour=hourly_price(cfg),
                 price_per_million_tokens=cfg.price_per_million_tokens,
                 spend=_spend(cfg.name, spend, statuses, tenant),
+                supports_response_format=cannot_enforce_contracts(models, cfg.name) is None,
                 start_phases=starts.get(cfg.name),
             )
         )

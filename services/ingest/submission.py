@@ -8,14 +8,17 @@ from collections.abc import Sequence
 import msgspec
 
 from services.ingest.budget_check import BudgetRoutes
+from services.ingest.contract_check import ContractRefused, check
 from services.ingest.errors.client import ApiException, decode_body
-from shared.catalog.fallback import reachable
+from shared.catalog.fallback import cannot_enforce_contracts, reachable
 from shared.catalog.models import ModelConfig, ModelsConfig
 from shared.core.ids import new_job_id, request_id
 from shared.core.settings import Settings
 from shared.jobs.store import NO_LIMIT, JobStore
-from shared.redis.keys import JobField
+from shared.redis.keys import JobField, contract_field
+from shared.wire import contract as contracts
 from shared.wire.api import JobCreate, JobWebhook, Priority, PromptSpec, RequestSpec
+from shared.wire.formats import ResponseFormat
 from shared.wire.messages import DirectChunk, InferenceRequest, IngestChunk, SamplingParams
 
 CHUNK_SIZE = 500  # requests per ingest-stream entry
@@ -34,6 +37,7 @@ class JobPlan(msgspec.Struct, kw_only=True):
     chunks: list[bytes | DirectChunk]
     webhook: JobWebhook | None = None
     routes: list[str] = []  # the models its requests may reach (shared/catalog/fallback.py)
+    contracts: dict[str, bytes] = {}  # id -> encoded contract, each stored once in the job's hash
 
 
 def plan_job(
@@ -46,19 +50,13 @@ def plan_job(
     """Check the body and encode its requests for the ingest stream. With `budgets`, requests for
     a model a reached spend limit covers are written to the next model of its chain instead."""
     doc = decode_body(_decoder, body)
-    items, field = _items(doc)
-    if len(items) > max_requests:
-        raise ApiException(
-            413,
-            f"{field}: the job has {len(items)} requests; the limit is {max_requests} per job",
-            type="request_too_large",
-            field=field,
-        )
+    items, field = _items(doc, max_requests)
     job_id = new_job_id()
     created_ms = int(time.time() * 1000)
     seen: dict[str, int] = {}  # custom_id -> the index that used it first
     model_totals: dict[str, int] = {}
     encoded: list[tuple[str, str, bytes]] = []
+    terms = _Contracts(doc.response_format, field, models)
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         model = _model_of(item, where, i, models)
@@ -78,6 +76,7 @@ def plan_job(
             messages=messages,
             params=_sampling(item, max_tokens),
             max_queue_wait_ms=max_queue_wait_ms(item.max_queue_wait, doc.max_queue_wait, lane, model),
+            contract=terms.of(item, where, i),
         )
         encoded.append(_encoded(req, lane, budgets))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
@@ -93,7 +92,60 @@ def plan_job(
         chunks=chunks,
         webhook=doc.webhook,
         routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
+        contracts=terms.stored,
     )
+
+
+class _Contracts:
+    """The output contracts of a job's requests: each request's own response_format, else the
+    job's; each checked once, and stored once however many requests share it."""
+
+    def __init__(self, job_format: ResponseFormat | None, field: str, models: ModelsConfig) -> None:
+        self.models = models
+        self.stored: dict[str, bytes] = {}
+        self._job_id: str | None = None
+        self._served: dict[str, str | None] = {}  # model -> the model of its routes that cannot enforce
+        if job_format is not None:
+            self._job_id = self._checked(job_format, "response_format", None)
+
+    def of(self, item: RequestSpec | PromptSpec, where: str, i: int) -> str | None:
+        own = item.response_format
+        cid = self._job_id if own is None else self._checked(own, f"{where}.response_format", i)
+        if cid is not None:
+            self._check_model(item.model, f"{where}.response_format" if own is not None else "response_format", i)
+        return cid
+
+    def _checked(self, fmt: ResponseFormat, field: str, i: int | None) -> str | None:
+        contract = contracts.contract_of(fmt)
+        if contract is None:
+            return None
+        try:
+            check(contract)
+        except ContractRefused as exc:
+            raise ApiException(
+                422, f"{field}.{exc.path}: {exc.message}", field=f"{field}.{exc.path}", index=i
+            ) from None
+        encoded = contracts.encode(contract)
+        cid = contracts.contract_id(encoded)
+        self.stored[cid] = encoded
+        return cid
+
+    def _check_model(self, model: str, field: str, i: int) -> None:
+        if model not in self._served:
+            self._served[model] = cannot_enforce_contracts(self.models, model)
+        blocker = self._served[model]
+        if blocker is None:
+            return
+        engine = self.models.models[blocker].engine
+        how = "its engine" if blocker == model else f"its fallback chain reaches {blocker!r}, whose engine"
+        raise ApiException(
+            422,
+            f"{field}: model {model!r} cannot hold outputs to a response_format: {how} ({engine}) cannot"
+            " (GET /v1/models shows supports_response_format)",
+            field=field,
+            index=i,
+            model=model,
+        )
 
 
 def _model_of(item: RequestSpec | PromptSpec, where: str, i: int, models: ModelsConfig) -> ModelConfig:
@@ -233,6 +285,8 @@ async def create_planned(
     extra = dict(options.pop("extra", None) or {})
     if plan.routes:
         extra[JobField.ROUTES] = msgspec.json.encode(plan.routes).decode()
+    for cid, encoded in plan.contracts.items():
+        extra[contract_field(cid)] = encoded.decode()
     return await jobs.create(
         plan.job_id,
         plan.created_ms,
@@ -259,7 +313,7 @@ def _window_ms(window: str) -> int:
     return ms
 
 
-def _items(doc: JobCreate) -> tuple[Sequence[RequestSpec | PromptSpec], str]:
+def _items(doc: JobCreate, max_requests: int) -> tuple[Sequence[RequestSpec | PromptSpec], str]:
     if doc.requests is not None and doc.prompts is not None:
         raise ApiException(422, "requests: give either `requests` or `prompts`, not both", field="requests")
     if doc.requests is None and doc.prompts is None:
@@ -270,6 +324,13 @@ def _items(doc: JobCreate) -> tuple[Sequence[RequestSpec | PromptSpec], str]:
     items = doc.requests if doc.requests is not None else doc.prompts
     if not items:
         raise ApiException(422, f"{field}: must contain at least one request", field=field)
+    if len(items) > max_requests:
+        raise ApiException(
+            413,
+            f"{field}: the job has {len(items)} requests; the limit is {max_requests} per job",
+            type="request_too_large",
+            field=field,
+        )
     return items, field
 
 

@@ -35,3 +35,12 @@ def next_model(models: ModelsConfig, model: str, usable: Callable[[str], bool]) 
         if usable(candidate):
             return candidate
     return None
+
+
+def cannot_enforce_contracts(models: ModelsConfig, name: str) -> str | None:
+    """The first model that `name`'s requests may reach (itself, then its chains) whose engine
+    cannot hold an output to a response_format; None when every one can."""
+    for candidate in [name, *(n for n in reachable(models, [name]) if n != name)]:
+        if not models.models[candidate].enforces_contracts:
+            return candidate
+    return None

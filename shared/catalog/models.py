@@ -193,6 +193,9 @@ class RetryConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 # its own batches (up to max_num_seqs) from what it holds: feeding it a trickle as slots free up
 # costs a third of its throughput, while a request waiting inside vLLM costs only host memory.
 DEFAULT_MAX_INFLIGHT = {"vllm": 2048}
+# Engines that hold outputs to a response_format: vllm and transformers constrain decoding with a
+# grammar; openai passes it to the endpoint. The worker validates every contracted result either way.
+CONTRACT_ENGINES = frozenset({"vllm", "transformers", "openai"})
 FALLBACK_MAX_INFLIGHT = 32
 
 
@@ -237,6 +240,11 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
             )
         if self.scaling.backend is None:
             self.scaling.backend = "static" if self.modal is None else "modal"
+
+    @property
+    def enforces_contracts(self) -> bool:
+        """Whether its engine can hold an output to a response_format."""
+        return self.engine in CONTRACT_ENGINES
 
     @property
     def modal_max_containers(self) -> int | None:

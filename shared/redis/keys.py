@@ -86,6 +86,11 @@ def model_field(model: str, name: str) -> str:
     return f"m:{model}:{name}"
 
 
+def contract_field(contract_id: str) -> str:
+    """A job-hash field: one output contract (its canonical JSON) that requests of the job refer to."""
+    return f"contract:{contract_id}"
+
+
 def dead_letter_field(request_id: str) -> str:
     """Job-hash field: the result-line id of a request that failed into the dead letters."""
     return f"dl:{request_id}"

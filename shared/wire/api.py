@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from shared.core import states
 from shared.core.pages import Page
+from shared.wire.formats import ResponseFormat
 
 CustomId = Annotated[str, Meta(min_length=1, max_length=512, description="Unique within the job")]
 ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -121,6 +122,7 @@ class RequestSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
     priority: Priority | None = None  # overrides the job's priority for this request
     max_queue_wait: MaxQueueWait | None = None  # overrides the job's
+    response_format: ResponseFormat | None = None  # overrides the job's
 
 
 class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
@@ -131,6 +133,7 @@ class PromptSpec(SamplingFields, forbid_unknown_fields=True, kw_only=True):
     id: CustomId | None = None
     priority: Priority | None = None
     max_queue_wait: MaxQueueWait | None = None
+    response_format: ResponseFormat | None = None
 
 
 class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -145,6 +148,8 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     # A request waiting longer than this for its model moves along the model's fallback chain.
     # Unset: interactive requests take their model's `interactive_max_queue_wait_s`; batch ones wait.
     max_queue_wait: MaxQueueWait | None = None
+    # The shape every request's output must take, for requests that give none of their own.
+    response_format: ResponseFormat | None = None
     metadata: Annotated[
         dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
         Meta(max_length=16),
@@ -224,6 +229,8 @@ class Output(Struct, kw_only=True):
     # stop: end of sequence or a stop string; length: max_tokens or the context; repetition: the
     # engine's repetition detection ended it (vLLM)
     finish_reason: Literal["stop", "length", "repetition"]
+    # the decoded JSON of an output held to a json_object or json_schema response_format
+    parsed: Any | msgspec.UnsetType = msgspec.UNSET
 
 
 class DeadLetter(Struct, kw_only=True, omit_defaults=True):
@@ -401,6 +408,8 @@ class ModelInfo(Struct, kw_only=True):
     price_per_hour: float | None  # USD per busy replica-hour (Modal models: their GPU's list price)
     price_per_million_tokens: float | None
     spend: ModelSpend
+    # whether its engine holds outputs to a response_format (and every model of its fallback chain's)
+    supports_response_format: bool = False
     # the latest worker start of the model, phase by phase (None until a worker served a request)
     start_phases: StartPhases | None = None
 

@@ -32,6 +32,8 @@ class InferenceRequest(Struct, kw_only=True, omit_defaults=True):
     messages: list[ChatMessage] | None = None
     # Moves along the model's fallback chain when it has waited longer than this (ms), if set.
     max_queue_wait_ms: int | None = None
+    # The id of the output contract it is held to (shared/wire/contract.py), stored once in its job's hash.
+    contract: str | None = None
 
 
 # A request that moved along its model's fallback chain (shared/redis/lua/lib/moves.lua): why, and the

@@ -6,6 +6,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from shared.wire.contract import Contract
 from shared.wire.messages import InferenceRequest
 
 FinishReason = Literal["stop", "length", "repetition"]  # docs/results.md
@@ -39,9 +40,13 @@ class Engine(Protocol):
     async def start(self) -> None:
         """Load the model; called once before the first request."""
 
-    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
+    async def generate(
+        self, request: InferenceRequest, lane: str = "batch", contract: Contract | None = None
+    ) -> Generation:
         """Run one request; many calls run concurrently (up to the model's max_inflight). `lane`
         is the stream it came from (`interactive` before `batch`), for engines that prioritise.
+        `contract` (only for engines in CONTRACT_ENGINES) is the shape the output must take: the
+        engine constrains its decoding to it, or passes it on; the worker validates the result.
 
         Cancelling the calling task (shutdown, or another worker took the request over) must stop
         the work the request holds in the engine. Raises EngineError or EngineDead."""

@@ -31,7 +31,8 @@ class DummyEngine:
     async def stop(self) -> None:
         return None
 
-    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
+    async def generate(self, request: InferenceRequest, lane: str = "batch", contract: object = None) -> Generation:
+        """`contract` is never given: the dummy engine is not one that enforces contracts."""
         if request.messages is not None:
             prompt_words = [w for m in request.messages for w in m.content.split()]
             source = request.messages[-1].content.split()

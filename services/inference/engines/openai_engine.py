@@ -15,6 +15,7 @@ import email.utils
 import logging
 import os
 import time
+from typing import Any
 
 import httpx
 import msgspec
@@ -22,6 +23,7 @@ import msgspec
 from services.inference.engines.base import EngineError, Generation
 from shared.catalog.models import OpenAIOptions
 from shared.core.backoff import exponential_delay
+from shared.wire.contract import Contract
 from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.openai")
@@ -77,8 +79,12 @@ class OpenAIEngine:
         if self.client is not None:
             await self.client.aclose()
 
-    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
+    async def generate(
+        self, request: InferenceRequest, lane: str = "batch", contract: Contract | None = None
+    ) -> Generation:
         path, body = self._request_body(request)
+        if contract is not None:
+            body.update(contract_fields(contract))
         async with self._slots:
             data = await self._post(path, body, request.request_id)
         try:
@@ -160,6 +166,20 @@ class OpenAIEngine:
                 extra={"request_id": request_id, "attempt": attempt},
             )
             await asyncio.sleep(delay)
+
+
+def contract_fields(contract: Contract) -> dict[str, Any]:
+    """The body fields that ask an OpenAI-compatible endpoint for a contract's shape: OpenAI's
+    `response_format` for JSON, and for regex and choice the `structured_outputs` field that vLLM's
+    server reads (an endpoint that ignores it is still held to the shape: the worker validates)."""
+    if contract.kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if contract.kind == "json_schema":
+        spec = {"name": "output", "schema": contract.schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}
+    if contract.kind == "regex":
+        return {"structured_outputs": {"regex": contract.pattern}}
+    return {"structured_outputs": {"choice": contract.choices}}
 
 
 def _error_message(resp: httpx.Response) -> str:

@@ -5,12 +5,15 @@ The local default engine. Concurrent generate() calls are gathered into batches 
 `model.generate` call in a thread, so the event loop keeps serving Redis while the model computes.
 Requests in one batch share their sampling settings (temperature, top_p); each keeps its own
 max_tokens and stop sequences, applied to its own row. A sampled request with a seed runs in a batch
-of its own, so its seed reproduces its text.
+of its own, so its seed reproduces its text. Requests held to a response_format batch with those of
+the same contract: xgrammar's logits processor for transformers masks, at every step, the tokens
+its grammar (compiled once per contract) does not allow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from typing import Any
 from services.inference.engines.base import EngineDead, EngineError, FinishReason, Generation
 from services.inference.engines.prompts import cut_at_stop, render_prompt
 from shared.catalog.models import TransformersOptions
+from shared.wire.contract import Contract
 from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.transformers")
@@ -29,6 +33,12 @@ class _Pending:
     request: InferenceRequest
     future: asyncio.Future
     prompt_ids: list[int] = field(default_factory=list)
+    contract: Contract | None = None
+
+    @property
+    def batch_key(self) -> tuple:
+        """Requests run in one generate() call only with equal keys: sampling, and contract."""
+        return (*self.sampling_key, self.request.contract if self.contract is not None else None)
 
     @property
     def sampling_key(self) -> tuple:
@@ -54,6 +64,8 @@ class TransformersEngine:
         self._batcher: asyncio.Task | None = None
         self._dead: BaseException | None = None
         self.weights_loaded_at: float | None = None  # monotonic time the weights were in memory
+        self._grammars: dict[str, Any] = {}  # contract id -> xgrammar's compiled grammar
+        self._compiler: Any = None  # xgrammar's GrammarCompiler for this tokenizer, on first use
 
     def preload(self) -> None:
         """Import torch and transformers (most of a CPU worker's start); before a memory snapshot."""
@@ -111,7 +123,9 @@ class TransformersEngine:
             await asyncio.gather(self._batcher, return_exceptions=True)
         self.model = None
 
-    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
+    async def generate(
+        self, request: InferenceRequest, lane: str = "batch", contract: Contract | None = None
+    ) -> Generation:
         if self._dead is not None:
             raise EngineDead(f"the transformers engine stopped: {self._dead}")
         prompt = render_prompt(self.tokenizer, request)
@@ -122,7 +136,7 @@ class TransformersEngine:
                 f"the prompt has {len(ids)} tokens; the model's context is {self.context_length}",
                 retryable=False,
             )
-        pending = _Pending(request, asyncio.get_running_loop().create_future(), ids)
+        pending = _Pending(request, asyncio.get_running_loop().create_future(), ids, contract)
         await self._queue.put(pending)
         return await pending.future  # cancelling this leaves the future cancelled: the batcher skips it
 
@@ -147,7 +161,7 @@ class TransformersEngine:
                 live = [p for p in batch if not p.future.done()]
                 groups: dict[tuple, list[_Pending]] = {}
                 for p in live:
-                    groups.setdefault(p.sampling_key, []).append(p)
+                    groups.setdefault(p.batch_key, []).append(p)
                 for group in groups.values():
                     await self._run_group(group)
         except asyncio.CancelledError:
@@ -198,6 +212,9 @@ class TransformersEngine:
             kwargs["top_p"] = params.top_p if params.top_p is not None else 1.0
             if params.seed is not None:
                 torch.manual_seed(params.seed)
+        first = group[0]
+        if first.contract is not None:
+            kwargs["logits_processor"] = [self._constraint(first.request.contract or "", first.contract)]
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         eos = _eos_ids(self.model, tok)
@@ -221,6 +238,33 @@ class TransformersEngine:
                 )
             )
         return results
+
+    def _constraint(self, contract_id: str, contract: Contract) -> Any:
+        """A fresh logits processor (one per generate() call) over the contract's compiled grammar."""
+        import xgrammar as xgr
+
+        grammar = self._grammars.get(contract_id)
+        if grammar is None:
+            if self._compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
+                self._compiler = xgr.GrammarCompiler(info)
+            grammar = compile_contract(self._compiler, contract)
+            self._grammars[contract_id] = grammar
+        return xgr.contrib.hf.LogitsProcessor(grammar)
+
+
+def compile_contract(compiler: Any, contract: Contract) -> Any:
+    """xgrammar's compiled grammar for a contract; JSON compact, as the vllm engine writes it."""
+    if contract.kind == "json_schema":
+        return compiler.compile_json_schema(
+            json.dumps(contract.schema), any_whitespace=False, separators=(",", ":"), strict_mode=True
+        )
+    if contract.kind == "json_object":
+        return compiler.compile_builtin_json_grammar()
+    if contract.kind == "regex":
+        return compiler.compile_regex(contract.pattern or "")
+    alternatives = " | ".join(json.dumps(c, ensure_ascii=False) for c in contract.choices or ())
+    return compiler.compile_grammar(f"root ::= {alternatives}")
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

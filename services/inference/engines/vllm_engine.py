@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from services.inference.engines.base import EngineDead, EngineError, FinishReason, Generation
 from shared.catalog.models import ModelsFileError, VllmOptions
 from shared.redis.keys import LANES
+from shared.wire.contract import Contract
 from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.vllm")
@@ -82,6 +84,7 @@ class VllmEngine:
         # request is streamed cumulatively so the first token is seen; every other is final-only
         self.first_token_after_s: float | None = None
         self._watching_first = False
+        self._specs: dict[str, dict[str, Any]] = {}  # contract id -> StructuredOutputsParams fields
 
     def preload(self) -> None:
         """Import vLLM (tens of seconds of a cold start): before a memory snapshot, so containers
@@ -89,10 +92,11 @@ class VllmEngine:
         if self._vllm:
             return
         from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.config import StructuredOutputsConfig
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.exceptions import VLLMClientError
         from vllm.renderers import ChatParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -103,6 +107,8 @@ class VllmEngine:
             "AsyncLLM": AsyncLLM,
             "UsageContext": UsageContext,
             "SamplingParams": SamplingParams,
+            "StructuredOutputsParams": StructuredOutputsParams,
+            "StructuredOutputsConfig": StructuredOutputsConfig,
             "FINAL_ONLY": RequestOutputKind.FINAL_ONLY,
             "CUMULATIVE": RequestOutputKind.CUMULATIVE,
             "EngineDeadError": EngineDeadError,
@@ -117,6 +123,13 @@ class VllmEngine:
         self.preload()
         v = self._vllm
         kwargs = engine_args(self.options, {f.name for f in dataclasses.fields(v["AsyncEngineArgs"])})
+        # response_format: xgrammar, JSON without free whitespace (a grammar that allows any
+        # whitespace lets a model spend its max_tokens on it); the models file may choose otherwise
+        if "structured_outputs_config" in {f.name for f in dataclasses.fields(v["AsyncEngineArgs"])}:
+            kwargs.setdefault(
+                "structured_outputs_config",
+                v["StructuredOutputsConfig"](backend="xgrammar", disable_any_whitespace=True),
+            )
         if self.sleep_for_snapshot:
             kwargs["enable_sleep_mode"] = True  # the weights can leave the GPU memory before a snapshot
         started = time.monotonic()
@@ -157,7 +170,7 @@ class VllmEngine:
             self.engine.shutdown()
             self.engine = None
 
-    def sampling_params(self, request: InferenceRequest):
+    def sampling_params(self, request: InferenceRequest, contract: Contract | None = None):
         """vLLM's SamplingParams; it validates on construction (raises VLLMValidationError)."""
         p = request.params
         defaults, neutral = self.sampling_defaults, self._vllm["neutral"]
@@ -167,7 +180,25 @@ class VllmEngine:
             for name in _SERVER_DEFAULTED
         }
         kwargs.update(max_tokens=p.max_tokens, n=1, output_kind=self._vllm["FINAL_ONLY"], stop=p.stop, seed=p.seed)
+        if contract is not None:
+            kwargs["structured_outputs"] = self._structured(request.contract or "", contract)
         return self._vllm["SamplingParams"].from_optional(**kwargs)
+
+    def _structured(self, contract_id: str, contract: Contract):
+        """vLLM's constraint for a contract. A schema is passed as the same string every time, so
+        vLLM's grammar compiler (its cache is keyed by that string) compiles it once per schema."""
+        spec = self._specs.get(contract_id)
+        if spec is None:
+            if contract.kind == "json_schema":
+                spec = {"json": json.dumps(contract.schema, separators=(",", ":"), sort_keys=True)}
+            elif contract.kind == "json_object":
+                spec = {"json_object": True}
+            elif contract.kind == "regex":
+                spec = {"regex": contract.pattern}
+            else:
+                spec = {"choice": list(contract.choices or ())}
+            self._specs[contract_id] = spec
+        return self._vllm["StructuredOutputsParams"](**spec)
 
     def render_soon(self, request: InferenceRequest) -> asyncio.Future:
         """The request as vLLM's engine input (token ids), through the engine's renderer.
@@ -225,7 +256,9 @@ class VllmEngine:
                 out[i] = engine_input
         return out
 
-    async def generate(self, request: InferenceRequest, lane: str = "batch") -> Generation:
+    async def generate(
+        self, request: InferenceRequest, lane: str = "batch", contract: Contract | None = None
+    ) -> Generation:
         if self.engine is None or getattr(self.engine, "errored", False):
             raise EngineDead("vLLM's engine has stopped")
         final = None
@@ -234,7 +267,7 @@ class VllmEngine:
         began = time.monotonic()
         watch = self.first_token_after_s is None and not self._watching_first
         try:
-            params = self.sampling_params(request)
+            params = self.sampling_params(request, contract)
             if watch:  # each output then holds everything so far, so the last is the whole answer still
                 self._watching_first = True
                 params.output_kind = self._vllm["CUMULATIVE"]

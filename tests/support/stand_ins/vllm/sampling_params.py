@@ -17,3 +17,8 @@ class SamplingParams:
     @classmethod
     def from_optional(cls, *, max_tokens: int | None = 16, output_kind=RequestOutputKind.CUMULATIVE, **kwargs):
         return cls(max_tokens=16 if max_tokens is None else max_tokens, output_kind=output_kind)
+
+
+class StructuredOutputsParams:
+    def __init__(self, **kwargs) -> None:
+        self.__dict__.update(kwargs)
