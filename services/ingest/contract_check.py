@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 
@@ -67,8 +68,8 @@ FORMATS = {
     "json-pointer",
     "relative-json-pointer",
 }
-# regex features a grammar cannot express (they look around or back)
-_UNSUPPORTED_REGEX = re.compile(r"\(\?[=!<]|\(\?P[<=>]|\\[1-9]|\\[bB]")
+# a repetition count a grammar can express: {m}, {m,} or {m,n}
+_COUNT = re.compile(r"\{\d+(?:,\d*)?\}")
 
 
 class ContractRefused(Exception):
@@ -107,10 +108,10 @@ def _check_schema(schema: dict[str, Any]) -> None:
         raise ContractRefused(
             "json_schema.schema" + (f".{where}" if where else ""), f"not a valid JSON Schema: {exc.message}"
         ) from None
-    _walk(schema, "json_schema.schema", 0)
+    _walk(schema, "json_schema.schema", 0, schema)
 
 
-def _walk(node: Any, path: str, depth: int) -> None:
+def _walk(node: Any, path: str, depth: int, root: dict[str, Any]) -> None:
     if isinstance(node, bool):
         return
     if not isinstance(node, dict):
@@ -125,17 +126,17 @@ def _walk(node: Any, path: str, depth: int) -> None:
             )
         kind = SUBSCHEMAS.get(key)
         if kind == "one":
-            _walk(value, f"{path}.{key}", depth + 1)
+            _walk(value, f"{path}.{key}", depth + 1, root)
         elif kind == "map":
             for name, sub in value.items():
-                _walk(sub, f"{path}.{key}.{name}", depth + 1)
+                _walk(sub, f"{path}.{key}.{name}", depth + 1, root)
         elif kind == "list":
             for i, sub in enumerate(value):
-                _walk(sub, f"{path}.{key}[{i}]", depth + 1)
-    _check_combinations(node, path)
+                _walk(sub, f"{path}.{key}[{i}]", depth + 1, root)
+    _check_combinations(node, path, root)
 
 
-def _check_combinations(node: dict[str, Any], path: str) -> None:
+def _check_combinations(node: dict[str, Any], path: str, root: dict[str, Any]) -> None:
     fmt = node.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise ContractRefused(
@@ -151,8 +152,25 @@ def _check_combinations(node: dict[str, Any], path: str) -> None:
         raise ContractRefused(
             f"{path}.$ref", f"only references within the schema (#/$defs/...) are supported, not {ref!r}"
         )
+    if ref is not None and not _resolves(root, ref):
+        raise ContractRefused(f"{path}.$ref", f"{ref!r} refers to nothing in the schema")
     if "pattern" in node:
         _check_regex(node["pattern"], f"{path}.pattern")
+
+
+def _resolves(root: dict[str, Any], ref: str) -> bool:
+    """Whether a local reference (`#`, `#/$defs/name/...`, a JSON pointer) names a schema of `root`:
+    a dangling one passes the metaschema but no validator (nor grammar) can follow it."""
+    node: Any = root
+    for token in ref[2:].split("/") if ref != "#" else ():
+        token = unquote(token).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return False
+    return isinstance(node, (dict, bool))
 
 
 def _check_regex(pattern: str, path: str = "pattern") -> None:
@@ -160,12 +178,64 @@ def _check_regex(pattern: str, path: str = "pattern") -> None:
         re.compile(pattern)
     except re.error as exc:
         raise ContractRefused(path, f"not a valid regular expression: {exc}") from None
-    found = _UNSUPPORTED_REGEX.search(pattern)
+    found = _unsupported_regex(pattern)
     if found:
-        raise ContractRefused(
-            path,
-            f"{found.group(0)!r}: lookarounds, backreferences and word boundaries cannot be enforced while decoding",
-        )
+        raise ContractRefused(path, f"{found} cannot be enforced while decoding")
+
+
+def _unsupported_regex(pattern: str) -> str | None:
+    """The first construct of a (valid) pattern that a grammar cannot express, described; None
+    when there is none. Escapes and character classes are stepped over whole, so `\\(?`, `[\\b]`
+    and `\\\\1` are plain characters."""
+    i, n = 0, len(pattern)
+    repeated = False  # the token before is a quantifier
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            escaped = pattern[i : i + 2]
+            if escaped[1:] in tuple("123456789"):
+                return f"{escaped!r}: backreferences"
+            if escaped[1:] in ("b", "B"):
+                return f"{escaped!r}: word boundaries"
+            i, repeated = i + 2, False
+        elif c == "[":
+            i, repeated = _class_end(pattern, i), False
+        elif c == "(" and pattern.startswith("(?", i) and not pattern.startswith("(?:", i):
+            return (
+                f"{pattern[i : i + 3]!r}: lookarounds, named groups, inline flags, atomic groups, comments and"
+                " conditionals (only `(?:...)` groups)"
+            )
+        elif c == "{":
+            count = _COUNT.match(pattern, i)
+            if count is None:
+                return f"{pattern[i : i + 6]!r}: a brace that is not a repetition {{m}}, {{m,}} or {{m,n}} (write \\{{)"
+            if pattern[count.end() : count.end() + 1] == "+":
+                return f"{count.group(0) + '+'!r}: possessive repetitions"
+            i, repeated = count.end(), True
+        elif c in "*+?" and repeated:
+            if c == "+":
+                return f"{pattern[i - 1 : i + 1]!r}: possessive repetitions"
+            i, repeated = i + 1, False  # lazy
+        else:
+            i, repeated = i + 1, c in "*+?"
+    return None
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """The index just past the character class opening at `start` (`[]]` and `[^]]` hold a `]`)."""
+    j = start + 1
+    if pattern[j : j + 1] == "^":
+        j += 1
+    if pattern[j : j + 1] == "]":
+        j += 1
+    while j < len(pattern):
+        if pattern[j] == "\\":
+            j += 2
+        elif pattern[j] == "]":
+            return j + 1
+        else:
+            j += 1
+    return j
 
 
 def _check_choices(choices: list[str]) -> None:

@@ -25,12 +25,14 @@ class Contract(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.kind in ("json_object", "json_schema")
 
 
-_encoder = msgspec.json.Encoder(order="sorted")
+# Keys keep the order they were given in: a schema's property order is the order the output is
+# written in (a model asked for "reasoning" before "answer" writes it first).
+_encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Contract)
 
 
 def encode(contract: Contract) -> bytes:
-    """Canonical JSON (keys sorted): equal contracts encode to equal bytes."""
+    """Compact JSON: equal contracts (keys in the same order) encode to equal bytes."""
     return _encoder.encode(contract)
 
 

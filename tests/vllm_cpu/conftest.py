@@ -20,6 +20,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"
 CONTEXT = 512  # max_model_len of the tiny model in these tests
+LOAD_S = 240  # the worker loads vLLM and the model before it takes work (tens of seconds on 2 cores)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -53,3 +54,25 @@ enforce_eager = true
 dtype = "bfloat16"
 {extra_options}
 """
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_llama, tmp_path_factory):
+    """The whole pipeline (ingest, a dispatcher, a `vllm`-engine worker) serving the tiny Llama;
+    one for the session, as starting vLLM is most of a test's time."""
+    from inferq.localstack import LocalStack
+
+    workdir = tmp_path_factory.mktemp("vllm-stack")
+    models = workdir / "models.toml"
+    # vLLM logs each request it aborts: the pipeline test reads the worker's log to see them
+    models.write_text(vllm_models_file(tiny_llama, max_inflight=8, extra_options="enable_log_requests = true"))
+    with LocalStack(models, workdir=workdir, env={"VLLM_LOGGING_LEVEL": "INFO"}) as s:
+        yield s
+
+
+@pytest.fixture
+def client(stack):
+    import httpx
+
+    with httpx.Client(base_url=stack.base_url, timeout=60) as c:
+        yield c

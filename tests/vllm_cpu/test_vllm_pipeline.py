@@ -13,26 +13,9 @@ import httpx
 import pytest
 
 from inferq.localstack import LocalStack
-from tests.vllm_cpu.conftest import CONTEXT, vllm_models_file
+from tests.vllm_cpu.conftest import CONTEXT, LOAD_S
 
 pytestmark = pytest.mark.e2e
-LOAD_S = 240  # the worker loads vLLM and the model before it takes work (tens of seconds on 2 cores)
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_llama, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("vllm-stack")
-    models = workdir / "models.toml"
-    # vLLM logs each request it aborts: the test reads the worker's log to see them
-    models.write_text(vllm_models_file(tiny_llama, max_inflight=8, extra_options="enable_log_requests = true"))
-    with LocalStack(models, workdir=workdir, env={"VLLM_LOGGING_LEVEL": "INFO"}) as s:
-        yield s
-
-
-@pytest.fixture
-def client(stack):
-    with httpx.Client(base_url=stack.base_url, timeout=60) as c:
-        yield c
 
 
 def _wait(client: httpx.Client, stack: LocalStack, job_id: str, statuses: tuple[str, ...], timeout: float) -> dict:

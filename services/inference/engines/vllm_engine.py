@@ -190,7 +190,7 @@ class VllmEngine:
         spec = self._specs.get(contract_id)
         if spec is None:
             if contract.kind == "json_schema":
-                spec = {"json": json.dumps(contract.schema, separators=(",", ":"), sort_keys=True)}
+                spec = {"json": json.dumps(contract.schema, separators=(",", ":"))}
             elif contract.kind == "json_object":
                 spec = {"json_object": True}
             elif contract.kind == "regex":
