@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-soak bench-vllm bench-start install deploy clean
+.PHONY: demo test lint bench bench-soak bench-vllm bench-contracts bench-start install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench-soak: $(STAMP)
 # The real vLLM engine (CPU build) through the pipeline against offline vLLM, on this machine.
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/python bench/vllm_cpu.py
+
+# Constrained (response_format, xgrammar) against unconstrained decoding on the real vLLM, and the
+# worker's validation cost per result.
+bench-contracts: $(VLLM_STAMP)
+	$(VLLM_BIN)/python bench/contracts.py
 
 # A worker's start phases (imports, weights, engine ready, first result) on the transformers and vLLM engines.
 bench-start: $(STAMP) $(VLLM_STAMP)

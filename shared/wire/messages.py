@@ -94,6 +94,22 @@ class ResultRecord(Struct, array_like=True):
 
 
 _line_encoder = msgspec.json.Encoder()
+# Line breaks JSON lets a string hold raw, escaped so that NDJSON readers splitting on every Unicode
+# line break (Python's str.splitlines, httpx's iter_lines) still read one result per line.
+_RAW_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def encode_line(line: ResultLine) -> bytes:
+    """A result line as the JSON that is stored and served (one NDJSON line)."""
+    return one_line(_line_encoder.encode(line))
+
+
+def one_line(out: bytes) -> bytes:
+    """Encoded JSON with the raw line breaks of its strings escaped (the same JSON value)."""
+    for raw, escaped in _RAW_BREAKS:
+        if raw in out:
+            out = out.replace(raw, escaped)
+    return out
 
 
 def result_record(job_id: str, line: ResultLine, busy_us: int = 0, cost_micros: int = 0) -> ResultRecord:
@@ -105,7 +121,7 @@ def result_record(job_id: str, line: ResultLine, busy_us: int = 0, cost_micros: 
         line.status,
         line.usage.prompt_tokens,
         line.usage.completion_tokens,
-        _line_encoder.encode(line),
+        encode_line(line),
         line.error.code if line.error else "",
         line.served_by or "",
         busy_us,

@@ -17,6 +17,7 @@ import signal
 import subprocess
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from inferq.client import Client
 from inferq.localstack import free_port
@@ -40,6 +41,12 @@ def quick_start_blocks(readme: str) -> list[str]:
 def api_blocks(readme: str) -> list[str]:
     """The ```bash blocks of "## The API in brief"."""
     section = re.split(r"\n## ", readme.split("\n## The API in brief\n", 1)[1], maxsplit=1)[0]
+    return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
+
+
+def contract_blocks(readme: str) -> list[str]:
+    """The ```bash blocks of "## Results in the shape you asked for"."""
+    section = re.split(r"\n## ", readme.split("\n## Results in the shape you asked for\n", 1)[1], maxsplit=1)[0]
     return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
 
 
@@ -97,6 +104,7 @@ def test_the_quick_start_works_as_written_with_the_hub_unreachable(tmp_path):
         assert job["status"] == "queued" and job["request_counts"]["total"] == 2, answer.stdout + answer.stderr
         with Client(env["INFERQ_URL"]) as client:
             assert client.wait(job["id"], poll_s=0.2, timeout=120).request_counts.succeeded == 2
+        _check_the_contract_example(clone, env, port)
         os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in the first terminal
         up.wait(timeout=90)
     finally:
@@ -111,6 +119,28 @@ def test_the_quick_start_works_as_written_with_the_hub_unreachable(tmp_path):
     assert {line["status"] for line in written} == {"succeeded"}
     assert '{"custom_id"' in second.stdout  # `head` showed the first result
     assert all(m in second.stdout for m in ("smol", "echo-small")), second.stdout  # `inferq models`
+
+
+def _check_the_contract_example(clone, env: dict, port: int) -> None:
+    """The README's response_format job, as written, against the same stack: its result is in the
+    schema the block gives, decoded in `output.parsed`."""
+    block = contract_blocks((clone / "README.md").read_text(encoding="utf-8"))[0]
+    answer = subprocess.run(
+        ["bash", "-e", "-c", block.replace(API, f"127.0.0.1:{port}")],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    job = json.loads(answer.stdout)
+    body = json.loads(block.split("-d '", 1)[1].rsplit("'", 1)[0])
+    schema = body["response_format"]["json_schema"]["schema"]
+    with Client(env["INFERQ_URL"]) as client:
+        assert client.wait(job["id"], poll_s=0.2, timeout=120).request_counts.succeeded == 1
+        (line,) = list(client.results(job["id"]))
+    assert Draft202012Validator(schema).is_valid(json.loads(line.output.text)), line
+    assert line.output.parsed == json.loads(line.output.text)
 
 
 def _wait_for_api(port: int) -> str:

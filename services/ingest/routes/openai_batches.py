@@ -56,6 +56,7 @@ from shared.jobs.store import JobStore
 from shared.redis.index_pages import read_indexes, start_at
 from shared.redis.keys import Keys
 from shared.wire.api import ApiError, ResultLine
+from shared.wire.messages import one_line
 
 router = APIRouter()
 _enc = msgspec.json.Encoder()
@@ -128,7 +129,7 @@ async def _render(jobs: JobStore, record: Batch, errors: bool) -> AsyncIterator[
         for _entry_id, raw in page:
             line = _line_dec.decode(raw)
             if (line.status != RequestStatus.SUCCEEDED) == errors:
-                out += _enc.encode(output_line(line, record.endpoint, record.created_at)) + b"\n"
+                out += one_line(_enc.encode(output_line(line, record.endpoint, record.created_at))) + b"\n"
         cursor = page[-1][0].decode()
         if out:
             yield bytes(out)
