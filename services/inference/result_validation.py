@@ -36,14 +36,19 @@ class ResultValidator:
                 return Verdict(valid=True)
             return Verdict(valid=False, message="the output does not match the pattern")
         try:
-            parsed = json.loads(text)
+            parsed = json.loads(text, parse_constant=_not_json, parse_float=_finite)
         except ValueError as exc:
             return Verdict(valid=False, message=f"the output is not JSON: {exc}")
+        except RecursionError:
+            return Verdict(valid=False, message="the output is not JSON this service reads: it nests too deeply")
         if contract.kind == "json_object":
             if isinstance(parsed, dict):
                 return Verdict(valid=True, parsed=parsed)
             return Verdict(valid=False, message=f"the output is JSON but not an object: {type(parsed).__name__}")
-        error = next(iter(self._compiled(contract_id, contract).iter_errors(parsed)), None)
+        try:
+            error = next(iter(self._compiled(contract_id, contract).iter_errors(parsed)), None)
+        except RecursionError:
+            return Verdict(valid=False, message="the output nests too deeply to check against the schema")
         if error is None:
             return Verdict(valid=True, parsed=parsed)
         where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path)
@@ -62,3 +67,16 @@ class ResultValidator:
                 found = Draft202012Validator(contract.schema or {}, format_checker=Draft202012Validator.FORMAT_CHECKER)
             self._checks[contract_id] = found
         return found
+
+
+def _not_json(name: str) -> Any:
+    """json.loads takes NaN and Infinity, which JSON has no words for (a result would carry null)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(literal: str) -> float:
+    """A number too large for a float (1e999) would reach the result as null: refused as well."""
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {literal[:40]} is out of range")
+    return value

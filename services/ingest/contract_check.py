@@ -3,15 +3,19 @@ shape is refused before anything of it is written.
 
 A JSON schema must be valid (Draft 2020-12, checked by the `jsonschema` library), at most
 MAX_SCHEMA_BYTES encoded, at most MAX_DEPTH levels deep, and use only the keywords below: the ones
-xgrammar (the grammar backend of the vllm and transformers engines) turns into a grammar. The
-worker validates every result against the whole schema anyway, so a keyword the grammar enforces
-only loosely (a string's `maxLength`) still cannot let an invalid result through as succeeded."""
+xgrammar (the grammar backend of the vllm and transformers engines) turns into a grammar; its
+references must resolve within it, and its bounds must leave some value (xgrammar builds no
+grammar for `minimum` 5 with `maximum` 1, nor, in the strict mode the engines use, for a
+`minItems` beyond the items listed when `items` is not given). A regex (a `regex` contract or a
+schema's `pattern`) may use only what xgrammar's regex converter takes. The worker validates
+every result against the whole schema anyway, so a keyword the grammar enforces only loosely (a
+string's `maxLength`) still cannot let an invalid result through as succeeded."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
 
@@ -152,18 +156,20 @@ def _check_combinations(node: dict[str, Any], path: str, root: dict[str, Any]) -
         raise ContractRefused(
             f"{path}.$ref", f"only references within the schema (#/$defs/...) are supported, not {ref!r}"
         )
+    if ref is not None and ("~" in ref or "%" in ref):
+        raise ContractRefused(f"{path}.$ref", f"{ref!r}: escaped references (~ or %) cannot be followed while decoding")
     if ref is not None and not _resolves(root, ref):
         raise ContractRefused(f"{path}.$ref", f"{ref!r} refers to nothing in the schema")
+    _check_bounds(node, path)
     if "pattern" in node:
         _check_regex(node["pattern"], f"{path}.pattern")
 
 
 def _resolves(root: dict[str, Any], ref: str) -> bool:
-    """Whether a local reference (`#`, `#/$defs/name/...`, a JSON pointer) names a schema of `root`:
+    """Whether a local reference (`#`, `#/$defs/name/...`, unescaped) names a schema of `root`:
     a dangling one passes the metaschema but no validator (nor grammar) can follow it."""
     node: Any = root
     for token in ref[2:].split("/") if ref != "#" else ():
-        token = unquote(token).replace("~1", "/").replace("~0", "~")
         if isinstance(node, dict) and token in node:
             node = node[token]
         elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
@@ -171,6 +177,46 @@ def _resolves(root: dict[str, Any], ref: str) -> bool:
         else:
             return False
     return isinstance(node, (dict, bool))
+
+
+_RANGES = (("minItems", "maxItems"), ("minLength", "maxLength"), ("minProperties", "maxProperties"))
+
+
+def _check_bounds(node: dict[str, Any], path: str) -> None:
+    """Bounds that leave no value: the metaschema allows them, no grammar can be built for them."""
+    if node.get("enum") == []:
+        raise ContractRefused(f"{path}.enum", "an empty enum allows no value")
+    for low, high in _RANGES:
+        if low in node and high in node and node[low] > node[high]:
+            raise ContractRefused(f"{path}.{low}", f"{low} {node[low]} is more than {high} {node[high]}")
+    # the engines build grammars in xgrammar's strict mode: no `items` (additionalProperties)
+    # allows no items (properties) beyond those the schema lists
+    types = node.get("type")
+    types = types if isinstance(types, list) else [types]
+    listed = (
+        ("array", "minItems", "items", "prefixItems", "items beyond its prefixItems"),
+        ("object", "minProperties", "additionalProperties", "properties", "properties beyond its properties"),
+    )
+    for kind, low, more, given, what in listed:
+        if kind in types and node.get(more, False) is False and node.get(low, 0) > len(node.get(given, ())):
+            raise ContractRefused(
+                f"{path}.{low}",
+                f"{low} {node[low]} needs {what}: give `{more}` a schema (without it none are allowed)",
+            )
+    for low in ("minimum", "exclusiveMinimum"):
+        for high in ("maximum", "exclusiveMaximum"):
+            if low in node and high in node and _empty(node, low, high):
+                raise ContractRefused(f"{path}.{low}", f"{low} {node[low]} and {high} {node[high]} leave no value")
+
+
+def _empty(node: dict[str, Any], low: str, high: str) -> bool:
+    a, b = node[low], node[high]
+    open_low, open_high = low.startswith("exclusive"), high.startswith("exclusive")
+    if node.get("type") == "integer":
+        least = math.floor(a) + 1 if open_low else math.ceil(a)
+        most = math.ceil(b) - 1 if open_high else math.floor(b)
+        return least > most
+    return a > b or (a == b and (open_low or open_high))
 
 
 def _check_regex(pattern: str, path: str = "pattern") -> None:
@@ -199,7 +245,10 @@ def _unsupported_regex(pattern: str) -> str | None:
                 return f"{escaped!r}: word boundaries"
             i, repeated = i + 2, False
         elif c == "[":
-            i, repeated = _class_end(pattern, i), False
+            first = i + 2 if pattern.startswith("[^", i) else i + 1
+            if pattern[first : first + 1] == "]":  # a `]` here is a member to Python, the class's end to a grammar
+                return f"{pattern[i : first + 1]!r}: a class that opens with `]` (write \\])"
+            i, repeated = _class_end(pattern, first), False
         elif c == "(" and pattern.startswith("(?", i) and not pattern.startswith("(?:", i):
             return (
                 f"{pattern[i : i + 3]!r}: lookarounds, named groups, inline flags, atomic groups, comments and"
@@ -221,13 +270,8 @@ def _unsupported_regex(pattern: str) -> str | None:
     return None
 
 
-def _class_end(pattern: str, start: int) -> int:
-    """The index just past the character class opening at `start` (`[]]` and `[^]]` hold a `]`)."""
-    j = start + 1
-    if pattern[j : j + 1] == "^":
-        j += 1
-    if pattern[j : j + 1] == "]":
-        j += 1
+def _class_end(pattern: str, j: int) -> int:
+    """The index just past the `]` that closes a character class whose members start at `j`."""
     while j < len(pattern):
         if pattern[j] == "\\":
             j += 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from services.ingest.contract_check import (
@@ -75,19 +77,26 @@ def test_a_realistic_nested_schema_passes():
     check(_schema(REALISTIC))
 
 
-@pytest.mark.parametrize(
-    "contract",
-    [
-        Contract(kind="json_object"),
-        _schema({}),
-        _schema({"type": "object", "properties": {"tree": {"$ref": "#"}}}),  # recursive, to the root
-        _schema({"definitions": {"x": {"type": "integer"}}, "$ref": "#/definitions/x"}),
-        _schema(_nested(MAX_DEPTH)),
-        _schema({"type": "string", "format": "date-time"}),
-        Contract(kind="regex", pattern=r"[A-Z]{2}\d{4}(-[a-z]+)?"),
-        Contract(kind="choice", choices=["yes", "no", "Yes"]),
-    ],
-)
+PASSING = [
+    Contract(kind="json_object"),
+    _schema({}),
+    _schema({"type": "object", "properties": {"tree": {"$ref": "#"}}}),  # recursive, to the root
+    _schema({"definitions": {"x": {"type": "integer"}}, "$ref": "#/definitions/x"}),
+    _schema(_nested(MAX_DEPTH)),
+    _schema({"type": "number", "minimum": 1, "maximum": 1}),
+    _schema({"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 3}),
+    _schema({"type": "array", "items": {"type": "string"}, "minItems": 2}),
+    _schema({"type": "array", "prefixItems": [{}, {}], "minItems": 2}),
+    _schema({"type": "object", "properties": {"a": {}}, "minProperties": 1}),
+    _schema({"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 3}),
+    _schema({"minItems": 3}),  # no type: any value, arrays included, is allowed
+    _schema({"type": "string", "format": "date-time"}),
+    Contract(kind="regex", pattern=r"[A-Z]{2}\d{4}(-[a-z]+)?"),
+    Contract(kind="choice", choices=["yes", "no", "Yes"]),
+]
+
+
+@pytest.mark.parametrize("contract", PASSING)
 def test_what_engines_can_enforce_passes(contract):
     check(contract)
 
@@ -151,8 +160,56 @@ SCHEMA_REFUSALS = [
         f"{S}.properties.code.pattern",
         "lookarounds",
     ),
-    ("invalid pattern", {"type": "string", "pattern": "a("}, f"{S}.pattern", "not a valid regular expression"),
-    ("too deep", _nested(MAX_DEPTH + 1), S + ".properties.a" * MAX_DEPTH, f"deeper than {MAX_DEPTH} levels"),
+    ("invalid pattern", {"type": "string", "pattern": "a("}, f"{S}.pattern", "not a valid JSON Schema"),
+    (
+        "pattern a grammar cannot express",
+        {"type": "string", "pattern": "(?i)[a-z]+"},
+        f"{S}.pattern",
+        "inline flags",
+    ),
+    ("too deep", _nested(MAX_DEPTH + 1), S + ".properties.a" * (MAX_DEPTH + 1), f"deeper than {MAX_DEPTH} levels"),
+    ("escaped ref", {"$defs": {"a b": {}}, "$ref": "#/$defs/a%20b"}, f"{S}.$ref", "escaped references"),
+    ("escaped ref ~", {"$defs": {"a/b": {}}, "$ref": "#/$defs/a~1b"}, f"{S}.$ref", "escaped references"),
+    ("empty enum", {"enum": []}, f"{S}.enum", "an empty enum allows no value"),
+    (
+        "minItems over maxItems",
+        {"type": "array", "items": {}, "minItems": 3, "maxItems": 2},
+        f"{S}.minItems",
+        "is more",
+    ),
+    ("minLength over maxLength", {"type": "string", "minLength": 3, "maxLength": 2}, f"{S}.minLength", "is more"),
+    (
+        "minProperties over max",
+        {"type": "object", "minProperties": 2, "maxProperties": 1},
+        f"{S}.minProperties",
+        "more",
+    ),
+    ("minimum over maximum", {"type": "number", "minimum": 2, "maximum": 1}, f"{S}.minimum", "leave no value"),
+    ("empty open range", {"type": "number", "minimum": 1, "exclusiveMaximum": 1}, f"{S}.minimum", "leave no value"),
+    (
+        "array with no items",
+        {"type": "array", "minItems": 1},
+        f"{S}.minItems",
+        "give `items` a schema",
+    ),
+    (
+        "more items than prefixItems",
+        {"type": ["array", "null"], "prefixItems": [{}], "items": False, "minItems": 2},
+        f"{S}.minItems",
+        "give `items` a schema",
+    ),
+    (
+        "object with no more properties",
+        {"type": "object", "properties": {"a": {}}, "minProperties": 2},
+        f"{S}.minProperties",
+        "give `additionalProperties` a schema",
+    ),
+    (
+        "no integer in range",
+        {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2}}},
+        f"{S}.properties.n.exclusiveMinimum",
+        "leave no value",
+    ),
 ]
 
 
@@ -184,8 +241,18 @@ REGEX_REFUSALS = [
     ("negative lookahead", "a(?!b)", "'(?!'"),
     ("lookbehind", "(?<=a)b", "'(?<'"),
     ("backreference", r"(a)\1", r"'\\1'"),
-    ("named backreference", r"(?P<x>a)(?P=x)", "'(?P='"),
+    ("named group", r"(?P<x>a)b", "'(?P'"),
     ("word boundary", r"\bword\b", r"'\\b'"),
+    ("inline flag", r"(?i)abc", "inline flags"),
+    ("scoped flag", r"(?i:a)bc", "inline flags"),
+    ("atomic group", r"(?>ab)c", "atomic groups"),
+    ("conditional", r"(a)?(?(1)b|c)", "conditionals"),
+    ("comment", r"(?#note)a", "comments"),
+    ("possessive plus", r"a++", "possessive"),
+    ("possessive count", r"a{2}+", "possessive"),
+    ("count without a lower bound", r"a{,3}", "not a repetition"),
+    ("literal brace", r"a{x}", "not a repetition"),
+    ("class opening with ]", r"[]a]+", "opens with `]`"),
 ]
 
 
@@ -194,6 +261,29 @@ def test_a_regex_engines_cannot_enforce_is_refused(name, pattern, fragment):
     refused = _refused(Contract(kind="regex", pattern=pattern))
     assert refused.path == "pattern"
     assert fragment in refused.message, refused.message
+
+
+PASSING_REGEXES = [
+    r"\\1",  # a backslash, then 1: no backreference
+    r"[\b]",  # a backspace in a class: no word boundary
+    r"\(?x",  # an optional parenthesis: no group
+    r"[(?=]+",  # in a class: no lookahead
+    r"\{x\}",
+    r"[{]+",
+    r"a{2}",
+    r"a{2,}",
+    r"a{2,3}?",
+    r"a+?b*?c??",
+    r"(?:ab)+",
+    r"[^\]]+",
+    r"\Aab\Z",
+    r"[\w.+-]+@[\w-]+\.[a-z]{2,}",
+]
+
+
+@pytest.mark.parametrize("pattern", PASSING_REGEXES)
+def test_a_regex_a_grammar_can_express_passes(pattern):
+    check(Contract(kind="regex", pattern=pattern))
 
 
 def test_a_regex_is_checked_without_its_anchors():
@@ -211,3 +301,58 @@ def test_choices_over_the_size_limit_are_refused():
     choices = [f"{i:04d}" + "x" * 252 for i in range(MAX_CHOICES_BYTES // 256 + 1)]
     refused = _refused(Contract(kind="choice", choices=choices))
     assert refused.path == "choices" and f"limit of {MAX_CHOICES_BYTES}" in refused.message
+
+
+# What xgrammar (the engines' grammar backend) makes of the same contracts, compiled the way the
+# engines compile them: the check must not pass what it cannot build a grammar for, nor refuse
+# (as a regex a grammar cannot express) what it can.
+NO_GRAMMAR = {
+    "dangling local ref",
+    "escaped ref",
+    "escaped ref ~",
+    "empty enum",
+    "minItems over maxItems",
+    "minLength over maxLength",
+    "minimum over maximum",
+    "empty open range",
+    "array with no items",
+    "more items than prefixItems",
+    "object with no more properties",
+    "no integer in range",
+}
+GRAMMAR_REGEX_REFUSALS = [c for c in REGEX_REFUSALS if c[0] not in ("unbalanced", "bad repeat")]
+
+
+@pytest.fixture(scope="module")
+def xgr():
+    return pytest.importorskip("xgrammar")
+
+
+def _builds(xgr, contract: Contract) -> bool:
+    try:
+        if contract.kind == "regex":
+            xgr.Grammar.from_regex(contract.pattern)
+        else:
+            xgr.Grammar.from_json_schema(json.dumps(contract.schema), any_whitespace=False, strict_mode=True)
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_every_schema_refused_for_leaving_no_grammar_is_one_xgrammar_cannot_build(xgr):
+    cases = [c for c in SCHEMA_REFUSALS if c[0] in NO_GRAMMAR]
+    assert len(cases) == len(NO_GRAMMAR)
+    built = [name for name, schema, _, _ in cases if _builds(xgr, _schema(schema))]
+    assert built == []
+
+
+def test_every_passing_schema_is_one_xgrammar_can_build(xgr):
+    schemas = [REALISTIC, *(c.schema for c in PASSING if c.kind == "json_schema")]
+    schemas += [{"type": "string", "format": fmt} for fmt in sorted(FORMATS)]
+    assert [s for s in schemas if not _builds(xgr, _schema(s))] == []
+
+
+def test_regexes_refused_and_passed_agree_with_xgrammar(xgr):
+    refused = [p for _, p, _ in GRAMMAR_REGEX_REFUSALS if _builds(xgr, Contract(kind="regex", pattern=p))]
+    passed = [p for p in PASSING_REGEXES if not _builds(xgr, Contract(kind="regex", pattern=p))]
+    assert (refused, passed) == ([], [])

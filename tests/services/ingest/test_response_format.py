@@ -73,7 +73,11 @@ def _schema_format(schema: dict, name: str = "answer") -> dict:
 VALID_FORMATS = [
     ("json_object", {"type": "json_object"}, "json_object"),
     ("json_schema", _schema_format(SCHEMA), "json_schema"),
-    ("json_schema strict", {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}, "json_schema"),
+    (
+        "json_schema strict",
+        {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}},
+        "json_schema",
+    ),
     ("regex", {"type": "regex", "pattern": r"^\d{3}-[a-z]+$"}, "regex"),
     ("choice", {"type": "choice", "choices": ["yes", "no", "maybe"]}, "choice"),
     ("text", {"type": "text"}, None),
@@ -146,7 +150,9 @@ async def test_a_request_with_its_own_schema_and_the_job_schema_store_two(api, r
     assert resp.status_code == 202, resp.text
     stored = await _contract_fields(r, keys, resp.json()["id"])
     assert len(stored) == 2
-    by_schema = {json.dumps(contracts.decode(v).schema, sort_keys=True): k.removeprefix("contract:") for k, v in stored.items()}
+    by_schema = {
+        json.dumps(contracts.decode(v).schema, sort_keys=True): k.removeprefix("contract:") for k, v in stored.items()
+    }
     job_cid = by_schema[json.dumps(SCHEMA, sort_keys=True)]
     own_cid = by_schema[json.dumps(OTHER_SCHEMA, sort_keys=True)]
     assert [q.contract for q in await accepted(r, keys)] == [job_cid, job_cid, own_cid, job_cid]
@@ -166,7 +172,20 @@ def _at(i: int, fmt: dict, model: str = "tf") -> dict:
 
 BIG = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x" * 100} for i in range(200)}}
 assert len(json.dumps(BIG)) > MAX_SCHEMA_BYTES
-DEEP = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "array", "items": {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}}}}}}
+DEEP = {
+    "type": "object",
+    "properties": {
+        "a": {
+            "type": "object",
+            "properties": {
+                "b": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}},
+                }
+            },
+        }
+    },
+}
 P = "requests[2].response_format"
 S = f"{P}.json_schema.schema"
 
@@ -174,16 +193,64 @@ REFUSALS = [
     # (name, body, field, index, message fragments)
     ("invalid json schema", _at(2, _schema_format({"type": 5})), f"{S}.type", 2, ["not a valid JSON Schema"]),
     ("schema too large", _at(2, _schema_format(BIG)), S, 2, ["bytes encoded", f"limit of {MAX_SCHEMA_BYTES}"]),
-    ("uniqueItems", _at(2, _schema_format({"type": "array", "uniqueItems": True})), f"{S}.uniqueItems", 2, ["'uniqueItems' cannot be enforced"]),
+    (
+        "uniqueItems",
+        _at(2, _schema_format({"type": "array", "uniqueItems": True})),
+        f"{S}.uniqueItems",
+        2,
+        ["'uniqueItems' cannot be enforced"],
+    ),
     ("not", _at(2, _schema_format({"not": {"type": "string"}})), f"{S}.not", 2, ["'not' cannot be enforced"]),
-    ("if", _at(2, _schema_format({"if": {"type": "string"}, "then": {"minLength": 1}})), f"{S}.if", 2, ["'if' cannot be enforced"]),
-    ("nested keyword", _at(2, _schema_format(DEEP)), f"{S}.properties.a.properties.b.items.properties.tags.uniqueItems", 2, ["'uniqueItems'"]),
-    ("pattern and maxLength", _at(2, _schema_format({"type": "string", "pattern": "[a-z]+", "maxLength": 5})), f"{S}.pattern", 2, ["cannot also bound its length"]),
-    ("unknown format", _at(2, _schema_format({"type": "string", "format": "credit-card"})), f"{S}.format", 2, ["'credit-card' cannot be enforced"]),
-    ("remote ref", _at(2, _schema_format({"$ref": "https://example.com/s.json"})), f"{S}.$ref", 2, ["only references within the schema", "https://example.com/s.json"]),
-    ("invalid regex", _at(2, {"type": "regex", "pattern": "a(b"}), f"{P}.pattern", 2, ["not a valid regular expression"]),
+    (
+        "if",
+        _at(2, _schema_format({"if": {"type": "string"}, "then": {"minLength": 1}})),
+        f"{S}.if",
+        2,
+        ["'if' cannot be enforced"],
+    ),
+    (
+        "nested keyword",
+        _at(2, _schema_format(DEEP)),
+        f"{S}.properties.a.properties.b.items.properties.tags.uniqueItems",
+        2,
+        ["'uniqueItems'"],
+    ),
+    (
+        "pattern and maxLength",
+        _at(2, _schema_format({"type": "string", "pattern": "[a-z]+", "maxLength": 5})),
+        f"{S}.pattern",
+        2,
+        ["cannot also bound its length"],
+    ),
+    (
+        "unknown format",
+        _at(2, _schema_format({"type": "string", "format": "credit-card"})),
+        f"{S}.format",
+        2,
+        ["'credit-card' cannot be enforced"],
+    ),
+    (
+        "remote ref",
+        _at(2, _schema_format({"$ref": "https://example.com/s.json"})),
+        f"{S}.$ref",
+        2,
+        ["only references within the schema", "https://example.com/s.json"],
+    ),
+    (
+        "invalid regex",
+        _at(2, {"type": "regex", "pattern": "a(b"}),
+        f"{P}.pattern",
+        2,
+        ["not a valid regular expression"],
+    ),
     ("regex lookahead", _at(2, {"type": "regex", "pattern": "(?=a)a+"}), f"{P}.pattern", 2, ["'(?='", "lookarounds"]),
-    ("duplicate choices", _at(2, {"type": "choice", "choices": ["yes", "no", "yes"]}), f"{P}.choices[2]", 2, ["duplicate choice 'yes'"]),
+    (
+        "duplicate choices",
+        _at(2, {"type": "choice", "choices": ["yes", "no", "yes"]}),
+        f"{P}.choices[2]",
+        2,
+        ["duplicate choice 'yes'"],
+    ),
     ("empty choices", _at(2, {"type": "choice", "choices": []}), f"{P}.choices", 2, ["length >= 1"]),
     ("unknown type tag", _at(2, {"type": "xml"}), f"{P}.type", 2, ["Invalid value 'xml'"]),
     (
@@ -193,8 +260,20 @@ REFUSALS = [
         None,
         ["'uniqueItems'"],
     ),
-    ("contract on dummy", _at(2, {"type": "json_object"}, model="dum"), P, 2, ["model 'dum'", "its engine (dummy) cannot"]),
-    ("chain reaches dummy", _at(2, {"type": "choice", "choices": ["a", "b"]}, model="tf-chain"), P, 2, ["model 'tf-chain'", "fallback chain reaches 'dum'"]),
+    (
+        "contract on dummy",
+        _at(2, {"type": "json_object"}, model="dum"),
+        P,
+        2,
+        ["model 'dum'", "its engine (dummy) cannot"],
+    ),
+    (
+        "chain reaches dummy",
+        _at(2, {"type": "choice", "choices": ["a", "b"]}, model="tf-chain"),
+        P,
+        2,
+        ["model 'tf-chain'", "fallback chain reaches 'dum'"],
+    ),
     (
         "job-level contract, one request on dummy",
         {"requests": [_req(), _req(), _req(model="dum"), _req()], "response_format": {"type": "json_object"}},
@@ -214,7 +293,9 @@ async def test_a_refused_response_format_is_a_422_naming_field_and_index_and_wri
     api, r, keys, name, body, field, index, fragments
 ):
     # an earlier job is there, so "nothing written" also covers keys that exist already
-    assert (await api.post("/v1/jobs", json={"requests": [_req()], "response_format": {"type": "json_object"}})).status_code == 202
+    assert (
+        await api.post("/v1/jobs", json={"requests": [_req()], "response_format": {"type": "json_object"}})
+    ).status_code == 202
     before, size = await _snapshot(r), await r.dbsize()
     resp = await api.post("/v1/jobs", json=body)
     assert resp.status_code == 422, resp.text
@@ -224,6 +305,18 @@ async def test_a_refused_response_format_is_a_422_naming_field_and_index_and_wri
     for fragment in fragments:
         assert fragment in err["message"], err["message"]
     assert await r.dbsize() == size and await _snapshot(r) == before, "a refused job must write nothing"
+
+
+async def test_a_request_of_its_own_free_text_opts_out_of_the_job_contract(api, r, keys):
+    body = {
+        "requests": [_req(), _req(), _req(model="dum", response_format={"type": "text"})],
+        "response_format": {"type": "json_object"},
+    }
+    resp = await api.post("/v1/jobs", json=body)
+    assert resp.status_code == 202, resp.text
+    [field] = await _contract_fields(r, keys, resp.json()["id"])
+    cid = field.removeprefix("contract:")
+    assert [q.contract for q in await accepted(r, keys)] == [cid, cid, None]
 
 
 async def test_a_model_refusal_names_the_model(api):
@@ -265,7 +358,9 @@ async def test_a_batch_line_with_a_bad_schema_fails_the_batch_naming_the_line(ap
     assert error["line"] == 3
     assert error["message"].startswith("line 3.response_format.json_schema.schema.uniqueItems"), error["message"]
     assert "'uniqueItems' cannot be enforced" in error["message"]
-    assert await r.xlen(keys.ingest_stream) == 0 and not [s async for s in r.scan_iter(match=keys.model_stream("*", "*"))]
+    assert await r.xlen(keys.ingest_stream) == 0 and not [
+        s async for s in r.scan_iter(match=keys.model_stream("*", "*"))
+    ]
 
 
 async def test_a_batch_with_good_schemas_passes_them_through(api, r, keys):
