@@ -58,7 +58,7 @@ def _models_toml(model: str, upstream: str) -> str:
 [models.tiny]
 engine = "transformers"
 max_inflight = 64
-default_max_tokens = 80
+default_max_tokens = 120
 [models.tiny.options]
 model = "{model}"
 max_batch_size = 64
@@ -157,7 +157,13 @@ def test_a_job_level_schema_holds_every_output_of_a_job(stack, client):
         decoded = json.loads(line["output"]["text"])
         VALIDATOR.validate(decoded)
         assert line["output"]["parsed"] == decoded
+        # written in the schema's property order, as OpenAI's structured outputs are
+        assert list(decoded) == ["label", "score", "tags", "meta"] and list(decoded["meta"]) == ["lang", "draft"]
     assert len({line["output"]["text"] for line in lines.values()}) > 20, "the model was not sampling"
+    again = [
+        r for r in _log_records(stack, "worker-tiny-0") if r.get("msg") == RETRY_MSG and r.get("job_id") == job["id"]
+    ]
+    print(f"{len(again)} of 200 outputs held to the schema ran again (cut at max_tokens)")
 
     # the job's hash holds the contract once, by the id of its canonical JSON
     r = redis.Redis.from_url(stack.redis_url)
@@ -249,8 +255,18 @@ def test_an_output_cut_at_max_tokens_is_retried_then_fails_output_invalid(stack,
     }
     body = {
         "response_format": {"type": "json_schema", "json_schema": {"name": "motto", "schema": schema}},
-        "requests": [{"custom_id": f"t{i}", "model": "tiny", "prompt": f"say it {i}", "max_tokens": 5} for i in range(3)]
-        + [{"custom_id": "free", "model": "tiny", "prompt": "no contract", "max_tokens": 5, "response_format": {"type": "text"}}],
+        "requests": [
+            {"custom_id": f"t{i}", "model": "tiny", "prompt": f"say it {i}", "max_tokens": 5} for i in range(3)
+        ]
+        + [
+            {
+                "custom_id": "free",
+                "model": "tiny",
+                "prompt": "no contract",
+                "max_tokens": 5,
+                "response_format": {"type": "text"},
+            }
+        ],
     }
     job, lines = _run(client, stack, body)
     assert job["request_counts"]["failed"] == 3 and job["request_counts"]["succeeded"] == 1, job["request_counts"]
@@ -281,7 +297,7 @@ def test_the_openai_sdk_runs_a_batch_whose_lines_carry_a_schema(stack):
             "body": {
                 "model": "tiny",
                 "messages": [{"role": "user", "content": f"triage ticket {i}"}],
-                "max_tokens": 80,
+                "max_tokens": 120,
                 "response_format": SCHEMA_FORMAT,
             },
         }
@@ -307,34 +323,42 @@ def test_the_openai_sdk_runs_a_batch_whose_lines_carry_a_schema(stack):
 
 
 def test_the_openai_engine_passes_the_schema_upstream_and_validates_what_comes_back(stack, client, upstream):
-    schema = {
+    place = {
         "type": "object",
         "properties": {"city": {"type": "string"}},
         "required": ["city"],
         "additionalProperties": False,
     }
+    number = {"type": "object", "properties": {"n": {"type": "number"}}, "required": ["n"]}
+    own = {"type": "json_schema", "json_schema": {"name": "number", "schema": number}}
     upstream.calls.clear()
-    body = {
-        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    body = {  # the stand-in answers a one-word prompt with the prompt itself
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": place}},
         "requests": [
             {"custom_id": "valid", "model": "upstream", "prompt": '{"city":"paris"}'},
             {"custom_id": "prose", "model": "upstream", "prompt": "paris is lovely"},
             {"custom_id": "wrong", "model": "upstream", "prompt": '{"city":7}'},
+            {"custom_id": "real", "model": "upstream", "prompt": '{"n":1.5}', "response_format": own},
+            # Python's json.loads takes NaN; JSON has no NaN (the result would carry null)
+            {"custom_id": "nan", "model": "upstream", "prompt": '{"n":NaN}', "response_format": own},
         ],
     }
     job, lines = _run(client, stack, body)
-    assert job["request_counts"]["succeeded"] == 1 and job["request_counts"]["failed"] == 2, job["request_counts"]
+    assert job["request_counts"]["succeeded"] == 2 and job["request_counts"]["failed"] == 3, job["request_counts"]
 
-    assert lines["valid"]["status"] == "succeeded"
-    assert lines["valid"]["output"]["parsed"] == {"city": "paris"}
-    assert lines["valid"]["output"]["text"] == '{"city":"paris"}'
+    for name, text, parsed in (("valid", '{"city":"paris"}', {"city": "paris"}), ("real", '{"n":1.5}', {"n": 1.5})):
+        assert lines[name]["status"] == "succeeded", lines[name]
+        assert lines[name]["output"]["text"] == text and lines[name]["output"]["parsed"] == parsed
 
-    prose = lines["prose"]
-    assert prose["status"] == "failed" and prose["error"]["code"] == "output_invalid"
-    assert prose["output"]["text"] == "lovely is paris" and "not JSON" in prose["error"]["message"]
-    wrong = lines["wrong"]
-    assert wrong["status"] == "failed" and wrong["error"]["code"] == "output_invalid"
-    assert wrong["output"]["text"] == '{"city":7}' and "schema" in wrong["error"]["message"]
+    for name, text, why in (
+        ("prose", "lovely is paris", "the output is not JSON"),
+        ("wrong", '{"city":7}', "the output does not match the schema at $['city']: 7 is not of type 'string'"),
+        ("nan", '{"n":NaN}', "the output is not JSON: NaN is not a JSON value"),
+    ):
+        line = lines[name]
+        assert line["status"] == "failed" and line["error"]["code"] == "output_invalid", line
+        assert line["output"]["text"] == text and "parsed" not in line["output"]
+        assert why in line["error"]["message"], line["error"]
 
     by_prompt: dict[str, list[dict]] = {}
     for call in upstream.calls:
@@ -343,6 +367,10 @@ def test_the_openai_engine_passes_the_schema_upstream_and_validates_what_comes_b
         '{"city":"paris"}': 1,
         "paris is lovely": UPSTREAM_ATTEMPTS,
         '{"city":7}': UPSTREAM_ATTEMPTS,
+        '{"n":1.5}': 1,
+        '{"n":NaN}': UPSTREAM_ATTEMPTS,
     }
-    sent = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
-    assert all(b["response_format"] == sent for bodies in by_prompt.values() for b in bodies)
+    for prompt, bodies in by_prompt.items():
+        schema = number if prompt.startswith('{"n"') else place
+        sent = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+        assert all(b["response_format"] == sent for b in bodies), bodies
