@@ -93,6 +93,13 @@ def run_job(client: httpx.Client, stack: LocalStack, body: dict) -> dict:
     }
 
 
+def valid_count(texts: list[str]) -> int:
+    """How many of the outputs the worker's validator passes against SCHEMA."""
+    contract = Contract(kind="json_schema", schema=SCHEMA)
+    cid, validator = contract_id(encode(contract)), ResultValidator()
+    return sum(validator.check(cid, contract, text).valid for text in texts)
+
+
 def validation_cost(texts: list[str], repeat: int = 20) -> float:
     """Microseconds per result of the worker's check (decode + jsonschema), its validator warm."""
     contract = Contract(kind="json_schema", schema=SCHEMA)
@@ -148,10 +155,12 @@ def main() -> int:
     cost_us = validation_cost(held["texts"])
     report = {}
     print(f"\nmedian round{'':<12}{'valid':>8}{'req/s':>10}{'tokens':>10}{'tokens/s':>10}{'tok/req':>9}")
+    print(f"{'':<24}{'(of ' + str(held['requests']) + ')':>8}")
     for name, run in (("schema (xgrammar)", held), ("unconstrained", free)):
         figures = {
             "requests": run["requests"],
             "succeeded": run["succeeded"],
+            "valid": valid_count(run["texts"]),
             "seconds": round(run["seconds"], 3),
             "requests_per_s": round(run["requests"] / run["seconds"], 1),
             "tokens": run["tokens"],
@@ -159,7 +168,7 @@ def main() -> int:
         }
         report[name] = figures
         print(
-            f"{name:<24}{run['succeeded']:>8}{figures['requests_per_s']:>10.1f}{run['tokens']:>10}"
+            f"{name:<24}{figures['valid']:>8}{figures['requests_per_s']:>10.1f}{run['tokens']:>10}"
             f"{figures['tokens_per_s']:>10.0f}{run['tokens'] / run['requests']:>9.1f}"
         )
     print(

@@ -108,8 +108,12 @@ def test_the_quick_start_works_as_written_with_the_hub_unreachable(tmp_path):
         os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in the first terminal
         up.wait(timeout=90)
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
+        if up.poll() is None:  # a failure above: stop it as Ctrl-C does, so its services stop too
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
     printed = up_log.read_text()
     assert up.returncode == 0, printed
     assert "OFFLINE" in printed and "NOISE" in printed, printed  # the stand-in, named as such
