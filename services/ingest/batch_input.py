@@ -53,6 +53,11 @@ def parse_batch_file(
                 BatchError(code="invalid_json_line", line=number, message=f"line {number}: not valid JSON ({exc})")
             )
             continue
+        except RecursionError:
+            errors.append(
+                BatchError(code="invalid_json_line", line=number, message=f"line {number}: its JSON nests too deeply")
+            )
+            continue
         if line.url != endpoint:
             errors.append(
                 BatchError(

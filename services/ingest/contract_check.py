@@ -23,6 +23,7 @@ from shared.wire.contract import Contract
 
 MAX_SCHEMA_BYTES = 16_384
 MAX_DEPTH = 16
+MAX_JSON_DEPTH = 4 * MAX_DEPTH  # objects and arrays in the schema's JSON, whatever they hold
 MAX_CHOICES_BYTES = 16_384
 
 ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated"}
@@ -76,6 +77,20 @@ FORMATS = {
 _COUNT = re.compile(r"\{\d+(?:,\d*)?\}")
 
 
+def _json_depth(value: Any) -> int:
+    """How deep JSON objects and arrays nest in `value`, measured without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class ContractRefused(Exception):
     """A response_format the service will not accept; `path` is where in it
     (e.g. `json_schema.schema.properties.tags`)."""
@@ -97,6 +112,8 @@ def check(contract: Contract) -> None:
 
 
 def _check_schema(schema: dict[str, Any]) -> None:
+    if _json_depth(schema) > MAX_JSON_DEPTH:  # before anything recurses into it
+        raise ContractRefused("json_schema.schema", f"the schema nests deeper than {MAX_JSON_DEPTH} JSON levels")
     size = len(msgspec.json.encode(schema))
     if size > MAX_SCHEMA_BYTES:
         raise ContractRefused(

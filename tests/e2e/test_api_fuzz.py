@@ -12,18 +12,29 @@ import time
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import msgspec
 import pytest
 import schemathesis
 from schemathesis.engine import Status, events, from_schema
 
 from inferq.localstack import LocalStack
+from services.ingest import contract_check
 from shared.wire.api import WEBHOOK_URL_PATTERN
+from shared.wire.contract import contract_of
+from shared.wire.formats import ResponseFormat
 
 KEY = "fuzz-key-0123456789abcdef"
+# alpha cannot hold an output to a response_format, hosted can (it passes the format on: to a port
+# where nothing listens, which the API never sees): the document states which takes what
 MODELS = """
 [models.alpha]
 engine = "dummy"
 max_inflight = 64
+[models.hosted]
+engine = "openai"
+[models.hosted.options]
+base_url = "http://127.0.0.1:9/v1"
+max_retries = 0
 """
 EXAMPLES = 60  # per operation, in the fuzzing phase
 STATEFUL_SCENARIOS = 150  # scenarios (chains of linked calls) in the stateful phase
@@ -81,7 +92,7 @@ def _run(stack: LocalStack, key: str, examples: int, phases: list[str]):
 
     @schema.hook
     def filter_body(ctx, body):
-        return not _repeats_an_id(body)
+        return not _repeats_an_id(body) and not _holds_an_unservable_contract(body)
 
     failures: list[str] = []
     responses: list[tuple[str, str, str, int]] = []
@@ -126,13 +137,52 @@ def _repeats_an_id(body: object) -> bool:
     return False
 
 
+def _holds_an_unservable_contract(body: object) -> bool:
+    """A job with a response_format the server refuses for a rule its document can only describe
+    (services/ingest/openapi/contracts.py): a regex outside the dialect a grammar compiles, a schema
+    whose references dangle or whose bounds leave no value, a size in bytes."""
+    if not isinstance(body, dict):
+        return False
+    formats = [body.get("response_format")]
+    for field in ("requests", "prompts"):
+        items = body.get(field)
+        if isinstance(items, list):
+            formats += [item.get("response_format") for item in items if isinstance(item, dict)]
+    for fmt in formats:
+        try:
+            contract = contract_of(msgspec.convert(fmt, ResponseFormat | None))
+        except (msgspec.ValidationError, TypeError):
+            continue  # not a format: the document says so, and a negative case stays negative
+        if contract is None:
+            continue
+        try:
+            contract_check.check(contract)
+        except contract_check.ContractRefused:
+            return True
+        except RecursionError:
+            continue
+    return False
+
+
+def _json(raw: bytes | None) -> object:
+    try:
+        return msgspec.json.decode(raw or b"")
+    except msgspec.DecodeError:
+        return None
+
+
 def _unobservable(recorder, case_id: str, check: str) -> bool:
     """The negative cases no server can refuse, since what is sent is valid on the wire:
     - an upload whose `file` schemathesis "negated" to another JSON type (a number, an object)
       still arrives as a file part of bytes, and any bytes are a file (the form itself is closed:
       a field it does not name is refused, tests/services/ingest/test_openapi_document.py);
-    - a `metadata[key]` filter "negated" to null arrives as the text `null`, a valid value."""
+    - a `metadata[key]` filter "negated" to null arrives as the text `null`, a valid value.
+    And the positive cases the coverage phase sends without the filter hook that refuse them: a
+    response_format the server refuses for a rule the document only describes."""
     interaction = recorder.interactions.get(case_id)
+    if interaction is not None and check == "positive_data_acceptance":
+        # the coverage phase does not pass its bodies through the filter hook
+        return _holds_an_unservable_contract(_json(interaction.request.body))
     if interaction is None or check != "negative_data_rejection":
         return False
     request = interaction.request

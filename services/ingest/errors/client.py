@@ -76,12 +76,21 @@ def decode_body(decoder: msgspec.json.Decoder, body: bytes):
             raise from_validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiException(400, f"malformed JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise too_deep() from None
     # JSON Schema's `integer` (the document's) includes 2.0; decoding does not, so such a body is
     # decoded again with every integral float read as an int (a float field takes an int too)
     try:
         return msgspec.convert(_integral(msgspec.json.decode(body)), decoder.type)
     except msgspec.ValidationError as exc:
         raise from_validation_error(exc) from None
+    except RecursionError:
+        raise too_deep() from None
+
+
+def too_deep() -> ApiException:
+    """A body whose objects and arrays nest deeper than the decoder follows (thousands of levels)."""
+    return ApiException(400, "the body's JSON nests too deeply to read", field="body")
 
 
 def _integral(value):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.ingest.openapi import contracts
 from shared.catalog.models import ModelsConfig
 from shared.core.settings import Settings
 from shared.wire.api import WEBHOOK_URL_PATTERN
@@ -35,13 +36,16 @@ def apply(doc: dict[str, Any], settings: Settings, models: ModelsConfig) -> None
         if limits:
             _value_schema(props["max_tokens"])["maximum"] = max(limits.values())
         if len(set(limits.values())) > 1:  # each model its own limit
-            schemas[spec]["allOf"] = [
-                {
-                    "if": {"properties": {"model": {"const": name}}, "required": ["model"]},
-                    "then": {"properties": {"max_tokens": {"anyOf": [{"type": "null"}, {"maximum": limit}]}}},
-                }
-                for name, limit in limits.items()
-            ]
+            schemas[spec].setdefault("allOf", []).extend(
+                [
+                    {
+                        "if": {"properties": {"model": {"const": name}}, "required": ["model"]},
+                        "then": {"properties": {"max_tokens": {"anyOf": [{"type": "null"}, {"maximum": limit}]}}},
+                    }
+                    for name, limit in limits.items()
+                ]
+            )
+    contracts.apply(schemas, models)
     message = schemas.get("ChatMessage", {}).get("properties", {}).get("content")
     if message is not None:
         message["maxLength"] = settings.max_prompt_chars

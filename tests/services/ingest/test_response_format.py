@@ -189,8 +189,31 @@ DEEP = {
 P = "requests[2].response_format"
 S = f"{P}.json_schema.schema"
 
+# deeper than Python's recursion limit and within the size limit; as bytes (json.dumps recurses)
+NESTED = (
+    b'{"requests": [{"model": "tf", "prompt": "a"}, {"model": "tf", "prompt": "b"}, {"model": "tf", "prompt": "c",'
+    b' "response_format": {"type": "json_schema", "json_schema": {"name": "deep", "schema": '
+    + b'{"items": ' * 3000
+    + b"{}"
+    + b"}" * 3000
+    + b"}}}]}"
+)
+
+# within Python's recursion limit, beyond what a grammar or the limit takes
+NESTED_200 = json.dumps(_at(2, _schema_format(json.loads('{"items": ' * 200 + "{}" + "}" * 200)))).encode()
+
+
+async def test_a_body_nested_deeper_than_the_decoder_reads_is_a_400_and_writes_nothing(api, r):
+    size = await r.dbsize()
+    resp = await api.post("/v1/jobs", content=NESTED, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["field"] == "body" and "nests too deeply" in resp.json()["error"]["message"]
+    assert await r.dbsize() == size
+
+
 REFUSALS = [
     # (name, body, field, index, message fragments)
+    ("schema nested 200 deep", NESTED_200, S, 2, ["nests deeper than 64 JSON levels"]),
     ("invalid json schema", _at(2, _schema_format({"type": 5})), f"{S}.type", 2, ["not a valid JSON Schema"]),
     ("schema too large", _at(2, _schema_format(BIG)), S, 2, ["bytes encoded", f"limit of {MAX_SCHEMA_BYTES}"]),
     (
@@ -297,7 +320,8 @@ async def test_a_refused_response_format_is_a_422_naming_field_and_index_and_wri
         await api.post("/v1/jobs", json={"requests": [_req()], "response_format": {"type": "json_object"}})
     ).status_code == 202
     before, size = await _snapshot(r), await r.dbsize()
-    resp = await api.post("/v1/jobs", json=body)
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp = await api.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
     assert resp.status_code == 422, resp.text
     err = resp.json()["error"]
     assert err.get("field") == field
@@ -338,8 +362,8 @@ def _line(i: int, **body) -> dict:
     }
 
 
-async def _batch_for(api, lines: list[dict]) -> dict:
-    content = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+async def _batch_for(api, lines: list[dict | bytes]) -> dict:
+    content = b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
     upload = await api.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
     assert upload.status_code == 200, upload.text
     resp = await api.post(
@@ -361,6 +385,15 @@ async def test_a_batch_line_with_a_bad_schema_fails_the_batch_naming_the_line(ap
     assert await r.xlen(keys.ingest_stream) == 0 and not [
         s async for s in r.scan_iter(match=keys.model_stream("*", "*"))
     ]
+
+
+async def test_a_batch_line_nested_deeper_than_the_decoder_reads_fails_the_batch_naming_the_line(api, r, keys):
+    deep = json.dumps(_line(1)).encode()[:-1] + b', "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    batch = await _batch_for(api, [_line(0), deep, _line(2)])
+    assert batch["status"] == "failed"
+    [error] = batch["errors"]["data"]
+    assert error["line"] == 2 and error["code"] == "invalid_json_line" and "nests too deeply" in error["message"]
+    assert await r.xlen(keys.ingest_stream) == 0
 
 
 async def test_a_batch_with_good_schemas_passes_them_through(api, r, keys):
