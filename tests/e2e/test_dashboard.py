@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from inferq.localstack import LocalStack, free_port
+from tests.support.openai_server import OpenAIStub
 from tests.conftest import ROOT
 from tests.support.webhook_receiver import Receiver
 
@@ -52,6 +53,13 @@ max_inflight = 4
 [models.flaky.options]
 flaky_attempts = 1
 [models.flaky.retry]
+max_attempts = 1
+
+[models.hosted]
+engine = "openai"
+[models.hosted.options]
+base_url = "{stub}"
+[models.hosted.retry]
 max_attempts = 1
 """
 # The flags Chromium needs here: root without a sandbox, no GPU, and none of its own network calls
@@ -94,7 +102,8 @@ def _stack(tmp_path_factory, name: str, models: str):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with _stack(tmp_path_factory, "dashboard", MODELS) as running:
+    # `hosted` answers through a stand-in for an OpenAI-compatible endpoint: a one-word prompt back
+    with OpenAIStub() as stub, _stack(tmp_path_factory, "dashboard", MODELS.format(stub=stub.base_url)) as running:
         yield running
 
 
@@ -215,6 +224,19 @@ def test_a_jobs_progress_reaches_100_percent_and_its_results_appear(page, stack,
     assert page.locator("[data-field=succeeded] dd").inner_text() == "40"
     assert page.locator("[data-field=completion-tokens] dd").inner_text() == "80"
     _shot(page, tmp_path, "job")
+
+
+def test_a_result_that_missed_its_response_format_shows_why_and_the_raw_text(page, stack):
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}
+    with _api(stack, KEY_A) as api:
+        body = {"requests": [{"custom_id": "shape", "model": "hosted", "prompt": "hello"}], "response_format": fmt}
+        resp = api.post("/v1/jobs", json=body)
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["id"]
+    _open(page, stack, KEY_A, f"#/jobs/{job_id}")
+    row = page.locator("section.results tbody tr[data-custom=shape]")
+    text = _wait_text(row, r"output_invalid")
+    assert "failed" in text and "the output is not JSON" in text and "output: hello" in text, text
 
 
 def test_jobs_are_paged(page, stack):

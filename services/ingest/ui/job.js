@@ -112,7 +112,10 @@ function fact(label, value, field) {
 }
 
 function resultRow(line) {
-  const text = line.output ? line.output.text : line.error ? `${line.error.code}: ${line.error.message}` : "";
+  // a failure shows why first; an output that missed its response_format keeps its raw text after
+  const why = line.error ? `${line.error.code}: ${line.error.message}` : "";
+  const said = line.output ? line.output.text : "";
+  const text = why && said ? `${why} · output: ${said}` : why || said;
   return h(
     "tr",
     { dataset: { custom: line.custom_id } },
