@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from inferq.localstack import LocalStack, free_port
-from tests.support.openai_server import OpenAIStub
 from tests.conftest import ROOT
+from tests.support.openai_server import OpenAIStub
 from tests.support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
