@@ -303,6 +303,8 @@ def test_the_openai_sdk_runs_a_batch_whose_lines_carry_a_schema(stack):
         }
         for i in range(24)
     ]
+    cut = {**lines[0], "custom_id": "cut", "body": {**lines[0]["body"], "max_tokens": 3}}  # no valid output fits
+    lines.append(cut)
     sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="not-needed-locally", max_retries=0)
     upload = sdk.files.create(
         file=("batch.jsonl", b"".join(json.dumps(line).encode() + b"\n" for line in lines)), purpose="batch"
@@ -313,8 +315,10 @@ def test_the_openai_sdk_runs_a_batch_whose_lines_carry_a_schema(stack):
         assert batch.status in ("validating", "in_progress", "finalizing") and time.monotonic() < deadline, batch
         stack.check_alive()
         time.sleep(0.2)
-    assert batch.request_counts.completed == 24 and batch.request_counts.failed == 0
-    assert batch.error_file_id is None
+    assert batch.request_counts.completed == 24 and batch.request_counts.failed == 1
+    [error] = [json.loads(line) for line in sdk.files.content(batch.error_file_id).text.splitlines()]
+    assert error["custom_id"] == "cut" and error["error"]["code"] == "output_invalid", error
+    assert "max_tokens" in error["error"]["message"]
     out = [json.loads(line) for line in sdk.files.content(batch.output_file_id).text.splitlines()]
     assert sorted(line["custom_id"] for line in out) == sorted(f"b{i}" for i in range(24))
     for line in out:

@@ -16,8 +16,11 @@ import shlex
 import signal
 import subprocess
 
+import time
+
 import pytest
 from jsonschema import Draft202012Validator
+from openai import OpenAI
 
 from inferq.client import Client
 from inferq.localstack import free_port
@@ -44,10 +47,10 @@ def api_blocks(readme: str) -> list[str]:
     return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
 
 
-def contract_blocks(readme: str) -> list[str]:
-    """The ```bash blocks of "## Results in the shape you asked for"."""
+def contract_blocks(readme: str, language: str = "bash") -> list[str]:
+    """The ```bash (or ```python) blocks of "## Results in the shape you asked for"."""
     section = re.split(r"\n## ", readme.split("\n## Results in the shape you asked for\n", 1)[1], maxsplit=1)[0]
-    return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.S | re.M)
+    return re.findall(rf"^```{language}\n(.*?)^```$", section, flags=re.S | re.M)
 
 
 def _lines(block: str) -> list[str]:
@@ -145,6 +148,36 @@ def _check_the_contract_example(clone, env: dict, port: int) -> None:
         (line,) = list(client.results(job["id"]))
     assert Draft202012Validator(schema).is_valid(json.loads(line.output.text)), line
     assert line.output.parsed == json.loads(line.output.text)
+    _check_the_sdk_example(clone, env, port)
+
+
+SHOW = '\nprint(json.dumps(fmt["json_schema"]["schema"]))\nprint(batch.id)\n'  # after the README's code
+
+
+def _check_the_sdk_example(clone, env: dict, port: int) -> None:
+    """The README's OpenAI SDK batch with a response_format in each line, as written (its batch id
+    printed after it): every output line's content is in the line's schema."""
+    code = contract_blocks((clone / "README.md").read_text(encoding="utf-8"), "python")[0]
+    answer = subprocess.run(
+        [str(clone / ".venv/bin/python"), "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{port}") + SHOW],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    sdk = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    shown, batch_id = answer.stdout.splitlines()[-2:]
+    schema = json.loads(shown)
+    for _ in range(600):
+        if (batch := sdk.batches.retrieve(batch_id)).status in ("completed", "failed", "expired", "cancelled"):
+            break
+        time.sleep(0.2)
+    assert batch.status == "completed" and batch.request_counts.completed == 3, batch
+    for line in sdk.files.content(batch.output_file_id).text.splitlines():
+        content = json.loads(line)["response"]["body"]["choices"][0]["message"]["content"]
+        assert Draft202012Validator(schema).is_valid(json.loads(content)), content
 
 
 def _wait_for_api(port: int) -> str:
