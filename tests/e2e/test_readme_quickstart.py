@@ -15,7 +15,6 @@ import re
 import shlex
 import signal
 import subprocess
-
 import time
 
 import pytest
