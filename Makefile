@@ -71,10 +71,11 @@ bench-soak: $(STAMP)
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/python bench/vllm_cpu.py
 
-# Constrained (response_format, xgrammar) against unconstrained decoding on the real vLLM, and the
-# worker's validation cost per result.
+# Constrained (response_format, xgrammar) against unconstrained decoding on the real vLLM and on the
+# transformers engine, and the worker's validation cost per result.
 bench-contracts: $(VLLM_STAMP)
 	$(VLLM_BIN)/python bench/contracts.py
+	$(VLLM_BIN)/python bench/contracts.py --engine transformers --prompts 128 --max-inflight 64
 
 # A worker's start phases (imports, weights, engine ready, first result) on the transformers and vLLM engines.
 bench-start: $(STAMP) $(VLLM_STAMP)

@@ -4,7 +4,8 @@ and as the same job unconstrained, in turn, round after round on one warm stack;
 worker's validation of one result costs (the `jsonschema` validator, in process).
 
 Runs in the vLLM virtualenv (`make bench-contracts`, or `.venv-vllm/bin/python bench/contracts.py`)
-on a tiny randomly initialised Llama built on the spot. Constrained outputs end when the JSON
+on a tiny randomly initialised Llama built on the spot; `--engine transformers` measures the
+transformers engine (xgrammar's logits processor) the same way. Constrained outputs end when the JSON
 closes; unconstrained ones run to max_tokens (the random model never stops), so both requests per
 second and generated tokens per second are reported. The median round (by the tokens/s ratio) is
 printed and written to bench/results/<date>-contracts.json.
@@ -54,16 +55,18 @@ SCHEMA = {
 FORMAT = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": SCHEMA}}
 
 
-def models_file(model: str, max_inflight: int) -> str:
+def models_file(model: str, max_inflight: int, engine: str) -> str:
+    if engine == "transformers":
+        options = "max_batch_size = 64\nbatch_wait_ms = 20\nlocal_files_only = true"
+    else:
+        options = 'max_model_len = 512\nenforce_eager = true\ndtype = "bfloat16"'
     return f"""
 [models.tiny]
-engine = "vllm"
+engine = "{engine}"
 max_inflight = {max_inflight}
 [models.tiny.options]
 model = "{model}"
-max_model_len = 512
-enforce_eager = true
-dtype = "bfloat16"
+{options}
 """
 
 
@@ -119,6 +122,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-inflight", type=int, default=256)
+    parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     args = parser.parse_args()
     from inferq.tinymodel import build_tiny_llama
 
@@ -126,13 +130,14 @@ def main() -> int:
     rounds = []
     try:
         model = str(build_tiny_llama(workdir / "model", context=512))
-        (workdir / "models.toml").write_text(models_file(model, args.max_inflight))
+        (workdir / "models.toml").write_text(models_file(model, args.max_inflight, args.engine))
         requests = [
             {"model": "tiny", "prompt": f"ticket {i}: the invoice is wrong", "max_tokens": args.max_tokens}
             for i in range(args.prompts)
         ]
         print(
-            f"{args.prompts} prompts, max_tokens {args.max_tokens}, sampled; tiny random Llama on vLLM's CPU build,"
+            f"{args.prompts} prompts, max_tokens {args.max_tokens}, sampled; tiny random Llama on the {args.engine}"
+            " engine (CPU),"
             f" {os.cpu_count()} cores; {args.rounds} rounds, each: the job held to a nested schema, then unconstrained"
         )
         with (
@@ -177,7 +182,8 @@ def main() -> int:
     )
     print(f"worker validation: {cost_us:.1f} µs per result (JSON decode + jsonschema, validator warm)")
     report.update(ratio=round(ratio, 3), validation_us_per_result=round(cost_us, 2), args=vars(args))
-    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-contracts.json"
+    suffix = "" if args.engine == "vllm" else f"-{args.engine}"
+    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-contracts{suffix}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {out.relative_to(ROOT)}")
     return 0
