@@ -410,7 +410,7 @@ class InferenceWorker:
             usage.completion_tokens += gen.completion_tokens
             output = Output(text=gen.text, finish_reason=gen.finish_reason)
             missed = None if contract is None else self._held_to(req, contract, gen, output)
-            if missed is None or attempt >= self.model.retry.max_attempts:
+            if missed is None or attempt >= self.model.retry.max_attempts or _repeats_itself(req):
                 return output, usage, missed
             log.info(
                 "output misses its contract; running it again",
@@ -747,6 +747,13 @@ class InferenceWorker:
                 except TRANSIENT_REDIS_ERRORS as exc:  # they stay pending and are reclaimed after reclaim_idle_s
                     log.warning("could not hand back %d requests: %s", len(mine), exc)
         log.warning("handed back %d unfinished requests", handed, extra={"model": self.model.name})
+
+
+def _repeats_itself(req: InferenceRequest) -> bool:
+    """Whether running the request again gives the same output: greedy, or sampled with a seed
+    (so an output that missed its contract is not run again for nothing)."""
+    p = req.params
+    return p.temperature == 0 or p.seed is not None
 
 
 def _requests_in(entries: list) -> int:

@@ -75,6 +75,8 @@ FORMATS = {
 }
 # a repetition count a grammar can express: {m}, {m,} or {m,n}
 _COUNT = re.compile(r"\{\d+(?:,\d*)?\}")
+_REF = re.compile(r"#(?:/(?:\$defs|definitions)/[^/~%]+)?")
+INT64 = 2**63
 
 
 def _json_depth(value: Any) -> int:
@@ -139,6 +141,11 @@ def _walk(node: Any, path: str, depth: int, root: dict[str, Any]) -> None:
         raise ContractRefused(path, "a schema must be an object or a boolean")
     if depth > MAX_DEPTH:
         raise ContractRefused(path, f"the schema nests deeper than {MAX_DEPTH} levels")
+    if depth > 0 and ("$id" in node or "$schema" in node):
+        key = "$id" if "$id" in node else "$schema"
+        raise ContractRefused(
+            f"{path}.{key}", f"{key} is allowed at the schema's root only (it changes what refs mean)"
+        )
     for key, value in node.items():
         if key not in ALLOWED:
             raise ContractRefused(
@@ -169,31 +176,43 @@ def _check_combinations(node: dict[str, Any], path: str, root: dict[str, Any]) -
             "a string with a pattern or format cannot also bound its length (minLength/maxLength)",
         )
     ref = node.get("$ref")
-    if ref is not None and not (ref.startswith("#/$defs/") or ref.startswith("#/definitions/") or ref == "#"):
+    if ref is not None and not _REF.fullmatch(ref):
         raise ContractRefused(
-            f"{path}.$ref", f"only references within the schema (#/$defs/...) are supported, not {ref!r}"
+            f"{path}.$ref",
+            f"only `#` and `#/$defs/<name>` (or `#/definitions/<name>`) references are supported, not {ref!r}",
         )
-    if ref is not None and ("~" in ref or "%" in ref):
-        raise ContractRefused(f"{path}.$ref", f"{ref!r}: escaped references (~ or %) cannot be followed while decoding")
     if ref is not None and not _resolves(root, ref):
         raise ContractRefused(f"{path}.$ref", f"{ref!r} refers to nothing in the schema")
+    _check_names(node, path)
     _check_bounds(node, path)
     if "pattern" in node:
         _check_regex(node["pattern"], f"{path}.pattern")
 
 
 def _resolves(root: dict[str, Any], ref: str) -> bool:
-    """Whether a local reference (`#`, `#/$defs/name/...`, unescaped) names a schema of `root`:
-    a dangling one passes the metaschema but no validator (nor grammar) can follow it."""
-    node: Any = root
-    for token in ref[2:].split("/") if ref != "#" else ():
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return False
-    return isinstance(node, (dict, bool))
+    """Whether a reference of the supported forms names a schema of `root`: a dangling one passes
+    the metaschema but no validator (nor grammar) can follow it."""
+    if ref == "#":
+        return True
+    _, holder, name = ref.split("/", 2)
+    defs = root.get(holder)
+    return isinstance(defs, dict) and isinstance(defs.get(name), (dict, bool))
+
+
+def _check_names(node: dict[str, Any], path: str) -> None:
+    """`required` names a grammar can write: in the strict mode the engines compile, an object
+    holds only the properties it lists unless `additionalProperties` is a schema (or true)."""
+    extra = node.get("additionalProperties", False)
+    if extra is not False:
+        return
+    listed = node.get("properties", {})
+    for name in node.get("required", ()):
+        if name not in listed:
+            raise ContractRefused(
+                f"{path}.required",
+                f"{name!r} is required but not among the properties (nor allowed by additionalProperties),"
+                " so no object can have it",
+            )
 
 
 _RANGES = (("minItems", "maxItems"), ("minLength", "maxLength"), ("minProperties", "maxProperties"))
@@ -220,6 +239,13 @@ def _check_bounds(node: dict[str, Any], path: str) -> None:
                 f"{path}.{low}",
                 f"{low} {node[low]} needs {what}: give `{more}` a schema (without it none are allowed)",
             )
+    if "integer" in types and "number" not in types:
+        for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            value = node.get(bound)
+            if value is not None and (not float(value).is_integer() or not -INT64 <= value < INT64):
+                raise ContractRefused(
+                    f"{path}.{bound}", f"an integer's {bound} must be a whole number within 64 bits, not {value}"
+                )
     for low in ("minimum", "exclusiveMinimum"):
         for high in ("maximum", "exclusiveMaximum"):
             if low in node and high in node and _empty(node, low, high):
@@ -229,7 +255,8 @@ def _check_bounds(node: dict[str, Any], path: str) -> None:
 def _empty(node: dict[str, Any], low: str, high: str) -> bool:
     a, b = node[low], node[high]
     open_low, open_high = low.startswith("exclusive"), high.startswith("exclusive")
-    if node.get("type") == "integer":
+    types = node.get("type")
+    if types == "integer" or (isinstance(types, list) and "integer" in types and "number" not in types):
         least = math.floor(a) + 1 if open_low else math.ceil(a)
         most = math.ceil(b) - 1 if open_high else math.floor(b)
         return least > most
@@ -237,10 +264,12 @@ def _empty(node: dict[str, Any], low: str, high: str) -> bool:
 
 
 def _check_regex(pattern: str, path: str = "pattern") -> None:
+    if "\x00" in pattern:
+        raise ContractRefused(path, "a NUL character cannot be enforced while decoding")
     try:
         re.compile(pattern)
-    except re.error as exc:
-        raise ContractRefused(path, f"not a valid regular expression: {exc}") from None
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ContractRefused(path, f"not a valid regular expression: {exc or type(exc).__name__}") from None
     found = _unsupported_regex(pattern)
     if found:
         raise ContractRefused(path, f"{found} cannot be enforced while decoding")
@@ -260,6 +289,8 @@ def _unsupported_regex(pattern: str) -> str | None:
                 return f"{escaped!r}: backreferences"
             if escaped[1:] in ("b", "B"):
                 return f"{escaped!r}: word boundaries"
+            if escaped[1:] in ("A", "Z", "z", "G"):
+                return f"{escaped!r}: anchors (the whole output matches; `^` and `$` may open and close it)"
             i, repeated = i + 2, False
         elif c == "[":
             first = i + 2 if pattern.startswith("[^", i) else i + 1
@@ -278,6 +309,8 @@ def _unsupported_regex(pattern: str) -> str | None:
             if pattern[count.end() : count.end() + 1] == "+":
                 return f"{count.group(0) + '+'!r}: possessive repetitions"
             i, repeated = count.end(), True
+        elif (c == "^" and i > 0) or (c == "$" and i < n - 1):
+            return f"{c!r} inside the pattern: anchors only open and close it"
         elif c in "*+?" and repeated:
             if c == "+":
                 return f"{pattern[i - 1 : i + 1]!r}: possessive repetitions"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
 
 from shared.catalog.budgets import Period
-from shared.catalog.fallback import cannot_enforce_contracts
+from shared.catalog.fallback import contract_kinds
 from shared.catalog.models import ModelsConfig
 from shared.catalog.money import usd
 from shared.catalog.pricing import hourly_price
@@ -19,6 +20,7 @@ from shared.models.health import decode_record, unknown_health
 from shared.models.start_phases import read_all as read_start_phases
 from shared.redis.keys import Keys
 from shared.wire.api import ModelHealth, ModelInfo, ModelList, ModelSpend, SpendLimitView
+from shared.wire.contract import Kind
 
 STALE_S = 10  # a health verdict older than this says no dispatcher is judging
 
@@ -46,7 +48,8 @@ async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant
                 price_per_hour=hourly_price(cfg),
                 price_per_million_tokens=cfg.price_per_million_tokens,
                 spend=_spend(cfg.name, spend, statuses, tenant),
-                supports_response_format=cannot_enforce_contracts(models, cfg.name) is None,
+                supports_response_format=bool(kinds := contract_kinds(models, cfg.name)),
+                response_formats=sorted(cast("frozenset[Kind]", kinds)),
                 start_phases=starts.get(cfg.name),
             )
         )

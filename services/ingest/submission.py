@@ -10,7 +10,7 @@ import msgspec
 from services.ingest.budget_check import BudgetRoutes
 from services.ingest.contract_check import ContractRefused, check
 from services.ingest.errors.client import ApiException, decode_body
-from shared.catalog.fallback import cannot_enforce_contracts, reachable
+from shared.catalog.fallback import cannot_enforce, reachable
 from shared.catalog.models import ModelConfig, ModelsConfig
 from shared.core.ids import new_job_id, request_id
 from shared.core.settings import Settings
@@ -104,7 +104,8 @@ class _Contracts:
         self.models = models
         self.stored: dict[str, bytes] = {}
         self._job_id: str | None = None
-        self._served: dict[str, str | None] = {}  # model -> the model of its routes that cannot enforce
+        self._kinds: dict[str, str] = {}  # contract id -> its kind
+        self._served: dict[tuple[str, str], str | None] = {}  # (model, kind) -> a route that cannot
         if job_format is not None:
             self._job_id = self._checked(job_format, "response_format", None)
 
@@ -112,36 +113,42 @@ class _Contracts:
         own = item.response_format
         cid = self._job_id if own is None else self._checked(own, f"{where}.response_format", i)
         if cid is not None:
-            self._check_model(item.model, f"{where}.response_format" if own is not None else "response_format", i)
+            field = f"{where}.response_format" if own is not None else "response_format"
+            self._check_model(item.model, field, i, self._kinds[cid])
         return cid
 
     def _checked(self, fmt: ResponseFormat, field: str, i: int | None) -> str | None:
         contract = contracts.contract_of(fmt)
         if contract is None:
             return None
+        encoded = contracts.encode(contract)
+        cid = contracts.contract_id(encoded)
+        if cid in self.stored:  # the same contract as an earlier request's: checked then
+            return cid
         try:
             check(contract)
         except ContractRefused as exc:
-            raise ApiException(
-                422, f"{field}.{exc.path}: {exc.message}", field=f"{field}.{exc.path}", index=i
-            ) from None
-        encoded = contracts.encode(contract)
-        cid = contracts.contract_id(encoded)
+            where = f"{field}.{exc.path}"
+            raise ApiException(422, f"{where}: {exc.message}", field=where, index=i) from None
+        except Exception as exc:  # a checker's own failure on strange input is the input's fault, not a 500
+            message = f"{field}: cannot be checked ({type(exc).__name__}: {exc})"
+            raise ApiException(422, message[:1000], field=field, index=i) from None
         self.stored[cid] = encoded
+        self._kinds[cid] = contract.kind
         return cid
 
-    def _check_model(self, model: str, field: str, i: int) -> None:
-        if model not in self._served:
-            self._served[model] = cannot_enforce_contracts(self.models, model)
-        blocker = self._served[model]
+    def _check_model(self, model: str, field: str, i: int, kind: str) -> None:
+        if (model, kind) not in self._served:
+            self._served[model, kind] = cannot_enforce(self.models, model, kind)
+        blocker = self._served[model, kind]
         if blocker is None:
             return
         engine = self.models.models[blocker].engine
         how = "its engine" if blocker == model else f"its fallback chain reaches {blocker!r}, whose engine"
         raise ApiException(
             422,
-            f"{field}: model {model!r} cannot hold outputs to a response_format: {how} ({engine}) cannot"
-            " (GET /v1/models shows supports_response_format)",
+            f"{field}: model {model!r} cannot hold outputs to a {kind!r} response_format: {how} ({engine})"
+            " cannot (GET /v1/models shows each model's response_formats)",
             field=field,
             index=i,
             model=model,

@@ -37,10 +37,19 @@ def next_model(models: ModelsConfig, model: str, usable: Callable[[str], bool]) 
     return None
 
 
-def cannot_enforce_contracts(models: ModelsConfig, name: str) -> str | None:
-    """The first model that `name`'s requests may reach (itself, then its chains) whose engine
-    cannot hold an output to a response_format; None when every one can."""
+def contract_kinds(models: ModelsConfig, name: str) -> frozenset[str]:
+    """The response_format kinds every model `name`'s requests may reach (itself, then its chains)
+    can hold an output to: a contracted request is never moved to an engine that cannot."""
+    kinds = models.models[name].contract_kinds
+    for other in reachable(models, [name]):
+        kinds &= models.models[other].contract_kinds
+    return kinds
+
+
+def cannot_enforce(models: ModelsConfig, name: str, kind: str) -> str | None:
+    """The first model `name`'s requests may reach (itself first) whose engine cannot hold an
+    output to a `kind` response_format; None when every one can."""
     for candidate in [name, *(n for n in reachable(models, [name]) if n != name)]:
-        if not models.models[candidate].enforces_contracts:
+        if kind not in models.models[candidate].contract_kinds:
             return candidate
     return None

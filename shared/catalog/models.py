@@ -193,9 +193,15 @@ class RetryConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 # its own batches (up to max_num_seqs) from what it holds: feeding it a trickle as slots free up
 # costs a third of its throughput, while a request waiting inside vLLM costs only host memory.
 DEFAULT_MAX_INFLIGHT = {"vllm": 2048}
-# Engines that hold outputs to a response_format: vllm and transformers constrain decoding with a
-# grammar; openai passes it to the endpoint. The worker validates every contracted result either way.
-CONTRACT_ENGINES = frozenset({"vllm", "transformers", "openai"})
+# The response_format kinds each engine holds outputs to: vllm and transformers constrain decoding
+# with a grammar; openai passes the JSON kinds on as OpenAI's `response_format` (OpenAI's API has
+# no regex or choice). The worker validates every contracted result either way.
+ALL_CONTRACT_KINDS = frozenset({"json_object", "json_schema", "regex", "choice"})
+CONTRACT_KINDS: dict[str, frozenset[str]] = {
+    "vllm": ALL_CONTRACT_KINDS,
+    "transformers": ALL_CONTRACT_KINDS,
+    "openai": frozenset({"json_object", "json_schema"}),
+}
 FALLBACK_MAX_INFLIGHT = 32
 
 
@@ -242,9 +248,9 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
             self.scaling.backend = "static" if self.modal is None else "modal"
 
     @property
-    def enforces_contracts(self) -> bool:
-        """Whether its engine can hold an output to a response_format."""
-        return self.engine in CONTRACT_ENGINES
+    def contract_kinds(self) -> frozenset[str]:
+        """The response_format kinds its engine can hold an output to (none: only free text)."""
+        return CONTRACT_KINDS.get(self.engine, frozenset())
 
     @property
     def modal_max_containers(self) -> int | None:

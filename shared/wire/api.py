@@ -11,6 +11,8 @@ from shared.core import states
 from shared.core.pages import Page
 from shared.wire.formats import ResponseFormat
 
+ContractKind = Literal["json_object", "json_schema", "regex", "choice"]  # what a contract holds an output to
+
 CustomId = Annotated[str, Meta(min_length=1, max_length=512, description="Unique within the job")]
 ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
 MaxTokens = Annotated[int, Meta(ge=1)]
@@ -408,8 +410,10 @@ class ModelInfo(Struct, kw_only=True):
     price_per_hour: float | None  # USD per busy replica-hour (Modal models: their GPU's list price)
     price_per_million_tokens: float | None
     spend: ModelSpend
-    # whether its engine holds outputs to a response_format (and every model of its fallback chain's)
+    # whether it holds outputs to a response_format, and the kinds it does (`text` needs none): those
+    # its engine and the engine of every model of its fallback chain can enforce
     supports_response_format: bool = False
+    response_formats: list[ContractKind] = []
     # the latest worker start of the model, phase by phase (None until a worker served a request)
     start_phases: StartPhases | None = None
 

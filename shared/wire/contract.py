@@ -5,13 +5,14 @@ validates. It is content-addressed, so a job stores each distinct one once and e
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from shared.wire.api import ContractKind
 from shared.wire.formats import ChoiceFormat, JsonObjectFormat, JsonSchemaFormat, RegexFormat, ResponseFormat
 
-Kind = Literal["json_object", "json_schema", "regex", "choice"]
+Kind = ContractKind
 
 
 class Contract(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -19,6 +20,8 @@ class Contract(msgspec.Struct, kw_only=True, omit_defaults=True):
     schema: dict[str, Any] | None = None  # json_schema
     pattern: str | None = None  # regex, without the ^ and $ anchors (the whole text must match)
     choices: list[str] | None = None  # choice
+    name: str | None = None  # json_schema: its name and `strict`, for endpoints the format is passed on to
+    strict: bool | None = None
 
     @property
     def is_json(self) -> bool:
@@ -50,7 +53,8 @@ def contract_of(fmt: ResponseFormat | None) -> Contract | None:
     if isinstance(fmt, JsonObjectFormat):
         return Contract(kind="json_object")
     if isinstance(fmt, JsonSchemaFormat):
-        return Contract(kind="json_schema", schema=fmt.json_schema.schema)
+        spec = fmt.json_schema
+        return Contract(kind="json_schema", schema=spec.schema, name=spec.name, strict=spec.strict)
     if isinstance(fmt, RegexFormat):
         return Contract(kind="regex", pattern=_unanchored(fmt.pattern))
     if isinstance(fmt, ChoiceFormat):

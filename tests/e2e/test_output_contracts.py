@@ -171,7 +171,7 @@ def test_a_job_level_schema_holds_every_output_of_a_job(stack, client):
         fields = [f for f in r.hkeys(Keys().job(job["id"])) if f.startswith(b"contract:")]
         assert len(fields) == 1, fields
         stored = r.hget(Keys().job(job["id"]), fields[0])
-        assert json.loads(stored) == {"kind": "json_schema", "schema": SCHEMA}
+        assert json.loads(stored) == {"kind": "json_schema", "schema": SCHEMA, "name": "triage"}
         assert fields[0] == b"contract:" + hashlib.sha256(stored).hexdigest()[:16].encode()
     finally:
         r.close()
@@ -288,6 +288,26 @@ def test_an_output_cut_at_max_tokens_is_retried_then_fails_output_invalid(stack,
         assert attempts == list(range(1, MAX_ATTEMPTS)), attempts  # then the last attempt failed it
 
 
+def test_a_greedy_or_seeded_output_that_misses_is_not_run_again(stack, client):
+    schema = {"type": "object", "properties": {"motto": {"const": "x" * 40}}, "required": ["motto"]}
+    body = {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "once", "schema": schema}},
+        "requests": [
+            {"custom_id": "greedy", "model": "tiny", "prompt": "a", "max_tokens": 5, "temperature": 0},
+            {"custom_id": "seeded", "model": "tiny", "prompt": "b", "max_tokens": 5, "seed": 7},
+        ],
+    }
+    job, lines = _run(client, stack, body)
+    for name in ("greedy", "seeded"):  # the same output again would miss again: one attempt, one charge
+        assert lines[name]["error"]["code"] == "output_invalid", lines[name]
+        assert lines[name]["usage"]["completion_tokens"] == 5, lines[name]["usage"]
+    assert not [
+        rec
+        for rec in _log_records(stack, "worker-tiny-0")
+        if rec.get("msg") == RETRY_MSG and rec.get("job_id") == job["id"]
+    ]
+
+
 def test_the_openai_sdk_runs_a_batch_whose_lines_carry_a_schema(stack):
     lines = [
         {
@@ -375,6 +395,6 @@ def test_the_openai_engine_passes_the_schema_upstream_and_validates_what_comes_b
         '{"n":NaN}': UPSTREAM_ATTEMPTS,
     }
     for prompt, bodies in by_prompt.items():
-        schema = number if prompt.startswith('{"n"') else place
-        sent = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+        schema, name = (number, "number") if prompt.startswith('{"n"') else (place, "place")
+        sent = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}  # as written: no strict
         assert all(b["response_format"] == sent for b in bodies), bodies

@@ -45,7 +45,7 @@ class Engine(Protocol):
     ) -> Generation:
         """Run one request; many calls run concurrently (up to the model's max_inflight). `lane`
         is the stream it came from (`interactive` before `batch`), for engines that prioritise.
-        `contract` (only for engines in CONTRACT_ENGINES) is the shape the output must take: the
+        `contract` (only of the kinds CONTRACT_KINDS gives the engine) is the shape the output must take: the
         engine constrains its decoding to it, or passes it on; the worker validates the result.
 
         Cancelling the calling task (shutdown, or another worker took the request over) must stop

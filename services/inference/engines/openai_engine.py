@@ -170,16 +170,14 @@ class OpenAIEngine:
 
 def contract_fields(contract: Contract) -> dict[str, Any]:
     """The body fields that ask an OpenAI-compatible endpoint for a contract's shape: OpenAI's
-    `response_format` for JSON, and for regex and choice the `structured_outputs` field that vLLM's
-    server reads (an endpoint that ignores it is still held to the shape: the worker validates)."""
+    `response_format`, as the caller wrote it (its name, and `strict` only if given). Only the JSON
+    kinds reach this engine (shared/catalog/models.py CONTRACT_KINDS)."""
     if contract.kind == "json_object":
         return {"response_format": {"type": "json_object"}}
-    if contract.kind == "json_schema":
-        spec = {"name": "output", "schema": contract.schema, "strict": True}
-        return {"response_format": {"type": "json_schema", "json_schema": spec}}
-    if contract.kind == "regex":
-        return {"structured_outputs": {"regex": contract.pattern}}
-    return {"structured_outputs": {"choice": contract.choices}}
+    spec: dict[str, Any] = {"name": contract.name or "output", "schema": contract.schema}
+    if contract.strict is not None:
+        spec["strict"] = contract.strict
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
 
 def _error_message(resp: httpx.Response) -> str:

@@ -26,6 +26,7 @@ from shared.wire.contract import Contract
 from shared.wire.messages import InferenceRequest
 
 log = logging.getLogger("inferq.engine.transformers")
+GRAMMARS_KEPT = 256  # compiled grammars kept, oldest dropped first
 
 
 @dataclass(eq=False)
@@ -249,18 +250,24 @@ class TransformersEngine:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
                 self._compiler = xgr.GrammarCompiler(info)
             grammar = compile_contract(self._compiler, contract)
+            if len(self._grammars) >= GRAMMARS_KEPT:
+                self._grammars.pop(next(iter(self._grammars)))
             self._grammars[contract_id] = grammar
         return xgr.contrib.hf.LogitsProcessor(grammar)
 
 
 def compile_contract(compiler: Any, contract: Contract) -> Any:
-    """xgrammar's compiled grammar for a contract; JSON compact, as the vllm engine writes it."""
+    """xgrammar's compiled grammar for a contract; JSON without free whitespace (a schema's compact,
+    as the vllm engine writes it)."""
     if contract.kind == "json_schema":
         return compiler.compile_json_schema(
             json.dumps(contract.schema), any_whitespace=False, separators=(",", ":"), strict_mode=True
         )
     if contract.kind == "json_object":
-        return compiler.compile_builtin_json_grammar()
+        # an object (the builtin JSON grammar takes any value), one space after `,` and `:` and no
+        # other: xgrammar 0.2.8 does not apply compact separators to the values of properties a
+        # schema does not list, so `{"a":1,"b":2}` would be refused
+        return compiler.compile_json_schema('{"type": "object"}', any_whitespace=False, strict_mode=False)
     if contract.kind == "regex":
         return compiler.compile_regex(contract.pattern or "")
     alternatives = " | ".join(json.dumps(c, ensure_ascii=False) for c in contract.choices or ())

@@ -38,6 +38,7 @@ log = logging.getLogger("inferq.engine.vllm")
 # are retried.
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "repetition": "repetition"}
 _RETRYABLE_FINISH = {"abort": "engine_aborted", "error": "engine_error"}
+SPECS_KEPT = 256  # contracts' constraint fields kept (vLLM caches the compiled grammars itself)
 RENDER_CHUNK = 32  # requests rendered per turn of the event loop: ~2-4 ms on a 2-core host
 # The sampling fields vLLM's OpenAI server fills from the model's generation_config when a request
 # leaves them unset (then its neutral default); inferq's requests can set the first two.
@@ -197,6 +198,8 @@ class VllmEngine:
                 spec = {"regex": contract.pattern}
             else:
                 spec = {"choice": list(contract.choices or ())}
+            if len(self._specs) >= SPECS_KEPT:
+                self._specs.pop(next(iter(self._specs)))
             self._specs[contract_id] = spec
         return self._vllm["StructuredOutputsParams"](**spec)
 

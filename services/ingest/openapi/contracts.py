@@ -1,5 +1,5 @@
-"""`response_format` in the document: which models take a contract (the others only free text, and
-a job's contract only when each of their requests sets free text of its own), and what a JSON
+"""`response_format` in the document: which kinds each model takes (the others only free text, and a
+job's format of another kind only when each of their requests sets one of its own that they take), and what a JSON
 schema in one may use (a recursive schema of the keywords services/ingest/contract_check.py
 allows). What no document can state is said in the descriptions: the regex dialect, a schema's
 size in bytes, that its references resolve and its bounds leave a value."""
@@ -9,14 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from services.ingest.contract_check import ALLOWED, FORMATS, MAX_DEPTH, MAX_SCHEMA_BYTES
-from shared.catalog.fallback import cannot_enforce_contracts
-from shared.catalog.models import ModelsConfig
+from shared.catalog.fallback import contract_kinds
+from shared.catalog.models import ALL_CONTRACT_KINDS, ModelsConfig
 
 _REF = "#/components/schemas/"
-_TEXT = {"$ref": _REF + "TextFormat"}
-_FREE = {"anyOf": [{"type": "null"}, _TEXT]}
 _SPECS = ("RequestSpec", "PromptSpec")
 _TYPES = ["object", "array", "string", "integer", "number", "boolean", "null"]
+
+
+_FORMATS = {
+    "text": "TextFormat",
+    "json_object": "JsonObjectFormat",
+    "json_schema": "JsonSchemaFormat",
+    "regex": "RegexFormat",
+    "choice": "ChoiceFormat",
+}
 
 
 def apply(schemas: dict[str, Any], models: ModelsConfig) -> None:
@@ -31,22 +38,40 @@ def apply(schemas: dict[str, Any], models: ModelsConfig) -> None:
     pattern = schemas.get("RegexFormat", {}).get("properties", {}).get("pattern")
     if pattern is not None:
         pattern["description"] = _REGEX
-    cannot = [name for name in models.names() if cannot_enforce_contracts(models, name) is not None]
-    if not cannot:
-        return
-    only_text = {"if": {"properties": {"model": {"enum": cannot}}, "required": ["model"]}}
+    groups: dict[frozenset[str], list[str]] = {}  # the kinds a model takes -> the models
+    for name in models.names():
+        groups.setdefault(contract_kinds(models, name), []).append(name)
+    for kinds, names in groups.items():
+        if kinds != ALL_CONTRACT_KINDS:
+            _only(schemas, names, kinds)
+
+
+def _refs(kinds) -> list[dict[str, str]]:
+    return [{"$ref": _REF + _FORMATS[kind]} for kind in sorted(kinds)]
+
+
+def _only(schemas: dict[str, Any], names: list[str], kinds: frozenset[str]) -> None:
+    """Requests for `names` take only `kinds` (and free text); a job's format of another kind
+    only when each of their requests sets a format of its own that they take."""
+    on_these = {"if": {"properties": {"model": {"enum": names}}, "required": ["model"]}}
+    taken = _refs(kinds | {"text"})
     for name in _SPECS:
         if name in schemas:
-            schemas[name].setdefault("allOf", []).append(
-                {**only_text, "then": {"properties": {"response_format": _FREE}}}
-            )
+            then = {"properties": {"response_format": {"anyOf": [{"type": "null"}, *taken]}}}
+            schemas[name].setdefault("allOf", []).append({**on_these, "then": then})
     job = schemas.get("JobCreate")
     if job is not None:
-        own_text = {**only_text, "then": {"required": ["response_format"], "properties": {"response_format": _TEXT}}}
-        items = {"anyOf": [{"type": "null"}, {"type": "array", "items": own_text}]}
-        contracted = {"required": ["response_format"], "properties": {"response_format": {"not": _FREE}}}
+        own = {
+            **on_these,
+            "then": {"required": ["response_format"], "properties": {"response_format": {"anyOf": taken}}},
+        }
+        items = {"anyOf": [{"type": "null"}, {"type": "array", "items": own}]}
+        refused = {
+            "required": ["response_format"],
+            "properties": {"response_format": {"anyOf": _refs(ALL_CONTRACT_KINDS - kinds)}},
+        }
         job.setdefault("allOf", []).append(
-            {"if": contracted, "then": {"properties": {"requests": items, "prompts": items}}}
+            {"if": refused, "then": {"properties": {"requests": items, "prompts": items}}}
         )
 
 

@@ -138,3 +138,25 @@ def test_nan_infinity_and_out_of_range_numbers_are_not_json(v, text, contract):
 def test_deeply_nested_output_is_refused_not_raised(v, contract):
     verdict = v.check("deep", contract, "[" * 100_000 + "]" * 100_000)
     assert not verdict.valid and "nests too deeply" in verdict.message, verdict.message
+
+
+def test_a_dot_takes_a_newline_as_the_grammar_does():
+    contract = Contract(kind="regex", pattern=".{1,20}")
+    assert ResultValidator().check("dot", contract, "two\nlines").valid
+    schema = Contract(kind="json_schema", schema={"type": "string", "pattern": "^a.b$"})
+    assert ResultValidator().check("dot-schema", schema, '"a\\nb"').valid
+
+
+def test_a_pattern_that_backtracks_without_end_is_cut_off_not_waited_for():
+    import time
+
+    contract = Contract(kind="regex", pattern="(x+x+)+y")
+    started = time.monotonic()
+    verdict = ResultValidator().check("slow", contract, "x" * 5000)
+    assert not verdict.valid and time.monotonic() - started < 2, verdict
+
+
+def test_a_validator_failure_is_a_verdict_not_an_exception():
+    contract = Contract(kind="json_schema", schema={"$ref": "#/$defs/missing"})
+    verdict = ResultValidator().check("dangling", contract, "{}")
+    assert not verdict.valid and "could not be checked" in verdict.message

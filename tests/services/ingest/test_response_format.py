@@ -34,6 +34,17 @@ max_inflight = 8
 fallback = ["dum"]
 [models.tf-chain.options]
 model = "some/path"
+
+[models.oa]
+engine = "openai"
+[models.oa.options]
+base_url = "http://127.0.0.1:9/v1"
+
+[models.tf-oa]
+engine = "transformers"
+fallback = ["oa"]
+[models.tf-oa.options]
+model = "some/path"
 """
 
 MARKER = "zebra_marker_property"  # a property name found nowhere but in the schema's text
@@ -257,7 +268,7 @@ REFUSALS = [
         _at(2, _schema_format({"$ref": "https://example.com/s.json"})),
         f"{S}.$ref",
         2,
-        ["only references within the schema", "https://example.com/s.json"],
+        ["references are supported", "https://example.com/s.json"],
     ),
     (
         "invalid regex",
@@ -350,7 +361,29 @@ async def test_a_model_refusal_names_the_model(api):
 
 async def test_the_model_list_says_which_models_support_response_format(api):
     data = (await api.get("/v1/models")).json()["data"]
-    assert {m["id"]: m["supports_response_format"] for m in data} == {"dum": False, "tf": True, "tf-chain": False}
+    supports = {m["id"]: (m["supports_response_format"], m["response_formats"]) for m in data}
+    every, json_only = ["choice", "json_object", "json_schema", "regex"], ["json_object", "json_schema"]
+    assert supports == {
+        "dum": (False, []),
+        "tf": (True, every),
+        "tf-chain": (False, []),
+        "oa": (True, json_only),  # OpenAI's API has no regex or choice
+        "tf-oa": (True, json_only),  # its chain reaches oa
+    }
+
+
+@pytest.mark.parametrize("model", ["oa", "tf-oa"])
+async def test_a_regex_for_a_model_that_takes_only_json_is_a_422_naming_the_kind(api, r, model):
+    size = await r.dbsize()
+    fmt = {"type": "regex", "pattern": "[a-z]+"}
+    resp = await api.post("/v1/jobs", json=_at(2, fmt, model=model))
+    assert resp.status_code == 422, resp.text
+    err = resp.json()["error"]
+    assert err["field"] == "requests[2].response_format" and err["index"] == 2 and err["model"] == model
+    assert "'regex' response_format" in err["message"] and "(openai)" in err["message"]
+    assert await r.dbsize() == size
+    ok = await api.post("/v1/jobs", json=_at(2, {"type": "json_object"}, model=model))
+    assert ok.status_code == 202, ok.text
 
 
 def _line(i: int, **body) -> dict:

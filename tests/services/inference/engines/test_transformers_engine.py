@@ -162,3 +162,23 @@ local_files_only = true
         assert max(sizes) >= 2, f"every generate() call ran a single request: {sizes}"
         assert sum(sizes) == len(lines)
         assert set(stack.stop().values()) == {0}
+
+
+def test_a_json_object_contract_compiles_to_an_object_grammar_without_free_whitespace(tiny_model):
+    import xgrammar as xgr
+    from transformers import AutoTokenizer
+
+    from services.inference.engines.transformers_engine import compile_contract
+    from shared.wire.contract import Contract
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer))
+    grammar = compile_contract(compiler, Contract(kind="json_object"))
+
+    def takes(text: str) -> bool:
+        matcher = xgr.GrammarMatcher(grammar)
+        return matcher.accept_string(text) and matcher.accept_token(tokenizer.eos_token_id)
+
+    assert takes('{"a": [1, {"b": null}], "c": "x"}') and takes("{}")
+    assert not xgr.GrammarMatcher(grammar).accept_string("[1]")  # JSON, but not an object
+    assert not xgr.GrammarMatcher(grammar).accept_string('{ "a": 1}')  # no free whitespace
