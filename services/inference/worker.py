@@ -111,6 +111,7 @@ class InferenceWorker:
         self.start_clock = start_clock or StartClock()  # a container's clock outlives its runs
         self._recording: asyncio.Task | None = None
         self.contracts = OutputContracts(r, keys)
+        self._used: dict[Key, Usage] = {}  # tokens of a running request's attempts so far
 
     @property
     def free_slots(self) -> int:
@@ -352,6 +353,7 @@ class InferenceWorker:
             await self._generate(key, raw, req, moved)
         finally:  # every way out ends its share of the busy time (a no-op once charged)
             self.busy.stop(key)
+            self._used.pop(key, None)
 
     def _charged(self, key: Key, job_id: str, line: ResultLine) -> bytes:
         """The encoded result of a request that ran here, with its charge: its share of the busy
@@ -395,7 +397,7 @@ class InferenceWorker:
             contract = await self.contracts.of(req)
         except ContractMissing as exc:
             return None, Usage(), ErrorInfo(code="contract_not_found", message=str(exc))
-        usage = Usage()
+        usage = self._used[key] = Usage()  # what its attempts so far generated, should it be stopped
         attempt = 0
         while True:
             attempt += 1
@@ -483,6 +485,7 @@ class InferenceWorker:
             return False
         line = dropped_line(req, reason)
         line.fallback_reason = moved
+        line.usage = self._used.pop(key, line.usage)  # earlier attempts' tokens (a missed contract)
         self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
         return True
 
