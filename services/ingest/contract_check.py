@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any
 
 import msgspec
@@ -126,6 +127,8 @@ def _check_schema(schema: dict[str, Any]) -> None:
 
     try:
         Draft202012Validator.check_schema(schema)
+    except (OverflowError, RecursionError) as exc:  # its format check of a pattern, e.g. a{99999999999999999999}
+        raise ContractRefused("json_schema.schema", f"not a valid JSON Schema: {type(exc).__name__}: {exc}") from None
     except SchemaError as exc:
         where = ".".join(str(p) for p in exc.path)
         raise ContractRefused(
@@ -203,7 +206,7 @@ def _check_names(node: dict[str, Any], path: str) -> None:
     """`required` names a grammar can write: in the strict mode the engines compile, an object
     holds only the properties it lists unless `additionalProperties` is a schema (or true)."""
     extra = node.get("additionalProperties", False)
-    if extra is not False:
+    if extra is not False or "anyOf" in node or "$ref" in node:  # the names may be listed there
         return
     listed = node.get("properties", {})
     for name in node.get("required", ()):
@@ -242,9 +245,11 @@ def _check_bounds(node: dict[str, Any], path: str) -> None:
     if "integer" in types and "number" not in types:
         for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             value = node.get(bound)
-            if value is not None and (not float(value).is_integer() or not -INT64 <= value < INT64):
+            least, most = (-INT64 - 1, INT64) if bound.startswith("exclusive") else (-INT64, INT64 - 1)
+            if value is not None and (not least <= value <= most or not float(value).is_integer()):
                 raise ContractRefused(
-                    f"{path}.{bound}", f"an integer's {bound} must be a whole number within 64 bits, not {value}"
+                    f"{path}.{bound}",
+                    f"an integer's {bound} must be a whole number within 64 bits, not {str(value)[:40]}",
                 )
     for low in ("minimum", "exclusiveMinimum"):
         for high in ("maximum", "exclusiveMaximum"):
@@ -267,7 +272,9 @@ def _check_regex(pattern: str, path: str = "pattern") -> None:
     if "\x00" in pattern:
         raise ContractRefused(path, "a NUL character cannot be enforced while decoding")
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():  # `[[` warns of a future nested set; refused below anyway
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(pattern)
     except (re.error, OverflowError, RecursionError) as exc:
         raise ContractRefused(path, f"not a valid regular expression: {exc or type(exc).__name__}") from None
     found = _unsupported_regex(pattern)
@@ -296,7 +303,11 @@ def _unsupported_regex(pattern: str) -> str | None:
             first = i + 2 if pattern.startswith("[^", i) else i + 1
             if pattern[first : first + 1] == "]":  # a `]` here is a member to Python, the class's end to a grammar
                 return f"{pattern[i : first + 1]!r}: a class that opens with `]` (write \\])"
-            i, repeated = _class_end(pattern, first), False
+            end = _class_end(pattern, first)
+            nested = next((m for m in ("[:", "[=", "[.") if m in pattern[first:end]), None)
+            if nested:  # a POSIX class to some regex engines, plain characters to others
+                return f"{nested!r} inside a class: POSIX classes (write \\[ for a bracket)"
+            i, repeated = end, False
         elif c == "(" and pattern.startswith("(?", i) and not pattern.startswith("(?:", i):
             return (
                 f"{pattern[i : i + 3]!r}: lookarounds, named groups, inline flags, atomic groups, comments and"

@@ -248,7 +248,7 @@ class TransformersEngine:
         if grammar is None:
             if self._compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
-                self._compiler = xgr.GrammarCompiler(info)
+                self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)  # _grammars is the cache
             grammar = compile_contract(self._compiler, contract)
             if len(self._grammars) >= GRAMMARS_KEPT:
                 self._grammars.pop(next(iter(self._grammars)))

@@ -126,6 +126,13 @@ SCHEMA_REFUSALS = [
     ),
     ("an integer's fractional bound", {"type": "integer", "minimum": 1.5}, f"{S}.minimum", "whole number"),
     ("an integer's bound past 64 bits", {"type": "integer", "maximum": 1e30}, f"{S}.maximum", "within 64 bits"),
+    ("an integer's bound past a float", {"type": "integer", "minimum": 10**400}, f"{S}.minimum", "within 64 bits"),
+    (
+        "a schema pattern repeating past what Python compiles",
+        {"type": "string", "pattern": "a{99999999999999999999}"},
+        S,
+        "OverflowError",
+    ),
     ("not a valid schema", {"type": 5}, f"{S}.type", "not a valid JSON Schema"),
     ("not a valid schema at the root", {"required": "name"}, f"{S}.required", "not a valid JSON Schema"),
     ("uniqueItems", {"type": "array", "uniqueItems": True}, f"{S}.uniqueItems", "'uniqueItems' cannot be enforced"),
@@ -276,6 +283,7 @@ REGEX_REFUSALS = [
     ("an anchor inside", r"a$|b", "inside the pattern"),
     ("a caret inside", r"a|^b", "inside the pattern"),
     ("NUL", "a\x00b", "NUL"),
+    ("a POSIX class", "[[:digit:]]+", "POSIX classes"),
     ("a count past what Python compiles", "a{4294967296}", "not a valid regular expression"),
     ("groups nested past the recursion limit", "(" * 500 + ")" * 500, "not a valid regular expression"),
 ]
@@ -289,6 +297,7 @@ def test_a_regex_engines_cannot_enforce_is_refused(name, pattern, fragment):
 
 
 PASSING_REGEXES = [
+    r"[a-z.:=]+",  # `.`, `:` and `=` in a class, no POSIX class
     r"\\1",  # a backslash, then 1: no backreference
     r"[\b]",  # a backspace in a class: no word boundary
     r"\(?x",  # an optional parenthesis: no group
@@ -347,7 +356,7 @@ NO_GRAMMAR = {
 # refused because xgrammar cannot build them (the rest: Python cannot compile them, or xgrammar
 # builds them with another meaning than the worker's validator gives them)
 NOT_GRAMMAR = ("unbalanced", "bad repeat", "anchor escapes", "an anchor inside", "a caret inside")
-NOT_GRAMMAR += ("a count past what Python compiles", "groups nested past the recursion limit")
+NOT_GRAMMAR += ("a count past what Python compiles", "groups nested past the recursion limit", "a POSIX class")
 GRAMMAR_REGEX_REFUSALS = [c for c in REGEX_REFUSALS if c[0] not in NOT_GRAMMAR]
 
 
@@ -384,3 +393,15 @@ def test_regexes_refused_and_passed_agree_with_xgrammar(xgr):
     refused = [p for _, p, _ in GRAMMAR_REGEX_REFUSALS if _builds(xgr, Contract(kind="regex", pattern=p))]
     passed = [p for p in PASSING_REGEXES if not _builds(xgr, Contract(kind="regex", pattern=p))]
     assert (refused, passed) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "exclusiveMaximum": 2**63, "exclusiveMinimum": -(2**63) - 1},  # 64-bit bounds
+        {"required": ["a"], "anyOf": [{"type": "object", "properties": {"a": {}}}]},  # listed in a branch
+        {"$defs": {"o": {"type": "object", "properties": {"a": {}}}}, "$ref": "#/$defs/o", "required": ["a"]},
+    ],
+)
+def test_a_schema_whose_names_or_bounds_are_met_elsewhere_passes(schema):
+    check(_schema(schema))
