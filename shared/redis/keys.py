@@ -81,6 +81,22 @@ class UsageField:
     SERVED = "served"  # per serving model only: requests it ran
 
 
+class SinkField:
+    """Fields of a sink's hash (`Keys.sink`), written only by the script that moves its cursor
+    (services/dispatcher/sinks/lua/advance.lua) and, for the error fields, by the sink's holder."""
+
+    CURSOR = "cursor"  # the last events-stream entry handed over (or skipped by the sink's filter)
+    SEEN = "seen"  # events-stream entries the cursor has passed, lost ones included
+    DELIVERED = "delivered"  # events the sink acknowledged
+    LOST = "lost"  # events trimmed from the stream before the sink read them
+    REJECTED = "rejected"  # events the receiver refused as malformed (HTTP 400/422): skipped, counted
+    DELIVERED_MS = "delivered_ms"  # when the cursor last moved past a delivered event
+    ERROR = "error"  # the last failure to hand over, until the next success
+    ERROR_MS = "error_ms"
+    FAILING_SINCE_MS = "failing_since_ms"  # first failure of the current run of failures
+    HOLDER = "holder"  # the dispatcher delivering to the sink
+
+
 def model_field(model: str, name: str) -> str:
     """A job-hash count for one of its models (`name`: total, running or a request status)."""
     return f"m:{model}:{name}"
@@ -306,6 +322,14 @@ class Keys:
         """Sorted set of a tenant's dead letters (score = ms of the entry id, member = the id padded
         so that member order is entry order), trimmed with the dead-letter stream."""
         return f"{self.prefix}:dead:tenant:{tenant}"
+
+    def sink(self, name: str) -> str:
+        """Hash of an event sink's cursor on the events stream and its counters (`SinkField`)."""
+        return f"{self.prefix}:sink:{name}"
+
+    def sink_lease(self, name: str) -> str:
+        """String with a short TTL: which dispatcher delivers to the sink (one at a time, in order)."""
+        return f"{self.prefix}:sink:{name}:lease"
 
     def webhook(self, endpoint_id: str) -> str:
         """String: a webhook endpoint (JSON, with its signing secrets)."""

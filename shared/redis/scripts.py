@@ -27,6 +27,7 @@ from shared.redis.keys import (
     AttemptField,
     FlowField,
     JobField,
+    SinkField,
     UsageField,
     dead_letter_field,
     model_field,
@@ -82,6 +83,7 @@ def preamble() -> str:
             "local function dead_letter_field(request_id)"
             f" return {_lua(dead_letter_field('%s').replace('%s', ''))} .. request_id end",
             f"local U = {_names((k, v) for k, v in vars(UsageField).items() if k.isupper())}",
+            f"local SINK = {_names((k, v) for k, v in vars(SinkField).items() if k.isupper())}",
             "local function spend_field(tenant, model)"
             f" return string.format({_lua(spend_field('%s', '%s'))}, tenant, model) end",
             "",

@@ -453,6 +453,36 @@ class ModelStatsList(Struct, kw_only=True):
     data: list[ModelStats]
 
 
+class SinkInfo(Struct, kw_only=True):
+    """An event sink of the models file and how far its delivery has got."""
+
+    object: Literal["sink"] = "sink"
+    name: str
+    kind: Literal["http", "nats"]
+    target: str  # the receiver's URL, or the NATS servers
+    mode: Literal["structured", "binary", "batch"] | None = None  # http
+    subject: str | None = None  # nats: `{type}` stands for the event type
+    types: list[str]
+    tenants: list[str]  # empty: every tenant's events
+    # The last events-stream entry passed (delivered, or not wanted by the filter); None before
+    # the sink's first start.
+    cursor: str | None
+    lag: int  # events in the stream after the cursor: not yet handed over
+    delivered: int  # events the sink acknowledged, ever
+    lost: int  # events trimmed from the events stream before the sink read them, ever
+    rejected: int  # events the receiver refused as malformed (HTTP 400/413/422), skipped
+    last_delivered_at: int | None  # Unix seconds
+    last_error: str | None  # the last failure to hand over, until the next success
+    last_error_at: int | None
+    failing_since: int | None
+    delivering: bool  # a dispatcher holds the sink's lease now
+
+
+class SinkList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[SinkInfo]
+
+
 class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     message: str
     type: str

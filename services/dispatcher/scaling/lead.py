@@ -1,5 +1,5 @@
-"""The autoscaler's leader lease (lua/lead.lua): one dispatcher at a time scales, and a second
-takes over only once the holder has stopped renewing it."""
+"""A leader lease (lua/lead.lua): one dispatcher at a time runs the autoscaler (or delivers to an
+event sink), and a second takes over only once the holder has stopped renewing it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from shared.redis import scripts
 
 
 class Lead:
-    """The autoscaler's leader lease."""
+    """A leader lease, named by its key."""
 
     def __init__(self, r: aioredis.Redis) -> None:
         self._script = scripts.register(r, __name__, "lead")

@@ -1,0 +1,93 @@
+"""A real `nats-server -js` (Debian's package) on a free loopback port, with its JetStream store
+in a directory that survives a stop and restart; and a reader of what a JetStream stream holds."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+
+from inferq.localstack import free_port
+
+BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+class NatsServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "nats.log", "ab")
+        self.proc = subprocess.Popen(
+            [BINARY, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.workdir / "store")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nats-server exited: {(self.workdir / 'nats.log').read_text()[-2000:]}")
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start listening")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+        self.proc = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class Stored:
+    seq: int
+    subject: str
+    msg_id: str
+    content_type: str
+    body: bytes
+
+
+async def _stored(url: str, stream: str) -> list[Stored]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(stream)).state.last_seq
+        out = []
+        for seq in range(1, last + 1):
+            msg = await js.get_msg(stream, seq)
+            headers = msg.headers or {}
+            out.append(
+                Stored(
+                    seq, msg.subject, headers.get("Nats-Msg-Id", ""), headers.get("content-type", ""), msg.data or b""
+                )
+            )
+        return out
+    finally:
+        await nc.close()
+
+
+def stored(url: str, stream: str) -> list[Stored]:
+    """Every message of `stream`, in the order JetStream stored them."""
+    return asyncio.run(_stored(url, stream))
