@@ -43,7 +43,9 @@ class NatsServer:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"nats-server exited: {(self.workdir / 'nats.log').read_text()[-2000:]}") from None
+                    raise RuntimeError(
+                        f"nats-server exited: {(self.workdir / 'nats.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.05)
         raise RuntimeError("nats-server did not start listening")
 
