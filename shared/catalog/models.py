@@ -21,8 +21,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from shared.catalog.budgets import PERIODS, Budget, Limit, TenantConfig
-from shared.core.errors import ModelsFileError
-from shared.sinks.config import SinkConfig, parse_sinks
+from shared.catalog.sinks import SinkConfig, parse_sinks
+from shared.core.errors import ModelsFileError, describe_validation
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
@@ -334,13 +334,13 @@ def parse_models(text: str, source: str = "<models>") -> ModelsConfig:
         try:
             cfg = msgspec.convert({**entry, "name": name}, ModelConfig)
         except msgspec.ValidationError as exc:
-            raise ModelsFileError(f"{where}: {_describe(exc)}") from None
+            raise ModelsFileError(f"{where}: {describe_validation(exc)}") from None
         if cfg.engine not in ENGINE_OPTIONS:
             raise ModelsFileError(f"{where}: unknown engine {cfg.engine!r}; known engines: {sorted(ENGINE_OPTIONS)}")
         try:
             cfg.engine_options()
         except msgspec.ValidationError as exc:
-            raise ModelsFileError(f"{where}: engine {cfg.engine!r} options: {_describe(exc)}") from None
+            raise ModelsFileError(f"{where}: engine {cfg.engine!r} options: {describe_validation(exc)}") from None
         if cfg.default_max_tokens > cfg.max_tokens_limit:
             raise ModelsFileError(f"{where}: default_max_tokens exceeds max_tokens_limit")
         if cfg.low_watermark >= cfg.high_watermark:
@@ -403,7 +403,7 @@ def _tenants(table: Any, models: dict[str, ModelConfig], source: str) -> dict[st
         try:
             cfg = msgspec.convert(entry, TenantConfig)
         except msgspec.ValidationError as exc:
-            raise ModelsFileError(f"{where}: {_describe(exc)}") from None
+            raise ModelsFileError(f"{where}: {describe_validation(exc)}") from None
         for model in cfg.budget.models if cfg.budget else []:
             if model not in models:
                 raise ModelsFileError(
@@ -493,12 +493,3 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    """msgspec says `... - at `$.x`'; turn that into `x: ...` for people reading a config error."""
-    text = str(exc)
-    msg, sep, path = text.rpartition(" - at `")
-    if not sep:
-        return text
-    return f"{path.rstrip('`').removeprefix('$.').removeprefix('$')}: {msg}".lstrip(": ")

@@ -114,6 +114,15 @@ class ModelsFileError(ConfigError):
     """The models file cannot be used; the message names the file and the entry."""
 
 
+def describe_validation(exc) -> str:
+    """msgspec says `... - at `$.x``; a config error reads better as `x: ...`."""
+    text = str(exc)
+    msg, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return text
+    return f"{path.rstrip('`').removeprefix('$.').removeprefix('$')}: {msg}".lstrip(": ")
+
+
 class UnsafeURL(InferqError, ValueError):
     """A URL inferq must not call: it reaches, or may reach, inferq's own network."""
 

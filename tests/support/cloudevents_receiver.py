@@ -34,6 +34,9 @@ class CloudEventsReceiver:
         self.requests: dict[str, int] = {}
         self.refused: dict[str, int] = {}
         self.sizes: dict[str, list[int]] = {}  # path -> events per accepted request
+        self.refuse_ids: dict[str, set[str]] = {}  # path -> events answered 400 (refused as malformed)
+        self.content_types: dict[str, set[str]] = {}
+        self.headers_seen: dict[str, dict[str, str]] = {}  # path -> the last accepted request's headers
         self._answers: dict[str, tuple[int, dict[str, str], float]] = {}  # path -> status, headers, until
         self._lock = threading.Lock()
         self.delay_s = delay_s
@@ -88,9 +91,15 @@ class CloudEventsReceiver:
             parsed = [(from_binary(message, FORMAT), "binary")]
         else:
             return 400, {}
+        if path.endswith("-nobatch") and ctype.startswith("application/cloudevents-batch+json"):
+            return 415, {}
+        if any(event.get_id() in self.refuse_ids.get(path, ()) for event, _ in parsed):
+            return 400, {}
         now = time.monotonic()
         with self._lock:
             self.sizes.setdefault(path, []).append(len(parsed))
+            self.content_types.setdefault(path, set()).add(ctype)
+            self.headers_seen[path] = lower
             for event, mode in parsed:
                 self.events.append(
                     Received(

@@ -9,9 +9,9 @@ from services.dispatcher.sinks.nats_sink import NatsSinkClient
 from services.dispatcher.sinks.runner import SinkRunner
 from services.dispatcher.webhooks.http_client import WebhookHttp
 from shared.catalog.models import ModelsConfig
+from shared.catalog.sinks import HttpSink
 from shared.core.settings import Settings
 from shared.redis.keys import Keys
-from shared.sinks.config import HttpSink
 
 
 def sink_runners(

@@ -22,9 +22,9 @@ from cloudevents.core.bindings.http import to_binary, to_structured
 
 from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
 from services.dispatcher.webhooks.http_client import WebhookHttp
+from shared.catalog.sinks import HttpSink
 from shared.core.errors import ConfigError, UnsafeURL
 from shared.core.settings import Settings
-from shared.sinks.config import HttpSink
 from shared.webhooks.url_guard import Target, check_url
 
 log = logging.getLogger("inferq.sinks")

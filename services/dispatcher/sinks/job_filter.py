@@ -8,8 +8,8 @@ from collections import OrderedDict
 import msgspec
 import redis.asyncio as aioredis
 
+from shared.catalog.sinks import SinkConfig
 from shared.redis.keys import JobField, Keys
-from shared.sinks.config import SinkConfig
 
 DEFAULT_TENANT = "default"
 _metadata = msgspec.json.Decoder(dict[str, str])

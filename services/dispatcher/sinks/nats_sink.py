@@ -18,8 +18,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
+from shared.catalog.sinks import NatsSink
 from shared.core.errors import ConfigError
-from shared.sinks.config import NatsSink
 
 log = logging.getLogger("inferq.sinks")
 MSG_ID = "Nats-Msg-Id"

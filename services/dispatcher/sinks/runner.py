@@ -21,6 +21,7 @@ from services.dispatcher.scaling.lead import Lead
 from services.dispatcher.sinks.cursor import Batch, SinkCursor
 from services.dispatcher.sinks.events import Outcome, SinkEvent
 from services.dispatcher.sinks.job_filter import JobFilter
+from shared.catalog.sinks import SinkConfig
 from shared.core.backoff import Backoff
 from shared.core.errors import TRANSIENT_REDIS_ERRORS
 from shared.core.tasks import cancel_and_wait
@@ -28,7 +29,6 @@ from shared.redis import scripts
 from shared.redis.keys import Keys
 from shared.redis.outage import OUTAGE
 from shared.redis.streams import consumer_name
-from shared.sinks.config import SinkConfig
 
 log = logging.getLogger("inferq.sinks")
 LEASE_MS = 5_000

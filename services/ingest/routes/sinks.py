@@ -12,7 +12,7 @@ from services.ingest.auth import tenant_of
 from services.ingest.deps import KeysDep, ModelsDep, RedisDep
 from services.ingest.openapi import describe
 from services.ingest.responses import as_json
-from shared.sinks.status import read_sinks
+from services.ingest.sink_status import read_sinks
 from shared.wire.api import SinkList
 
 router = APIRouter()

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from shared.core.errors import ModelsFileError
+from shared.core.errors import ModelsFileError, describe_validation
 from shared.wire.events import EVENT_TYPES
 
 SINK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -103,8 +103,6 @@ SinkConfig = HttpSink | NatsSink
 
 def parse_sinks(table: Any, source: str) -> dict[str, SinkConfig]:
     """The `[sinks.NAME]` tables, or ModelsFileError naming the sink and the field."""
-    from shared.catalog.models import _describe  # the models file's error wording
-
     if not isinstance(table, dict):
         raise ModelsFileError(f"models file {source}: sinks must be a table of [sinks.NAME] tables")
     out: dict[str, SinkConfig] = {}
@@ -119,7 +117,7 @@ def parse_sinks(table: Any, source: str) -> dict[str, SinkConfig]:
         try:
             cfg = msgspec.convert(entry, SinkConfig)
         except msgspec.ValidationError as exc:
-            raise ModelsFileError(f"{where}: {_describe(exc)}") from None
+            raise ModelsFileError(f"{where}: {describe_validation(exc)}") from None
         _check(cfg, where)
         out[name] = cfg
     return out

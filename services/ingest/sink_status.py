@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from shared.catalog.sinks import HttpSink, SinkConfig
 from shared.redis.keys import Keys, SinkField
-from shared.sinks.config import HttpSink, SinkConfig
 from shared.wire.api import SinkInfo
 
 

@@ -1,1 +1,0 @@
-"""Event sinks: their configuration in the models file, their cursors and status in Redis."""
