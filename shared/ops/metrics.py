@@ -160,6 +160,26 @@ class DispatcherCounters:
         applied.add_metric([], collector.applied if collector else 0)
         yield routed
         yield applied
+        # each event sink this dispatcher delivered to (GET /v1/sinks has the totals over all of them)
+        sinks = self.source.get("sinks", [])
+        families = {
+            name: CounterMetricFamily(f"inferq_sink_events_{name}", text, labels=["sink"])
+            for name, text in (
+                ("delivered", "Events an event sink acknowledged"),
+                ("rejected", "Events an event sink's receiver refused as malformed (skipped)"),
+                ("lost", "Events trimmed from the events stream before an event sink read them"),
+            )
+        }
+        failing = GaugeMetricFamily(
+            "inferq_sink_failing", "1 while an event sink cannot hand its events over", labels=["sink"]
+        )
+        for sink in sinks:
+            for name, family in families.items():
+                family.add_metric([sink.name], getattr(sink, name))
+            failing.add_metric([sink.name], 1 if sink.failing else 0)
+        if sinks:
+            yield from families.values()
+            yield failing
 
 
 class Retention:

@@ -18,6 +18,7 @@ from services.ingest.sink_status import read_sinks
 from shared.catalog.models import parse_models
 from shared.core.errors import ConfigError
 from shared.core.settings import Settings
+from shared.ops import metrics
 from shared.wire.events import rfc3339_ms
 from tests.support.cloudevents_receiver import CloudEventsReceiver
 
@@ -108,10 +109,14 @@ async def test_an_event_the_receiver_refuses_as_malformed_is_skipped_and_counted
     models = config(sink_table("s", receiver, "/s"))
     ids = await add_events(r, keys, 5)
     receiver.refuse_ids["/s"] = {ids[2]}
-    await running(r, keys, models, settings, http, stop)
+    runners = await running(r, keys, models, settings, http, stop)
     done = await until(lambda: _caught_up(r, keys, models, "s"))
     assert (done.delivered, done.rejected, done.lost) == (4, 1, 0)
     assert [e.id for e in receiver.at("/s")] == ids[:2] + ids[3:]
+    exposed = metrics_text({"sinks": runners})
+    assert 'inferq_sink_events_delivered_total{sink="s"} 4.0' in exposed
+    assert 'inferq_sink_events_rejected_total{sink="s"} 1.0' in exposed
+    assert 'inferq_sink_failing{sink="s"} 0.0' in exposed
 
 
 async def test_a_refused_batch_is_sent_again_event_by_event_and_a_receiver_without_batches_gets_single_events(
@@ -176,6 +181,17 @@ async def test_credentials_come_from_the_environment(r, keys, settings, http, st
     assert receiver.headers_seen["/s"]["authorization"] == "Bearer sekret"
     shown = (await status(r, keys, models))["s"]
     assert "sekret" not in msgspec.json.encode(shown).decode()
+
+
+def metrics_text(source: dict) -> str:
+    """What the dispatcher's /metrics shows for these sinks."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    counters = metrics.DispatcherCounters.__new__(metrics.DispatcherCounters)
+    counters.source = source
+    registry = CollectorRegistry()
+    registry.register(counters)
+    return generate_latest(registry).decode()
 
 
 async def _caught_up(r, keys, models, name):
