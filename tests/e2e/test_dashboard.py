@@ -19,6 +19,7 @@ import pytest
 
 from inferq.localstack import LocalStack, free_port
 from tests.conftest import ROOT
+from tests.support.cloudevents_receiver import CloudEventsReceiver
 from tests.support.openai_server import OpenAIStub
 from tests.support.webhook_receiver import Receiver
 
@@ -365,6 +366,62 @@ def test_webhook_deliveries_show_status_codes_and_redeliver(page, stack, tmp_pat
             assert time.monotonic() < deadline, "the redelivery never arrived"
             time.sleep(0.1)
         _wait_text(delivery, r"\b2\b")  # two attempts
+
+
+# Two event sinks of acme's events (a scoped sink is listed to its tenants only): a broker that
+# answers 503 to everything, and an archive that takes every event.
+SINKS = """
+[models.echo]
+engine = "dummy"
+[models.echo.options]
+latency_ms = 5
+
+[sinks.broker]
+kind = "http"
+url = "{broker}"
+mode = "binary"
+tenants = ["acme"]
+allow_http = true
+allow_private = true
+
+[sinks.archive]
+kind = "http"
+url = "{archive}"
+tenants = ["acme"]
+allow_http = true
+allow_private = true
+"""
+
+
+def test_the_sinks_page_shows_what_each_sink_delivered_and_why_one_fails(page, tmp_path_factory, tmp_path):
+    with CloudEventsReceiver() as receiver:
+        receiver.answer("/broker", 503)
+        models = SINKS.format(broker=receiver.url("/broker"), archive=receiver.url("/archive"))
+        with _stack(tmp_path_factory, "sinks", models) as stack:
+            _open(page, stack, KEY_B, "#/sinks")  # another tenant sees neither
+            none = "No event sinks for this key. [sinks.NAME] tables in the models file add them; a sink scoped to tenants shows to their keys."
+            page.get_by_text(none).wait_for()
+            page.get_by_role("button", name="Forget key").click()
+            page.get_by_label("API key").fill(KEY_A)
+            page.get_by_role("button", name="Use this key").click()
+
+            _submit(stack, KEY_A, "echo", 3, "sunk")  # 3 request.completed and 1 job.completed
+            archive = page.locator("tr[data-sink=archive]")
+            _wait_text(archive.locator("[data-field=delivered]"), r"^4(\n|$)")
+            assert "structured mode" in archive.locator("[data-field=target]").inner_text()
+            _wait_text(archive.locator("[data-field=lag]"), r"^0$")
+            assert archive.locator("[data-field=error]").inner_text() == "—"
+
+            broker = page.locator("tr[data-sink=broker]")
+            assert "broker" in broker.inner_text()
+            target = broker.locator("[data-field=target]").inner_text()
+            assert receiver.url("/broker") in target and "binary mode" in target, target
+            error = _wait_text(broker.locator("[data-field=error]"), rf"503.*\n.*failing {SINCE}")
+            assert "HTTP 503 from the receiver" in error, error
+            _wait_text(broker.locator("[data-field=lag]"), r"^4$")  # none of the 4 handed over
+            assert broker.locator("[data-field=delivered]").inner_text().strip() == "0"
+            assert broker.locator("[data-field=delivering]").inner_text() == "yes"
+            _shot(page, tmp_path, "sinks")
 
 
 # A model whose worker cannot start: a hub id with the hub out of reach (local files only, none

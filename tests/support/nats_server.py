@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from inferq.localstack import free_port
 
@@ -72,19 +73,27 @@ class Stored:
 
 
 async def _stored(url: str, stream: str) -> list[Stored]:
+    """Read as a team's consumer would: an ephemeral pull consumer from the stream's first message."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        last = (await js.stream_info(stream)).state.last_seq
-        out = []
-        for seq in range(1, last + 1):
-            msg = await js.get_msg(stream, seq)
-            headers = msg.headers or {}
-            out.append(
-                Stored(
-                    seq, msg.subject, headers.get("Nats-Msg-Id", ""), headers.get("content-type", ""), msg.data or b""
+        total = (await js.stream_info(stream)).state.messages
+        sub = await js.pull_subscribe("", stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        out: list[Stored] = []
+        while len(out) < total:
+            for msg in await sub.fetch(min(500, total - len(out)), timeout=10):
+                headers = msg.headers or {}
+                out.append(
+                    Stored(
+                        msg.metadata.sequence.stream,
+                        msg.subject,
+                        headers.get("Nats-Msg-Id", ""),
+                        headers.get("content-type", ""),
+                        msg.data or b"",
+                    )
                 )
-            )
+                await msg.ack()
+        await sub.unsubscribe()
         return out
     finally:
         await nc.close()

@@ -8,6 +8,7 @@ import { errorText, h, replace } from "./dom.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
 import { modelsView } from "./models.js";
+import { sinksView } from "./sinks.js";
 import { webhookView, webhooksView } from "./webhooks.js";
 
 const TICK_MS = 1000;
@@ -20,6 +21,7 @@ const ROUTES = [
   [/^dead-letters\/([^/]+)$/, (m) => deadLetterView(decodeURIComponent(m[1])), "dead-letters"],
   [/^webhooks$/, () => webhooksView(), "webhooks"],
   [/^webhooks\/([^/]+)$/, (m) => webhookView(decodeURIComponent(m[1])), "webhooks"],
+  [/^sinks$/, () => sinksView(), "sinks"],
 ];
 
 const viewEl = document.getElementById("view");
