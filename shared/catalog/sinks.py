@@ -51,7 +51,7 @@ class _Common(Struct, forbid_unknown_fields=True, kw_only=True, tag_field="kind"
     # Where a sink seen for the first time starts: the oldest event still in the stream, or the next one.
     start: Start = "earliest"
     # Events read and handed over per step; the cursor moves once per step.
-    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 100
     # Retries back off from `retry_initial_s` doubling to `retry_max_s`; the sink never gives up on
     # an event it could not hand over (it is at least once), it keeps retrying and reports the error.
     retry_initial_s: Annotated[float, Meta(gt=0)] = 0.5
@@ -137,6 +137,10 @@ def _check(cfg: SinkConfig, where: str) -> None:
         if reserved:
             raise ModelsFileError(f"{where}: headers_env: {reserved} are set by the CloudEvents binding")
     else:
+        if any("@" in server.split("://", 1)[1].split("/")[0] for server in cfg.servers):
+            raise ModelsFileError(
+                f"{where}: servers: must not carry credentials; use user_env/password_env or token_env"
+            )
         if cfg.creds_file and (cfg.user_env or cfg.token_env):
             raise ModelsFileError(f"{where}: creds_file and user_env/token_env are different ways to log in; pick one")
         if (cfg.user_env is None) != (cfg.password_env is None):

@@ -399,7 +399,10 @@ def test_the_sinks_page_shows_what_each_sink_delivered_and_why_one_fails(page, t
         models = SINKS.format(broker=receiver.url("/broker"), archive=receiver.url("/archive"))
         with _stack(tmp_path_factory, "sinks", models) as stack:
             _open(page, stack, KEY_B, "#/sinks")  # another tenant sees neither
-            none = "No event sinks for this key. [sinks.NAME] tables in the models file add them; a sink scoped to tenants shows to their keys."
+            none = (
+                "No event sinks for this key. [sinks.NAME] tables in the models file add them; "
+                "a sink scoped to tenants shows to their keys."
+            )
             page.get_by_text(none).wait_for()
             page.get_by_role("button", name="Forget key").click()
             page.get_by_label("API key").fill(KEY_A)

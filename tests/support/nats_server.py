@@ -20,8 +20,9 @@ BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
 class NatsServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, config: str = "") -> None:
         self.workdir = workdir
+        self.config = config  # nats-server configuration file text (e.g. `max_payload: 2048`)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -32,8 +33,12 @@ class NatsServer:
     def start(self) -> NatsServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "nats.log", "ab")
+        extra = []
+        if self.config:
+            (self.workdir / "nats.conf").write_text(self.config)
+            extra = ["-c", str(self.workdir / "nats.conf")]
         self.proc = subprocess.Popen(
-            [BINARY, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.workdir / "store")],
+            [BINARY, *extra, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.workdir / "store")],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -19,6 +19,7 @@ class Batch:
     cursor: str  # where it was read from
     lost: int  # entries the stream trimmed before this sink read them
     entries: list[Entry]
+    reset: bool = False  # the stream started again (deleted, or restored to an older state)
 
 
 class SinkCursor:
@@ -36,7 +37,9 @@ class SinkCursor:
         )
         if not reply[0]:
             return None
-        return Batch(cursor=reply[1].decode(), lost=int(reply[2]), entries=[_entry(e) for e in reply[3]])
+        return Batch(
+            cursor=reply[1].decode(), lost=int(reply[2]), entries=[_entry(e) for e in reply[3]], reset=bool(reply[4])
+        )
 
     async def advance(self, batch: Batch, *, delivered: int, rejected: int) -> bool:
         """Move past the whole batch; False when the lease or the cursor changed meanwhile (the

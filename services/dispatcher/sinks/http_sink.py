@@ -21,6 +21,7 @@ import httpx
 from cloudevents.core.bindings.http import to_binary, to_structured
 
 from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
+from services.dispatcher.sinks.ordered import in_job_order
 from services.dispatcher.webhooks.http_client import WebhookHttp
 from shared.catalog.sinks import HttpSink
 from shared.core.errors import ConfigError, UnsafeURL
@@ -31,6 +32,7 @@ log = logging.getLogger("inferq.sinks")
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 REFUSED_AS_MALFORMED = {400, 413, 422}
 MAX_RETRY_AFTER_S = 300.0
+BATCH_DEADLINES = 3  # one send of a batch ends within this many request timeouts; the rest is retried
 
 
 class HttpSinkClient:
@@ -68,33 +70,23 @@ class HttpSinkClient:
         return [outcome] * len(events)
 
     async def _send_each(self, target: Target, events: list[SinkEvent], mode: str | None = None) -> list[Outcome]:
-        mode = mode or self.mode
-        outcomes: dict[int, Outcome] = {}
-        by_job: dict[str, list[int]] = {}
-        for i, event in enumerate(events):
-            by_job.setdefault(event.job_id, []).append(i)
-        gate = asyncio.Semaphore(self.cfg.concurrency)
+        encode = to_binary if (mode or self.mode) == "binary" else to_structured
 
-        async def one_job(indexes: list[int]) -> None:
-            async with gate:
-                for n, i in enumerate(indexes):
-                    message = (to_binary if mode == "binary" else to_structured)(events[i].cloudevent, FORMAT)
-                    outcome, _ = await self._post(target, message.headers, message.body)
-                    outcomes[i] = outcome
-                    if outcome.kind == "failed":  # the job's later events wait: they stay in order
-                        for later in indexes[n + 1 :]:
-                            outcomes[later] = Outcome("failed", "not sent: an earlier event of its job failed")
-                        return
+        async def one(event: SinkEvent) -> Outcome:
+            message = encode(event.cloudevent, FORMAT)
+            return (await self._post(target, message.headers, message.body))[0]
 
-        await asyncio.gather(*(one_job(ix) for ix in by_job.values()))
-        return [outcomes[i] for i in range(len(events))]
+        return await in_job_order(
+            events, one, concurrency=self.cfg.concurrency, deadline_s=self.cfg.timeout_s * BATCH_DEADLINES
+        )
 
     async def _post(self, target: Target, headers: dict[str, str], body: bytes) -> tuple[Outcome, int | None]:
         try:
-            resp = await self.http.post(
-                target, content=body, headers={**self.headers, **headers}, timeout=self.cfg.timeout_s
-            )
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self.cfg.timeout_s):  # httpx's timeouts are per phase: this bounds the whole
+                resp = await self.http.post(
+                    target, content=body, headers={**self.headers, **headers}, timeout=self.cfg.timeout_s
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
             return Outcome("failed", f"{type(exc).__name__}: {exc}".rstrip(": ")), None
         if 200 <= resp.status_code < 300:
             return DELIVERED, resp.status_code
@@ -110,12 +102,14 @@ def _retry_after(resp: httpx.Response) -> float:
     if not value:
         return 0.0
     try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if seconds == seconds else 0.0  # NaN: unreadable
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return 0.0
     return min(MAX_RETRY_AFTER_S, max(0.0, when - time.time()))
 
@@ -126,5 +120,7 @@ def _headers_from_env(name: str, cfg: HttpSink) -> dict[str, str]:
         value = os.environ.get(var)
         if value is None:
             raise ConfigError(f"sink {name!r}: headers_env.{header} names {var}, which is not set")
+        if not value.isascii() or any(c in value for c in "\r\n\0"):
+            raise ConfigError(f"sink {name!r}: headers_env.{header}: {var} holds a character a header cannot carry")
         headers[header] = value
     return headers

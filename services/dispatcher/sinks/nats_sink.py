@@ -2,7 +2,9 @@
 CloudEvents SDK's JSON, content type `application/cloudevents+json`), with the CloudEvent `id`
 as JetStream's message id (`Nats-Msg-Id`), so a publish repeated after a crash or a lost
 acknowledgement is dropped by the server as a duplicate within the stream's duplicate window.
-An event counts as delivered only once JetStream acknowledged storing it (nats-py)."""
+An event counts as delivered only once JetStream acknowledged storing it (nats-py). A job's events
+are published one after another, each after the previous one's acknowledgement, so JetStream
+stores them in stream order; different jobs' go side by side."""
 
 from __future__ import annotations
 
@@ -18,11 +20,17 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
+from services.dispatcher.sinks.ordered import in_job_order
 from shared.catalog.sinks import NatsSink
 from shared.core.errors import ConfigError
 
 log = logging.getLogger("inferq.sinks")
 MSG_ID = "Nats-Msg-Id"
+UNAVAILABLE = "NATS unavailable"  # how a failure to connect or to get an acknowledgement begins
+CONCURRENCY = 32  # jobs whose events are in flight at once
+# While disconnected, nats-py buffers what is published for the reconnect; a small buffer bounds
+# what a dead connection holds (each job has at most one event in flight).
+PENDING_BYTES = 4 * 1024 * 1024
 
 
 class NatsSinkClient:
@@ -44,6 +52,7 @@ class NatsSinkClient:
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
+                pending_size=PENDING_BYTES,
                 error_cb=self._quiet,
                 disconnected_cb=self._disconnected,
                 **self._login,
@@ -73,40 +82,36 @@ class NatsSinkClient:
             js = await asyncio.wait_for(self._connected(), self.cfg.timeout_s * 2)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             await self._drop_connection()
-            return [Outcome("failed", f"cannot reach NATS: {type(exc).__name__}: {exc}".rstrip(": "))] * len(events)
-        acks: list[asyncio.Future | BaseException] = []
-        for event in events:
+            return [Outcome("failed", f"{UNAVAILABLE}: cannot connect ({_text(exc)})")] * len(events)
+
+        async def publish(event: SinkEvent) -> Outcome:
             message = to_structured(event.cloudevent, FORMAT)
             try:
-                acks.append(
-                    await js.publish_async(
-                        self.cfg.subject_for(event.type),
-                        message.body,
-                        headers={**message.headers, MSG_ID: event.id},
-                        wait_stall=self.cfg.timeout_s,
-                    )
+                await js.publish(
+                    self.cfg.subject_for(event.type),
+                    message.body,
+                    timeout=self.cfg.timeout_s,
+                    headers={**message.headers, MSG_ID: event.id},
                 )
-            except (nats.errors.Error, OSError) as exc:
-                acks.append(exc)
-        return [await self._outcome(ack) for ack in acks]
+            except nats.errors.MaxPayloadError:
+                return Outcome("rejected", f"larger than the server's max_payload ({len(message.body)} bytes)")
+            except nats.js.errors.APIError as exc:
+                if exc.code == 400:  # JetStream refuses this message as it is (and would again)
+                    return Outcome("rejected", f"JetStream refused it: {exc.description}")
+                return Outcome("failed", f"JetStream refused it: {_text(exc)}")
+            except nats.js.errors.NoStreamResponseError:
+                return Outcome("failed", f"no JetStream stream takes subject {self.cfg.subject_for(event.type)}")
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                return Outcome("failed", f"{UNAVAILABLE}: no acknowledgement from JetStream ({_text(exc)})")
+            return DELIVERED
 
-    async def _outcome(self, ack) -> Outcome:
-        if isinstance(ack, BaseException):
-            return Outcome("failed", f"publish failed: {type(ack).__name__}: {ack}".rstrip(": "))
-        try:
-            await asyncio.wait_for(asyncio.shield(ack), self.cfg.timeout_s)
-        except TimeoutError:
-            ack.cancel()
-            return Outcome("failed", "no acknowledgement from JetStream in time")
-        except (nats.errors.Error, OSError) as exc:
-            return Outcome("failed", f"JetStream refused: {type(exc).__name__}: {exc}".rstrip(": "))
-        return DELIVERED
+        return await in_job_order(events, publish, concurrency=CONCURRENCY, deadline_s=self.cfg.timeout_s * 3)
 
     async def _drop_connection(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             try:
-                await nc.close()
+                await asyncio.wait_for(nc.close(), self.cfg.timeout_s)
             except Exception as exc:  # closing a broken connection may fail in many ways; it is dropped anyway
                 log.debug("sink %s: closing the NATS connection: %s", self.name, exc)
 
@@ -117,6 +122,10 @@ class NatsSinkClient:
                 await asyncio.wait_for(nc.drain(), self.cfg.timeout_s)
             except Exception as exc:  # a server that is gone cannot be drained
                 log.debug("sink %s: draining the NATS connection: %s", self.name, exc)
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 def _login(name: str, cfg: NatsSink) -> dict:
@@ -134,5 +143,7 @@ def _login(name: str, cfg: NatsSink) -> dict:
     if cfg.token_env:
         login["token"] = env(cfg.token_env, "token_env")
     if cfg.creds_file:
+        if not os.path.isfile(cfg.creds_file):
+            raise ConfigError(f"sink {name!r}: creds_file {cfg.creds_file} is not a file")
         login["user_credentials"] = cfg.creds_file
     return login

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -33,6 +34,7 @@ from shared.redis.streams import consumer_name
 log = logging.getLogger("inferq.sinks")
 LEASE_MS = 5_000
 WAIT_MS = 1_000  # how long a caught-up sink waits for the next event in one read
+PARSE_SLICE = 100  # events parsed between two yields to the event loop
 
 
 class SinkClient(Protocol):
@@ -52,12 +54,20 @@ class SinkRunner:
         self.filter = JobFilter(r, keys, cfg)
         self._lead = Lead(r)
         self._release = scripts.register(r, __name__, "release")
-        self.holding = False
+        self._held_until = 0.0  # monotonic: the lease is ours until then, as far as this process knows
         self.failing = False
         self.delivered = self.rejected = self.lost = 0  # by this process, for its log and metrics
         self._types = frozenset(cfg.types)
 
+    @property
+    def holding(self) -> bool:
+        """Whether this dispatcher may deliver: its last renewal, counted from when it was sent,
+        has not run out (a renewal that hangs does not extend it)."""
+        return time.monotonic() < self._held_until
+
     async def run(self, stop: asyncio.Event) -> None:
+        if not await self._redis_has_stream_counters(stop):
+            return
         keeper = asyncio.create_task(self._keep_lease(stop), name=f"sink-{self.name}-lease")
         backoff = Backoff(0.1, 5.0)
         try:
@@ -78,24 +88,48 @@ class SinkRunner:
             await self._give_up_lease()
             await self.client.close()
 
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Take the lease when free, renew it while held; a Redis outage counts as not holding."""
+    async def _redis_has_stream_counters(self, stop: asyncio.Event) -> bool:
+        """Lost and lag are counted from XINFO STREAM's entries-added, which came with Redis 7.0."""
         while not stop.is_set():
             try:
-                holding = await self._lead(
+                version = str((await self.r.info("server")).get("redis_version", "0"))
+                break
+            except TRANSIENT_REDIS_ERRORS as exc:
+                OUTAGE.failed(f"sink {self.name}", exc)
+                await _sleep_unless(stop, 1.0)
+        else:
+            return False
+        if int(version.split(".")[0]) >= 7:
+            return True
+        log.error("sink %s: not delivering: event sinks need Redis 7.0 or newer (this is %s)", self.name, version)
+        self.failing = True
+        return False
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        """Take the lease when free, renew it while held. The lease counts as ours only until
+        `lease_ms` after the renewal was sent, less a margin: a renewal that hangs (a partition)
+        lets it run out here before another dispatcher can take it there."""
+        margin_s = self.lease_ms / 5000
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                ours = await self._lead(
                     lease=self.keys.sink_lease(self.name), holder=self.holder, lease_ms=self.lease_ms
                 )
             except TRANSIENT_REDIS_ERRORS:
-                holding = False
-            if holding and not self.holding:
+                ours = False
+            except Exception:  # never let the keeper die quietly: the sink would stop with no word
+                log.exception("sink %s: renewing the lease failed", self.name)
+                ours = False
+            if ours and not self.holding:
                 log.info("sink %s: delivering from this dispatcher", self.name, extra={"holder": self.holder})
-            self.holding = holding
-            await _sleep_unless(stop, self.lease_ms / 5000)
+            self._held_until = sent + self.lease_ms / 1000 - margin_s if ours else 0.0
+            await _sleep_unless(stop, margin_s)
 
     async def _give_up_lease(self) -> None:
         if not self.holding:
             return
-        self.holding = False
+        self._held_until = 0.0
         try:
             await self._release(keys=[self.keys.sink_lease(self.name)], args=[self.holder])
         except TRANSIENT_REDIS_ERRORS:
@@ -104,8 +138,14 @@ class SinkRunner:
     async def _step(self, stop: asyncio.Event) -> None:
         batch = await self.cursor.read(self.cfg.batch_size)
         if batch is None:
-            self.holding = False
+            self._held_until = 0.0
             return
+        if batch.reset:
+            log.error(
+                "sink %s: the events stream was deleted or restored to an older state; the cursor starts "
+                "again from its oldest event (events already delivered may come again, with the same ids)",
+                self.name,
+            )
         if not batch.entries:
             await self.r.xread({self.keys.events_stream: batch.cursor}, count=1, block=WAIT_MS)
             return
@@ -132,20 +172,33 @@ class SinkRunner:
         jobs = await self.filter.wanted([e.job_id for e in events])
         return [e for e in events if e.job_id in jobs]
 
+    async def _send(self, events: list[SinkEvent]) -> list[Outcome]:
+        """The client's outcomes; anything it raises is a failure of the whole send, retried, so a
+        surprise in a client library never takes the dispatcher (and the pipeline) down."""
+        try:
+            return await self.client.send(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("sink %s: sending failed unexpectedly", self.name)
+            return [Outcome("failed", f"{type(exc).__name__}: {exc}".rstrip(": "))] * len(events)
+
     async def _hand_over(self, events: list[SinkEvent], stop: asyncio.Event) -> tuple[int, int] | None:
         """(delivered, rejected) once every event is one or the other; None if stopped first."""
         delivered = rejected = 0
         pending: list[SinkEvent] = []
-        for event in events:
+        for n, event in enumerate(events):
             try:
                 event.cloudevent  # noqa: B018 - parsed here once: a document that is no CloudEvent is refused alone
                 pending.append(event)
             except Exception as exc:  # the SDK raises several kinds for a malformed document
                 log.error("sink %s: event %s is not a valid CloudEvent, skipped: %s", self.name, event.entry_id, exc)
                 rejected += 1
+            if n % PARSE_SLICE == PARSE_SLICE - 1:
+                await asyncio.sleep(0)  # the dispatcher's other loops run between slices
         backoff = Backoff(self.cfg.retry_initial_s, self.cfg.retry_max_s, jitter=True)
         while pending:
-            outcomes = await self.client.send(pending)
+            outcomes = await self._send(pending)
             failed: list[SinkEvent] = []
             first: Outcome | None = None
             retry_after = 0.0

@@ -5,7 +5,10 @@
 -- the stream trimmed past the cursor before they were read. The events stream is only ever trimmed
 -- from its oldest end (MAXLEN), never has entries deleted, so the entry before its first one is
 -- entry number `entries-added - length`; the cursor is entry number SEEN.
--- Returns {0} when another dispatcher holds the lease, else {1, cursor, lost, entries}.
+-- A stream that started again (deleted and written anew, or restored to an older state: fewer
+-- entries ever added than the cursor has passed, or a cursor past its last id) sends the cursor
+-- back to its oldest entry.
+-- Returns {0} when another dispatcher holds the lease, else {1, cursor, lost, entries, reset}.
 local sink, events, lease = KEYS[1], KEYS[2], KEYS[3]
 local holder, count, start = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', lease) ~= holder then
@@ -30,6 +33,19 @@ if not cursor then
   end
   redis.call('HSET', sink, SINK.CURSOR, cursor, SINK.SEEN, seen, SINK.DELIVERED, 0, SINK.LOST, 0, SINK.REJECTED, 0)
 end
-local lost = (added - length) - (seen or 0)
+seen = tonumber(seen)
+local function after(a, b)  -- stream id a > b
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if #ams ~= #bms then return #ams > #bms end
+  if ams ~= bms then return ams > bms end
+  return tonumber(aseq) > tonumber(bseq)
+end
+local reset = 0
+if seen > added or after(cursor, last) then
+  cursor, seen, reset = '0-0', added - length, 1
+  redis.call('HSET', sink, SINK.CURSOR, cursor, SINK.SEEN, seen)
+end
+local lost = (added - length) - seen
 if lost < 0 then lost = 0 end
-return {1, cursor, lost, redis.call('XRANGE', events, '(' .. cursor, '+', 'COUNT', count)}
+return {1, cursor, lost, redis.call('XRANGE', events, '(' .. cursor, '+', 'COUNT', count), reset}

@@ -151,6 +151,50 @@ async def test_retry_after_is_honoured(r, keys, settings, http, stop, stopped, r
     assert time.monotonic() - began >= 2.0
 
 
+async def test_a_retry_after_nobody_can_read_is_no_retry_after(r, keys, settings, http, stop, stopped, receiver):
+    models = config(sink_table("s", receiver, "/s"))
+    receiver.answer("/s", 503, for_s=0.5, headers={"Retry-After": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"})
+    await add_events(r, keys, 1)
+    await running(r, keys, models, settings, http, stop)
+    await until(lambda: _delivered(receiver, "/s", 1))
+    assert receiver.refused["/s"] >= 2  # retried on its own backoff
+
+
+async def test_a_dispatcher_that_lost_the_lease_cannot_move_the_cursor(r, keys):
+    from services.dispatcher.sinks.cursor import SinkCursor
+
+    await add_events(r, keys, 3)
+    await r.set(keys.sink_lease("s"), "first", px=5000)
+    first = SinkCursor(r, keys, "s", "first", start="earliest")
+    batch = await first.read(10)
+    assert batch is not None and len(batch.entries) == 3
+    await r.set(keys.sink_lease("s"), "second", px=5000)  # the lease ran out and another took it
+    assert await first.read(10) is None
+    assert not await first.advance(batch, delivered=3, rejected=0)
+    second = SinkCursor(r, keys, "s", "second", start="earliest")
+    again = await second.read(10)
+    assert again is not None and again.entries == batch.entries, "the batch is read again by the new holder"
+    assert await second.advance(again, delivered=3, rejected=0)
+    assert not await second.advance(again, delivered=3, rejected=0), "a batch moves the cursor once"
+    assert (await r.hget(keys.sink("s"), "delivered")) == b"3"
+
+
+async def test_a_stream_that_starts_again_sends_the_cursor_back(
+    r, keys, settings, http, stop, stopped, receiver, caplog
+):
+    models = config(sink_table("s", receiver, "/s"))
+    first = await add_events(r, keys, 5)
+    await running(r, keys, models, settings, http, stop)
+    await until(lambda: _caught_up(r, keys, models, "s"))
+    await r.delete(keys.events_stream)  # deleted by hand
+    later = await add_events(r, keys, 2)
+    await until(lambda: _delivered(receiver, "/s", 7))
+    assert [e.id for e in receiver.at("/s")] == first + later
+    s = await until(lambda: _caught_up(r, keys, models, "s"))
+    assert (s.lag, s.lost, s.delivered) == (0, 0, 7)
+    assert "the events stream was deleted or restored" in caplog.text
+
+
 async def test_two_dispatchers_never_both_deliver_to_a_sink(r, keys, settings, http, stop, stopped, receiver):
     models = config(sink_table("s", receiver, "/s"))
     ids = await add_events(r, keys, 300)
