@@ -90,7 +90,7 @@ async def startup(ctx: dict) -> None:
             ),
         ],
     )
-    ctx["sinks"] = sink_runners(r, keys, models, settings, ctx["http"])
+    ctx["sinks"] = sink_runners(r, keys, models, settings)
     ctx["consumers"] += [asyncio.create_task(s.run(stop), name=f"sink-{s.name}") for s in ctx["sinks"]]
     _COUNTERS.source = ctx
     if settings.metrics_port and not _METRICS_SERVED:

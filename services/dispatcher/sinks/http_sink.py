@@ -4,25 +4,28 @@ structured events), each message written by the CloudEvents SDK.
 
 In structured and binary mode a job's events go one after another, in stream order (the next only
 once the previous was acknowledged), different jobs' side by side up to `concurrency`. The URL
-passes the webhooks' SSRF guard before every send, and the request goes to the address it checked.
+passes the webhooks' SSRF guard before every send, and the request goes to the address it checked
+(the name kept for Host, SNI and the certificate check). The client is aiohttp, one session per
+sink: a single-event send costs it about a quarter of the CPU httpx takes (~140 against ~540 µs
+measured here), and single-event modes are bound by that CPU. Redirects are not followed, proxies
+from the environment not used.
 A receiver that answers a batch with 415 does not take batches: the sink sends single structured
 events from then on. One answering 400/413/422 to a batch gets its events one by one, so only the
 event it refuses is skipped."""
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import os
+import ssl
 import time
 
-import httpx
+import aiohttp
 from cloudevents.core.bindings.http import to_binary, to_structured
 
 from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
 from services.dispatcher.sinks.ordered import in_job_order
-from services.dispatcher.webhooks.http_client import WebhookHttp
 from shared.catalog.sinks import HttpSink
 from shared.core.errors import ConfigError, UnsafeURL
 from shared.core.settings import Settings
@@ -36,18 +39,27 @@ BATCH_DEADLINES = 3  # one send of a batch ends within this many request timeout
 
 
 class HttpSinkClient:
-    def __init__(self, name: str, cfg: HttpSink, settings: Settings, http: WebhookHttp) -> None:
-        self.name, self.cfg, self.http = name, cfg, http
+    def __init__(self, name: str, cfg: HttpSink, settings: Settings) -> None:
+        self.name, self.cfg = name, cfg
         self.mode = cfg.mode
+        self._ssl = ssl.create_default_context(cafile=settings.webhook_ca_bundle or None)
+        self._session: aiohttp.ClientSession | None = None
         self.allow_http = settings.webhook_allow_http if cfg.allow_http is None else cfg.allow_http
         self.allow_private = settings.webhook_allow_private if cfg.allow_private is None else cfg.allow_private
         self.headers = _headers_from_env(name, cfg)
 
     async def start(self) -> None:
-        """Nothing to open: connections are pooled per host by the shared HTTP client."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.cfg.concurrency, ssl=self._ssl),
+            timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
+            trust_env=False,
+            auto_decompress=False,
+        )
 
     async def close(self) -> None:
-        """The shared HTTP client is closed with the dispatcher."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(self, events: list[SinkEvent]) -> list[Outcome]:
         try:
@@ -81,24 +93,31 @@ class HttpSinkClient:
         )
 
     async def _post(self, target: Target, headers: dict[str, str], body: bytes) -> tuple[Outcome, int | None]:
+        assert self._session is not None, "start() first"
+        if target.host_header:
+            headers = {**headers, "host": target.host_header}
         try:
-            async with asyncio.timeout(self.cfg.timeout_s):  # httpx's timeouts are per phase: this bounds the whole
-                resp = await self.http.post(
-                    target, content=body, headers={**self.headers, **headers}, timeout=self.cfg.timeout_s
-                )
-        except (httpx.HTTPError, TimeoutError) as exc:
+            async with self._session.post(
+                target.url,
+                data=body,
+                headers={**self.headers, **headers},
+                allow_redirects=False,
+                server_hostname=target.sni_hostname,
+            ) as resp:  # the body is not read: leaving the block releases (or closes) the connection
+                status, retry_after = resp.status, resp.headers.get("retry-after", "")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             return Outcome("failed", f"{type(exc).__name__}: {exc}".rstrip(": ")), None
-        if 200 <= resp.status_code < 300:
-            return DELIVERED, resp.status_code
-        detail = f"HTTP {resp.status_code} from the receiver"
-        if resp.status_code in REFUSED_AS_MALFORMED:
-            return Outcome("rejected", detail), resp.status_code
-        return Outcome("failed", detail, _retry_after(resp)), resp.status_code
+        if 200 <= status < 300:
+            return DELIVERED, status
+        detail = f"HTTP {status} from the receiver"
+        if status in REFUSED_AS_MALFORMED:
+            return Outcome("rejected", detail), status
+        return Outcome("failed", detail, _retry_after(retry_after)), status
 
 
-def _retry_after(resp: httpx.Response) -> float:
+def _retry_after(header: str) -> float:
     """Retry-After, in seconds or as an HTTP date; 0 when absent or unreadable."""
-    value = resp.headers.get("retry-after", "").strip()
+    value = header.strip()
     if not value:
         return 0.0
     try:

@@ -13,7 +13,6 @@ import pytest
 
 from services.dispatcher.sinks.fleet import sink_runners
 from services.dispatcher.sinks.runner import SinkRunner
-from services.dispatcher.webhooks.http_client import WebhookHttp
 from services.ingest.sink_status import read_sinks
 from shared.catalog.models import parse_models
 from shared.core.errors import ConfigError
@@ -57,8 +56,8 @@ def config(text: str):
     return parse_models(MODELS + text)
 
 
-async def running(r, keys, models, settings, http, stop) -> list[SinkRunner]:
-    runners = sink_runners(r, keys, models, settings, http)
+async def running(r, keys, models, settings, stop) -> list[SinkRunner]:
+    runners = sink_runners(r, keys, models, settings)
     for runner in runners:
         asyncio.get_running_loop().create_task(runner.run(stop))
     return runners
@@ -72,13 +71,6 @@ async def until(predicate, timeout: float = 15.0):
             return value
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-async def http():
-    client = WebhookHttp(max_connections_per_host=16)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -104,12 +96,12 @@ async def status(r, keys, models) -> dict:
 
 
 async def test_an_event_the_receiver_refuses_as_malformed_is_skipped_and_counted(
-    r, keys, settings, http, stop, stopped, receiver
+    r, keys, settings, stop, stopped, receiver
 ):
     models = config(sink_table("s", receiver, "/s"))
     ids = await add_events(r, keys, 5)
     receiver.refuse_ids["/s"] = {ids[2]}
-    runners = await running(r, keys, models, settings, http, stop)
+    runners = await running(r, keys, models, settings, stop)
     done = await until(lambda: _caught_up(r, keys, models, "s"))
     assert (done.delivered, done.rejected, done.lost) == (4, 1, 0)
     assert [e.id for e in receiver.at("/s")] == ids[:2] + ids[3:]
@@ -120,14 +112,14 @@ async def test_an_event_the_receiver_refuses_as_malformed_is_skipped_and_counted
 
 
 async def test_a_refused_batch_is_sent_again_event_by_event_and_a_receiver_without_batches_gets_single_events(
-    r, keys, settings, http, stop, stopped, receiver
+    r, keys, settings, stop, stopped, receiver
 ):
     models = config(
         sink_table("picky", receiver, "/picky", "batch") + sink_table("nobatch", receiver, "/s-nobatch", "batch")
     )
     ids = await add_events(r, keys, 6)
     receiver.refuse_ids["/picky"] = {ids[4]}
-    await running(r, keys, models, settings, http, stop)
+    await running(r, keys, models, settings, stop)
     picky = await until(lambda: _caught_up(r, keys, models, "picky"))
     nobatch = await until(lambda: _caught_up(r, keys, models, "nobatch"))
     assert (picky.delivered, picky.rejected) == (5, 1)
@@ -140,22 +132,22 @@ async def test_a_refused_batch_is_sent_again_event_by_event_and_a_receiver_witho
     assert [e.id for e in receiver.at("/s-nobatch")][6:] == more  # it stays with single events
 
 
-async def test_retry_after_is_honoured(r, keys, settings, http, stop, stopped, receiver):
+async def test_retry_after_is_honoured(r, keys, settings, stop, stopped, receiver):
     models = config(sink_table("s", receiver, "/s"))
     receiver.answer("/s", 503, for_s=1.0, headers={"Retry-After": "2"})
     began = time.monotonic()
     await add_events(r, keys, 1)
-    await running(r, keys, models, settings, http, stop)
+    await running(r, keys, models, settings, stop)
     await until(lambda: _delivered(receiver, "/s", 1))
     assert receiver.refused["/s"] == 1, "one refusal, then nothing until Retry-After passed"
     assert time.monotonic() - began >= 2.0
 
 
-async def test_a_retry_after_nobody_can_read_is_no_retry_after(r, keys, settings, http, stop, stopped, receiver):
+async def test_a_retry_after_nobody_can_read_is_no_retry_after(r, keys, settings, stop, stopped, receiver):
     models = config(sink_table("s", receiver, "/s"))
     receiver.answer("/s", 503, for_s=0.5, headers={"Retry-After": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"})
     await add_events(r, keys, 1)
-    await running(r, keys, models, settings, http, stop)
+    await running(r, keys, models, settings, stop)
     await until(lambda: _delivered(receiver, "/s", 1))
     assert receiver.refused["/s"] >= 2  # retried on its own backoff
 
@@ -179,12 +171,10 @@ async def test_a_dispatcher_that_lost_the_lease_cannot_move_the_cursor(r, keys):
     assert (await r.hget(keys.sink("s"), "delivered")) == b"3"
 
 
-async def test_a_stream_that_starts_again_sends_the_cursor_back(
-    r, keys, settings, http, stop, stopped, receiver, caplog
-):
+async def test_a_stream_that_starts_again_sends_the_cursor_back(r, keys, settings, stop, stopped, receiver, caplog):
     models = config(sink_table("s", receiver, "/s"))
     first = await add_events(r, keys, 5)
-    await running(r, keys, models, settings, http, stop)
+    await running(r, keys, models, settings, stop)
     await until(lambda: _caught_up(r, keys, models, "s"))
     await r.delete(keys.events_stream)  # deleted by hand
     later = await add_events(r, keys, 2)
@@ -195,32 +185,32 @@ async def test_a_stream_that_starts_again_sends_the_cursor_back(
     assert "the events stream was deleted or restored" in caplog.text
 
 
-async def test_two_dispatchers_never_both_deliver_to_a_sink(r, keys, settings, http, stop, stopped, receiver):
+async def test_two_dispatchers_never_both_deliver_to_a_sink(r, keys, settings, stop, stopped, receiver):
     models = config(sink_table("s", receiver, "/s"))
     ids = await add_events(r, keys, 300)
-    await running(r, keys, models, settings, http, stop)
-    await running(r, keys, models, settings, http, stop)  # a second dispatcher
+    await running(r, keys, models, settings, stop)
+    await running(r, keys, models, settings, stop)  # a second dispatcher
     await until(lambda: _caught_up(r, keys, models, "s"))
     assert [e.id for e in receiver.at("/s")] == ids
 
 
-async def test_the_ssrf_guard_applies_unless_the_sink_allows_private_addresses(r, keys, http, stop, stopped, receiver):
+async def test_the_ssrf_guard_applies_unless_the_sink_allows_private_addresses(r, keys, stop, stopped, receiver):
     strict = Settings(redis_url="redis://x", auth="off")  # webhooks' defaults: https only, public addresses
     models = config(f'[sinks.s]\nkind = "http"\nurl = "{receiver.url("/s")}"\nallow_http = true\n')
     await add_events(r, keys, 2)
-    await running(r, keys, models, strict, http, stop)
+    await running(r, keys, models, strict, stop)
     failing = await until(lambda: _failing(r, keys, models, "s"))
     assert "url refused" in failing.last_error and failing.delivered == 0 and failing.lag == 2
     assert receiver.at("/s") == []
 
 
-async def test_credentials_come_from_the_environment(r, keys, settings, http, stop, stopped, receiver, monkeypatch):
+async def test_credentials_come_from_the_environment(r, keys, settings, stop, stopped, receiver, monkeypatch):
     models = config(sink_table("s", receiver, "/s", headers_env='{ Authorization = "SINK_TEST_AUTH" }'))
     with pytest.raises(ConfigError, match="SINK_TEST_AUTH, which is not set"):
-        sink_runners(r, keys, models, settings, http)
+        sink_runners(r, keys, models, settings)
     monkeypatch.setenv("SINK_TEST_AUTH", "Bearer sekret")
     await add_events(r, keys, 1)
-    await running(r, keys, models, settings, http, stop)
+    await running(r, keys, models, settings, stop)
     await until(lambda: _delivered(receiver, "/s", 1))
     assert receiver.headers_seen["/s"]["authorization"] == "Bearer sekret"
     shown = (await status(r, keys, models))["s"]

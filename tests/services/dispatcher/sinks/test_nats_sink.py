@@ -9,7 +9,6 @@ import asyncio
 import pytest
 
 from services.dispatcher.sinks.fleet import sink_runners
-from services.dispatcher.webhooks.http_client import WebhookHttp
 from shared.catalog.models import parse_models
 from shared.core.errors import ConfigError
 from tests.services.dispatcher.sinks.test_http_sink import MODELS, add_events, until
@@ -30,8 +29,8 @@ async def test_an_event_larger_than_the_servers_max_payload_is_skipped_and_count
         {"type": "request.completed", "job": "job_a", "event": _big_event("req_job_a_big", "job_a")},
     )
     ids += await add_events(r, keys, 2)
-    stop, http = asyncio.Event(), WebhookHttp(max_connections_per_host=4)
-    [runner] = sink_runners(r, keys, models, settings, http)
+    stop = asyncio.Event()
+    [runner] = sink_runners(r, keys, models, settings)
     task = asyncio.create_task(runner.run(stop))
     try:
         await until(lambda: _passed(r, keys, 5))
@@ -42,7 +41,6 @@ async def test_an_event_larger_than_the_servers_max_payload_is_skipped_and_count
     finally:
         stop.set()
         await task
-        await http.aclose()
 
 
 def test_a_credentials_file_that_is_not_there_stops_the_start(r, keys, settings):
@@ -50,7 +48,7 @@ def test_a_credentials_file_that_is_not_there_stops_the_start(r, keys, settings)
         MODELS + '[sinks.bus]\nkind = "nats"\nservers = ["nats://n:4222"]\ncreds_file = "/nope.creds"\n'
     )
     with pytest.raises(ConfigError, match="creds_file /nope.creds is not a file"):
-        sink_runners(r, keys, models, settings, WebhookHttp(max_connections_per_host=1))
+        sink_runners(r, keys, models, settings)
 
 
 def _big_event(event_id: str, job: str) -> bytes:
