@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-soak bench-vllm bench-contracts bench-start install deploy clean
+.PHONY: demo test lint bench bench-soak bench-vllm bench-contracts bench-start bench-sinks install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,14 @@ bench-contracts: $(VLLM_STAMP)
 bench-start: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python bench/start_phases.py --engine transformers
 	$(VLLM_BIN)/python bench/start_phases.py --engine vllm
+
+# Event sinks (HTTP structured, binary and batch to a CloudEvents receiver, NATS JetStream) against the
+# events stream's own rate, and a job's completion time with and without them. Writes
+# bench/results/<date>-sinks.json.
+bench-sinks: $(VENV)/.bench
+	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
+	@command -v nats-server >/dev/null || { echo "nats-server not found: sudo apt-get install -y nats-server (or brew install nats-server)"; exit 1; }
+	$(BIN)/python bench/sinks.py
 
 # Deploy the GPU workers of every model with a [models.NAME.modal] table in $(INFERQ_MODELS) to Modal.
 deploy: $(STAMP)
