@@ -4,14 +4,13 @@ nothing of the others'; credentials and URL queries are never shown."""
 from __future__ import annotations
 
 import httpx
-import msgspec
 import pytest
 
 from services.ingest.app import create_app
 from shared.catalog.models import parse_models
 from shared.redis.keys import SinkField
+from tests.services.ingest.test_tenancy import KEY_A, KEY_B, make_api
 
-KEY_A, KEY_B = "acme-key-0123456789abcdef", "beta-key-0123456789abcdef"
 MODELS = """
 [models.m]
 engine = "dummy"
@@ -32,8 +31,7 @@ types = ["job.completed", "job.failed"]
 
 @pytest.fixture
 async def clients(r, settings):
-    models = parse_models(MODELS)
-    app = create_app(msgspec.structs.replace(settings, auth="on", api_keys=f"acme:{KEY_A},beta:{KEY_B}"), models)
+    app = make_api(settings, parse_models(MODELS))  # keys of tenants acme and beta
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with (
