@@ -95,7 +95,7 @@ class BatchConsumer:
                 break
             except TRANSIENT_REDIS_ERRORS as exc:
                 OUTAGE.failed(self.role, exc)
-                await _sleep_unless(stop, backoff.next())
+                await sleep_unless(stop, backoff.next())
         beating = None
         if self.liveness:  # alive while this task runs; its key goes when the task ends
             beating = self.liveness.heartbeat(self.consumer).keep_while_current_task()
@@ -152,12 +152,13 @@ class BatchConsumer:
             except TRANSIENT_REDIS_ERRORS as exc:  # logged once per outage, by shared/redis/outage.py
                 OUTAGE.failed(self.role, exc)
                 own_from = "0"
-                await _sleep_unless(stop, backoff.next())
+                await sleep_unless(stop, backoff.next())
 
 
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less if `stop` is set meanwhile."""
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds`, or less if `stop` is set meanwhile; whether it was."""
     try:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
+    return stop.is_set()

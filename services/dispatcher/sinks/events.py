@@ -59,3 +59,8 @@ class Outcome:
 
 
 DELIVERED = Outcome("delivered")
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a sink's `last_error` shows it: its type, then its message if any."""
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -9,6 +9,7 @@ passes the webhooks' SSRF guard before every send, and the request goes to the a
 sink: a single-event send costs it about a quarter of the CPU httpx takes (~140 against ~540 µs
 measured here), and single-event modes are bound by that CPU. Redirects are not followed, proxies
 from the environment not used.
+
 A receiver that answers a batch with 415 does not take batches: the sink sends single structured
 events from then on. One answering 400/413/422 to a batch gets its events one by one, so only the
 event it refuses is skipped."""
@@ -24,7 +25,7 @@ import time
 import aiohttp
 from cloudevents.core.bindings.http import to_binary, to_structured
 
-from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
+from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent, error_text
 from services.dispatcher.sinks.ordered import in_job_order
 from shared.catalog.sinks import HttpSink
 from shared.core.errors import ConfigError, UnsafeURL
@@ -106,7 +107,7 @@ class HttpSinkClient:
             ) as resp:  # the body is not read: leaving the block releases (or closes) the connection
                 status, retry_after = resp.status, resp.headers.get("retry-after", "")
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            return Outcome("failed", f"{type(exc).__name__}: {exc}".rstrip(": ")), None
+            return Outcome("failed", error_text(exc)), None
         if 200 <= status < 300:
             return DELIVERED, status
         detail = f"HTTP {status} from the receiver"

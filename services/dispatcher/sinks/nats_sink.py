@@ -19,7 +19,7 @@ from cloudevents.core.bindings.http import to_structured
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent
+from services.dispatcher.sinks.events import DELIVERED, FORMAT, Outcome, SinkEvent, error_text
 from services.dispatcher.sinks.ordered import in_job_order
 from shared.catalog.sinks import NatsSink
 from shared.core.errors import ConfigError
@@ -82,7 +82,7 @@ class NatsSinkClient:
             js = await asyncio.wait_for(self._connected(), self.cfg.timeout_s * 2)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             await self._drop_connection()
-            return [Outcome("failed", f"{UNAVAILABLE}: cannot connect ({_text(exc)})")] * len(events)
+            return [Outcome("failed", f"{UNAVAILABLE}: cannot connect ({error_text(exc)})")] * len(events)
 
         async def publish(event: SinkEvent) -> Outcome:
             message = to_structured(event.cloudevent, FORMAT)
@@ -98,11 +98,11 @@ class NatsSinkClient:
             except nats.js.errors.APIError as exc:
                 if exc.code == 400:  # JetStream refuses this message as it is (and would again)
                     return Outcome("rejected", f"JetStream refused it: {exc.description}")
-                return Outcome("failed", f"JetStream refused it: {_text(exc)}")
+                return Outcome("failed", f"JetStream refused it: {error_text(exc)}")
             except nats.js.errors.NoStreamResponseError:
                 return Outcome("failed", f"no JetStream stream takes subject {self.cfg.subject_for(event.type)}")
             except (nats.errors.Error, OSError, TimeoutError) as exc:
-                return Outcome("failed", f"{UNAVAILABLE}: no acknowledgement from JetStream ({_text(exc)})")
+                return Outcome("failed", f"{UNAVAILABLE}: no acknowledgement from JetStream ({error_text(exc)})")
             return DELIVERED
 
         return await in_job_order(events, publish, concurrency=CONCURRENCY, deadline_s=self.cfg.timeout_s * 3)
@@ -122,10 +122,6 @@ class NatsSinkClient:
                 await asyncio.wait_for(nc.drain(), self.cfg.timeout_s)
             except Exception as exc:  # a server that is gone cannot be drained
                 log.debug("sink %s: draining the NATS connection: %s", self.name, exc)
-
-
-def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 def _login(name: str, cfg: NatsSink) -> dict:

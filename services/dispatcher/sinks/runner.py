@@ -18,9 +18,10 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from services.dispatcher.consumer import sleep_unless
 from services.dispatcher.scaling.lead import Lead
 from services.dispatcher.sinks.cursor import Batch, SinkCursor
-from services.dispatcher.sinks.events import Outcome, SinkEvent
+from services.dispatcher.sinks.events import Outcome, SinkEvent, error_text
 from services.dispatcher.sinks.job_filter import JobFilter
 from shared.catalog.sinks import SinkConfig
 from shared.core.backoff import Backoff
@@ -75,14 +76,14 @@ class SinkRunner:
             while not stop.is_set():
                 try:
                     if not self.holding:
-                        await _sleep_unless(stop, 0.2)
+                        await sleep_unless(stop, 0.2)
                         continue
                     await self._step(stop)
                     backoff.reset()
                     OUTAGE.recovered(f"sink {self.name}")
                 except TRANSIENT_REDIS_ERRORS as exc:
                     OUTAGE.failed(f"sink {self.name}", exc)
-                    await _sleep_unless(stop, backoff.next())
+                    await sleep_unless(stop, backoff.next())
         finally:
             await cancel_and_wait(keeper)
             await self._give_up_lease()
@@ -96,7 +97,7 @@ class SinkRunner:
                 break
             except TRANSIENT_REDIS_ERRORS as exc:
                 OUTAGE.failed(f"sink {self.name}", exc)
-                await _sleep_unless(stop, 1.0)
+                await sleep_unless(stop, 1.0)
         else:
             return False
         if int(version.split(".")[0]) >= 7:
@@ -124,7 +125,7 @@ class SinkRunner:
             if ours and not self.holding:
                 log.info("sink %s: delivering from this dispatcher", self.name, extra={"holder": self.holder})
             self._held_until = sent + self.lease_ms / 1000 - margin_s if ours else 0.0
-            await _sleep_unless(stop, margin_s)
+            await sleep_unless(stop, margin_s)
 
     async def _give_up_lease(self) -> None:
         if not self.holding:
@@ -181,7 +182,7 @@ class SinkRunner:
             raise
         except Exception as exc:
             log.exception("sink %s: sending failed unexpectedly", self.name)
-            return [Outcome("failed", f"{type(exc).__name__}: {exc}".rstrip(": "))] * len(events)
+            return [Outcome("failed", error_text(exc))] * len(events)
 
     async def _hand_over(self, events: list[SinkEvent], stop: asyncio.Event) -> tuple[int, int] | None:
         """(delivered, rejected) once every event is one or the other; None if stopped first."""
@@ -223,18 +224,9 @@ class SinkRunner:
                 self.failing = True
             await self.cursor.failed(first.detail)
             pending = failed
-            if await _sleep_unless(stop, delay) or not self.holding:
+            if await sleep_unless(stop, delay) or not self.holding:
                 return None
         if self.failing:
             log.info("sink %s: delivering again", self.name)
             self.failing = False
         return delivered, rejected
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait `seconds`, or less if `stop` is set meanwhile; whether it was."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
-    return stop.is_set()
