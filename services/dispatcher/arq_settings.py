@@ -22,6 +22,7 @@ from arq.worker import Function
 from services.dispatcher.collector import Collector
 from services.dispatcher.fallback import FallbackMover, fallback_tick
 from services.dispatcher.maintenance import expire_due_jobs, trim_streams
+from services.dispatcher.planning.planner import Planner
 from services.dispatcher.router import Router
 from services.dispatcher.scaling.autoscaler import Autoscaler
 from services.dispatcher.scaling.local_backend import LocalBackend
@@ -48,6 +49,12 @@ log = logging.getLogger("inferq.dispatcher")
 settings = Settings.from_env()
 
 
+def _planner(r, keys: Keys, models) -> Planner:
+    return Planner(
+        r, keys, models, events_maxlen=settings.events_maxlen, webhook_events_maxlen=settings.webhook_events_maxlen
+    )
+
+
 async def startup(ctx: dict) -> None:
     keys = Keys(settings.key_prefix)
     models = load_models(settings.models_path)
@@ -67,7 +74,7 @@ async def startup(ctx: dict) -> None:
     ctx.update(
         keys=keys,
         models=models,
-        fallback=FallbackMover(r, keys, models),
+        fallback=FallbackMover(r, keys, models, planner=_planner(r, keys, models)),
         stream_redis=r,
         jobs=jobs,
         stop=stop,

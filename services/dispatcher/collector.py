@@ -11,12 +11,24 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.consumer import BatchConsumer
+from services.dispatcher.planning.calibration import Calibration, CalibrationTally
+from shared.core.states import JobStatus
 from shared.jobs.store import JobStore
 from shared.lanes.dead_letters import dead_letter
 from shared.lanes.publish import HandBack
 from shared.models.stats import ResultTally
-from shared.redis.keys import BUNDLE_FIELD, COLLECTOR_GROUP, DROP_FIELD, PAYLOAD_FIELD, REASON_FIELD, Keys
-from shared.wire.api import DeadLetter, FallbackReason
+from shared.planning import accuracy
+from shared.redis.keys import (
+    BUNDLE_FIELD,
+    COLLECTOR_GROUP,
+    DROP_FIELD,
+    PAYLOAD_FIELD,
+    REASON_FIELD,
+    JobField,
+    Keys,
+    UsageField,
+)
+from shared.wire.api import DeadLetter, FallbackReason, QuoteSample
 from shared.wire.messages import (
     ResultRecord,
     bundle_decoder,
@@ -44,6 +56,8 @@ class Collector(BatchConsumer):
         self.jobs = jobs
         self.applied = 0
         self._tally = ResultTally()  # per-model figures not yet written
+        self._calibration = Calibration(r, keys)
+        self._measured = CalibrationTally()  # per-model speed sums not yet written
         self._next_stats = 0.0  # monotonic time of the next write of them
         self._split = HandBack(r)
 
@@ -53,6 +67,7 @@ class Collector(BatchConsumer):
         ack: list[bytes] = []
         records: list[ResultRecord] = []
         tally = ResultTally()
+        measured = self._measured
         for entry_id, fields in entries:
             try:
                 found = _records(fields)
@@ -66,6 +81,7 @@ class Collector(BatchConsumer):
             records += found
             for rec in found:
                 tally.add(rec)
+                measured.add(rec)
         if ack:
             await self._apply(ack, records, tally)
 
@@ -75,6 +91,40 @@ class Collector(BatchConsumer):
         for job_id, status in finished:
             log.info("job %s", status, extra={"job_id": job_id})
         self._tally.merge(tally)  # written by the next tick that is due
+        done = [job_id for job_id, status in finished if status == JobStatus.COMPLETED]
+        if done:
+            try:
+                await self._record_quote_errors(done)
+            except Exception as exc:  # statistics: never in the way of a result
+                log.debug("quote errors not recorded: %s", exc)
+
+    async def _record_quote_errors(self, job_ids: list[str]) -> None:
+        """Each completed job's quote (made when it was accepted) against what happened."""
+        fields = [
+            JobField.QUOTED_END_MS,
+            JobField.QUOTED_COST_MICROS,
+            JobField.CREATED_MS,
+            JobField.ENDED_MS,
+            UsageField.COST_MICROS,
+            JobField.MODELS,
+        ]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), fields)
+            rows = await pipe.execute()
+        samples = []
+        for q_end, q_cost, created, ended, cost, models in rows:
+            if q_end is None or created is None or ended is None:
+                continue
+            sample = QuoteSample(
+                at=int(ended) // 1000,
+                quoted_s=(int(q_end) - int(created)) / 1000,
+                actual_s=(int(ended) - int(created)) / 1000,
+                quoted_cost=int(q_cost or 0) / 1e6,
+                actual_cost=int(cost or 0) / 1e6,
+            )
+            samples.append((msgspec.json.decode(models or b"[]", type=list[str]), sample))
+        await accuracy.record(self.r, self.keys, samples)
 
     async def tick(self) -> None:
         """Write the per-model figures for GET /v1/model-stats summed since the last write: one
@@ -88,6 +138,11 @@ class Collector(BatchConsumer):
         except Exception as exc:
             self._tally = ResultTally()
             log.debug("model stats not recorded: %s", exc)
+        try:
+            await self._calibration.add(self._measured)
+        except Exception as exc:
+            self._measured = CalibrationTally()
+            log.debug("model speeds not recorded: %s", exc)
 
     async def handle_poison(self, entries, deliveries: dict[bytes, int]) -> None:
         """Results that failed to apply `max_deliveries` times: keep them for an operator, and

@@ -8,6 +8,9 @@ Per model with waiting work, per job (a job's requests share a tenant and a stag
 2. the model is unavailable: everything waiting moves to the first usable model of the chain;
 3. otherwise, requests whose expected wait (waited so far + the requests ahead at the model's
    recent read rate) exceeds their max_queue_wait move.
+Before the moves, the planner (services/dispatcher/planning/planner.py) plans every unfinished
+job; the requests a `spill` job's own model will not finish by the job's deadline move to the
+first usable model of the chain with reason `deadline`.
 A usable model is one that is not unavailable and no reached limit covers for the tenant. Every
 move is one atomic script (services/dispatcher/lua/move_waiting.lua); what it finds already read by a worker,
 or already moved, it leaves.
@@ -24,12 +27,14 @@ import msgspec
 import redis.asyncio as aioredis
 
 from services.dispatcher.move_waiting import MoveBatch, MoveWaiting
+from services.dispatcher.planning.planner import Planner, Spill
 from shared.catalog.fallback import next_model
 from shared.catalog.models import ModelsConfig
 from shared.catalog.spend import LimitStatus, blocking, judge, publish_reached, read_spend
 from shared.models.flow import failures_from, model_queues
 from shared.models.health import HealthRecord, assess, decode_record
 from shared.redis.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, JobField, Keys
+from shared.wire.api import ModelQueue
 
 log = logging.getLogger("inferq.fallback")
 
@@ -53,10 +58,14 @@ class _Plan:
 
 
 class FallbackMover:
-    def __init__(self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, *, scan: int = 1000) -> None:
+    def __init__(
+        self, r: aioredis.Redis, keys: Keys, models: ModelsConfig, *, scan: int = 1000, planner: Planner | None = None
+    ) -> None:
         self.r = r
         self.keys = keys
         self.models = models
+        self.planner = planner
+        self.queues: dict[str, ModelQueue] = {}
         self.scan = scan  # routed entries read per lane and tick
         self.limits = models.spend_limits()
         self._move = MoveWaiting(r)
@@ -69,6 +78,9 @@ class FallbackMover:
         await self.judge_health(now_ms)
         await self.judge_budgets()
         moved = ended = 0
+        if self.planner is not None:
+            planned = await self.planner.tick(now_ms, self.queues)
+            moved += await self._spill(planned.spills, now_ms)
         for name, rec in self.health.items():
             cfg = self.models.models[name]
             if rec.waiting == 0 or not (cfg.fallback or self.reached):
@@ -80,6 +92,7 @@ class FallbackMover:
     async def judge_health(self, now_ms: int) -> None:
         cfgs = list(self.models.models.values())
         queues = await model_queues(self.r, self.keys, cfgs)
+        self.queues = {name: q for name, (q, _) in queues.items()}
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.model_health)
             for cfg in cfgs:
@@ -122,6 +135,33 @@ class FallbackMover:
                 )
         self.reached = reached
         await publish_reached(self.r, self.keys, statuses)
+
+    async def _spill(self, spills: list[Spill], now_ms: int) -> int:
+        """Move what the planner says a job's own model will not finish by its deadline, from
+        the head of the job's staging queue, to the first usable model of the chain."""
+        if not spills:
+            return 0
+        tenants = await self._tenants(sorted({s.job_id for s in spills}))
+        moved = 0
+        for s in spills:
+            tenant = tenants.get(s.job_id)
+            to = next_model(self.models, s.model, self._usable(tenant)) if tenant is not None else None
+            if to is None:
+                continue
+            b = MoveBatch(self.keys, s.model, to)
+            b.queue(s.lane, s.job_id, most=s.requests)
+            m, _ = await self._move(b, reason="deadline", now_ms=now_ms)
+            if m:
+                log.warning(
+                    "%s: %d requests of job %s moved to %s to make its deadline",
+                    s.model,
+                    m,
+                    s.job_id,
+                    to,
+                    extra={"model": s.model, "job_id": s.job_id, "reason": "deadline"},
+                )
+            moved += m
+        return moved
 
     def _usable(self, tenant: str):
         def usable(model: str) -> bool:

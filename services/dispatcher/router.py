@@ -139,7 +139,7 @@ class Router(BatchConsumer):
                 info = DeadLetter(source=self.stream, reason="undecodable", attempts=times, job_id=chunk.job_id)
                 ops.append(self._dead(batch, payload, info))
         for (model, lane), payloads in groups.items():
-            ops.append(batch.stage(model, lane, chunk.job_id, payloads, self._direct(model)))
+            ops.append(batch.stage(model, lane, chunk.job_id, payloads, self._direct(model), chunk.deadline_ms))
             touched.add(model)
         return ops
 

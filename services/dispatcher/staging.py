@@ -27,11 +27,18 @@ class AdmitBatch:
         self.entries.append([luapack.lua_bytes(entry_id), ops])
 
     def stage(
-        self, model: str, lane: str, job_id: str, payloads: list[bytes], direct: tuple[int, int, int] | None = None
+        self,
+        model: str,
+        lane: str,
+        job_id: str,
+        payloads: list[bytes],
+        direct: tuple[int, int, int] | None = None,
+        deadline_ms: int = 0,
     ) -> list:
         """Stage `payloads` if the job still runs (drop notices if it is being stopped); with
         `direct` (the model's high and low watermarks, requests per batch-lane entry), send first
-        what its lane stream may take now, as the feed would."""
+        what its lane stream may take now, as the feed would. A job with a deadline has its queue
+        served ahead of the lane's others (services/dispatcher/lua/feed.lua)."""
         k = self.k
         op = [
             "q",
@@ -45,6 +52,10 @@ class AdmitBatch:
         if direct is not None:
             interactive, batch = k.model_streams(model)
             op.append([self._key(interactive), self._key(batch), *direct])
+        else:
+            op.append(False)
+        if deadline_ms:
+            op += [self._key(k.urgent_queues(model, lane)), deadline_ms]
         return op
 
     def append(self, stream: str, fields: dict[str, bytes | str]) -> list:
@@ -98,7 +109,12 @@ class Feed:
         """(interactive moved, batch moved, paused 0/1, staging queues waiting); with a pipeline as
         `client`, queued there and answered by its execute()."""
         k = self.k
-        keys = [*k.model_streams(model), *(k.staging_ring(model, lane) for lane in LANES), k.flow(model)]
+        keys = [
+            *k.model_streams(model),
+            *(k.staging_ring(model, lane) for lane in LANES),
+            k.flow(model),
+            *(k.urgent_queues(model, lane) for lane in LANES),
+        ]
         args: list[EncodableT] = [
             WORKER_GROUP,
             PAYLOAD_FIELD,

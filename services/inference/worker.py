@@ -36,7 +36,14 @@ from shared.redis.outage import OUTAGE
 from shared.redis.streams import claim_idle, consumer_name, delivery_counts, ensure_group, read_new, read_own_pending
 from shared.wire.api import DeadLetter, ErrorInfo, FallbackReason, Output, ResultLine, Timings, Usage
 from shared.wire.contract import Contract
-from shared.wire.messages import InferenceRequest, decode_routed, dropped_line, ended_line, result_record
+from shared.wire.messages import (
+    InferenceRequest,
+    decode_routed,
+    dropped_line,
+    ended_line,
+    prompt_chars,
+    result_record,
+)
 
 log = logging.getLogger("inferq.worker")
 _encoder = msgspec.msgpack.Encoder()
@@ -355,7 +362,7 @@ class InferenceWorker:
             self.busy.stop(key)
             self._used.pop(key, None)
 
-    def _charged(self, key: Key, job_id: str, line: ResultLine) -> bytes:
+    def _charged(self, key: Key, req: InferenceRequest, line: ResultLine) -> bytes:
         """The encoded result of a request that ran here, with its charge: its share of the busy
         time until now, at the model's prices. `line.usage` shows the amounts; the envelope
         carries them as integers (µs, micro-dollars), from which those amounts are derived."""
@@ -365,7 +372,10 @@ class InferenceWorker:
         usage.gpu_seconds = usd(busy_us)  # µs as seconds, rounded like micro-dollars as USD
         usage.cost = usd(cost)
         line.served_by = self.model.name
-        return _encoder.encode(result_record(job_id, line, busy_us, cost))
+        record = result_record(req.job_id, line, busy_us, cost)
+        record.prompt_chars = prompt_chars(req)  # what the planner learns tokens per character from
+        record.max_tokens = req.params.max_tokens
+        return _encoder.encode(record)
 
     async def _generate(self, key: Key, raw: bytes, req: InferenceRequest, moved: FallbackReason | None) -> None:
         started = time.time()
@@ -486,7 +496,7 @@ class InferenceWorker:
         line = dropped_line(req, reason)
         line.fallback_reason = moved
         line.usage = self._used.pop(key, line.usage)  # earlier attempts' tokens (a missed contract)
-        self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
+        self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req, line)))
         return True
 
     def _finish(
@@ -521,7 +531,7 @@ class InferenceWorker:
             timings=Timings(queued_ms=round(queued_ms, 3), inference_ms=round(inference_s * 1000, 3)),
             fallback_reason=moved,
         )
-        self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req.job_id, line)))
+        self._settle(key, Outcome(key[0], key[1], result=self._charged(key, req, line)))
 
     def _engine_died(self, exc: EngineDead) -> None:
         if self.fatal is None:

@@ -16,6 +16,7 @@ from services.ingest.http_metrics import HttpMetrics
 from services.ingest.job_listing import JobLister
 from services.ingest.limits import TenantLimits
 from services.ingest.openapi import document
+from services.ingest.quoting import Quoter
 
 # imported in the order of /openapi.json, whose schemas are listed as the routes first name them
 from services.ingest.routes import dead_letters, jobs, model_stats, openai_batches, operations, results, sinks, webhooks  # noqa: I001
@@ -49,6 +50,7 @@ async def _lifespan(app: FastAPI):
     )
     state.files = FileStore(r, state.keys)
     state.limits = TenantLimits(r, state.keys, state.settings)
+    state.quoter = Quoter(r, state.keys, state.models)
     state.auth.store = ApiKeyStore(r, state.keys)
     watcher = asyncio.create_task(watch_recovery(r, state.keys.write_probe, "api"), name="redis-recovery")
     yield

@@ -14,6 +14,7 @@ from services.ingest.auth import tenant_of
 from services.ingest.file_store import FileStore
 from services.ingest.job_listing import JobLister
 from services.ingest.limits import TenantLimits
+from services.ingest.quoting import Quoter
 from shared.catalog.models import ModelsConfig
 from shared.core.settings import Settings
 from shared.jobs.store import JobStore
@@ -62,6 +63,10 @@ async def _model_limits(request: Request) -> dict[str, int]:
     return request.app.state.model_limits
 
 
+async def _quoter(request: Request) -> Quoter:
+    return request.app.state.quoter
+
+
 async def _tenant(request: Request) -> str:
     return tenant_of(request)
 
@@ -76,5 +81,6 @@ WebhooksDep = Annotated[WebhookStore, Depends(_webhooks)]
 FilesDep = Annotated[FileStore, Depends(_files)]
 LimitsDep = Annotated[TenantLimits, Depends(_limits)]
 ModelLimitsDep = Annotated[dict[str, int], Depends(_model_limits)]
+QuoterDep = Annotated[Quoter, Depends(_quoter)]
 # The caller's tenant, set by the app-wide authentication dependency that runs first.
 TenantDep = Annotated[str, Depends(_tenant)]

@@ -18,6 +18,7 @@ from shared.catalog.spend import LimitStatus, Spend, judge, read_spend
 from shared.models.flow import model_queues, model_scaling
 from shared.models.health import decode_record, unknown_health
 from shared.models.start_phases import read_all as read_start_phases
+from shared.planning.accuracy import read as quote_errors
 from shared.redis.keys import Keys
 from shared.wire.api import ModelHealth, ModelInfo, ModelList, ModelSpend, SpendLimitView
 from shared.wire.contract import Kind
@@ -33,6 +34,7 @@ async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant
     spend = await read_spend(r, keys, now)
     statuses = judge(models.spend_limits(), spend, now)
     starts = await read_start_phases(r, keys)
+    errors = await quote_errors(r, keys, [cfg.name for cfg in cfgs])
     data = []
     for cfg in cfgs:
         assert cfg.max_inflight is not None  # resolved when the models file is loaded
@@ -51,6 +53,7 @@ async def model_list(r: aioredis.Redis, keys: Keys, models: ModelsConfig, tenant
                 supports_response_format=bool(kinds := contract_kinds(models, cfg.name)),
                 response_formats=sorted(cast("frozenset[Kind]", kinds)),
                 start_phases=starts.get(cfg.name),
+                quote_error=errors.get(cfg.name),
             )
         )
     return ModelList(data=data)

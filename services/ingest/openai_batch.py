@@ -10,6 +10,7 @@ from msgspec import Meta, Struct
 
 from shared.core import states
 from shared.core.pages import OpenAIPage
+from shared.wire.api import Deadline, DeadlineRisk
 
 # Built at run time from shared/core/states.py; the type checker sees a plain string.
 if TYPE_CHECKING:
@@ -103,6 +104,9 @@ class BatchCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         | None
     ) = None
     output_expires_after: dict[str, Any] | None = None  # accepted for compatibility; outputs follow the job TTL
+    # inferq's own (the OpenAI SDK sends them with `extra_body`; or as `metadata` keys of the same names)
+    deadline: Deadline | None = None
+    on_deadline_risk: DeadlineRisk | None = None
 
 
 class InputLine(Struct, kw_only=True):

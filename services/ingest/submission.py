@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
 
@@ -27,6 +28,16 @@ _decoder = msgspec.json.Decoder(JobCreate)
 _encoder = msgspec.msgpack.Encoder()
 
 
+class Demand(msgspec.Struct, kw_only=True):
+    """What a job asks of one model, for its quote: requests, their prompt characters and texts,
+    and their max_tokens."""
+
+    requests: int = 0
+    prompt_chars: int = 0
+    max_tokens: int = 0
+    texts: list[str] = []  # the prompts (a chat: its messages' contents), for a tokenizer to count
+
+
 class JobPlan(msgspec.Struct, kw_only=True):
     job_id: str
     created_ms: int
@@ -38,6 +49,9 @@ class JobPlan(msgspec.Struct, kw_only=True):
     webhook: JobWebhook | None = None
     routes: list[str] = []  # the models its requests may reach (shared/catalog/fallback.py)
     contracts: dict[str, bytes] = {}  # id -> encoded contract, each stored once in the job's hash
+    deadline_ms: int = 0  # 0: none
+    on_deadline_risk: str = "best_effort"
+    demand: dict[str, Demand] = {}  # per model it names
 
 
 def plan_job(
@@ -57,6 +71,9 @@ def plan_job(
     model_totals: dict[str, int] = {}
     encoded: list[tuple[str, str, bytes]] = []
     terms = _Contracts(doc.response_format, field, models)
+    expires_ms = created_ms + _window_ms(doc.completion_window)
+    deadline = _deadline_ms(doc, created_ms, expires_ms)
+    demand: dict[str, Demand] = {}
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         model = _model_of(item, where, i, models)
@@ -80,12 +97,20 @@ def plan_job(
         )
         encoded.append(_encoded(req, lane, budgets))
         model_totals[item.model] = model_totals.get(item.model, 0) + 1
-    chunks = _chunks(job_id, encoded, models)
+        d = demand.get(item.model)
+        if d is None:
+            d = demand[item.model] = Demand(texts=[])
+        text = prompt if prompt is not None else "\n".join(m.content for m in messages or ())
+        d.requests += 1
+        d.prompt_chars += len(text)
+        d.max_tokens += max_tokens
+        d.texts.append(text)
+    chunks = _chunks(job_id, encoded, models, deadline)
     _check_backlogs(model_totals, models, field)
     return JobPlan(
         job_id=job_id,
         created_ms=created_ms,
-        expires_ms=created_ms + _window_ms(doc.completion_window),
+        expires_ms=expires_ms,
         priority=doc.priority,
         model_totals=model_totals,
         metadata=doc.metadata,
@@ -93,7 +118,40 @@ def plan_job(
         webhook=doc.webhook,
         routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
         contracts=terms.stored,
+        deadline_ms=deadline,
+        on_deadline_risk=doc.on_deadline_risk if deadline else "best_effort",
+        demand=demand,
     )
+
+
+def _deadline_ms(doc: JobCreate, created_ms: int, expires_ms: int) -> int:
+    """The job's deadline in ms (0: none): after now, and within its completion window."""
+    if doc.deadline is None:
+        if doc.on_deadline_risk != "best_effort":
+            raise ApiException(
+                422,
+                f"on_deadline_risk: {doc.on_deadline_risk!r} needs a `deadline`",
+                field="on_deadline_risk",
+            )
+        return 0
+    d = doc.deadline
+    ms = d * 1000 if isinstance(d, int) else int(d.timestamp() * 1000)
+    if ms <= created_ms:
+        raise ApiException(
+            422, f"deadline: {_shown(ms)} has already passed (now {_shown(created_ms)})", field="deadline"
+        )
+    if ms > expires_ms:
+        raise ApiException(
+            422,
+            f"deadline: {_shown(ms)} is after the end of the completion window ({_shown(expires_ms)}), when the"
+            " unfinished requests expire; give a longer completion_window or an earlier deadline",
+            field="deadline",
+        )
+    return ms
+
+
+def _shown(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class _Contracts:
@@ -240,7 +298,9 @@ def _check_backlogs(model_totals: dict[str, int], models: ModelsConfig, field: s
             )
 
 
-def _chunks(job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsConfig) -> list[bytes | DirectChunk]:
+def _chunks(
+    job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsConfig, deadline_ms: int = 0
+) -> list[bytes | DirectChunk]:
     """The job's ingest chunks, one (model, lane) each, in request order within it. The first
     chunks of each, up to its high watermark, may go straight to the lane stream when the job is
     created (no more could: flow control never lets a lane stream hold more)."""
@@ -253,7 +313,7 @@ def _chunks(job_id: str, encoded: list[tuple[str, str, bytes]], models: ModelsCo
         high = config.high_watermark  # in requests: bundles let more fit, but the script stays short
         for i in range(0, len(items), CHUNK_SIZE):
             part = items[i : i + CHUNK_SIZE]
-            chunk = _encoder.encode(IngestChunk(job_id, part))
+            chunk = _encoder.encode(IngestChunk(job_id, part, deadline_ms))
             if i >= high:
                 out.append(chunk)
                 continue
@@ -290,6 +350,9 @@ async def create_planned(
     the tenant's queued cap); `options` are JobStore.create's own (idempotency, extra fields).
     Returns the job's id: another one when an idempotency key replays an earlier job."""
     extra = dict(options.pop("extra", None) or {})
+    if plan.deadline_ms:
+        extra[JobField.DEADLINE_MS] = str(plan.deadline_ms)
+        extra[JobField.ON_DEADLINE_RISK] = plan.on_deadline_risk
     if plan.routes:
         extra[JobField.ROUTES] = msgspec.json.encode(plan.routes).decode()
     for cid, encoded in plan.contracts.items():

@@ -31,7 +31,9 @@ from shared.core.errors import ModelsFileError, describe_validation
 from shared.wire.events import EVENT_TYPES
 
 SINK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-EventName = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
+EventName = Literal[
+    "job.completed", "job.failed", "job.cancelled", "job.expired", "job.deadline_at_risk", "request.completed"
+]
 assert set(EventName.__args__) == set(EVENT_TYPES)  # type: ignore[attr-defined]
 HttpMode = Literal["structured", "binary", "batch"]
 Start = Literal["earliest", "latest"]

@@ -34,7 +34,7 @@ from shared.jobs.scripts import CreateJob, CreateVerdict, MarkStarted, RecordRes
 from shared.ops import metrics
 from shared.redis import luapack
 from shared.redis.keys import JobField, Keys, UsageField, model_field
-from shared.wire.api import Job, JobUsage, JobWebhookInfo, ModelUsage, Priority, RequestCounts
+from shared.wire.api import DeadlineRisk, Job, JobUsage, JobWebhookInfo, ModelUsage, Priority, RequestCounts
 from shared.wire.events import SOURCE as EVENT_SOURCE
 from shared.wire.messages import DirectChunk, ResultRecord
 
@@ -302,6 +302,8 @@ def job_from_hash(h: dict[str, str]) -> Job:
     status = h[JobField.STATUS]
     ended = seconds(JobField.ENDED_MS)
     models = msgspec.json.decode(h.get(JobField.MODELS, "[]"), type=list[str])
+    deadline = seconds(JobField.DEADLINE_MS)
+    running = ended is None and JobField.ETA_MS in h
     return Job(
         id=h[JobField.ID],
         status=status,
@@ -318,6 +320,10 @@ def job_from_hash(h: dict[str, str]) -> Job:
         usage=job_usage(h),
         metadata=msgspec.json.decode(h.get(JobField.METADATA, "{}"), type=dict[str, str]),
         webhook=msgspec.json.decode(h[JobField.WEBHOOK], type=JobWebhookInfo) if JobField.WEBHOOK in h else None,
+        deadline=deadline,
+        on_deadline_risk=cast(DeadlineRisk, h.get(JobField.ON_DEADLINE_RISK, "best_effort")) if deadline else None,
+        estimated_completion_at=-(-int(h[JobField.ETA_MS]) // 1000) if running else None,
+        deadline_at_risk=(h.get(JobField.AT_RISK) == "1") if running and deadline else None,
     )
 
 

@@ -67,6 +67,22 @@ class JobField:
     REOPENED = "reopened"
     WEBHOOK = "webhook"
     WEBHOOK_REQUESTS = "wh_req"  # '1' when the job's own webhook wants request events
+    DEADLINE_MS = "deadline_ms"  # when the job must be done by (absent: no deadline)
+    ON_DEADLINE_RISK = "on_risk"  # best_effort | refuse | spill
+    # The quote made when the job was accepted: its end (ms) and cost (micro-dollars), for the
+    # quote errors GET /v1/models shows.
+    QUOTED_END_MS = "q_end_ms"
+    QUOTED_COST_MICROS = "q_cost_micros"
+    # The planner's latest estimate of the job's end (ms, p50), whether its p90 is past the
+    # deadline now ('1'/'0'), and when it first was (ms; the job.deadline_at_risk event went out then, once).
+    ETA_MS = "eta_ms"
+    AT_RISK = "at_risk"
+    AT_RISK_MS = "risk_ms"
+
+
+# Per-model job-hash count (`model_field(model, MOVED)`): requests of the job the fallback mover
+# took off that model, for any reason; the planner counts them where they went.
+MOVED = "moved"
 
 
 class UsageField:
@@ -167,6 +183,11 @@ def staged_field(lane: str) -> str:
     return f"staged:{lane}"
 
 
+def turn_field(lane: str) -> str:
+    """Flow-hash field: the feed's turn count in the lane (whose turn goes to the earliest deadline)."""
+    return f"turn:{lane}"
+
+
 class Keys:
     """Key names for one prefix."""
 
@@ -228,6 +249,11 @@ class Keys:
         self.fallback_moves = f"{prefix}:fallback:moves"
         # Hash model -> JSON StartPhases (shared/models/start_phases.py) of the model's latest worker start.
         self.start_phases = f"{prefix}:models:start-phases"
+        # Hash model -> JSON ModelPlan (shared/planning/plan.py), written by the dispatcher each second.
+        self.plans = f"{prefix}:plan:models"
+        # Hash `<model>:<sum>` -> decayed sums of the model's finished results (busy time, tokens,
+        # characters), written by the collector: what a plan's speed is fitted on.
+        self.calibration = f"{prefix}:plan:calibration"
 
     def model_stream(self, model: str, lane: str) -> str:
         """What workers of `model` consume; the router keeps its backlog under the high watermark."""
@@ -253,6 +279,16 @@ class Keys:
     def staging_ring(self, model: str, lane: str) -> str:
         """List of the non-empty staging queues of a model and lane, served round-robin."""
         return f"{self.prefix}:ring:{model}:{lane}"
+
+    def urgent_queues(self, model: str, lane: str) -> str:
+        """Sorted set of the staging queues of a model and lane whose job has a deadline (score =
+        the deadline, ms): the feed serves the earliest first, three turns in four."""
+        return f"{self.prefix}:urgent:{model}:{lane}"
+
+    def quote_errors(self, model: str) -> str:
+        """List of JSON QuoteSample (newest first, at most 100): each finished job's quote against
+        what happened, for the jobs that named the model."""
+        return f"{self.prefix}:plan:errors:{model}"
 
     def flow(self, model: str) -> str:
         """Hash of a model's flow state: `unfinished` (accepted, no result yet), `staged:<lane>`

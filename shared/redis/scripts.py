@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 from shared.core.states import JOB_END_STATES, RUNNING_JOB_STATES, STOPPING_JOB_STATES, JobStatus, RequestStatus
 from shared.redis.keys import (
     LANES,
+    MOVED,
     REQUEST_DONE,
     REQUEST_REQUEUED,
     REQUEST_RUNNING,
@@ -33,6 +34,7 @@ from shared.redis.keys import (
     model_field,
     spend_field,
     staged_field,
+    turn_field,
 )
 
 _USES = "-- uses:"
@@ -76,6 +78,8 @@ def preamble() -> str:
             f"local A = {_names((k, v) for k, v in vars(AttemptField).items() if k.isupper())}",
             f"local LANE = {_names((lane.upper(), lane) for lane in LANES)}",
             f"local STAGED = {_names((lane, staged_field(lane)) for lane in LANES)}",
+            f"local TURN = {_names((lane, turn_field(lane)) for lane in LANES)}",
+            f"local MOVED = {_lua(MOVED)}",
             "local REQ_MARK = "
             + _names([("RUNNING", REQUEST_RUNNING), ("DONE", REQUEST_DONE), ("REQUEUED", REQUEST_REQUEUED)]),
             "local function model_field(model, name)"

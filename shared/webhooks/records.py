@@ -29,7 +29,7 @@ class WebhookCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     """Body of POST /v1/webhooks. `request.completed` is opt-in: one call per request."""
 
     url: WebhookUrl
-    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=6)] = msgspec.field(
         default_factory=lambda: list(DEFAULT_EVENTS)
     )
     description: Annotated[str, Meta(max_length=256)] = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
@@ -42,10 +43,26 @@ Priority = Literal["interactive", "batch"]
 # fallback chain (seconds); without a chain it has no effect.
 MaxQueueWait = Annotated[float, Meta(gt=0, le=86_400, description="seconds; needs a fallback chain")]
 # Why a request was served by a model other than the one it named (see docs/architecture.md).
-FallbackReason = Literal["unavailable", "max_queue_wait", "retries_exhausted", "budget_exceeded"]
+FallbackReason = Literal["unavailable", "max_queue_wait", "retries_exhausted", "budget_exceeded", "deadline"]
+# What happens to a job with a `deadline` that the plan says its models' own fleets will miss.
+DeadlineRisk = Literal["best_effort", "refuse", "spill"]
+# Unix seconds, or an RFC 3339 time with its offset (`2026-12-08T09:00:00Z`).
+Deadline = (
+    Annotated[int, Meta(ge=0, le=2**40, description="Unix seconds")]
+    | Annotated[dt.datetime, Meta(tz=True, description="RFC 3339, with its offset")]
+)
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
-EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "request.completed"]
-JOB_EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled", "job.expired")
+EventType = Literal[
+    "job.completed", "job.failed", "job.cancelled", "job.expired", "job.deadline_at_risk", "request.completed"
+]
+# What a job's own webhook gets unless it says otherwise: its end, and a warning that its deadline is at risk.
+JOB_EVENT_TYPES: tuple[EventType, ...] = (
+    "job.completed",
+    "job.failed",
+    "job.cancelled",
+    "job.expired",
+    "job.deadline_at_risk",
+)
 # scheme, host (a name or an IP literal), a port from 1 to 65535, no credentials, printable ASCII;
 # whether plain http is allowed is the server's setting (the document states it)
 _LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -70,7 +87,7 @@ class JobWebhook(Struct, forbid_unknown_fields=True, kw_only=True):
     """`webhook` of a job: an endpoint for that job's events only. `request.completed` is opt-in."""
 
     url: WebhookUrl
-    events: Annotated[list[EventType], Meta(min_length=1, max_length=5)] = msgspec.field(
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=6)] = msgspec.field(
         default_factory=lambda: list(JOB_EVENT_TYPES)
     )
 
@@ -158,6 +175,17 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     ] = {}
     # Signed callbacks for this job's events (see /v1/webhooks for endpoints that get every job's).
     webhook: JobWebhook | None = None
+    # When the job must be done by; the dispatcher serves it ahead of work without an earlier one
+    # and scales for it. `on_deadline_risk` says what happens when the plan says it will be late.
+    deadline: Deadline | None = None
+    on_deadline_risk: DeadlineRisk = "best_effort"
+
+
+class QuoteRequest(JobCreate, forbid_unknown_fields=True, kw_only=True):
+    """Body of POST /v1/jobs/quote: a POST /v1/jobs body, or `input_file_id` (an OpenAI batch
+    input file) with the batch's `completion_window`, `metadata` and deadline."""
+
+    input_file_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
 
 
 class RequestCounts(Struct, kw_only=True):
@@ -219,6 +247,12 @@ class Job(Struct, kw_only=True):
     usage: JobUsage
     metadata: dict[str, str]
     webhook: JobWebhookInfo | None = None
+    deadline: int | None = None  # Unix seconds
+    on_deadline_risk: DeadlineRisk | None = None  # set with a deadline
+    # When the plan says the job will finish (Unix seconds), from its models' measured throughput,
+    # the work ahead of it and their replicas; updated each second while the job runs.
+    estimated_completion_at: int | None = None
+    deadline_at_risk: bool | None = None  # with a deadline: the plan's finish is after it
 
 
 class JobList(Page[Job], kw_only=True):
@@ -416,6 +450,7 @@ class ModelInfo(Struct, kw_only=True):
     response_formats: list[ContractKind] = []
     # the latest worker start of the model, phase by phase (None until a worker served a request)
     start_phases: StartPhases | None = None
+    quote_error: QuoteError | None = None  # how wrong the quotes of its recent jobs were (None: none measured)
 
 
 class ModelList(Struct, kw_only=True):
@@ -483,6 +518,80 @@ class SinkList(Struct, kw_only=True):
     data: list[SinkInfo]
 
 
+class Timeline(Struct, kw_only=True):
+    """When a model's share of a job starts (its first result) and finishes, median and 90th
+    percentile, on a given number of replicas. Unix seconds."""
+
+    replicas: int
+    start_at: float
+    start_p90_at: float
+    finish_at: float
+    finish_p90_at: float
+
+
+class ModelQuote(Struct, kw_only=True):
+    """One model's share of a quoted job."""
+
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    # tokenizer: the model's own, counted here; learned: characters per token measured on the
+    # model's finished results; default: 4 characters per token (nothing measured yet)
+    prompt_tokens_from: Literal["tokenizer", "learned", "default"]
+    # learned: the share of max_tokens the model's results used; max_tokens: nothing measured yet
+    completion_tokens_from: Literal["learned", "max_tokens"]
+    busy_seconds: float  # worker busy time the requests will be charged, in all
+    cost: float  # USD, from the model's prices
+    ahead_requests: int  # requests of other jobs the model serves before this job's last one
+    calibrated_from: int  # results the model's busy time per request was measured on (0: none)
+    # on the replicas the autoscaler aims at now (one to be started, at zero); None: nothing measured yet
+    current: Timeline | None
+    at_max_replicas: Timeline | None  # on scaling.max_replicas (static fleets: the workers reading now)
+    replicas_needed: int | None = None  # with a deadline: the fewest replicas that meet it (p90)
+
+
+class Quote(Struct, kw_only=True):
+    """POST /v1/jobs/quote: what a job would take and cost if submitted now. Nothing is written."""
+
+    object: Literal["job.quote"] = "job.quote"
+    quoted_at: float
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float  # USD
+    current: Timeline | None  # the job as a whole: its last model's finish (None: a model has nothing measured)
+    at_max_replicas: Timeline | None
+    deadline: int | None = None
+    on_deadline_risk: DeadlineRisk | None = None
+    # whether the deadline holds: the p90 finish at the models' max_replicas is before it (None: no deadline)
+    feasible: bool | None = None
+    suggestions: list[str] = []  # what would make an infeasible deadline feasible
+    notes: list[str] = []  # what the estimate could not take into account
+    models: list[ModelQuote]
+
+
+class QuoteError(Struct, kw_only=True):
+    """How wrong the recent quotes of a model's jobs were: the quote made when each job was
+    accepted against what happened, relative errors (actual / quoted - 1)."""
+
+    jobs: int  # finished jobs measured (the latest, up to 100)
+    finish_error_p50: float | None  # of the time from acceptance to the job's end
+    finish_error_p90: float | None  # the 90th percentile of its absolute value
+    cost_error_p50: float | None
+    latest: list[QuoteSample] = []  # the newest few, newest first
+
+
+class QuoteSample(Struct, kw_only=True):
+    """One finished job's quote against what happened (which job is not shown: any tenant's)."""
+
+    at: int  # Unix seconds: when the job ended
+    quoted_s: float  # quoted time from acceptance to the end
+    actual_s: float
+    quoted_cost: float
+    actual_cost: float
+
+
 class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     message: str
     type: str
@@ -499,6 +608,8 @@ class ApiErrorBody(Struct, kw_only=True, omit_defaults=True):
     limit_usd: float | None = None
     spent_usd: float | None = None
     resets_at: int | None = None
+    # A deadline refusal (409 deadline_infeasible, on_deadline_risk = refuse): the quote.
+    quote: Quote | None = None
 
 
 class ApiError(Struct, kw_only=True):

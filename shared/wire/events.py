@@ -1,4 +1,5 @@
-"""The CloudEvents 1.0 documents inferq publishes: one per finished request, one per finished job.
+"""The CloudEvents 1.0 documents inferq publishes: one per finished request, one per finished job,
+and one when a job's deadline comes at risk.
 
 The collector's script writes them to the events stream as it records results (so an event exists
 exactly when its effect does); the SSE endpoint renders the same documents from a job's results.
@@ -19,7 +20,7 @@ SPECVERSION = "1.0"
 SOURCE = "/inferq"
 TYPE_PREFIX = "com.inferq."
 # Short names, used in webhooks and the events stream's `type` field; CloudEvents `type` adds the prefix.
-JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.expired")
+JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.expired", "job.deadline_at_risk")
 REQUEST_EVENTS = ("request.completed",)
 EVENT_TYPES = JOB_EVENTS + REQUEST_EVENTS
 # The states a job ends in, in the API's order.
@@ -31,7 +32,7 @@ else:
 JobEventType = Literal[
     "com.inferq.job.completed", "com.inferq.job.failed", "com.inferq.job.cancelled", "com.inferq.job.expired"
 ]
-__all__ = ["EventType", "JobEvent", "JobSummary", "RequestEvent"]
+__all__ = ["DeadlineRiskEvent", "EventType", "JobEvent", "JobSummary", "RequestEvent"]
 
 
 class JobSummary(Struct, kw_only=True):
@@ -67,6 +68,37 @@ class RequestEvent(Struct, kw_only=True):
     time: str
     datacontenttype: Literal["application/json"] = "application/json"
     data: ResultLine
+
+
+class DeadlineRisk(Struct, kw_only=True):
+    """`data` of a job.deadline_at_risk event: the plan's finish is past the job's deadline."""
+
+    id: str
+    object: Literal["job"] = "job"
+    deadline: int  # Unix seconds
+    estimated_completion_at: int  # Unix seconds, when the plan found it
+    on_deadline_risk: Literal["best_effort", "refuse", "spill"]
+    request_counts: RequestCounts  # when the plan found it
+    job_url: str  # relative to the API's base URL
+
+
+class DeadlineRiskEvent(Struct, kw_only=True):
+    """Sent once per job, the first time the planner finds its deadline at risk."""
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str  # <job id>.deadline_at_risk
+    source: str
+    type: Literal["com.inferq.job.deadline_at_risk"] = "com.inferq.job.deadline_at_risk"
+    subject: str  # the job id
+    time: str
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: DeadlineRisk
+
+
+def deadline_risk_json(risk: DeadlineRisk, time: str) -> bytes:
+    return msgspec.json.encode(
+        DeadlineRiskEvent(id=f"{risk.id}.deadline_at_risk", source=SOURCE, subject=risk.id, time=time, data=risk)
+    )
 
 
 def rfc3339_ms(ms: int) -> str:
@@ -115,10 +147,12 @@ def job_event_json(summary: JobSummary, time: str, ended_ms: int) -> bytes:
 
 def schema() -> dict:
     """JSON Schema of every event document (what docs/events.schema.json holds)."""
-    (job, req), components = msgspec.json.schema_components([JobEvent, RequestEvent], ref_template="#/$defs/{name}")
+    (job, req, risk), components = msgspec.json.schema_components(
+        [JobEvent, RequestEvent, DeadlineRiskEvent], ref_template="#/$defs/{name}"
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "inferq events (CloudEvents 1.0 JSON)",
-        "oneOf": [job, req],
+        "oneOf": [job, req, risk],
         "$defs": components,
     }

@@ -47,6 +47,7 @@ class IngestChunk(Struct, array_like=True):
 
     job_id: str
     items: list[tuple[str, str, bytes]]  # (model, lane, encoded InferenceRequest)
+    deadline_ms: int = 0  # the job's deadline (0: none): its staging queues are served first
 
 
 class DirectChunk(Struct, kw_only=True):
@@ -91,6 +92,10 @@ class ResultRecord(Struct, array_like=True):
     cost_micros: int = 0
     queued_ms: float = 0.0  # for the per-model figures (GET /v1/model-stats)
     inference_ms: float = 0.0
+    # what the planner measures tokens against (shared/planning/plan.py): the request's prompt
+    # characters and its max_tokens (0: not reported)
+    prompt_chars: int = 0
+    max_tokens: int = 0
 
 
 _line_encoder = msgspec.json.Encoder()
@@ -129,6 +134,13 @@ def result_record(job_id: str, line: ResultLine, busy_us: int = 0, cost_micros: 
         line.timings.queued_ms,
         line.timings.inference_ms,
     )
+
+
+def prompt_chars(req: InferenceRequest) -> int:
+    """The characters of a request's prompt, or of its messages' contents."""
+    if req.prompt is not None:
+        return len(req.prompt)
+    return sum(len(m.content) for m in req.messages or ())
 
 
 request_encoder = msgspec.msgpack.Encoder()

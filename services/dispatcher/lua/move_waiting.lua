@@ -17,7 +17,8 @@
 -- next in the same step, so a request is never in two places, never lost. A request of a job
 -- that is being stopped becomes the stop's drop notice instead; one of a finished job is removed.
 -- Counts moves per `<model> <next model> <reason>` and ends per `<model> - <reason>` in the
--- counter hash. Returns {moved, ended}.
+-- counter hash, and per job the requests moved off the model (its `m:<model>:moved`, which
+-- the planner reads). Returns {moved, ended}.
 local results, counter = KEYS[3], KEYS[4]
 local group, pf, xf, rf, reason, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local ops = cmsgpack.unpack(ARGV[7])
@@ -45,6 +46,7 @@ local function place(items, job, lane, to_queue, to_ring, to_flow)
     local out = {}
     for i, item in ipairs(items) do out[i] = moved(item, reason) end
     stage(KEYS[to_queue], KEYS[to_ring], KEYS[to_flow], lane, out)
+    redis.call('HINCRBY', KEYS[job], model_field(from, MOVED), #items)
     moved_n = moved_n + #items
   end
 end

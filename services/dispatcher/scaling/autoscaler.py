@@ -1,6 +1,9 @@
 """The autoscaling loop: every half second, per model, backlog → policy → backend, with the state
 and every change recorded in Redis for `GET /v1/models` and the scaling-events stream.
 
+The planner's deadline replicas (shared/planning/plan.py) are a floor: a model with deadline work
+waiting gets at least what its deadlines need, within max_replicas.
+
 Backlog is the model's accepted-but-unfinished count (staged in the router + unread in its streams
 + delivered and unacknowledged, both lanes): with flow control the streams themselves never hold
 more than the high watermark, so counting only them would cap the replica count.
@@ -27,6 +30,8 @@ from shared.catalog.spend import LimitStatus, read_reached
 from shared.core.errors import REDIS_UNAVAILABLE, TRANSIENT_REDIS_ERRORS
 from shared.models.flow import model_queues
 from shared.models.start_phases import read_all as read_start_phases
+from shared.planning import plan as plans
+from shared.planning.plan import PLAN_STALE_S
 from shared.redis.keys import Keys
 from shared.redis.outage import OUTAGE
 from shared.redis.streams import consumer_name
@@ -115,6 +120,7 @@ class Autoscaler:
         queues = await model_queues(self.r, self.keys, list(self.models.values()))
         reached = await read_reached(self.r, self.keys)
         starts = await read_start_phases(self.r, self.keys)
+        planned = await plans.read(self.r, self.keys, names)
         now = self.clock()
         for name in names:
             if name in starts:  # replicas start this far ahead of a growing backlog
@@ -125,8 +131,12 @@ class Autoscaler:
             # are still on their way through the ingest stream count from the first tick (its first
             # requests reach the lane stream at creation: counting only those scaled in two steps)
             backlog = max(q.queued + q.routed_unread + q.pending, q.unfinished)
+            plan = planned.get(name)
+            fresh = plan is not None and time.time() * 1000 - plan.at_ms < PLAN_STALE_S * 1000
             try:
-                await self._scale_one(name, backlog, now, _model_limit(reached, name))
+                await self._scale_one(
+                    name, backlog, now, _model_limit(reached, name), plan.deadline_replicas if fresh else 0
+                )
             except TimeoutError:
                 log.warning(
                     "autoscaler: %s backend gave no answer within %gs",
@@ -139,11 +149,13 @@ class Autoscaler:
             except Exception:  # a backend failure (Modal API down) must not stop scaling the other models
                 log.exception("autoscaler: scaling failed", extra={"model": name})
 
-    async def _scale_one(self, name: str, backlog: int, now: float, spent: LimitStatus | None = None) -> None:
+    async def _scale_one(
+        self, name: str, backlog: int, now: float, spent: LimitStatus | None = None, deadlines: int = 0
+    ) -> None:
         cfg = self.models[name]
         backend = self.backends[cfg.scaling.backend]
         current = await asyncio.wait_for(backend.replicas(name), self.call_timeout_s)
-        decision = self.policies[name].decide(now, backlog, current)
+        decision = self.policies[name].decide(now, backlog, current, deadlines)
         if spent is not None and decision.desired > current:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(spent.resets_at))
             decision = Decision(current, f"spend limit {spent.limit.name} reached: no new replicas until {when}")

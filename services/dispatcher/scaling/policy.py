@@ -51,23 +51,30 @@ class ScalePolicy:
             return c.min_replicas
         return max(c.min_replicas, min(c.max_replicas, math.ceil(backlog / c.target_per_replica)))
 
-    def decide(self, now: float, backlog: int, current: int) -> Decision:
+    def decide(self, now: float, backlog: int, current: int, deadlines: int = 0) -> Decision:
+        """`deadlines`: the replicas the deadlines waiting for the model need (the planner's,
+        within max_replicas); the recommendation is never below it."""
         c = self.config
         if backlog > 0:
             self._last_busy = now
-        if current == 0 and 0 < backlog < c.activation_backlog:
+        deadlines = min(deadlines, c.max_replicas) if backlog > 0 else 0
+        if current == 0 and 0 < backlog < c.activation_backlog and deadlines == 0:
             self._remember(now, 0)
             return Decision(
                 max(0, c.min_replicas), f"backlog {backlog} below the activation threshold {c.activation_backlog}"
             )
         ahead = self.projected(now, backlog)
         raw = self.recommend(ahead)
+        for_deadlines = deadlines > raw
+        raw = max(raw, deadlines)
         if backlog == 0 and current > 0 and c.min_replicas == 0:
             idle_for = now - self._last_busy if self._last_busy is not None else math.inf
             if idle_for < c.idle_cooldown_s:
                 raw = 1  # hold one worker until the cooldown has passed
         self._remember(now, raw)
         if raw > current:
+            if for_deadlines:
+                return Decision(raw, f"backlog {backlog}: up from {current} to {raw} to meet the deadlines waiting")
             grown = f", {ahead} expected in the {self.boot_s:g}s a replica takes to start" if ahead > backlog else ""
             return Decision(
                 raw,

@@ -12,24 +12,30 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from services.ingest.access import job_not_found, owned_job
+from services.ingest.batch_input import parse_batch_file
 from services.ingest.body import read_json
 from services.ingest.budget_check import budget_routes
 from services.ingest.deps import (
     JobListerDep,
     JobsDep,
+    KeysDep,
     LimitsDep,
     ModelLimitsDep,
     ModelsDep,
+    QuoterDep,
+    RedisDep,
     SettingsDep,
     TenantDep,
     WebhooksDep,
 )
-from services.ingest.errors.client import ApiException, over_capacity, replayed_job_expired
+from services.ingest.errors.client import ApiException, decode_body, over_capacity, replayed_job_expired
+from services.ingest.file_store import CONTENT_FIELD
 from services.ingest.job_listing import CURSOR_PATTERN, SCAN_PER_PAGE, JobFilter, parse_cursor
 from services.ingest.limits import tenant_limit_error
 from services.ingest.openapi import describe
 from services.ingest.paging import Limit
 from services.ingest.paths import JobId
+from services.ingest.quoting import quote_fields, refused
 from services.ingest.responses import as_json
 from services.ingest.submission import JobPlan, create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
@@ -46,7 +52,17 @@ from shared.core.pages import DEFAULT_LIMIT
 from shared.core.states import JobStatus
 from shared.ops import metrics
 from shared.webhooks.records import WebhookRecord
-from shared.wire.api import ApiError, Job, JobCreate, JobList, JobUsage, JobWebhookInfo, RequestCounts
+from shared.wire.api import (
+    ApiError,
+    Job,
+    JobCreate,
+    JobList,
+    JobUsage,
+    JobWebhookInfo,
+    Quote,
+    QuoteRequest,
+    RequestCounts,
+)
 from shared.wire.api import JobStatus as JobStatusName
 
 router = APIRouter()
@@ -61,7 +77,10 @@ _encoder = msgspec.json.Encoder()
     openapi_extra=describe.json_body(JobCreate),
     responses={
         202: describe.json_response(Job, "Accepted: every request is queued"),
-        409: describe.route_error("The Idempotency-Key was used with another body, or the job it created has expired"),
+        409: describe.route_error(
+            "The Idempotency-Key was used with another body, or the job it created has expired; or the job's"
+            " `deadline` cannot be met and `on_deadline_risk` is `refuse` (the body carries the quote)"
+        ),
         429: describe.OVER_CAPACITY,
         **describe.ERRORS,
     },
@@ -75,6 +94,7 @@ async def create_job(
     webhooks: WebhooksDep,
     limits: LimitsDep,
     tenant: TenantDep,
+    quoter: QuoterDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -91,9 +111,13 @@ async def create_job(
     idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
     if plan.webhook is not None:
         await checked_url(plan.webhook.url, settings, "webhook.url")
+    quote = await quoter.quote(plan)
+    if plan.on_deadline_risk == "refuse" and quote.feasible is False:
+        raise refused(quote)
     # the rate limit is charged only for a job that passed validation
     await limits.admit(tenant, sum(plan.model_totals.values()))
     hook, extra = await _job_webhook(webhooks, tenant, plan)
+    extra.update(quote_fields(quote, plan))
     job_id = await _write_job(jobs, webhooks, plan, settings, model_limits, tenant, hook, extra, idempotency)
     if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
         existing = await jobs.get(job_id)
@@ -163,6 +187,72 @@ async def _write_job(
         ) from None
 
 
+_quote_decoder = msgspec.json.Decoder(QuoteRequest)
+_QUOTE_FILE_FIELDS = ("completion_window", "metadata", "deadline", "on_deadline_risk", "priority")
+
+
+@router.post(
+    "/v1/jobs/quote",
+    response_class=Response,
+    summary="Quote a job: its finish and cost if submitted now",
+    description=(
+        "Takes the body of `POST /v1/jobs` (or `input_file_id`, an uploaded OpenAI batch input file, with the "
+        "batch's `completion_window`, `metadata` and `deadline`) and writes nothing. Per model and for the whole "
+        "job: requests, estimated tokens, when it starts and finishes (p50 and p90) on the replicas running now and "
+        "on the models' max_replicas, the cost from the models' prices, and with a `deadline`, whether it holds "
+        "(`feasible`) and what would make it hold."
+    ),
+    openapi_extra=describe.json_body(QuoteRequest),
+    responses={200: describe.json_response(Quote, "The quote"), **describe.ERRORS},
+)
+async def quote_job(
+    request: Request,
+    settings: SettingsDep,
+    models: ModelsDep,
+    r: RedisDep,
+    keys: KeysDep,
+    quoter: QuoterDep,
+    tenant: TenantDep,
+) -> Response:
+    body = await read_json(request, settings.max_body_bytes)
+    doc = decode_body(_quote_decoder, body)
+    if doc.input_file_id is not None:
+        body = await _file_job_body(r, keys, tenant, models, doc)
+    else:
+        fields = msgspec.structs.asdict(doc)
+        del fields["input_file_id"]
+        body = msgspec.json.encode(fields)
+    plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
+    return as_json(await quoter.quote(plan))
+
+
+async def _file_job_body(r, keys, tenant: str, models, doc: QuoteRequest) -> bytes:
+    """The POST /v1/jobs body an uploaded batch input file stands for, with the quote's options."""
+    if doc.requests is not None or doc.prompts is not None:
+        raise ApiException(
+            422, "input_file_id: give either an input file or `requests`/`prompts`, not both", field="input_file_id"
+        )
+    file_id = doc.input_file_id
+    assert file_id is not None
+    content = await r.hget(keys.file(file_id), CONTENT_FIELD)
+    if content is None or await r.zscore(keys.files_index(tenant), file_id) is None:
+        raise ApiException(404, f"input_file_id: no file {file_id!r}", type="not_found", field="input_file_id")
+    first = next((line for line in content.split(b"\n") if line.strip()), b"")
+    url = (msgspec.json.decode(first).get("url") if first.startswith(b"{") else None) or ""
+    if url not in ("/v1/chat/completions", "/v1/completions"):
+        raise ApiException(
+            422,
+            f"input_file_id: the file's first line names url {url!r}; a batch input file's lines POST to"
+            " /v1/chat/completions or /v1/completions",
+            field="input_file_id",
+        )
+    requests, line_of, errors = parse_batch_file(content, url, models)
+    if errors:
+        raise ApiException(422, f"input_file_id: {errors[0].message}", type=errors[0].code, field="input_file_id")
+    opts = msgspec.to_builtins(doc)
+    return msgspec.json.encode({"requests": requests, **{k: opts[k] for k in _QUOTE_FILE_FIELDS if k in opts}})
+
+
 def _accepted(plan: JobPlan, hook: WebhookRecord | None) -> Job:
     """The job as it is the moment it is accepted: every request queued."""
     total = sum(plan.model_totals.values())
@@ -177,6 +267,8 @@ def _accepted(plan: JobPlan, hook: WebhookRecord | None) -> Job:
         usage=JobUsage(),
         metadata=plan.metadata,
         webhook=JobWebhookInfo(id=hook.id, url=hook.url, events=hook.events, secret=hook.secret) if hook else None,
+        deadline=plan.deadline_ms // 1000 if plan.deadline_ms else None,
+        on_deadline_risk=plan.on_deadline_risk if plan.deadline_ms else None,  # type: ignore[arg-type]
     )
 
 

@@ -24,6 +24,7 @@ from services.ingest.deps import (
     LimitsDep,
     ModelLimitsDep,
     ModelsDep,
+    QuoterDep,
     RedisDep,
     SettingsDep,
     TenantDep,
@@ -45,6 +46,7 @@ from services.ingest.openai_batch import (
 from services.ingest.openapi import describe
 from services.ingest.paging import AfterBatch, AfterFile, Limit
 from services.ingest.paths import BatchId, FileId
+from services.ingest.quoting import quote_fields, refused
 from services.ingest.responses import as_json
 from services.ingest.submission import JobPlan, create_planned, plan_job
 from shared.core.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
@@ -312,6 +314,7 @@ async def create_batch(
     jobs: JobsDep,
     limits: LimitsDep,
     tenant: TenantDep,
+    quoter: QuoterDep,
 ) -> Response:
     create = decode_body(_create_dec, await read_json(request, MAX_CREATE_BYTES))
     content = await r.hget(keys.file(create.input_file_id), CONTENT_FIELD)  # type: ignore[misc]
@@ -322,12 +325,18 @@ async def create_batch(
     plan = None
     if not errors:
         plan, errors = await _plan(r, keys, models, settings, tenant, create, requests, line_of)
+    quoted: dict[str, str] = {}
+    if plan is not None:
+        quote = await quoter.quote(plan)
+        if plan.on_deadline_risk == "refuse" and quote.feasible is False:
+            raise refused(quote)
+        quoted = quote_fields(quote, plan)
     record = _batch_record(create, now, plan, len(requests), errors)
     if plan is not None:
         await limits.admit(tenant, len(requests))
     await _save_record(r, keys, settings, tenant, record, now)
     if plan is not None:
-        await _create_job(r, keys, jobs, settings, model_limits, tenant, record, plan)
+        await _create_job(r, keys, jobs, settings, model_limits, tenant, record, plan, quoted)
     return as_json(await _view(jobs, record))
 
 
@@ -344,7 +353,12 @@ async def _plan(
     """The job of a valid file, or the error of the line that makes it invalid (as OpenAI names
     lines, not request indexes)."""
     job_body = msgspec.json.encode(
-        {"requests": requests, "completion_window": create.completion_window, "metadata": create.metadata or {}}
+        {
+            "requests": requests,
+            "completion_window": create.completion_window,
+            "metadata": create.metadata or {},
+            **_deadline_of(create),
+        }
     )
     try:
         budgets = await budget_routes(r, keys, models, tenant)
@@ -353,6 +367,19 @@ async def _plan(
         line = line_of[exc.body.index] if exc.body.index is not None else None
         message = exc.body.message.replace(f"requests[{exc.body.index}]", f"line {line}") if line else exc.body.message
         return None, [BatchError(code=exc.body.type, message=message, line=line)]
+
+
+def _deadline_of(create: BatchCreate) -> dict:
+    """The batch's deadline options: its own fields, else `metadata` keys of the same names."""
+    meta = create.metadata or {}
+    out: dict = {}
+    deadline = create.deadline if create.deadline is not None else meta.get("deadline")
+    if deadline is not None:
+        out["deadline"] = int(deadline) if isinstance(deadline, str) and deadline.isdigit() else deadline
+    risk = create.on_deadline_risk or meta.get("on_deadline_risk")
+    if risk is not None:
+        out["on_deadline_risk"] = risk
+    return out
 
 
 def _batch_record(create: BatchCreate, now: int, plan: JobPlan | None, total: int, errors: list[BatchError]) -> Batch:
@@ -403,10 +430,11 @@ async def _create_job(
     tenant: str,
     record: Batch,
     plan: JobPlan,
+    extra: dict[str, str],
 ) -> None:
     """The batch's job; a job that is not created takes its batch record with it."""
     try:
-        await create_planned(jobs, plan, settings, model_limits, tenant)
+        await create_planned(jobs, plan, settings, model_limits, tenant, extra=extra)
     except REDIS_UNAVAILABLE as exc:  # answered 503; a batch whose job Redis refused is not listed
         if redis_refused(exc):
             with contextlib.suppress(*REDIS_UNAVAILABLE):  # if this fails too, it shows as failed
