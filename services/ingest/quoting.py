@@ -21,9 +21,9 @@ from services.ingest.errors.client import ApiException
 from services.ingest.submission import Demand, JobPlan
 from services.ingest.token_counts import TokenCounter
 from shared.catalog.models import ModelConfig, ModelsConfig
-from shared.catalog.pricing import cost_micros
+from shared.catalog.pricing import hourly_price
 from shared.planning import plan as plans
-from shared.planning.plan import DEFAULT_CHARS_PER_TOKEN, PLAN_STALE_S, ModelPlan
+from shared.planning.plan import DEFAULT_CHARS_PER_TOKEN, PLAN_STALE_S, ModelPlan, Speed
 from shared.planning.schedule import QueuedWork, replicas_for
 from shared.planning.timing import PlanTiming
 from shared.redis.keys import JobField, Keys
@@ -74,9 +74,10 @@ class Quoter:
         completion = round(d.max_tokens * (ratio if ratio is not None else 1.0))
         per_request_s = speed.request_s(completion / d.requests)
         busy_s = per_request_s * d.requests if speed.calibrated_from else 0.0
-        cost = cost_micros(cfg, round(busy_s * 1e6), prompt_tokens + completion)
+        cost = _billed(cfg, speed, busy_s, prompt_tokens + completion)
         work = QueuedWork(QUOTED, job.priority, job.deadline_ms, d.requests)
         timing = PlanTiming(plan)
+        job_s, one_s = speed.replica_s(busy_s), speed.replica_s(per_request_s)  # what time is made of
         first = QueuedWork(QUOTED, job.priority, job.deadline_ms, 1)
         current = max(timing.target, 1 if plan.max_replicas > 0 else 0)
         quote = ModelQuote(
@@ -88,16 +89,38 @@ class Quoter:
             completion_tokens_from="learned" if ratio is not None else "max_tokens",
             busy_seconds=round(busy_s, 3),
             cost=round(cost / 1e6, 6),
-            ahead_requests=_ahead(timing, work, busy_s),
+            ahead_requests=_ahead(timing, work, job_s),
             calibrated_from=speed.calibrated_from,
-            current=_timeline(timing, work, first, busy_s, per_request_s, current, now_s),
-            at_max_replicas=_timeline(timing, work, first, busy_s, per_request_s, plan.max_replicas, now_s),
+            current=_timeline(timing, work, first, job_s, one_s, current, now_s),
+            at_max_replicas=_timeline(timing, work, first, job_s, one_s, plan.max_replicas, now_s),
         )
         if job.deadline_ms and timing.backlog is not None:
             within = job.deadline_ms / 1000 - now_s
-            before = timing.backlog.before(work, busy_s) * (1 + plan.spread)
+            before = timing.backlog.before(work, job_s) * (1 + plan.spread)
             quote.replicas_needed = replicas_for(before, within, plan.replicas, plan.boot_s, MOST_REPLICAS)
         return quote
+
+
+def _billed(cfg: ModelConfig, speed: Speed, busy_s: float, tokens: int) -> float:
+    """Micro-dollars the job will be billed: its busy time and tokens at the model's prices,
+    scaled as the model's results were billed against the same prices (each request's charge is
+    rounded to the micro-dollar, which matters where a request costs only a few)."""
+    exact = _exact_micros(cfg, busy_s, tokens)
+    measured = _exact_micros(cfg, speed.billed_busy_s, speed.billed_tokens)
+    if speed.billed_micros > 0 and measured > 0:
+        return exact * speed.billed_micros / measured
+    return exact
+
+
+def _exact_micros(cfg: ModelConfig, busy_s: float, tokens: float) -> float:
+    """shared/catalog/pricing.py's cost, unrounded."""
+    total = 0.0
+    per_hour = hourly_price(cfg)
+    if per_hour is not None:
+        total += per_hour * busy_s * 1e6 / 3600.0
+    if cfg.price_per_million_tokens is not None:
+        total += cfg.price_per_million_tokens * tokens
+    return total
 
 
 def _empty_plan(cfg: ModelConfig, now_s: float) -> ModelPlan:
@@ -113,25 +136,26 @@ def _empty_plan(cfg: ModelConfig, now_s: float) -> ModelPlan:
     )
 
 
-def _ahead(timing: PlanTiming, work: QueuedWork, busy_s: float) -> int:
+def _ahead(timing: PlanTiming, work: QueuedWork, job_s: float) -> int:
     """Requests of other jobs the model serves before the job's last one."""
     if timing.backlog is None:
         return 0
-    return max(0, round((timing.backlog.before(work, busy_s) - busy_s) / timing.per_s))
+    return max(0, round((timing.backlog.before(work, job_s) - job_s) / timing.per_s))
 
 
 def _timeline(
     timing: PlanTiming,
     work: QueuedWork,
     first: QueuedWork,
-    busy_s: float,
-    per_s: float,
+    job_s: float,
+    one_s: float,
     replicas: int,
     now_s: float,
 ) -> Timeline | None:
+    """When the job's share starts and finishes on `replicas` (its work in replica seconds)."""
     plan = timing.plan
-    finish = timing.finish_s(work, busy_s, replicas)
-    start = timing.finish_s(first, per_s, replicas, extra_s=plan.in_flight * timing.per_s)
+    finish = timing.finish_s(work, job_s, replicas)
+    start = timing.finish_s(first, one_s, replicas, extra_s=plan.in_flight * timing.per_s)
     if finish is None or start is None:
         return None
     spread = 1 + plan.spread

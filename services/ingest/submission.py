@@ -68,7 +68,6 @@ def plan_job(
     job_id = new_job_id()
     created_ms = int(time.time() * 1000)
     seen: dict[str, int] = {}  # custom_id -> the index that used it first
-    model_totals: dict[str, int] = {}
     encoded: list[tuple[str, str, bytes]] = []
     terms = _Contracts(doc.response_format, field, models)
     expires_ms = created_ms + _window_ms(doc.completion_window)
@@ -96,16 +95,8 @@ def plan_job(
             contract=terms.of(item, where, i),
         )
         encoded.append(_encoded(req, lane, budgets))
-        model_totals[item.model] = model_totals.get(item.model, 0) + 1
-        d = demand.get(item.model)
-        if d is None:
-            d = demand[item.model] = Demand(texts=[])
-        text = prompt if prompt is not None else "\n".join(m.content for m in messages or ())
-        d.requests += 1
-        d.prompt_chars += len(text)
-        d.max_tokens += max_tokens
-        d.texts.append(text)
-    chunks = _chunks(job_id, encoded, models, deadline)
+        _add_demand(demand, req)
+    model_totals = {m: d.requests for m, d in demand.items()}
     _check_backlogs(model_totals, models, field)
     return JobPlan(
         job_id=job_id,
@@ -114,7 +105,7 @@ def plan_job(
         priority=doc.priority,
         model_totals=model_totals,
         metadata=doc.metadata,
-        chunks=chunks,
+        chunks=_chunks(job_id, encoded, models, deadline),
         webhook=doc.webhook,
         routes=reachable(models, {model for model, _, _ in encoded} | set(model_totals)),
         contracts=terms.stored,
@@ -122,6 +113,17 @@ def plan_job(
         on_deadline_risk=doc.on_deadline_risk if deadline else "best_effort",
         demand=demand,
     )
+
+
+def _add_demand(demand: dict[str, Demand], req: InferenceRequest) -> None:
+    d = demand.get(req.model)
+    if d is None:
+        d = demand[req.model] = Demand(texts=[])
+    text = req.prompt if req.prompt is not None else "\n".join(m.content for m in req.messages or ())
+    d.requests += 1
+    d.prompt_chars += len(text)
+    d.max_tokens += req.params.max_tokens
+    d.texts.append(text)
 
 
 def _deadline_ms(doc: JobCreate, created_ms: int, expires_ms: int) -> int:

@@ -4,8 +4,9 @@ scan of the jobs; the autoscaler reads the replicas its deadlines need.
 
 Speed is measured, not configured: a request's charged busy time (services/inference/busy_clock.py)
 is fitted per model as `busy_base_s + busy_per_token_s * completion_tokens` on the model's recent
-results, so the same figures give time (a replica does one busy second per second) and cost (busy
-time at the model's price). Tokens per character and per max_tokens are measured the same way.
+results; that is its cost (busy time at the model's price). Its time is the same busy time over
+the replicas and their measured utilization (busy seconds per replica-second while work waited).
+Tokens per character and per max_tokens are measured on the results too.
 """
 
 from __future__ import annotations
@@ -30,17 +31,36 @@ class Speed(Struct, kw_only=True):
 
     busy_base_s: float = 0.0
     busy_per_token_s: float = 0.0
-    calibrated_from: int = 0  # results measured (decayed count); 0: nothing yet
+    calibrated_from: int = 0  # results measured, ever; 0: nothing yet (the fit weighs the latest most)
     chars_per_token: float | None = None  # prompt characters per prompt token
     completion_ratio: float | None = None  # completion tokens / max_tokens
     mean_completion_tokens: float | None = None
+    # busy seconds a replica is charged per second while work waits for it (measured by the
+    # planner): below 1 when something before the engine (feeding, reads, publishing) leaves
+    # its slots idle at times, so a job's wall time is its busy time / (replicas * utilization)
+    utilization: float = 1.0
+    # what the model's results were billed, per request (each rounded to the micro-dollar), and
+    # the busy seconds and tokens it was billed for: quotes bill the same way
+    billed_micros: float = 0.0
+    billed_busy_s: float = 0.0
+    billed_tokens: float = 0.0
 
     def request_s(self, completion_tokens: float) -> float:
+        """Busy seconds one request is charged (what its cost is made of)."""
         return self.busy_base_s + self.busy_per_token_s * completion_tokens
 
     @property
     def mean_request_s(self) -> float:
         return self.request_s(self.mean_completion_tokens or 0.0)
+
+    def replica_s(self, busy_s: float) -> float:
+        """The replica seconds `busy_s` busy seconds take (what time is made of)."""
+        return busy_s / max(self.utilization, 0.05)
+
+    @property
+    def mean_replica_s(self) -> float:
+        """Replica seconds per request, at the mean completion."""
+        return self.replica_s(self.mean_request_s)
 
 
 class ModelPlan(Struct, kw_only=True):

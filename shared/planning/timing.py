@@ -15,7 +15,7 @@ class PlanTiming:
 
     def __init__(self, plan: ModelPlan) -> None:
         self.plan = plan
-        self.per_s = plan.speed.mean_request_s
+        self.per_s = plan.speed.mean_replica_s  # replica seconds per request of the queued work
         self.known = plan.speed.calibrated_from > 0 and self.per_s > 0
         self.backlog = Backlog(plan.work, self.per_s) if self.known else None
         most = max(plan.max_replicas, plan.replicas)
@@ -24,9 +24,9 @@ class PlanTiming:
     def finish_s(
         self, w: QueuedWork, job_s: float | None = None, replicas: int | None = None, extra_s: float = 0.0
     ) -> float | None:
-        """Seconds from the plan's time until `w` is done (its work `job_s`, by default its
-        requests at the model's mean), on `replicas` (default: the plan's target), with `extra_s`
-        more busy seconds served first."""
+        """Seconds from the plan's time until `w` is done (its work `job_s` in replica seconds,
+        by default its requests at the model's mean), on `replicas` (default: the plan's target),
+        with `extra_s` more replica seconds served first."""
         if self.backlog is None:
             return None
         own = w.requests * self.per_s if job_s is None else job_s

@@ -249,11 +249,6 @@ class Keys:
         self.fallback_moves = f"{prefix}:fallback:moves"
         # Hash model -> JSON StartPhases (shared/models/start_phases.py) of the model's latest worker start.
         self.start_phases = f"{prefix}:models:start-phases"
-        # Hash model -> JSON ModelPlan (shared/planning/plan.py), written by the dispatcher each second.
-        self.plans = f"{prefix}:plan:models"
-        # Hash `<model>:<sum>` -> decayed sums of the model's finished results (busy time, tokens,
-        # characters), written by the collector: what a plan's speed is fitted on.
-        self.calibration = f"{prefix}:plan:calibration"
 
     def model_stream(self, model: str, lane: str) -> str:
         """What workers of `model` consume; the router keeps its backlog under the high watermark."""
@@ -279,6 +274,17 @@ class Keys:
     def staging_ring(self, model: str, lane: str) -> str:
         """List of the non-empty staging queues of a model and lane, served round-robin."""
         return f"{self.prefix}:ring:{model}:{lane}"
+
+    @property
+    def plans(self) -> str:
+        """Hash model -> JSON ModelPlan (shared/planning/plan.py), written by the dispatcher each second."""
+        return f"{self.prefix}:plan:models"
+
+    @property
+    def calibration(self) -> str:
+        """Hash `<model>:<n>` -> decayed sums of the model's finished results (busy time, tokens,
+        characters), written by the collector: what a plan's speed is fitted on."""
+        return f"{self.prefix}:plan:calibration"
 
     def urgent_queues(self, model: str, lane: str) -> str:
         """Sorted set of the staging queues of a model and lane whose job has a deadline (score =

@@ -18,9 +18,12 @@ from shared.redis.keys import Keys
 from shared.wire.messages import ResultRecord
 
 HALF_LIFE = 5000  # results: older results weigh half as much after this many newer ones
-# the sums, in the order the script stores them (fields `<model>:1`...)
-N, X, Y, XX, XY, CHARS, PROMPT, MAXT, COMPL = range(9)
-WIDTH = 9
+# the sums, in the order the script stores them (fields `<model>:1`...): results, completion
+# tokens, busy seconds, their squares and products, prompt characters and tokens, max_tokens and
+# the completion tokens of those that reported it, micro-dollars billed, all tokens
+N, X, Y, XX, XY, CHARS, PROMPT, MAXT, COMPL, BILLED, TOKENS = range(11)
+WIDTH = 11
+UTILIZATION = "utilization"  # field `<model>:utilization`, written by the planner
 
 
 class CalibrationTally:
@@ -47,6 +50,8 @@ class CalibrationTally:
         if rec.max_tokens > 0:
             s[MAXT] += rec.max_tokens
             s[COMPL] += x
+        s[BILLED] += rec.cost_micros
+        s[TOKENS] += rec.prompt_tokens + rec.completion_tokens
 
     def merge(self, other: CalibrationTally) -> None:
         for model, sums in other.models.items():
@@ -64,23 +69,38 @@ class Calibration:
     async def add(self, tally: CalibrationTally) -> None:
         if not tally.models:
             return
-        args: list = [HALF_LIFE, WIDTH]
+        args: list = [HALF_LIFE, WIDTH, Y + 1]
         for model, sums in tally.models.items():
             args += [model, sums[N], *sums]
         await self._add(keys=[self.keys.calibration], args=args)
         tally.models.clear()
 
-    async def speeds(self, models: list[str]) -> dict[str, Speed]:
-        """Every model's fitted speed (a model with nothing measured gets an empty Speed)."""
+    async def speeds(self, models: list[str]) -> tuple[dict[str, Speed], dict[str, float]]:
+        """Every model's fitted speed (a model with nothing measured gets an empty Speed), and
+        the busy seconds its results were charged, ever."""
         if not models:
-            return {}
-        fields = [f"{m}:{i + 1}" for m in models for i in range(WIDTH)]
+            return {}, {}
+        extra = ("count", "busy", UTILIZATION)
+        width = WIDTH + len(extra)
+        fields = [f for m in models for f in (*(f"{m}:{i + 1}" for i in range(WIDTH)), *(f"{m}:{e}" for e in extra))]
         raw = await self.r.hmget(self.keys.calibration, fields)  # type: ignore[misc]
-        out: dict[str, Speed] = {}
+        speeds: dict[str, Speed] = {}
+        busy: dict[str, float] = {}
         for n, model in enumerate(models):
-            sums = [float(v) if v is not None else 0.0 for v in raw[n * WIDTH : (n + 1) * WIDTH]]
-            out[model] = fit(sums)
-        return out
+            row = raw[n * width : (n + 1) * width]
+            speed = fit([float(v) if v is not None else 0.0 for v in row[:WIDTH]])
+            count, spent, utilization = row[WIDTH:]
+            if speed.calibrated_from:
+                speed.calibrated_from = int(count or 0)
+            if utilization is not None:
+                speed.utilization = float(utilization)
+            speeds[model] = speed
+            busy[model] = float(spent or 0)
+        return speeds, busy
+
+    async def save_utilization(self, values: dict[str, float]) -> None:
+        if values:
+            await self.r.hset(self.keys.calibration, mapping={f"{m}:{UTILIZATION}": v for m, v in values.items()})  # type: ignore[misc]
 
 
 def fit(s: list[float]) -> Speed:
@@ -99,8 +119,11 @@ def fit(s: list[float]) -> Speed:
     return Speed(
         busy_base_s=base,
         busy_per_token_s=slope,
-        calibrated_from=round(n),
+        calibrated_from=max(1, round(n)),  # the caller puts the undecayed count here
         chars_per_token=s[CHARS] / s[PROMPT] if s[PROMPT] > 0 else None,
         completion_ratio=min(1.0, s[COMPL] / s[MAXT]) if s[MAXT] > 0 else None,
         mean_completion_tokens=mx,
+        billed_micros=s[BILLED] / n,
+        billed_busy_s=my,
+        billed_tokens=s[TOKENS] / n,
     )

@@ -41,6 +41,7 @@ log = logging.getLogger("inferq.planner")
 MAX_JOBS = 2000
 DEFAULT_BOOT_S = 10.0  # a replica's start before one was measured (shared/models/start_phases.py)
 SPREAD_EVERY_S = 10.0  # how often the measured quote errors are read again
+UTILIZATION_SMOOTHING = 0.2  # weight of the newest utilization sample (one per tick)
 _HEAD = [
     JobField.ID,
     JobField.STATUS,
@@ -104,12 +105,15 @@ class Planner:
         self._mark = scripts.register(r, __name__, "mark_plan")
         self._spreads: dict[str, float] = {}
         self._spreads_at = -math.inf
+        self._busy_seen: dict[str, tuple[float, float, int]] = {}  # model -> (monotonic s, busy s ever, replicas)
+        self._backlogged: set[str] = set()  # models whose last plan had work enough to fill every replica
 
     async def tick(self, now_ms: int, queues: dict[str, ModelQueue]) -> PlanTick:
         names = list(self.models.models)
         jobs = await self._jobs()
         fleets = await self._fleets(queues)
-        speeds = await self.calibration.speeds(names)
+        speeds, busy = await self.calibration.speeds(names)
+        await self._measure_utilization(speeds, busy, fleets)
         await self._read_spreads(names)
         spills = self._spills(now_ms, jobs, fleets, speeds)
         for s in spills:  # planned as moved: what the own fleet keeps, and where the rest goes
@@ -118,6 +122,11 @@ class Planner:
             chain = self.models.models[s.model].fallback
             job.away[chain[0]] = job.away.get(chain[0], 0) + s.requests
         model_plans = self._plans(now_ms, jobs, fleets, speeds, queues)
+        self._backlogged = {
+            name
+            for name, p in model_plans.items()
+            if sum(w.requests for w in p.work) >= 2 * max(1, p.replicas) * (self.models.models[name].max_inflight or 1)
+        }
         fired = await self._mark_jobs(now_ms, jobs, model_plans)
         await plans.publish(self.r, self.keys, model_plans.values())
         return PlanTick(plans=model_plans, spills=spills, fired=fired)
@@ -210,6 +219,27 @@ class Planner:
             )
         return out
 
+    async def _measure_utilization(
+        self, speeds: dict[str, Speed], busy: dict[str, float], fleets: dict[str, Fleet]
+    ) -> None:
+        """Busy seconds per replica-second over the last tick, for each model that had work for
+        every slot of every replica throughout it on the same replicas; smoothed, and kept."""
+        now = time.monotonic()
+        measured: dict[str, float] = {}
+        for name, speed in speeds.items():
+            replicas = fleets[name].current
+            seen = self._busy_seen.get(name)
+            self._busy_seen[name] = (now, busy[name], replicas)
+            if seen is None or name not in self._backlogged or replicas <= 0 or seen[2] != replicas:
+                continue
+            dt = now - seen[0]
+            if dt <= 0.2:
+                continue
+            sample = min(1.0, max(0.0, (busy[name] - seen[1]) / (replicas * dt)))
+            speed.utilization = (1 - UTILIZATION_SMOOTHING) * speed.utilization + UTILIZATION_SMOOTHING * sample
+            measured[name] = speed.utilization
+        await self.calibration.save_utilization(measured)
+
     async def _read_spreads(self, names: list[str]) -> None:
         now = time.monotonic()
         if now - self._spreads_at < SPREAD_EVERY_S:
@@ -237,7 +267,7 @@ class Planner:
             for model, n in j.own.items():
                 cfg = self.models.models[model]
                 speed, fleet = speeds[model], fleets[model]
-                per_s = speed.mean_request_s
+                per_s = speed.mean_replica_s
                 if n <= 0 or not cfg.fallback or speed.calibrated_from == 0 or per_s <= 0:
                     continue
                 if model not in backlogs:
@@ -327,7 +357,7 @@ def _deadline_replicas(
 ) -> int:
     """The fewest replicas that finish every deadline job on the model by its deadline (p90);
     its max_replicas when some cannot be met at all."""
-    per_s = speed.mean_request_s
+    per_s = speed.mean_replica_s
     if speed.calibrated_from == 0 or per_s <= 0 or cfg.scaling.backend == "static":
         return 0
     backlog = Backlog(work, per_s)

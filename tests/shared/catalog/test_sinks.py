@@ -27,6 +27,7 @@ def test_defaults():
     assert b.subjects() == [
         "inferq.job.cancelled",
         "inferq.job.completed",
+        "inferq.job.deadline_at_risk",
         "inferq.job.expired",
         "inferq.job.failed",
         "inferq.request.completed",
