@@ -28,11 +28,23 @@ end
 -- `per` requests to an entry: `emit(items)` with each turn's requests (all of one job), which adds
 -- them as ceil(#items / per) entries. Of every DEADLINE_TURNS + 1 turns, DEADLINE_TURNS go to the
 -- queue of `urgent` (queue -> deadline ms) with the earliest deadline, and the other goes
--- round-robin over the ring, every queue in turn (those with a deadline too), so work without a
--- deadline keeps a share and is never starved. The turn count lives in the flow hash (`turn_field`),
+-- round-robin over the ring's queues without a deadline (all of them, when none is without one),
+-- so work without a deadline keeps a fourth and is never starved. The turn count lives in the flow hash (`turn_field`),
 -- so the share holds across calls of any size. `urgent` members whose queue is gone are dropped as
 -- they are met, and the whole set once the ring is empty. Returns how many requests were taken.
 local DEADLINE_TURNS = 3
+
+-- The ring's next queue without a deadline (the ones passed over keep their place at the back),
+-- or, when every queue in it has one, its next queue.
+local function plain_turn(ring, urgent, live)
+  for _ = 1, live do
+    local q = redis.call('LPOP', ring)
+    if not redis.call('ZSCORE', urgent, q) then return q end
+    redis.call('RPUSH', ring, q)
+  end
+  return redis.call('LPOP', ring)  -- every queue has one: after a full turn, the first again
+end
+
 local function take_turns(ring, urgent, flow, lane, budget, quantum, per, emit)
   local moved = 0
   local live = redis.call('LLEN', ring)
@@ -49,7 +61,7 @@ local function take_turns(ring, urgent, flow, lane, budget, quantum, per, emit)
       q = head
     end
     local from_ring = q == nil
-    if from_ring then q = redis.call('LPOP', ring) end
+    if from_ring then q = plain_turn(ring, urgent, live) end
     local items = redis.call('LPOP', q, math.min(quantum, budget * per))
     if items then
       emit(items)
