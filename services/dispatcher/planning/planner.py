@@ -41,7 +41,9 @@ log = logging.getLogger("inferq.planner")
 MAX_JOBS = 2000
 DEFAULT_BOOT_S = 10.0  # a replica's start before one was measured (shared/models/start_phases.py)
 SPREAD_EVERY_S = 10.0  # how often the measured quote errors are read again
-UTILIZATION_SMOOTHING = 0.2  # weight of the newest utilization sample (one per tick)
+UTILIZATION_KEEP = 0.95  # what a tick keeps of the utilization sums before adding its own
+UTILIZATION_PRIOR_S = 5.0  # replica-seconds the kept utilization weighs when the planner starts
+FULL_TIMES = 4  # a model is full while its unfinished requests fill its slots this many times
 _HEAD = [
     JobField.ID,
     JobField.STATUS,
@@ -106,6 +108,7 @@ class Planner:
         self._spreads: dict[str, float] = {}
         self._spreads_at = -math.inf
         self._busy_seen: dict[str, tuple[float, float, int]] = {}  # model -> (monotonic s, busy s ever, replicas)
+        self._utilization: dict[str, list[float]] = {}  # model -> decayed [busy s, replica s]
         self._backlogged: set[str] = set()  # models whose last plan had work enough to fill every replica
 
     async def tick(self, now_ms: int, queues: dict[str, ModelQueue]) -> PlanTick:
@@ -113,7 +116,9 @@ class Planner:
         jobs = await self._jobs()
         fleets = await self._fleets(queues)
         speeds, busy = await self.calibration.speeds(names)
-        await self._measure_utilization(speeds, busy, fleets)
+        backlogged = self._full(jobs, fleets)
+        await self._measure_utilization(speeds, busy, fleets, backlogged)
+        self._backlogged = backlogged
         await self._read_spreads(names)
         spills = self._spills(now_ms, jobs, fleets, speeds)
         for s in spills:  # planned as moved: what the own fleet keeps, and where the rest goes
@@ -122,11 +127,6 @@ class Planner:
             chain = self.models.models[s.model].fallback
             job.away[chain[0]] = job.away.get(chain[0], 0) + s.requests
         model_plans = self._plans(now_ms, jobs, fleets, speeds, queues)
-        self._backlogged = {
-            name
-            for name, p in model_plans.items()
-            if sum(w.requests for w in p.work) >= 2 * max(1, p.replicas) * (self.models.models[name].max_inflight or 1)
-        }
         fired = await self._mark_jobs(now_ms, jobs, model_plans)
         await plans.publish(self.r, self.keys, model_plans.values())
         return PlanTick(plans=model_plans, spills=spills, fired=fired)
@@ -220,23 +220,27 @@ class Planner:
         return out
 
     async def _measure_utilization(
-        self, speeds: dict[str, Speed], busy: dict[str, float], fleets: dict[str, Fleet]
+        self, speeds: dict[str, Speed], busy: dict[str, float], fleets: dict[str, Fleet], backlogged: set[str]
     ) -> None:
-        """Busy seconds per replica-second over the last tick, for each model that had work for
-        every slot of every replica throughout it on the same replicas; smoothed, and kept."""
+        """Busy seconds per replica-second, over the ticks in which the model had work for every
+        slot of every replica at both ends, on the same replicas: decayed sums of both (so a long
+        interval weighs more than a short one, and one odd second does not swing it), kept."""
         now = time.monotonic()
         measured: dict[str, float] = {}
         for name, speed in speeds.items():
             replicas = fleets[name].current
             seen = self._busy_seen.get(name)
             self._busy_seen[name] = (now, busy[name], replicas)
-            if seen is None or name not in self._backlogged or replicas <= 0 or seen[2] != replicas:
+            sums = self._utilization.get(name)
+            if sums is None:  # what was kept, as if measured over UTILIZATION_PRIOR_S
+                sums = self._utilization[name] = [speed.utilization * UTILIZATION_PRIOR_S, UTILIZATION_PRIOR_S]
+            speed.utilization = sums[0] / sums[1]
+            full = name in backlogged and name in self._backlogged
+            if seen is None or not full or replicas <= 0 or seen[2] != replicas or now - seen[0] <= 0.2:
                 continue
-            dt = now - seen[0]
-            if dt <= 0.2:
-                continue
-            sample = min(1.0, max(0.0, (busy[name] - seen[1]) / (replicas * dt)))
-            speed.utilization = (1 - UTILIZATION_SMOOTHING) * speed.utilization + UTILIZATION_SMOOTHING * sample
+            sums[0] = sums[0] * UTILIZATION_KEEP + max(0.0, busy[name] - seen[1])
+            sums[1] = sums[1] * UTILIZATION_KEEP + replicas * (now - seen[0])
+            speed.utilization = min(1.0, sums[0] / sums[1])
             measured[name] = speed.utilization
         await self.calibration.save_utilization(measured)
 
@@ -247,6 +251,18 @@ class Planner:
         errors = await accuracy.read(self.r, self.keys, names)
         self._spreads = {m: accuracy.spread(errors.get(m)) for m in names}
         self._spreads_at = now
+
+    def _full(self, jobs: list[_Job], fleets: dict[str, Fleet]) -> set[str]:
+        """The models with unfinished work enough to fill every slot of every replica several times."""
+        left: dict[str, int] = {}
+        for j in jobs:
+            for model, n in (*j.own.items(), *j.away.items()):
+                left[model] = left.get(model, 0) + n
+        return {
+            name
+            for name, n in left.items()
+            if n >= FULL_TIMES * max(1, fleets[name].current) * (self.models.models[name].max_inflight or 1)
+        }
 
     def _work(self, jobs: list[_Job], model: str) -> list[QueuedWork]:
         out = []
