@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-soak bench-vllm bench-contracts bench-start bench-sinks install deploy clean
+.PHONY: demo test lint bench bench-soak bench-vllm bench-contracts bench-start bench-sinks bench-quotes install deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,13 @@ bench-sinks: $(VENV)/.bench
 	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	@command -v nats-server >/dev/null || { echo "nats-server not found: sudo apt-get install -y nats-server (or brew install nats-server)"; exit 1; }
 	$(BIN)/python bench/sinks.py
+
+# How right the quotes are: quoted against actual finish and cost of 20,000-request jobs on the dummy
+# engine (fixed latency) and the transformers engine (a tiny local model). Writes
+# bench/results/<date>-quotes.json.
+bench-quotes: $(STAMP)
+	@command -v redis-server >/dev/null || { echo "redis-server not found: sudo apt-get install -y redis-server (or brew install redis)"; exit 1; }
+	$(BIN)/python bench/quotes.py
 
 # Deploy the GPU workers of every model with a [models.NAME.modal] table in $(INFERQ_MODELS) to Modal.
 deploy: $(STAMP)

@@ -31,6 +31,7 @@ from services.dispatcher.planning.planner import Planner, Spill
 from shared.catalog.fallback import next_model
 from shared.catalog.models import ModelsConfig
 from shared.catalog.spend import LimitStatus, blocking, judge, publish_reached, read_spend
+from shared.core.errors import REDIS_UNAVAILABLE
 from shared.models.flow import failures_from, model_queues
 from shared.models.health import HealthRecord, assess, decode_record
 from shared.redis.keys import LANES, PAYLOAD_FIELD, WORKER_GROUP, JobField, Keys
@@ -79,8 +80,14 @@ class FallbackMover:
         await self.judge_budgets()
         moved = ended = 0
         if self.planner is not None:
-            planned = await self.planner.tick(now_ms, self.queues)
-            moved += await self._spill(planned.spills, now_ms)
+            try:
+                planned = await self.planner.tick(now_ms, self.queues)
+            except REDIS_UNAVAILABLE:
+                raise
+            except Exception:  # a planning bug must not stop the moves below
+                log.exception("planner tick failed")
+            else:
+                moved += await self._spill(planned.spills, now_ms)
         for name, rec in self.health.items():
             cfg = self.models.models[name]
             if rec.waiting == 0 or not (cfg.fallback or self.reached):

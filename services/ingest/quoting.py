@@ -12,6 +12,7 @@ the quote stored with it, so GET /v1/models can say how wrong the quotes were.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -22,6 +23,7 @@ from services.ingest.submission import Demand, JobPlan
 from services.ingest.token_counts import TokenCounter
 from shared.catalog.models import ModelConfig, ModelsConfig
 from shared.catalog.pricing import hourly_price
+from shared.core.errors import REDIS_UNAVAILABLE
 from shared.planning import plan as plans
 from shared.planning.plan import DEFAULT_CHARS_PER_TOKEN, PLAN_STALE_S, ModelPlan, Speed
 from shared.planning.schedule import QueuedWork, replicas_for
@@ -29,6 +31,7 @@ from shared.planning.timing import PlanTiming
 from shared.redis.keys import JobField, Keys
 from shared.wire.api import ModelQuote, Quote, Timeline
 
+log = logging.getLogger("inferq.ingest.quotes")
 QUOTED = "quote"  # the job id a quoted job stands as in a model's backlog
 MOST_REPLICAS = 1000  # how far `replicas_needed` looks past max_replicas
 
@@ -224,6 +227,24 @@ def _suggestions(parts: list[ModelQuote], job: JobPlan, models: ModelsConfig) ->
         elif p.replicas_needed is None:
             out.append(f"model {p.model!r}: no number of replicas meets the deadline: move it later")
     return out
+
+
+async def quote_for_submission(quoter: Quoter, job: JobPlan) -> dict[str, str]:
+    """Quote a job being submitted: the fields its hash keeps of the quote, or a 409 for a `refuse`
+    job the quote says is late. A quote that fails for another reason than Redis does not stop a
+    submission (it is then not measured), except one that must be refused if late."""
+    try:
+        quote = await quoter.quote(job)
+    except REDIS_UNAVAILABLE:
+        raise
+    except Exception:
+        log.exception("could not quote job %s", job.job_id)
+        if job.on_deadline_risk == "refuse":
+            raise ApiException(503, "deadline: the job cannot be quoted now; try again", type="unavailable") from None
+        return {}
+    if job.on_deadline_risk == "refuse" and quote.feasible is False:
+        raise refused(quote)
+    return quote_fields(quote, job)
 
 
 def quote_fields(quote: Quote, job: JobPlan) -> dict[str, str]:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from services.dispatcher.planning.calibration import Calibration
 from shared.catalog.models import ModelConfig, ModelsConfig
@@ -361,7 +362,13 @@ class Planner:
                     doc = deadline_risk_json(risk, now_iso)
             ops.append([eta or 0, at_risk, luapack.lua_bytes(doc)])
             job_keys.append(self.keys.job(j.job_id))
-        args = [now_ms, self.events_maxlen, EVENT_FIELD, self.webhook_events_maxlen, luapack.pack(ops)]
+        args: list[EncodableT] = [
+            now_ms,
+            self.events_maxlen,
+            EVENT_FIELD,
+            self.webhook_events_maxlen,
+            luapack.pack(ops),
+        ]
         fired = int(await self._mark(keys=job_keys, args=args))
         if fired:
             log.warning("%d job deadline(s) now at risk", fired)

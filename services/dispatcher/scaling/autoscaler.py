@@ -133,10 +133,9 @@ class Autoscaler:
             backlog = max(q.queued + q.routed_unread + q.pending, q.unfinished)
             plan = planned.get(name)
             fresh = plan is not None and time.time() * 1000 - plan.at_ms < PLAN_STALE_S * 1000
+            deadlines = plan.deadline_replicas if plan is not None and fresh else 0
             try:
-                await self._scale_one(
-                    name, backlog, now, _model_limit(reached, name), plan.deadline_replicas if fresh else 0
-                )
+                await self._scale_one(name, backlog, now, _model_limit(reached, name), deadlines)
             except TimeoutError:
                 log.warning(
                     "autoscaler: %s backend gave no answer within %gs",

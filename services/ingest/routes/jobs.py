@@ -35,7 +35,7 @@ from services.ingest.limits import tenant_limit_error
 from services.ingest.openapi import describe
 from services.ingest.paging import Limit
 from services.ingest.paths import JobId
-from services.ingest.quoting import quote_fields, refused
+from services.ingest.quoting import quote_for_submission
 from services.ingest.responses import as_json
 from services.ingest.submission import JobPlan, create_planned, plan_job
 from services.ingest.webhook_urls import checked_url
@@ -111,13 +111,11 @@ async def create_job(
     idempotency = (tenant, idempotency_key, hashlib.sha256(body).hexdigest()) if idempotency_key else None
     if plan.webhook is not None:
         await checked_url(plan.webhook.url, settings, "webhook.url")
-    quote = await quoter.quote(plan)
-    if plan.on_deadline_risk == "refuse" and quote.feasible is False:
-        raise refused(quote)
+    quoted = await quote_for_submission(quoter, plan)
     # the rate limit is charged only for a job that passed validation
     await limits.admit(tenant, sum(plan.model_totals.values()))
     hook, extra = await _job_webhook(webhooks, tenant, plan)
-    extra.update(quote_fields(quote, plan))
+    extra.update(quoted)
     job_id = await _write_job(jobs, webhooks, plan, settings, model_limits, tenant, hook, extra, idempotency)
     if job_id != plan.job_id:  # the same key and body were accepted before: that job, as it is now
         existing = await jobs.get(job_id)

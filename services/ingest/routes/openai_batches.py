@@ -46,7 +46,7 @@ from services.ingest.openai_batch import (
 from services.ingest.openapi import describe
 from services.ingest.paging import AfterBatch, AfterFile, Limit
 from services.ingest.paths import BatchId, FileId
-from services.ingest.quoting import quote_fields, refused
+from services.ingest.quoting import quote_for_submission
 from services.ingest.responses import as_json
 from services.ingest.submission import JobPlan, create_planned, plan_job
 from shared.core.errors import REDIS_UNAVAILABLE, AdmissionRejected, StopRefused, TenantLimitReached, redis_refused
@@ -325,12 +325,7 @@ async def create_batch(
     plan = None
     if not errors:
         plan, errors = await _plan(r, keys, models, settings, tenant, create, requests, line_of)
-    quoted: dict[str, str] = {}
-    if plan is not None:
-        quote = await quoter.quote(plan)
-        if plan.on_deadline_risk == "refuse" and quote.feasible is False:
-            raise refused(quote)
-        quoted = quote_fields(quote, plan)
+    quoted = await quote_for_submission(quoter, plan) if plan is not None else {}
     record = _batch_record(create, now, plan, len(requests), errors)
     if plan is not None:
         await limits.admit(tenant, len(requests))

@@ -2,9 +2,11 @@
 // as they arrive (GET /v1/jobs/{id}/results one page per tick, continuing from the last cursor).
 // While it is unfinished, one GET /v1/models per tick says whether the models its requests wait
 // for can serve them: if one cannot, the page says what the job waits for instead of an ETA.
+// Its ETA is the planner's finish (`estimated_completion_at`, remade each second) once it has one;
+// a job with a deadline shows it, whether the plan makes it, and once ended whether the job did.
 
 import { api, query } from "./api.js";
-import { FINAL, eta, modelsFor, progress, waiting, waitingView } from "./jobs.js";
+import { FINAL, countdown, deadlineBadge, eta, modelsFor, plannedEta, progress, waiting, waitingView } from "./jobs.js";
 import { badge, confirmAction, errorText, h, ms, num, replace, time } from "./dom.js";
 
 const PAGE = 500;
@@ -79,8 +81,9 @@ function summary(job, cancel, models) {
       "div",
       { class: "toolbar" },
       running ? h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel job") : null,
-      h("span", { class: "sub", dataset: { field: "eta" } }, waitingView(waiting(job, models)) ?? `ETA ${eta(job)}`),
+      h("span", { class: "sub", dataset: { field: "eta" } }, waitingView(waiting(job, models)) ?? ["ETA ", plannedEta(job) ?? eta(job)]),
     ),
+    deadline(job),
     h(
       "dl",
       { class: "facts" },
@@ -105,6 +108,29 @@ function summary(job, cancel, models) {
       " · expires ", time(job.expires_at),
     ),
   );
+}
+
+// "Deadline 12:05:00 [on track] (in 4m 10s) · 3m 50s to spare · if late: best effort"; once ended,
+// "Deadline 12:05:00 [met] · finished 3m 02s before the deadline".
+function deadline(job) {
+  if (!job.deadline) return null;
+  const d = job.deadline;
+  const parts = ["Deadline ", time(d), " ", deadlineBadge(job)];
+  if (FINAL.has(job.status)) {
+    const end = { completed: job.completed_at, cancelled: job.cancelled_at, expired: job.expired_at }[job.status];
+    const verb = { completed: "finished", cancelled: "cancelled", expired: "expired" }[job.status];
+    if (!end) parts.push(` · the job ${job.status.replace("_", " ")}`);
+    else if (end === d) parts.push(` · ${verb} at the deadline`);
+    else parts.push(` · ${verb} ${countdown(Math.abs(d - end))} ${end < d ? "before" : "after"} the deadline`);
+  } else {
+    const left = d - Date.now() / 1000;
+    parts.push(left >= 0 ? ` (in ${countdown(left)})` : ` (passed ${countdown(-left)} ago)`);
+    const at = job.estimated_completion_at;
+    if (at && job.deadline_at_risk) parts.push(` · the plan finishes ${countdown(at - d)} late`);
+    else if (at && job.deadline_at_risk === false) parts.push(` · ${countdown(d - at)} to spare`);
+    if (job.on_deadline_risk) parts.push(` · if late: ${job.on_deadline_risk.replace("_", " ")}`);
+  }
+  return h("p", { class: "deadline", dataset: { field: "deadline" } }, parts);
 }
 
 function fact(label, value, field) {

@@ -2,6 +2,8 @@
 // per-model counts, so progress needs no further request), filtered by status, paged by cursor;
 // and, while a job on the page is unfinished, one GET /v1/models, for whether the models its
 // requests wait for can serve them (else it shows what it waits for instead of an ETA).
+// A running job's ETA is the planner's (`estimated_completion_at`) once it has one, else the
+// job's own pace; a job with a deadline shows it, and whether the plan (or, ended, the job) met it.
 
 import { api, query } from "./api.js";
 import { bar, badge, doneOf, duration, h, replace, table, time } from "./dom.js";
@@ -43,7 +45,7 @@ export function jobsView(params) {
     info.textContent = `page ${cursors.length} · ${page.data.length} jobs${page.has_more ? " · more older" : ""}`;
     replace(
       body,
-      table(["Job", "Status", "Created", "Progress per model", "ETA"], page.data.map((job) => row(job, models)), status ? `No ${status.replace("_", " ")} jobs on this page.` : "No jobs yet."),
+      table(["Job", "Status", "Created", "Progress per model", "ETA", "Deadline"], page.data.map((job) => row(job, models)), status ? `No ${status.replace("_", " ")} jobs on this page.` : "No jobs yet."),
     );
   }
   return { el, refresh, setRefreshNow: (fn) => (refreshNow = fn) };
@@ -57,7 +59,8 @@ function row(job, models) {
     h("td", { dataset: { field: "status" } }, badge(job.status)),
     h("td", {}, time(job.created_at)),
     h("td", { class: "bars" }, progress(job)),
-    h("td", { dataset: { field: "eta" } }, waitingView(waiting(job, models)) ?? eta(job)),
+    h("td", { dataset: { field: "eta" } }, waitingView(waiting(job, models)) ?? plannedEta(job) ?? eta(job)),
+    h("td", { dataset: { field: "deadline" } }, job.deadline ? [time(job.deadline), " ", deadlineBadge(job)] : "—"),
   );
 }
 
@@ -75,6 +78,36 @@ export function eta(job) {
   if (!job.started_at || !done) return "—";
   const elapsed = Date.now() / 1000 - job.started_at;
   return duration((elapsed * (c.total - done)) / done);
+}
+
+// The planner's finish of an unfinished job: "12:03:04 (in 2m 05s)"; null before it has one.
+export function plannedEta(job) {
+  const at = job.estimated_completion_at;
+  if (FINAL.has(job.status) || !at) return null;
+  const left = at - Date.now() / 1000;
+  return [time(at), left >= 1 ? ` (in ${countdown(left)})` : " (any moment)"];
+}
+
+// A job's deadline against its plan while it runs ("at risk" / "on track"; nothing before the
+// plan has it), and once it ended whether it finished by it ("met" / "missed").
+export function deadlineBadge(job) {
+  if (!job.deadline) return null;
+  if (job.status === "completed" && job.completed_at) {
+    const met = job.completed_at <= job.deadline;
+    return h("span", { class: `badge s-${met ? "met" : "missed"}`, dataset: { field: "risk" } }, met ? "met" : "missed");
+  }
+  if (FINAL.has(job.status) || job.deadline_at_risk === null || job.deadline_at_risk === undefined) return null;
+  const risk = job.deadline_at_risk;
+  return h("span", { class: `badge s-${risk ? "at_risk" : "on_track"}`, dataset: { field: "risk" } }, risk ? "at risk" : "on track");
+}
+
+// A time left or past, to the second: "45s", "2m 05s", "1h 02m".
+export function countdown(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const pad = (n) => String(n).padStart(2, "0");
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
 }
 
 // The models (by id) with their health, when one of `jobs` is unfinished (else null: no request).

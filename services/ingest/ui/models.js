@@ -1,6 +1,7 @@
 // Models: per model, where its requests wait, its replicas and the autoscaler's last word, and
 // its throughput, latency and backlog over the last minutes. One GET /v1/models per tick; the
 // bucketed history (GET /v1/model-stats) changes every few seconds, so it is read every 5th tick.
+// Under each model's name, how wrong the quotes of its recent finished jobs were.
 
 import { api } from "./api.js";
 import { causeView, fullText } from "./cause.js";
@@ -41,7 +42,7 @@ function row(m, s, open) {
   return h(
     "tr",
     { dataset: { model: m.id } },
-    h("td", {}, h("strong", {}, m.id), h("div", { class: "sub" }, `${m.engine} · ${sc.backend}`)),
+    h("td", {}, h("strong", {}, m.id), h("div", { class: "sub" }, `${m.engine} · ${sc.backend}`), quotes(m.quote_error)),
     h("td", { dataset: { field: "health" } }, health(m, open)),
     h("td", { dataset: { field: "queued" } }, lanes),
     h("td", { dataset: { field: "routed" } }, num(q.routed_unread)),
@@ -101,6 +102,30 @@ function whyNot(m) {
     if (f.last_error && !fullText(hl.reason).includes(fullText(f.last_error))) facts.push(`the last start's error: ${fullText(f.last_error)}`);
   }
   return facts;
+}
+
+// "quotes: 12 jobs, finish p50 +4.0% (p90 ±9.0%), cost p50 +0.8%": actual over quoted, less 1,
+// so + is a job that took longer (cost more) than quoted. The newest jobs' figures in its title.
+function quotes(q) {
+  const attrs = { class: "sub", dataset: { field: "quotes" } };
+  if (!q) return h("div", attrs, "no finished quotes yet");
+  const parts = [`quotes: ${plural(q.jobs, "job", "jobs")}`];
+  if (q.finish_error_p50 !== null) {
+    parts.push(`finish p50 ${signed(q.finish_error_p50)}${q.finish_error_p90 === null ? "" : ` (p90 ±${percent(q.finish_error_p90)})`}`);
+  }
+  if (q.cost_error_p50 !== null) parts.push(`cost p50 ${signed(q.cost_error_p50)}`);
+  const latest = q.latest.map(
+    (s) => `${new Date(s.at * 1000).toLocaleTimeString()}: quoted ${num(s.quoted_s, 1)} s, took ${num(s.actual_s, 1)} s; quoted $${num(s.quoted_cost, 4)}, cost $${num(s.actual_cost, 4)}`,
+  );
+  return h("div", { ...attrs, title: latest.length ? `the newest jobs:\n${latest.join("\n")}` : null }, parts.join(", "));
+}
+
+function percent(x) {
+  return `${num(100 * Math.abs(x), 1)}%`;
+}
+
+function signed(x) {
+  return `${x < 0 ? "−" : "+"}${percent(x)}`;
 }
 
 // An autoscaled model: the replicas its backend runs, and how many it wants within its bounds. A
