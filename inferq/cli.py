@@ -3,15 +3,19 @@
 Exit codes: 0 done and every request succeeded; 1 the API could not be reached or failed (5xx);
 2 the input was refused (4xx, or an invalid batch file); 3 the job finished with failed requests;
 4 the job was cancelled or expired; 5 a model the job needs stayed unavailable for the whole
-`--grace` while waiting; 130 interrupted.
+`--grace` while waiting; 130 interrupted. `inferq quote` exits 1 also when a `--deadline` is not feasible.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
+import re
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,12 +25,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from inferq.client import Client, InferqError
+from inferq.client import Client, InferqError, raise_api_error
 from inferq.serving_watch import DEFAULT_GRACE_S, CannotServe, ServingWatch
 from shared.catalog.models import missing_file_message
 from shared.core.states import FINAL_JOB_STATES, BatchStatus, JobStatus
-from shared.wire.api import Job
+from shared.wire.api import Job, Quote, Timeline
 
 app = typer.Typer(help="Submit LLM jobs to inferq and follow them.", no_args_is_help=True, add_completion=False)
 out = Console()
@@ -46,11 +51,111 @@ Grace = Annotated[
         help="With --wait: give up (exit 5) once a model the job needs has been unavailable this many seconds",
     ),
 ]
+_RELATIVE = re.compile(r"\+(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_deadline(value: str, now: float | None = None) -> int:
+    """A `--deadline` as Unix seconds: Unix seconds, an RFC 3339 time with its offset
+    (`2026-12-08T09:00:00Z`), or a time from now: `+30m`, `+2h`, `+1h30m`, `+90s`, `+1d`."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    if (m := _RELATIVE.fullmatch(text)) and any(m.groups()):
+        d, h, mins, secs = (int(g or 0) for g in m.groups())
+        return round((time.time() if now is None else now) + ((d * 24 + h) * 60 + mins) * 60 + secs)
+    try:
+        when = dt.datetime.fromisoformat(text.upper())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: give Unix seconds, an RFC 3339 time (2026-12-08T09:00:00Z) or a time from now (+30m, +2h)"
+        ) from None
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"{value!r}: an RFC 3339 time needs its offset (Z, +01:00, ...)")
+    return round(when.timestamp())
+
+
+DeadlineOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--deadline",
+        parser=parse_deadline,
+        metavar="WHEN",
+        help="When the job must be done: Unix seconds, RFC 3339 with its offset, or from now (+30m, +2h)",
+    ),
+]
+
+
+class DeadlineRisk(StrEnum):
+    best_effort = "best_effort"
+    refuse = "refuse"
+    spill = "spill"
+
+
+DeadlineRiskOpt = Annotated[
+    DeadlineRisk | None,
+    typer.Option(
+        "--on-deadline-risk",
+        help="When the plan says the deadline will be missed: best_effort (run anyway), refuse (409), spill",
+    ),
+]
+
+
+def _clock(t: float, now: float) -> str:
+    """A local time: `14:03:20` today, with its date on another day."""
+    local = time.localtime(t)
+    return time.strftime("%H:%M:%S" if local[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M:%S", local)
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `3m 20s`, `2h 05m`, `1d 03h`."""
+    s = round(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m {s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h {m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d {h:02d}h"
+
+
+def _relative(t: float, now: float) -> str:
+    """`in 3m 20s`, `now` or `12s ago`."""
+    if abs(t - now) < 0.5:
+        return "now"
+    return f"in {_duration(t - now)}" if t > now else f"{_duration(t - now)} ago"
+
+
+def _when(t: float, now: float) -> str:
+    return f"{_clock(t, now)} ({_relative(t, now)})"
+
+
+def _eta(job: Job, now: float | None = None) -> str:
+    """`ETA 14:03:20 (in 2m 05s)  deadline 14:05:00  AT RISK`, as far as each applies (rich markup);
+    once the job has ended, whether it made its deadline. Empty when none applies."""
+    now = time.time() if now is None else now
+    parts = []
+    if job.status not in FINAL_JOB_STATES and job.estimated_completion_at is not None:
+        parts.append(f"ETA {_when(job.estimated_completion_at, now)}")
+    if job.deadline is not None:
+        parts.append(f"deadline {_clock(job.deadline, now)}")
+        if job.status not in FINAL_JOB_STATES and job.deadline_at_risk:
+            parts.append("[bold red]AT RISK[/bold red]")
+        elif job.completed_at is not None:
+            late = job.completed_at - job.deadline
+            parts.append(f"[red]missed by {_duration(late)}[/red]" if late > 0 else "met")
+    return "  ".join(parts)
 
 
 def _fail(exc: Exception) -> typer.Exit:
     if isinstance(exc, InferqError):
-        err.print(f"[red]error {exc.status}[/red]: {exc.message}")
+        quote = getattr(exc.error, "quote", None)
+        if getattr(exc.error, "type", None) == "deadline_infeasible" and quote is not None:
+            _print_infeasible(quote)
+        else:
+            err.print(f"[red]error {exc.status}[/red]: {exc.message}")
         return typer.Exit(REFUSED if 400 <= exc.status < 500 else UNREACHABLE)
     err.print(f"[red]error[/red]: cannot reach inferq: {exc}")
     return typer.Exit(UNREACHABLE)
@@ -63,20 +168,53 @@ def _is_jsonl(path: Path, text: str) -> bool:
     return first == "{" and '"custom_id"' in text.split("\n", 1)[0] and '"url"' in text.split("\n", 1)[0]
 
 
-def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path, text: str, window: str) -> str:
+def _files_http(url: str, api_key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=120)
+
+
+def _upload_batch_file(http: httpx.Client, path: Path, text: str) -> str:
+    """Upload an OpenAI batch input file; its file id."""
+    up = http.post("/v1/files", files={"file": (path.name, text.encode())}, data={"purpose": "batch"})
+    raise_api_error(up)
+    return up.json()["id"]
+
+
+def _deadline_fields(deadline: int | None, on_deadline_risk: DeadlineRisk | None) -> dict:
+    return {
+        **({"deadline": deadline} if deadline is not None else {}),
+        **({"on_deadline_risk": on_deadline_risk.value} if on_deadline_risk is not None else {}),
+    }
+
+
+def _job_body(text: str, completion_window: str, deadline: int | None, on_deadline_risk: DeadlineRisk | None) -> dict:
+    """The POST /v1/jobs body of a JSON job file, with the command's options (a --deadline or
+    --on-deadline-risk given replaces the file's)."""
+    body = json.loads(text)
+    if "completion_window" not in body:
+        body["completion_window"] = completion_window
+    body.update(_deadline_fields(deadline, on_deadline_risk))
+    return body
+
+
+def _submit_batch_file(
+    client: Client,
+    url: str,
+    api_key: str | None,
+    path: Path,
+    text: str,
+    window: str,
+    deadline: int | None = None,
+    on_deadline_risk: DeadlineRisk | None = None,
+) -> str:
     """An OpenAI batch file goes through the Batch API; returns the job it runs as."""
     first = json.loads(text.lstrip().split("\n", 1)[0])
     endpoint = first.get("url", "/v1/chat/completions")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-        up = http.post("/v1/files", files={"file": (path.name, text.encode())}, data={"purpose": "batch"})
-        if up.status_code >= 400:
-            raise InferqError(up.status_code, up.json().get("error", {}).get("message", up.text))
-        resp = http.post(
-            "/v1/batches", json={"input_file_id": up.json()["id"], "endpoint": endpoint, "completion_window": window}
-        )
-        if resp.status_code >= 400:
-            raise InferqError(resp.status_code, resp.json().get("error", {}).get("message", resp.text))
+    with _files_http(url, api_key) as http:
+        file_id = _upload_batch_file(http, path, text)
+        create = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": window}
+        resp = http.post("/v1/batches", json={**create, **_deadline_fields(deadline, on_deadline_risk)})
+        raise_api_error(resp)
     batch = resp.json()
     if batch["status"] == BatchStatus.FAILED:
         for e in batch["errors"]["data"]:
@@ -86,9 +224,21 @@ def _submit_batch_file(client: Client, url: str, api_key: str | None, path: Path
     return batch["job_id"]
 
 
+class _JobProgress(Progress):
+    """The bars, then a line for the job as a whole: its ETA and deadline (`footer`, rich markup)."""
+
+    footer = ""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.footer:
+            yield Text.from_markup(self.footer)
+
+
 def _follow(client: Client, job: Job, watch: ServingWatch) -> Job:
-    """A live progress bar per model (done/total, rate, ETA) until the job finishes; a line for each
-    model that is not serving (why, since when); CannotServe once one stays unavailable."""
+    """A live progress bar per model (done/total, rate, ETA) until the job finishes, under them the
+    job's ETA and deadline (and AT RISK); a line for each model that is not serving (why, since
+    when); CannotServe once one stays unavailable."""
     columns = [
         TextColumn("{task.description:<16}"),
         BarColumn(),
@@ -98,7 +248,7 @@ def _follow(client: Client, job: Job, watch: ServingWatch) -> Job:
         TimeRemainingColumn(),
     ]
     started = time.monotonic()
-    with Progress(*columns, console=err, transient=False) as progress:
+    with _JobProgress(*columns, console=err, transient=False) as progress:
         tasks = {m: progress.add_task(m, total=c.total, rate=0.0) for m, c in job.models.items()}
 
         shown: set[str] = set()
@@ -107,6 +257,7 @@ def _follow(client: Client, job: Job, watch: ServingWatch) -> Job:
             elapsed = max(time.monotonic() - started, 1e-6)
             for m, c in j.models.items():
                 progress.update(tasks[m], completed=c.finished, rate=c.finished / elapsed)
+            progress.footer = _eta(j)
             for note in watch.check(j):
                 if note not in shown:
                     shown.add(note)
@@ -197,22 +348,27 @@ def submit(
     priority: Annotated[str | None, typer.Option(help="interactive or batch")] = None,
     completion_window: Annotated[str, typer.Option(help="e.g. 24h, 90m")] = "24h",
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
+    deadline: DeadlineOpt = None,
+    on_deadline_risk: DeadlineRiskOpt = None,
     grace: Grace = DEFAULT_GRACE_S,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Submit a file of requests as one job."""
+    """Submit a file of requests as one job (`inferq quote FILE` first says when it would finish)."""
     text = file.read_text()
     try:
         with Client(url, api_key=api_key, timeout=120) as client:
             if _is_jsonl(file, text):
-                job = client.get(_submit_batch_file(client, url, api_key, file, text, completion_window))
+                job_id = _submit_batch_file(
+                    client, url, api_key, file, text, completion_window, deadline, on_deadline_risk
+                )
+                job = client.get(job_id)
             else:
-                body = json.loads(text)
-                if "completion_window" not in body:
-                    body["completion_window"] = completion_window
+                body = _job_body(text, completion_window, deadline, on_deadline_risk)
                 job = client.submit(body=body, priority=priority, idempotency_key=idempotency_key)
                 out.print(f"job {job.id}: {job.request_counts.total} requests queued")
+            if eta := _eta(job):
+                out.print(eta, highlight=False)
             if not (wait or out_path):
                 raise typer.Exit(OK)
             try:
@@ -241,15 +397,166 @@ def submit(
         raise _fail(exc) from None
 
 
+def _print_infeasible(quote: Quote) -> None:
+    """A 409 deadline_infeasible: when the job would finish against its deadline, and what would help."""
+    now = time.time()
+    deadline = "its deadline" if quote.deadline is None else f"its deadline {_when(quote.deadline, now)}"
+    at = quote.at_max_replicas
+    err.print("[red]error 409[/red]: deadline not feasible, nothing was submitted", highlight=False)
+    if at is None:
+        err.print(f"  the finish time is unknown (nothing measured yet), so {deadline} cannot be promised")
+    else:
+        late = _duration(at.finish_p90_at - (quote.deadline or now))
+        err.print(
+            f"  the job would finish at {_when(at.finish_p90_at, now)}, p90 on its max replicas ({at.replicas}): "
+            f"{late} after {deadline}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for line in quote.suggestions:
+        err.print(f"  suggestion: {line}", highlight=False, soft_wrap=True)
+    err.print("  --on-deadline-risk best_effort submits it anyway", highlight=False)
+
+
+def _time_cells(timeline: Timeline | None, now: float) -> list[str]:
+    """start, start p90, finish, finish p90: each a local time over how far off it is."""
+    if timeline is None:
+        return ["unknown"] * 4
+    times = (timeline.start_at, timeline.start_p90_at, timeline.finish_at, timeline.finish_p90_at)
+    return [f"{_clock(t, now)}\n[dim]{_relative(t, now)}[/dim]" for t in times]
+
+
+def _replicas_cell(label: str, timeline: Timeline | None) -> str:
+    return label if timeline is None else f"{label}: {timeline.replicas}"
+
+
+def _finish_text(timeline: Timeline | None, now: float) -> str:
+    if timeline is None:
+        return "unknown"
+    n = timeline.replicas
+    return f"{_when(timeline.finish_at, now)}, p90 {_when(timeline.finish_p90_at, now)} ({n} replica{'s' * (n != 1)})"
+
+
+def _print_quote(q: Quote) -> None:
+    """Per model: requests, tokens (and where their counts came from), cost, the replicas a
+    deadline needs; when it starts and finishes (p50, p90) on the replicas now and at max
+    replicas; then the job's total, whether its deadline holds, suggestions and notes."""
+    now = time.time()
+    names = [m.model for m in q.models]
+    width = max((len(n) for n in names), default=5)
+    table = Table(title=f"quote: {q.requests:,} requests if submitted now (nothing was written)")
+    table.add_column("model", no_wrap=True, min_width=width)
+    for name in ("requests", "prompt tokens", "completion tokens", "cost"):
+        table.add_column(name, justify="right")
+    if q.deadline is not None:
+        table.add_column("replicas needed", justify="right")
+    for m in q.models:
+        row = [
+            m.model,
+            f"{m.requests:,}",
+            f"{m.prompt_tokens:,} [dim]({m.prompt_tokens_from})[/dim]",
+            f"{m.completion_tokens:,} [dim]({m.completion_tokens_from})[/dim]",
+            usd_text(m.cost),
+        ]
+        if q.deadline is not None:
+            row.append("none" if m.replicas_needed is None else str(m.replicas_needed))
+        table.add_row(*row)
+    out.print(table)
+    times = Table(title="when (local time; p50 and p90)")
+    times.add_column("model", no_wrap=True, min_width=width)
+    times.add_column("replicas", no_wrap=True)
+    for name in ("start", "start p90", "finish", "finish p90"):
+        times.add_column(name, no_wrap=True)
+    for m in q.models:
+        if m.current is not None and m.current == m.at_max_replicas:
+            times.add_row(m.model, _replicas_cell("now = max", m.current), *_time_cells(m.current, now))
+            continue
+        times.add_row(m.model, _replicas_cell("now", m.current), *_time_cells(m.current, now))
+        times.add_row("", _replicas_cell("max", m.at_max_replicas), *_time_cells(m.at_max_replicas, now))
+    out.print(times)
+
+    def say(text: str) -> None:
+        out.print(text, highlight=False, soft_wrap=True)
+
+    say(
+        f"total: {q.requests:,} requests, {q.prompt_tokens:,} prompt + {q.completion_tokens:,} completion tokens, "
+        f"cost {usd_text(q.cost)}"
+    )
+    say(f"  finish on the replicas now: {_finish_text(q.current, now)}")
+    say(f"  finish at max replicas:     {_finish_text(q.at_max_replicas, now)}")
+    if q.deadline is not None:
+        if q.feasible is None:
+            verdict = "feasible: unknown"
+        else:
+            verdict = "[green]feasible: yes[/green]" if q.feasible else "[bold red]feasible: no[/bold red]"
+        if (at := q.at_max_replicas) is not None:
+            gap = at.finish_p90_at - q.deadline
+            verdict += f", the p90 finish at max replicas is {_duration(gap)} {'after' if gap > 0 else 'before'} it"
+        risk = f", {q.on_deadline_risk}" if q.on_deadline_risk else ""
+        say(f"  deadline {_clock(q.deadline, now)} ({_relative(q.deadline, now)}{risk}): {verdict}")
+    for title, lines in (("suggestions", q.suggestions), ("notes", q.notes)):
+        if lines:
+            say(f"{title}:")
+            for line in lines:
+                say(f"  - {line}")
+
+
+@app.command()
+def quote(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help='Native JSON, {"prompts": …} JSON, or OpenAI batch JSONL'),
+    ],
+    priority: Annotated[str | None, typer.Option(help="interactive or batch")] = None,
+    completion_window: Annotated[str, typer.Option(help="e.g. 24h, 90m")] = "24h",
+    deadline: DeadlineOpt = None,
+    on_deadline_risk: DeadlineRiskOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the quote as JSON")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """What a file of requests would take and cost if submitted now, per model, and whether a
+    --deadline holds (exit 1 when it does not). Nothing is submitted; an OpenAI batch file is
+    uploaded to be quoted, then deleted."""
+    text = file.read_text()
+    try:
+        with Client(url, api_key=api_key, timeout=120) as client:
+            if _is_jsonl(file, text):
+                with _files_http(url, api_key) as http:
+                    file_id = _upload_batch_file(http, file, text)
+                    try:
+                        body = {"input_file_id": file_id, "completion_window": completion_window}
+                        body.update(_deadline_fields(deadline, on_deadline_risk))
+                        q = client.quote(body=body, priority=priority)
+                    finally:  # the quote wrote nothing: neither does the command
+                        with contextlib.suppress(httpx.HTTPError):
+                            http.delete(f"/v1/files/{file_id}")
+            else:
+                q = client.quote(body=_job_body(text, completion_window, deadline, on_deadline_risk), priority=priority)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error[/red]: {file} is not valid JSON: {exc}")
+        raise typer.Exit(REFUSED) from None
+    except (InferqError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(msgspec.json.encode(q).decode())
+    else:
+        _print_quote(q)
+    raise typer.Exit(UNREACHABLE if q.deadline is not None and q.feasible is False else OK)
+
+
 @app.command()
 def status(job_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
-    """A job's status, counts and usage, as JSON; its cost per serving model on stderr."""
+    """A job's status, counts and usage, as JSON; on stderr its ETA and deadline while it runs, and
+    its cost per serving model."""
     try:
         with Client(url, api_key=api_key) as client:
             job = client.get(job_id)
     except (InferqError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     out.print_json(msgspec.json.encode(job).decode())
+    if eta := _eta(job):
+        err.print(eta, highlight=False)
     _print_usage(err, job)
 
 
@@ -285,12 +592,15 @@ def results(
 
 
 def _progress(job: Job) -> str:
-    """`done/total pct bar`: the share of the job's requests that have a final state."""
+    """`done/total pct bar`: the share of the job's requests that have a final state; under it the
+    job's ETA and deadline, if it has them."""
     c = job.request_counts
     done = c.finished
     share = done / c.total if c.total else 1.0
     filled = round(share * 10)
-    return f"{done:,}/{c.total:,} {share:4.0%} " + "█" * filled + "░" * (10 - filled)
+    bar = f"{done:,}/{c.total:,} {share:4.0%} " + "█" * filled + "░" * (10 - filled)
+    eta = _eta(job)
+    return f"{bar}\n{eta}" if eta else bar
 
 
 @app.command("jobs")

@@ -18,7 +18,7 @@ import httpx
 import msgspec
 
 from shared.core.states import FINAL_JOB_STATES
-from shared.wire.api import ApiError, Job, JobList, ModelInfo, ModelList, ResultLine
+from shared.wire.api import ApiError, Job, JobList, ModelInfo, ModelList, Quote, ResultLine
 
 T = TypeVar("T")
 TERMINAL = FINAL_JOB_STATES
@@ -49,13 +49,19 @@ def _job_body(requests, body, priority, completion_window, metadata) -> bytes:
     return msgspec.json.encode(doc)
 
 
-def _decode(resp: httpx.Response, type_: type[T]) -> T:
+def raise_api_error(resp: httpx.Response) -> None:
+    """InferqError for an error answer (4xx/5xx), with the body's `error` when it has one
+    (a 409 deadline_infeasible carries its `quote` there)."""
     if resp.status_code >= 400:
         try:
             err = msgspec.json.decode(resp.content, type=ApiError).error
-            raise InferqError(resp.status_code, err.message, err)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise InferqError(resp.status_code, resp.text[:500] or resp.reason_phrase) from None
+        raise InferqError(resp.status_code, err.message, err)
+
+
+def _decode(resp: httpx.Response, type_: type[T]) -> T:
+    raise_api_error(resp)
     return msgspec.json.decode(resp.content, type=type_)
 
 
@@ -117,6 +123,21 @@ class Client:
         }
         content = _job_body(requests, body, priority, completion_window, metadata)
         return _decode(self._http.post("/v1/jobs", content=content, headers=headers), Job)
+
+    def quote(
+        self,
+        requests=None,
+        *,
+        body: dict | None = None,
+        priority: str | None = None,
+        completion_window: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Quote:
+        """What a job would take and cost if submitted now (nothing is written): the body of
+        `submit`, or `{"input_file_id": ...}` for an uploaded OpenAI batch input file."""
+        content = _job_body(requests, body, priority, completion_window, metadata)
+        resp = self._http.post("/v1/jobs/quote", content=content, headers={"Content-Type": "application/json"})
+        return _decode(resp, Quote)
 
     def get(self, job_id: str) -> Job:
         return _decode(self._http.get(f"/v1/jobs/{job_id}"), Job)
@@ -240,6 +261,19 @@ class AsyncClient:
         }
         content = _job_body(requests, body, priority, completion_window, metadata)
         return _decode(await self._http.post("/v1/jobs", content=content, headers=headers), Job)
+
+    async def quote(
+        self,
+        requests=None,
+        *,
+        body: dict | None = None,
+        priority: str | None = None,
+        completion_window: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Quote:
+        content = _job_body(requests, body, priority, completion_window, metadata)
+        resp = await self._http.post("/v1/jobs/quote", content=content, headers={"Content-Type": "application/json"})
+        return _decode(resp, Quote)
 
     async def get(self, job_id: str) -> Job:
         return _decode(await self._http.get(f"/v1/jobs/{job_id}"), Job)
