@@ -539,3 +539,112 @@ def test_a_job_waiting_for_an_unavailable_model_says_so_instead_of_an_eta(page, 
     assert "ETA" not in page.locator(".toolbar").inner_text()
     _wait_text(page.locator("[data-field=results-count]"), r"^3 results")  # echo's, as they came
     _shot(page, tmp_path, "job-waiting")
+
+
+# One priced model of its own, so its speed, plans and quote errors are this test's alone.
+PLANNED = """
+[models.timed]
+engine = "dummy"
+max_inflight = 8
+price_per_hour = 3.6
+[models.timed.options]
+latency_ms = 20
+"""
+CLOCK = r"\d{1,2}:\d{2}(:\d{2})?(\s?[AP]M)?"  # a local time as toLocaleTimeString writes it (en-US: a narrow space)
+LEFT = r"(\d+s|\d+m \d{2}s|\d+h \d{2}m)"
+
+
+def _requests(n: int, tag: str) -> list[dict]:
+    return [{"custom_id": f"{tag}{i}", "model": "timed", "prompt": f"hello {i}", "max_tokens": 8} for i in range(n)]
+
+
+def _until(what, timeout_s: float, every: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while not (found := what()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+    return found
+
+
+def _shown_at(locator) -> float:
+    """The Unix time a <time> element stands for."""
+    return datetime.fromisoformat(locator.get_attribute("datetime").replace("Z", "+00:00")).timestamp()
+
+
+def test_a_job_shows_its_planned_eta_and_deadline_and_the_models_page_how_wrong_quotes_were(
+    page, tmp_path_factory, tmp_path
+):
+    with _stack(tmp_path_factory, "planned", PLANNED) as stack, _api(stack, KEY_A) as api:
+        _open(page, stack, KEY_A)
+        quotes = page.locator("tr[data-model=timed] [data-field=quotes]")
+        _wait_text(quotes, r"^no finished quotes yet$")
+
+        # the planner knows the model's speed only from work it finished: a warm-up job first,
+        # and a quote (POST /v1/jobs/quote writes nothing) says when it is measured
+        warm = api.post("/v1/jobs", json={"requests": _requests(300, "warm")}).json()["id"]
+        _until(lambda: api.get(f"/v1/jobs/{warm}").json()["status"] == "completed", 30)
+        _until(lambda: api.post("/v1/jobs/quote", json={"requests": _requests(10, "q")}).json()["current"], 15)
+
+        # a job that cannot make its deadline (served first: its deadline is the earlier), and one
+        # with minutes to spare behind it
+        def submit(n: int, tag: str, deadline: int) -> str:
+            resp = api.post("/v1/jobs", json={"requests": _requests(n, tag), "deadline": deadline})
+            assert resp.status_code == 202, resp.text
+            return resp.json()["id"]
+
+        late_id = submit(2000, "late", int(time.time()) + 2)
+        deadline = int(time.time()) + 240
+        job_id = submit(3000, "d", deadline)
+        _until(lambda: api.get(f"/v1/jobs/{late_id}").json()["deadline_at_risk"], 10)
+        job = _until(lambda: (j := api.get(f"/v1/jobs/{job_id}").json())["estimated_completion_at"] and j, 10)
+        assert job["deadline"] == deadline and job["deadline_at_risk"] is False
+
+        page.goto(f"{stack.base_url}/ui/#/jobs/{late_id}")
+        line = page.locator("[data-field=deadline]")
+        text = _wait_text(
+            line, rf"^Deadline {CLOCK} at risk \((in|passed) {LEFT}( ago)?\) · the plan finishes {LEFT} late", 5
+        )
+        assert text.endswith(" · if late: best effort") and line.locator(".badge.s-at_risk").count() == 1, text
+
+        page.goto(f"{stack.base_url}/ui/#/jobs/{job_id}")
+        page.get_by_role("heading", name=re.compile(f"Job {job_id}")).wait_for()
+        eta = page.locator(".toolbar [data-field=eta]")
+        _wait_text(eta, rf"^ETA {CLOCK} \(in {LEFT}\)$", 5)
+        planned = api.get(f"/v1/jobs/{job_id}").json()["estimated_completion_at"]
+        assert planned is None or abs(_shown_at(eta.locator("time")) - planned) <= 3
+        on_track = rf"^Deadline {CLOCK} on track \(in [34]m \d{{2}}s\) · {LEFT} to spare · if late: best effort$"
+        _wait_text(line, on_track, 5)
+        assert _shown_at(line.locator("time")) == deadline
+        assert line.locator(".badge.s-on_track").count() == 1
+        # once it is served too: its ETA stays, counting down as the page refreshes
+        _wait_text(page.locator("[data-field=succeeded] dd"), r"^[1-9]", 15)
+        _wait_text(eta, rf"^ETA {CLOCK} \(in {LEFT}\)$", 5)
+        _wait_text(line, on_track, 5)
+        _shot(page, tmp_path, "job-eta")
+
+        # the list: the planner's ETA, and each deadline with its marker
+        page.get_by_role("link", name="Jobs").first.click()
+        row = page.locator(f"tr[data-job={job_id}]")
+        _wait_text(row.locator("[data-field=eta]"), rf"^({CLOCK} \(in {LEFT}\)|done)$", 5)
+        _wait_text(row.locator("[data-field=deadline]"), rf"^{CLOCK} (on track|met)$", 5)
+        late = page.locator(f"tr[data-job={late_id}] [data-field=deadline]")
+        _wait_text(late, rf"^{CLOCK} (at risk|missed)$", 5)
+        _wait_text(late, rf"^{CLOCK} missed$", 20)  # ended, after its deadline
+
+        # ended: each says whether it finished by its deadline; their quotes were measured
+        row.get_by_role("link", name=job_id).click()
+        _wait_text(page.get_by_role("heading", name=re.compile(f"Job {job_id}")), r"completed$", 30)
+        _wait_text(line, rf"^Deadline {CLOCK} met · finished [34]m \d{{2}}s before the deadline$", 5)
+        assert page.locator(".toolbar [data-field=eta]").inner_text() == "ETA done"
+        page.goto(f"{stack.base_url}/ui/#/jobs/{late_id}")
+        _wait_text(line, rf"^Deadline {CLOCK} missed · finished {LEFT} after the deadline$", 5)
+
+        page.get_by_role("link", name="Models").first.click()
+        # the warm-up job had no quote with a time (nothing measured then): the other two count
+        pct = r"[+−]\d+\.\d%"
+        _wait_text(quotes, rf"^quotes: 2 jobs, finish p50 {pct} \(p90 ±\d+\.\d%\), cost p50 {pct}$", 15)
+        error = _until(lambda: _model(stack, "timed")["quote_error"], 5)
+        shown = re.search(r"finish p50 ([+−])(\d+\.\d)%", quotes.inner_text())
+        assert float(shown[2]) * (-1 if shown[1] == "−" else 1) == pytest.approx(
+            100 * error["finish_error_p50"], abs=0.051
+        )
