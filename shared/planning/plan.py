@@ -44,6 +44,17 @@ class Speed(Struct, kw_only=True):
     billed_micros: float = 0.0
     billed_busy_s: float = 0.0
     billed_tokens: float = 0.0
+    # busy seconds per result while every slot of every replica had work (measured by the planner):
+    # what the line is scaled to, since a draining worker's last results share its time among few
+    full_request_s: float | None = None
+
+    def at_full(self, per_request_s: float) -> None:
+        """Scale the line so that a request of the mean completion costs `per_request_s`."""
+        mean = self.mean_request_s
+        if mean > 0 and per_request_s > 0:
+            self.busy_base_s *= per_request_s / mean
+            self.busy_per_token_s *= per_request_s / mean
+        self.full_request_s = per_request_s
 
     def request_s(self, completion_tokens: float) -> float:
         """Busy seconds one request is charged (what its cost is made of)."""

@@ -23,7 +23,8 @@ HALF_LIFE = 5000  # results: older results weigh half as much after this many ne
 # the completion tokens of those that reported it, micro-dollars billed, all tokens
 N, X, Y, XX, XY, CHARS, PROMPT, MAXT, COMPL, BILLED, TOKENS = range(11)
 WIDTH = 11
-UTILIZATION = "utilization"  # field `<model>:utilization`, written by the planner
+# fields `<model>:<name>` the planner writes: utilization, and busy seconds per result while full
+UTILIZATION, FULL_REQUEST_S = "utilization", "full_request_s"
 
 
 class CalibrationTally:
@@ -75,32 +76,36 @@ class Calibration:
         await self._add(keys=[self.keys.calibration], args=args)
         tally.models.clear()
 
-    async def speeds(self, models: list[str]) -> tuple[dict[str, Speed], dict[str, float]]:
+    async def speeds(self, models: list[str]) -> tuple[dict[str, Speed], dict[str, tuple[float, int]]]:
         """Every model's fitted speed (a model with nothing measured gets an empty Speed), and
-        the busy seconds its results were charged, ever."""
+        the busy seconds its results were charged and their number, ever."""
         if not models:
             return {}, {}
-        extra = ("count", "busy", UTILIZATION)
+        extra = ("count", "busy", UTILIZATION, FULL_REQUEST_S)
         width = WIDTH + len(extra)
         fields = [f for m in models for f in (*(f"{m}:{i + 1}" for i in range(WIDTH)), *(f"{m}:{e}" for e in extra))]
         raw = await self.r.hmget(self.keys.calibration, fields)  # type: ignore[misc]
         speeds: dict[str, Speed] = {}
-        busy: dict[str, float] = {}
+        totals: dict[str, tuple[float, int]] = {}
         for n, model in enumerate(models):
             row = raw[n * width : (n + 1) * width]
             speed = fit([float(v) if v is not None else 0.0 for v in row[:WIDTH]])
-            count, spent, utilization = row[WIDTH:]
+            count, spent, utilization, full = row[WIDTH:]
             if speed.calibrated_from:
                 speed.calibrated_from = int(count or 0)
             if utilization is not None:
                 speed.utilization = float(utilization)
+            if full is not None:
+                speed.full_request_s = float(full)
             speeds[model] = speed
-            busy[model] = float(spent or 0)
-        return speeds, busy
+            totals[model] = (float(spent or 0), int(count or 0))
+        return speeds, totals
 
-    async def save_utilization(self, values: dict[str, float]) -> None:
-        if values:
-            await self.r.hset(self.keys.calibration, mapping={f"{m}:{UTILIZATION}": v for m, v in values.items()})  # type: ignore[misc]
+    async def save(self, values: dict[str, dict[str, float]]) -> None:
+        """The planner's measurements: `{model: {UTILIZATION: .., FULL_REQUEST_S: ..}}`."""
+        mapping = {f"{m}:{name}": v for m, named in values.items() for name, v in named.items()}
+        if mapping:
+            await self.r.hset(self.keys.calibration, mapping=mapping)  # type: ignore[misc]
 
 
 def fit(s: list[float]) -> Speed:

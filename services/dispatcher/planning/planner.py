@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
-from services.dispatcher.planning.calibration import Calibration
+from services.dispatcher.planning.calibration import FULL_REQUEST_S, UTILIZATION, Calibration
 from shared.catalog.models import ModelConfig, ModelsConfig
 from shared.core.states import FINAL_REQUEST_STATES
 from shared.models.start_phases import read_all as read_start_phases
@@ -44,6 +44,7 @@ DEFAULT_BOOT_S = 10.0  # a replica's start before one was measured (shared/model
 SPREAD_EVERY_S = 10.0  # how often the measured quote errors are read again
 UTILIZATION_KEEP = 0.95  # what a tick keeps of the utilization sums before adding its own
 UTILIZATION_PRIOR_S = 5.0  # replica-seconds the kept utilization weighs when the planner starts
+FULL_COST_PRIOR = 100.0  # results the kept busy time per result weighs when the planner starts
 FULL_TIMES = 4  # a model is full while its unfinished requests fill its slots this many times
 _HEAD = [
     JobField.ID,
@@ -108,17 +109,19 @@ class Planner:
         self._mark = scripts.register(r, __name__, "mark_plan")
         self._spreads: dict[str, float] = {}
         self._spreads_at = -math.inf
-        self._busy_seen: dict[str, tuple[float, float, int]] = {}  # model -> (monotonic s, busy s ever, replicas)
+        # model -> (monotonic s, busy s ever, results ever, replicas) at the last tick
+        self._busy_seen: dict[str, tuple[float, float, int, int]] = {}
         self._utilization: dict[str, list[float]] = {}  # model -> decayed [busy s, replica s]
+        self._full_cost: dict[str, list[float]] = {}  # model -> decayed [busy s, results] of full ticks
         self._backlogged: set[str] = set()  # models whose last plan had work enough to fill every replica
 
     async def tick(self, now_ms: int, queues: dict[str, ModelQueue]) -> PlanTick:
         names = list(self.models.models)
         jobs = await self._jobs()
         fleets = await self._fleets(queues)
-        speeds, busy = await self.calibration.speeds(names)
+        speeds, totals = await self.calibration.speeds(names)
         backlogged = self._full(jobs, fleets)
-        await self._measure_utilization(speeds, busy, fleets, backlogged)
+        await self._measure_when_full(speeds, totals, fleets, backlogged)
         self._backlogged = backlogged
         await self._read_spreads(names)
         spills = self._spills(now_ms, jobs, fleets, speeds)
@@ -220,30 +223,43 @@ class Planner:
             )
         return out
 
-    async def _measure_utilization(
-        self, speeds: dict[str, Speed], busy: dict[str, float], fleets: dict[str, Fleet], backlogged: set[str]
+    async def _measure_when_full(
+        self, speeds: dict[str, Speed], totals: dict[str, tuple[float, int]], fleets: dict[str, Fleet], full: set[str]
     ) -> None:
-        """Busy seconds per replica-second, over the ticks in which the model had work for every
-        slot of every replica at both ends, on the same replicas: decayed sums of both (so a long
-        interval weighs more than a short one, and one odd second does not swing it), kept."""
+        """Over the ticks in which a model had work for every slot of every replica at both ends,
+        on the same replicas: busy seconds per replica-second (its utilization) and busy seconds
+        per result (what a request costs in a full worker: results of a draining worker share its
+        time among fewer, and would make a large job look dearer than it is). Decayed sums of both,
+        so a long interval weighs more than a short one and one odd second does not swing them;
+        kept in Redis, and applied to the speeds."""
         now = time.monotonic()
-        measured: dict[str, float] = {}
+        measured: dict[str, dict[str, float]] = {}
         for name, speed in speeds.items():
             replicas = fleets[name].current
+            busy, count = totals[name]
             seen = self._busy_seen.get(name)
-            self._busy_seen[name] = (now, busy[name], replicas)
-            sums = self._utilization.get(name)
-            if sums is None:  # what was kept, as if measured over UTILIZATION_PRIOR_S
-                sums = self._utilization[name] = [speed.utilization * UTILIZATION_PRIOR_S, UTILIZATION_PRIOR_S]
-            speed.utilization = sums[0] / sums[1]
-            full = name in backlogged and name in self._backlogged
-            if seen is None or not full or replicas <= 0 or seen[2] != replicas or now - seen[0] <= 0.2:
-                continue
-            sums[0] = sums[0] * UTILIZATION_KEEP + max(0.0, busy[name] - seen[1])
-            sums[1] = sums[1] * UTILIZATION_KEEP + replicas * (now - seen[0])
-            speed.utilization = min(1.0, sums[0] / sums[1])
-            measured[name] = speed.utilization
-        await self.calibration.save_utilization(measured)
+            self._busy_seen[name] = (now, busy, count, replicas)
+            util = self._utilization.get(name)
+            if util is None:  # what was kept, as if measured over UTILIZATION_PRIOR_S
+                util = self._utilization[name] = [speed.utilization * UTILIZATION_PRIOR_S, UTILIZATION_PRIOR_S]
+            cost = self._full_cost.get(name)
+            if cost is None and speed.full_request_s is not None:
+                cost = self._full_cost[name] = [speed.full_request_s * FULL_COST_PRIOR, FULL_COST_PRIOR]
+            both = name in full and name in self._backlogged
+            if seen is not None and both and replicas > 0 and seen[3] == replicas and now - seen[0] > 0.2:
+                util[0] = util[0] * UTILIZATION_KEEP + max(0.0, busy - seen[1])
+                util[1] = util[1] * UTILIZATION_KEEP + replicas * (now - seen[0])
+                if count > seen[2]:
+                    cost = self._full_cost.setdefault(name, [0.0, 0.0])
+                    cost[0] = cost[0] * UTILIZATION_KEEP + max(0.0, busy - seen[1])
+                    cost[1] = cost[1] * UTILIZATION_KEEP + (count - seen[2])
+                measured[name] = {UTILIZATION: min(1.0, util[0] / util[1])}
+                if cost is not None and cost[1] > 0:
+                    measured[name][FULL_REQUEST_S] = cost[0] / cost[1]
+            speed.utilization = min(1.0, util[0] / util[1])
+            if cost is not None and cost[1] > 0:
+                speed.at_full(cost[0] / cost[1])
+        await self.calibration.save(measured)
 
     async def _read_spreads(self, names: list[str]) -> None:
         now = time.monotonic()

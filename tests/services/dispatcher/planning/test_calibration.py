@@ -36,13 +36,14 @@ async def test_busy_time_per_request_is_a_line_in_completion_tokens(r, keys):
     tally.add(ResultRecord("job", "x", "m", "failed", 0, 0, b"{}"))  # never ran: not measured
     cal = Calibration(r, keys)
     await cal.add(tally)
-    speeds, busy = await cal.speeds(["m", "other"])
+    speeds, totals = await cal.speeds(["m", "other"])
     s = speeds["m"]
     assert s.calibrated_from == 2000 and speeds["other"].calibrated_from == 0
     assert s.busy_base_s == pytest.approx(0.02, abs=0.001) and s.busy_per_token_s == pytest.approx(0.003, rel=0.02)
     assert s.chars_per_token == pytest.approx(4.0) and s.billed_micros == pytest.approx(7.0)
     assert s.completion_ratio == pytest.approx(32.5 / 64, rel=0.05)
-    assert busy["m"] == pytest.approx(sum(0.02 + 0.003 * t for t in range(1, 65)) * 2000 / 64, rel=0.05)
+    busy, count = totals["m"]
+    assert count == 2000 and busy == pytest.approx(sum(0.02 + 0.003 * t for t in range(1, 65)) * 2000 / 64, rel=0.05)
 
 
 async def test_old_results_weigh_less_as_new_ones_come(r, keys):
