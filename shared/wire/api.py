@@ -51,6 +51,10 @@ Deadline = (
     Annotated[int, Meta(ge=0, le=2**40, description="Unix seconds")]
     | Annotated[dt.datetime, Meta(tz=True, description="RFC 3339, with its offset")]
 )
+# Rules the schema cannot state (the server checks them): the document describes them.
+DEADLINE_RULE = (
+    "after now, and no later than the end of the completion window; an on_deadline_risk other than best_effort needs it"
+)
 # Events a webhook can subscribe to (CloudEvents types are these prefixed with `com.inferq.`).
 EventType = Literal[
     "job.completed", "job.failed", "job.cancelled", "job.expired", "job.deadline_at_risk", "request.completed"
@@ -114,12 +118,15 @@ class SamplingFields(Struct, forbid_unknown_fields=True, kw_only=True):
     seed: Seed | None = None
 
 
-def _exactly_one(a: str, b: str) -> dict[str, Any]:
-    """JSON Schema for "exactly one of `a` and `b`", where null counts as absent (as decoding does)."""
+def _exactly_one(*names: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of `names`", where null counts as absent (as decoding does)."""
     return {
         "oneOf": [
-            {"required": [a], "properties": {a: {"not": {"type": "null"}}, b: {"type": "null"}}},
-            {"required": [b], "properties": {b: {"not": {"type": "null"}}, a: {"type": "null"}}},
+            {
+                "required": [a],
+                "properties": {a: {"not": {"type": "null"}}, **{b: {"type": "null"} for b in names if b != a}},
+            }
+            for a in names
         ]
     }
 
@@ -129,6 +136,7 @@ def _exactly_one(a: str, b: str) -> dict[str, Any]:
 SCHEMA_EXTRA: dict[str, dict[str, Any]] = {
     "RequestSpec": _exactly_one("prompt", "messages"),
     "JobCreate": _exactly_one("requests", "prompts"),
+    "QuoteRequest": _exactly_one("requests", "prompts", "input_file_id"),
 }
 
 
@@ -177,7 +185,7 @@ class JobCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     webhook: JobWebhook | None = None
     # When the job must be done by; the dispatcher serves it ahead of work without an earlier one
     # and scales for it. `on_deadline_risk` says what happens when the plan says it will be late.
-    deadline: Deadline | None = None
+    deadline: Annotated[Deadline | None, Meta(description=DEADLINE_RULE)] = None
     on_deadline_risk: DeadlineRisk = "best_effort"
 
 

@@ -7,6 +7,7 @@ operation answers 401, as documented."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections import Counter
@@ -92,7 +93,7 @@ def _run(stack: LocalStack, key: str, examples: int, phases: list[str]):
 
     @schema.hook
     def filter_body(ctx, body):
-        return not _repeats_an_id(body) and not _holds_an_unservable_contract(body)
+        return not _repeats_an_id(body) and not _holds_an_unservable_contract(body) and not _misses_its_window(body)
 
     failures: list[str] = []
     responses: list[tuple[str, str, str, int]] = []
@@ -135,6 +136,25 @@ def _repeats_an_id(body: object) -> bool:
             if len(ids) != len(set(map(str, ids))):
                 return True
     return False
+
+
+def _misses_its_window(body: object) -> bool:
+    """A job whose `deadline` has passed or comes after its completion window ends, or whose
+    on_deadline_risk needs a deadline it lacks: refused, as the document describes, by rules of
+    time and of two fields together that JSON Schema does not state."""
+    if not isinstance(body, dict):
+        return False
+    deadline = body.get("deadline")
+    if deadline is None:
+        return body.get("on_deadline_risk", "best_effort") != "best_effort"
+    try:
+        at = deadline if isinstance(deadline, int | float) else dt.datetime.fromisoformat(str(deadline)).timestamp()
+        window = str(body.get("completion_window", "24h"))
+        seconds = int(window[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[window[-1]]
+    except (ValueError, KeyError, OverflowError):
+        return False  # not a valid body: a negative case stays negative
+    now = time.time()
+    return not now + 5 < at <= now + seconds
 
 
 def _holds_an_unservable_contract(body: object) -> bool:
@@ -182,7 +202,8 @@ def _unobservable(recorder, case_id: str, check: str) -> bool:
     interaction = recorder.interactions.get(case_id)
     if interaction is not None and check == "positive_data_acceptance":
         # the coverage phase does not pass its bodies through the filter hook
-        return _holds_an_unservable_contract(_json(interaction.request.body))
+        body = _json(interaction.request.body)
+        return _holds_an_unservable_contract(body) or _misses_its_window(body)
     if interaction is None or check != "negative_data_rejection":
         return False
     request = interaction.request

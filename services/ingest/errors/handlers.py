@@ -61,8 +61,11 @@ def allowed_methods(request: Request) -> list[str]:
     """The methods the document gives the request's path (FastAPI keeps the routes of included
     routers inside them, so Starlette's own `Allow` names only the first route it tried)."""
     path = request.url.path
+    paths = request.app.openapi().get("paths", {})
+    if path in paths:  # a path of its own (`/v1/jobs/quote`) is not also a value of a template's parameter
+        return sorted(m.upper() for m in paths[path])
     methods: set[str] = set()
-    for template, ops in request.app.openapi().get("paths", {}).items():
+    for template, ops in paths.items():
         if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
             methods |= {m.upper() for m in ops}
     return sorted(methods)

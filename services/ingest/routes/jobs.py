@@ -8,7 +8,7 @@ import re
 from typing import Annotated
 
 import msgspec
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from services.ingest.access import job_not_found, owned_job
@@ -201,7 +201,11 @@ _QUOTE_FILE_FIELDS = ("completion_window", "metadata", "deadline", "on_deadline_
         "(`feasible`) and what would make it hold."
     ),
     openapi_extra=describe.json_body(QuoteRequest),
-    responses={200: describe.json_response(Quote, "The quote"), **describe.ERRORS},
+    responses={
+        200: describe.json_response(Quote, "The quote"),
+        404: describe.route_error("No such input file (`input_file_id`)"),
+        **describe.ERRORS,
+    },
 )
 async def quote_job(
     request: Request,
@@ -222,6 +226,12 @@ async def quote_job(
         body = msgspec.json.encode(fields)
     plan = plan_job(body, models, settings.max_requests_per_job, settings.max_prompt_chars)
     return as_json(await quoter.quote(plan))
+
+
+@router.api_route("/v1/jobs/quote", methods=["GET", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
+async def quote_other_methods() -> Response:
+    """405 with `Allow: POST`: without it `GET /v1/jobs/quote` would be read as a job id."""
+    raise HTTPException(405, "Method Not Allowed")
 
 
 async def _file_job_body(r, keys, tenant: str, models, doc: QuoteRequest) -> bytes:
