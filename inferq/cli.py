@@ -442,6 +442,11 @@ def _print_quote(q: Quote) -> None:
     deadline needs; when it starts and finishes (p50, p90) on the replicas now and at max
     replicas; then the job's total, whether its deadline holds, suggestions and notes."""
     now = time.time()
+    _print_quote_tables(q, now)
+    _print_quote_summary(q, now)
+
+
+def _print_quote_tables(q: Quote, now: float) -> None:
     names = [m.model for m in q.models]
     width = max((len(n) for n in names), default=5)
     table = Table(title=f"quote: {q.requests:,} requests if submitted now (nothing was written)")
@@ -475,6 +480,8 @@ def _print_quote(q: Quote) -> None:
         times.add_row("", _replicas_cell("max", m.at_max_replicas), *_time_cells(m.at_max_replicas, now))
     out.print(times)
 
+
+def _print_quote_summary(q: Quote, now: float) -> None:
     def say(text: str) -> None:
         out.print(text, highlight=False, soft_wrap=True)
 
