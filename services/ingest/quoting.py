@@ -22,7 +22,7 @@ from services.ingest.errors.client import ApiException
 from services.ingest.submission import Demand, JobPlan
 from services.ingest.token_counts import TokenCounter
 from shared.catalog.models import ModelConfig, ModelsConfig
-from shared.catalog.pricing import hourly_price
+from shared.catalog.pricing import exact_micros
 from shared.core.errors import REDIS_UNAVAILABLE
 from shared.planning import plan as plans
 from shared.planning.plan import DEFAULT_CHARS_PER_TOKEN, PLAN_STALE_S, ModelPlan, Speed
@@ -108,22 +108,11 @@ def _billed(cfg: ModelConfig, speed: Speed, busy_s: float, tokens: int) -> float
     """Micro-dollars the job will be billed: its busy time and tokens at the model's prices,
     scaled as the model's results were billed against the same prices (each request's charge is
     rounded to the micro-dollar, which matters where a request costs only a few)."""
-    exact = _exact_micros(cfg, busy_s, tokens)
-    measured = _exact_micros(cfg, speed.billed_busy_s, speed.billed_tokens)
+    exact = exact_micros(cfg, busy_s * 1e6, tokens)
+    measured = exact_micros(cfg, speed.billed_busy_s * 1e6, speed.billed_tokens)
     if speed.billed_micros > 0 and measured > 0:
         return exact * speed.billed_micros / measured
     return exact
-
-
-def _exact_micros(cfg: ModelConfig, busy_s: float, tokens: float) -> float:
-    """shared/catalog/pricing.py's cost, unrounded."""
-    total = 0.0
-    per_hour = hourly_price(cfg)
-    if per_hour is not None:
-        total += per_hour * busy_s * 1e6 / 3600.0
-    if cfg.price_per_million_tokens is not None:
-        total += cfg.price_per_million_tokens * tokens
-    return total
 
 
 def _empty_plan(cfg: ModelConfig, now_s: float) -> ModelPlan:

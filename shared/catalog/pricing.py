@@ -46,13 +46,18 @@ def hourly_price(cfg: ModelConfig) -> float | None:
     return None
 
 
-def cost_micros(cfg: ModelConfig, busy_us: int, tokens: int) -> int:
-    """What one request cost, in micro-dollars: its busy time at the hourly price, plus its
-    tokens at the per-million price."""
+def exact_micros(cfg: ModelConfig, busy_us: float, tokens: float) -> float:
+    """What busy time (µs) and tokens cost at the model's prices, in micro-dollars, unrounded."""
     total = 0.0
     per_hour = hourly_price(cfg)
     if per_hour is not None:
         total += per_hour * busy_us / 3600.0
     if cfg.price_per_million_tokens is not None:
         total += cfg.price_per_million_tokens * tokens
-    return round(total)
+    return total
+
+
+def cost_micros(cfg: ModelConfig, busy_us: int, tokens: int) -> int:
+    """What one request cost, in micro-dollars: its busy time at the hourly price, plus its
+    tokens at the per-million price."""
+    return round(exact_micros(cfg, busy_us, tokens))

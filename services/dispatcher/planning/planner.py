@@ -125,8 +125,9 @@ class Planner:
         self._backlogged = backlogged
         await self._read_spreads(names)
         spills = self._spills(now_ms, jobs, fleets, speeds)
+        by_id = {j.job_id: j for j in jobs}
         for s in spills:  # planned as moved: what the own fleet keeps, and where the rest goes
-            job = next(j for j in jobs if j.job_id == s.job_id)
+            job = by_id[s.job_id]
             job.own[s.model] -= s.requests
             chain = self.models.models[s.model].fallback
             job.away[chain[0]] = job.away.get(chain[0], 0) + s.requests
